@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""CDK entry point: settings from context -> the serving system's stacks.
+
+The only module that reads context. Bad settings end the process with one message naming
+each bad key, its value and what is allowed, before anything is synthesized.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import aws_cdk as cdk
+
+from stacks.nag import enable_nag
+from stacks.serving_system import add_serving_system
+from stacks.settings import Settings, SettingsError
+
+
+def build_app(app: cdk.App) -> cdk.App:
+    settings = Settings.from_context(app.node.get_all_context())
+    system = add_serving_system(app, settings)
+    enable_nag(app, system)
+    return app
+
+
+def main() -> int:
+    app = cdk.App()
+    try:
+        build_app(app)
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    app.synth()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""What the project knows about each accelerator: taints, device resources, AMIs, shapes.
+
+One table used by the settings (to validate instance types), the stacks (NodePool, node
+groups, device plugins) and the Ray worker specs (tolerations and device requests), so the
+three cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class InstanceShape:
+    """Size of one instance type, as a Ray worker on it may request."""
+
+    vcpus: int
+    memory_gib: int
+    # Devices the device plugin advertises: Inferentia2 chips or NVIDIA GPUs.
+    devices: int
+    # Accelerator memory per device, GiB (sizes the model's tensor-parallel degree).
+    device_memory_gib: int
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    name: str
+    # Extended resource the device plugin advertises and pods request.
+    device_resource: str
+    # Taint key on every node of this accelerator (effect NoSchedule).
+    taint_key: str
+    # Managed node group AMI type, as named by aws_eks_v2.NodegroupAmiType (AL2023; AL2
+    # reached end of support 2025-11-26).
+    node_group_ami_type: str
+    instance_types: dict[str, InstanceShape]
+
+    @staticmethod
+    def family(instance_type: str) -> str:
+        return instance_type.split(".", 1)[0]
+
+    def families(self, instance_types: tuple[str, ...]) -> list[str]:
+        return sorted({self.family(t) for t in instance_types})
+
+
+NEURON = Accelerator(
+    name="neuron",
+    device_resource="aws.amazon.com/neuron",
+    taint_key="aws.amazon.com/neuron",
+    node_group_ami_type="AL2023_X86_64_NEURON",
+    instance_types={
+        "inf2.xlarge": InstanceShape(vcpus=4, memory_gib=16, devices=1, device_memory_gib=32),
+        "inf2.8xlarge": InstanceShape(vcpus=32, memory_gib=128, devices=1, device_memory_gib=32),
+        "inf2.24xlarge": InstanceShape(vcpus=96, memory_gib=384, devices=6, device_memory_gib=32),
+        "inf2.48xlarge": InstanceShape(vcpus=192, memory_gib=768, devices=12, device_memory_gib=32),
+    },
+)
+
+NVIDIA = Accelerator(
+    name="nvidia",
+    device_resource="nvidia.com/gpu",
+    taint_key="nvidia.com/gpu",
+    node_group_ami_type="AL2023_X86_64_NVIDIA",
+    instance_types={
+        "g6e.xlarge": InstanceShape(vcpus=4, memory_gib=32, devices=1, device_memory_gib=48),
+        "g6e.2xlarge": InstanceShape(vcpus=8, memory_gib=64, devices=1, device_memory_gib=48),
+        "g6e.4xlarge": InstanceShape(vcpus=16, memory_gib=128, devices=1, device_memory_gib=48),
+        "g6e.12xlarge": InstanceShape(vcpus=48, memory_gib=384, devices=4, device_memory_gib=48),
+        "g6.2xlarge": InstanceShape(vcpus=8, memory_gib=32, devices=1, device_memory_gib=24),
+        "g6.4xlarge": InstanceShape(vcpus=16, memory_gib=64, devices=1, device_memory_gib=24),
+        "g5.2xlarge": InstanceShape(vcpus=8, memory_gib=32, devices=1, device_memory_gib=24),
+        "g5.4xlarge": InstanceShape(vcpus=16, memory_gib=64, devices=1, device_memory_gib=24),
+        "g5.12xlarge": InstanceShape(vcpus=48, memory_gib=192, devices=4, device_memory_gib=24),
+    },
+)
+
+ACCELERATORS: dict[str, Accelerator] = {a.name: a for a in (NEURON, NVIDIA)}

@@ -1,0 +1,39 @@
+"""Names, labels, taints and ports shared by the infrastructure and the pods.
+
+The 2024 blueprint's most common failure was pods stuck Pending because a selector named a
+label no node carried. Every label, taint and name that must agree between a NodePool or
+node group (stacks/) and a pod spec (charts/) is defined here, once.
+"""
+
+from __future__ import annotations
+
+# Label domain of this project. A DNS subdomain, as Kubernetes requires for label prefixes.
+LABEL_DOMAIN = "ray-serve-ha.dev"
+
+# Every accelerator node carries this label; Ray workers select it.
+ACCELERATOR_LABEL = f"{LABEL_DOMAIN}/accelerator"
+# Node role in node-groups mode ("system" for operators, the Ray head and the UI).
+NODE_ROLE_LABEL = f"{LABEL_DOMAIN}/node-role"
+SYSTEM_NODE_ROLE = "system"
+
+# Names of the accelerator capacity (Karpenter NodePool in Auto Mode, node group otherwise).
+def accelerator_pool_name(accelerator: str) -> str:
+    return f"ray-{accelerator}"
+
+
+# Namespaces.
+SERVING_NAMESPACE = "ray-serving"
+KUBERAY_NAMESPACE = "kuberay-system"
+EXTERNAL_SECRETS_NAMESPACE = "external-secrets"
+NEURON_NAMESPACE = "neuron-system"
+NVIDIA_NAMESPACE = "nvidia-device-plugin"
+
+# Service accounts that receive AWS identities.
+EXTERNAL_SECRETS_SERVICE_ACCOUNT = "external-secrets"
+
+# Ports.
+REDIS_PORT = 6379
+SERVE_PORT = 8000
+DASHBOARD_PORT = 8265
+GCS_PORT = 6379
+GRADIO_PORT = 7860

@@ -1,0 +1,1 @@
+"""CDK stacks of the serving system: network -> cluster -> GCS store -> serving."""

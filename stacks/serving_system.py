@@ -1,0 +1,69 @@
+"""The stacks of one serving system, wired in data-flow order:
+settings -> network -> cluster -> GCS store (-> serving, added by the charts issue)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aws_cdk as cdk
+from constructs import Construct
+
+from stacks.cluster import ClusterStack
+from stacks.gcs_store import GcsStoreStack
+from stacks.network import NetworkStack
+from stacks.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServingSystem:
+    network: NetworkStack
+    cluster: ClusterStack
+    gcs_store: GcsStoreStack
+
+    @property
+    def stacks(self) -> list[cdk.Stack]:
+        return [self.network, self.cluster, self.gcs_store]
+
+
+def add_serving_system(scope: Construct, settings: Settings) -> ServingSystem:
+    """Adds the system's stacks to `scope`: the App itself (so `cdk deploy --all` selects
+    them) or a `ServingStage` of a pipeline."""
+    env = None
+    if settings.environment.account or settings.environment.region:
+        env = cdk.Environment(account=settings.environment.account, region=settings.environment.region)
+    name = settings.cluster.name
+    network = NetworkStack(
+        scope, f"{name}-network", cluster_name=name, env=env,
+        description="Ray Serve HA on EKS: VPC over three AZs",
+    )
+    cluster = ClusterStack(
+        scope,
+        f"{name}-cluster",
+        cluster_settings=settings.cluster,
+        capacity=settings.capacity,
+        secrets=settings.secrets,
+        vpc=network.vpc,
+        subnets=network.private_subnets,
+        env=env,
+        description="Ray Serve HA on EKS: EKS cluster, accelerator capacity, KubeRay and External Secrets",
+    )
+    gcs_store = GcsStoreStack(
+        scope,
+        f"{name}-gcs-store",
+        settings=settings.gcs_store,
+        vpc=network.vpc,
+        subnets=network.private_subnets,
+        cluster_security_group=cluster.cluster_security_group,
+        secret_readers=[cluster.external_secrets.role],
+        env=env,
+        description="Ray Serve HA on EKS: ElastiCache store for Ray GCS fault tolerance",
+    )
+    return ServingSystem(network=network, cluster=cluster, gcs_store=gcs_store)
+
+
+class ServingStage(cdk.Stage):
+    """The serving system as a deployable unit of a CDK Pipeline."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.system = add_serving_system(self, settings)
