@@ -1,0 +1,94 @@
+"""Shared test set-up: the project's node on PATH for jsii, the cdk.json context (feature
+flags and default settings) for every test App, the CRD schema folder, and a helper that
+synthesizes the serving system with setting overrides."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# jsii needs node; use the project's Node 24 when the venv has it (quiet, supported).
+_VENV_BIN = ROOT / ".venv" / "bin"
+if (_VENV_BIN / "node").exists():
+    os.environ["PATH"] = f"{_VENV_BIN}{os.pathsep}{os.environ['PATH']}"
+
+import aws_cdk as cdk  # noqa: E402
+from aws_cdk.assertions import Template  # noqa: E402
+
+from stacks.serving_system import ServingSystem, add_serving_system  # noqa: E402
+from stacks.settings import Settings  # noqa: E402
+
+CDK_JSON_CONTEXT: dict = json.loads((ROOT / "cdk.json").read_text())["context"]
+
+
+def schemas_dir() -> Path:
+    """CRD schemas: $RAY_SERVE_HA_SCHEMAS, or ../shared/schemas beside the repository."""
+    return Path(os.environ.get("RAY_SERVE_HA_SCHEMAS", ROOT.parent / "shared" / "schemas"))
+
+
+def context(**overrides) -> dict:
+    """cdk.json context (same feature flags as `cdk synth`) with setting overrides."""
+    return {**CDK_JSON_CONTEXT, **overrides}
+
+
+@dataclass
+class Synthesized:
+    system: ServingSystem
+    network: Template
+    cluster: Template
+    gcs_store: Template
+
+
+def synthesize(**overrides) -> Synthesized:
+    app = cdk.App(context=context(**overrides))
+    system = add_serving_system(app, Settings.from_context(app.node.get_all_context()))
+    return Synthesized(
+        system=system,
+        network=Template.from_stack(system.network),
+        cluster=Template.from_stack(system.cluster),
+        gcs_store=Template.from_stack(system.gcs_store),
+    )
+
+
+_ASSET_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def normalise_asset_hashes(template: dict) -> dict:
+    """Replaces 64-hex asset hashes by numbered placeholders in order of appearance, so a
+    snapshot survives library upgrades but two different assets stay two."""
+    text = json.dumps(template, indent=1, sort_keys=True)
+    seen: dict[str, str] = {}
+
+    def number(match: re.Match) -> str:
+        return seen.setdefault(match.group(0), f"<asset-{len(seen) + 1}>")
+
+    return json.loads(_ASSET_HASH.sub(number, text))
+
+
+@pytest.fixture(scope="session")
+def default_system() -> Synthesized:
+    """The system with cdk.json's defaults (neuron, Auto Mode), synthesized once."""
+    return synthesize()
+
+
+@pytest.fixture(scope="session")
+def node_groups_neuron() -> Synthesized:
+    return synthesize(capacityMode="node-groups")
+
+
+@pytest.fixture(scope="session")
+def node_groups_nvidia() -> Synthesized:
+    return synthesize(capacityMode="node-groups", accelerator="nvidia")
+
+
+@pytest.fixture(scope="session")
+def auto_mode_nvidia() -> Synthesized:
+    return synthesize(accelerator="nvidia")

@@ -1,0 +1,239 @@
+"""ClusterStack: version and kubectl layer, access, logging, encryption, capacity per
+settings, and the pinned operators."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from aws_cdk.assertions import Match
+
+from charts import constants
+from charts.node_pool import accelerator_node_pool
+from charts.accelerators import NEURON, NVIDIA
+from tests.conftest import synthesize
+from tests.crd_schemas import crd_errors
+
+ADMIN_ROLE = "arn:aws:iam::123456789012:role/PlatformAdmin"
+
+
+def manifests(template) -> list[dict]:
+    objects = []
+    for resource in template.find_resources("Custom::AWSCDK-EKS-KubernetesResource").values():
+        objects.extend(json.loads(resource["Properties"]["Manifest"]))
+    return objects
+
+
+def helm_charts(template) -> dict[str, dict]:
+    return {
+        r["Properties"]["Chart"]: r["Properties"]
+        for r in template.find_resources("Custom::AWSCDK-EKS-HelmChart").values()
+    }
+
+
+def test_cluster_runs_kubernetes_1_35_with_a_matching_kubectl_layer(default_system):
+    default_system.cluster.has_resource_properties("AWS::EKS::Cluster", {"Version": "1.35"})
+    default_system.cluster.has_resource_properties(
+        "AWS::Lambda::LayerVersion", {"Description": Match.string_like_regexp(r"kubectl 1\.35\.")}
+    )
+
+
+def test_all_control_plane_log_types_are_enabled(default_system):
+    default_system.cluster.has_resource_properties(
+        "AWS::EKS::Cluster",
+        {
+            "Logging": {
+                "ClusterLogging": {
+                    "EnabledTypes": [
+                        {"Type": t}
+                        for t in ("api", "audit", "authenticator", "controllerManager", "scheduler")
+                    ]
+                }
+            }
+        },
+    )
+
+
+def test_secrets_are_envelope_encrypted_with_a_rotating_kms_key(default_system):
+    template = default_system.cluster
+    key_id = next(iter(template.find_resources("AWS::KMS::Key", {"Properties": {"EnableKeyRotation": True}})))
+    template.has_resource_properties(
+        "AWS::EKS::Cluster",
+        {"EncryptionConfig": [{"Provider": {"KeyArn": {"Fn::GetAtt": [key_id, "Arn"]}}, "Resources": ["secrets"]}]},
+    )
+
+
+def test_endpoint_is_private_unless_public_cidrs_are_given(default_system):
+    default_system.cluster.has_resource_properties(
+        "AWS::EKS::Cluster",
+        {"ResourcesVpcConfig": Match.object_like({"EndpointPrivateAccess": True, "EndpointPublicAccess": False})},
+    )
+
+
+def test_public_endpoint_is_limited_to_the_configured_cidrs():
+    template = synthesize(endpointPublicAccessCidrs="203.0.113.0/24").cluster
+    template.has_resource_properties(
+        "AWS::EKS::Cluster",
+        {
+            "ResourcesVpcConfig": Match.object_like(
+                {"EndpointPrivateAccess": True, "EndpointPublicAccess": True, "PublicAccessCidrs": ["203.0.113.0/24"]}
+            )
+        },
+    )
+
+
+def test_admins_get_cluster_admin_access_entries():
+    template = synthesize(adminPrincipalArns=[ADMIN_ROLE]).cluster
+    template.has_resource_properties(
+        "AWS::EKS::AccessEntry",
+        {
+            "PrincipalArn": ADMIN_ROLE,
+            "AccessPolicies": [
+                {
+                    "AccessScope": {"Type": "cluster"},
+                    "PolicyArn": {"Fn::Join": ["", [
+                        "arn:", {"Ref": "AWS::Partition"},
+                        ":eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"]]},
+                }
+            ],
+        },
+    )
+
+
+def test_auto_mode_enables_the_built_in_system_and_general_purpose_pools(default_system):
+    default_system.cluster.has_resource_properties(
+        "AWS::EKS::Cluster",
+        {"ComputeConfig": Match.object_like({"Enabled": True, "NodePools": ["system", "general-purpose"]})},
+    )
+    default_system.cluster.resource_count_is("AWS::EKS::Nodegroup", 0)
+
+
+@pytest.mark.parametrize(
+    "system_fixture,accelerator,family",
+    [("default_system", NEURON, "inf2"), ("auto_mode_nvidia", NVIDIA, "g6e")],
+)
+def test_auto_mode_adds_an_on_demand_accelerator_node_pool(request, system_fixture, accelerator, family):
+    pools = [m for m in manifests(request.getfixturevalue(system_fixture).cluster) if m["kind"] == "NodePool"]
+    assert len(pools) == 1
+    pool = pools[0]
+    assert crd_errors(pool) == []
+    template = pool["spec"]["template"]
+    assert template["metadata"]["labels"] == {constants.ACCELERATOR_LABEL: accelerator.name}
+    assert template["spec"]["taints"] == [{"key": accelerator.taint_key, "effect": "NoSchedule"}]
+    assert template["spec"]["nodeClassRef"] == {"group": "eks.amazonaws.com", "kind": "NodeClass", "name": "default"}
+    requirements = {r["key"]: r["values"] for r in template["spec"]["requirements"]}
+    assert requirements["eks.amazonaws.com/instance-family"] == [family]
+    assert requirements["karpenter.sh/capacity-type"] == ["on-demand"]
+
+
+def test_node_pool_limits_follow_the_max_node_setting():
+    pool = accelerator_node_pool(NEURON, ("inf2.8xlarge",), max_nodes=6)
+    # inf2.8xlarge: 32 vCPU, 128 GiB.
+    assert pool["spec"]["limits"] == {"cpu": "192", "memory": "768Gi"}
+
+
+def test_node_pool_schema_check_catches_a_broken_pool():
+    pool = copy.deepcopy(accelerator_node_pool(NEURON, ("inf2.8xlarge",), max_nodes=4))
+    del pool["spec"]["template"]["spec"]["nodeClassRef"]
+    pool["spec"]["template"]["spec"]["taints"][0]["effect"] = "Sometimes"
+    errors = crd_errors(pool)
+    assert any("'nodeClassRef' is a required property" in e for e in errors)
+    assert any("'Sometimes' is not one of" in e for e in errors)
+
+
+@pytest.mark.parametrize(
+    "system_fixture,accelerator,ami_type,instance_type",
+    [
+        ("node_groups_neuron", NEURON, "AL2023_x86_64_NEURON", "inf2.8xlarge"),
+        ("node_groups_nvidia", NVIDIA, "AL2023_x86_64_NVIDIA", "g6e.xlarge"),
+    ],
+)
+def test_node_groups_mode_adds_a_tainted_accelerator_group_with_the_al2023_ami(
+    request, system_fixture, accelerator, ami_type, instance_type
+):
+    template = request.getfixturevalue(system_fixture).cluster
+    template.has_resource_properties(
+        "AWS::EKS::Cluster", {"ComputeConfig": {"Enabled": False}}
+    )
+    template.resource_count_is("AWS::EKS::Nodegroup", 2)
+    template.has_resource_properties(
+        "AWS::EKS::Nodegroup",
+        {
+            "AmiType": ami_type,
+            "InstanceTypes": [instance_type],
+            "CapacityType": "ON_DEMAND",
+            "Labels": {constants.ACCELERATOR_LABEL: accelerator.name},
+            "Taints": [{"Effect": "NO_SCHEDULE", "Key": accelerator.taint_key}],
+            "ScalingConfig": {"MinSize": 2, "DesiredSize": 2, "MaxSize": 4},
+        },
+    )
+    template.has_resource_properties(
+        "AWS::EKS::Nodegroup",
+        {"AmiType": "AL2023_x86_64_STANDARD", "Labels": {constants.NODE_ROLE_LABEL: constants.SYSTEM_NODE_ROLE}},
+    )
+    # Managed node groups need the Pod Identity agent that Auto Mode has built in.
+    template.has_resource_properties("AWS::EKS::Addon", {"AddonName": "eks-pod-identity-agent"})
+
+
+def test_node_groups_mode_installs_the_pinned_neuron_chart_not_the_legacy_plugin(node_groups_neuron):
+    charts = helm_charts(node_groups_neuron.cluster)
+    assert charts["neuron-helm-chart"]["Repository"] == "oci://public.ecr.aws/neuron/neuron-helm-chart"
+    assert charts["neuron-helm-chart"]["Version"] == "1.10.0"
+    # add_nodegroup_capacity would add an outdated device-plugin DaemonSet manifest.
+    assert not [m for m in manifests(node_groups_neuron.cluster) if m["kind"] == "DaemonSet"]
+
+
+def test_nvidia_device_plugin_is_pinned_and_targets_the_accelerator_label(node_groups_nvidia):
+    chart = helm_charts(node_groups_nvidia.cluster)["nvidia-device-plugin"]
+    assert chart["Version"] == "0.19.3"
+    terms = json.loads(chart["Values"])["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"] == [
+        {"matchExpressions": [{"key": constants.ACCELERATOR_LABEL, "operator": "In", "values": ["nvidia"]}]}
+    ]
+
+
+def test_auto_mode_installs_no_device_plugin(default_system):
+    assert set(helm_charts(default_system.cluster)) == {"kuberay-operator", "external-secrets"}
+
+
+def test_operators_are_installed_from_pinned_charts(default_system):
+    charts = helm_charts(default_system.cluster)
+    assert (charts["kuberay-operator"]["Repository"], charts["kuberay-operator"]["Version"]) == (
+        "https://ray-project.github.io/kuberay-helm/",
+        "1.7.0",
+    )
+    assert charts["kuberay-operator"]["Namespace"] == constants.KUBERAY_NAMESPACE
+    assert (charts["external-secrets"]["Repository"], charts["external-secrets"]["Version"]) == (
+        "https://charts.external-secrets.io",
+        "2.9.0",
+    )
+
+
+def test_external_secrets_runs_with_a_pod_identity_that_reads_only_project_secrets(default_system):
+    template = default_system.cluster
+    template.has_resource_properties(
+        "AWS::EKS::PodIdentityAssociation",
+        {"Namespace": constants.EXTERNAL_SECRETS_NAMESPACE, "ServiceAccount": constants.EXTERNAL_SECRETS_SERVICE_ACCOUNT},
+    )
+    values = json.loads(helm_charts(template)["external-secrets"]["Values"])
+    assert values["serviceAccount"]["name"] == constants.EXTERNAL_SECRETS_SERVICE_ACCOUNT
+    role_id = next(iter(template.find_resources(
+        "AWS::IAM::Role",
+        {"Properties": {"AssumeRolePolicyDocument": {"Statement": [
+            Match.object_like({"Action": ["sts:AssumeRole", "sts:TagSession"],
+                               "Principal": {"Service": "pods.eks.amazonaws.com"}})]}}},
+    )))
+    policies = template.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role_id}]}})
+    statements = [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    # In this stack: the Hugging Face token, by name, nothing else. (The Redis AUTH token is
+    # granted by the GCS store stack.)
+    assert statements == [
+        {
+            "Action": ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"],
+            "Effect": "Allow",
+            "Resource": {"Fn::Join": ["", [
+                "arn:", {"Ref": "AWS::Partition"}, ":secretsmanager:", {"Ref": "AWS::Region"}, ":",
+                {"Ref": "AWS::AccountId"}, ":secret:ray-serve-ha/hugging-face-token-??????"]]},
+        }
+    ]

@@ -1,0 +1,78 @@
+"""cdk-nag AwsSolutions (zero unacknowledged findings) and cfn-lint (zero errors) over the
+synthesized app, for both accelerators and both capacity modes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import aws_cdk as cdk
+import pytest
+
+from app import build_app
+from tests.conftest import context
+
+CONFIGURATIONS = {
+    "neuron-auto-mode": {},
+    "nvidia-auto-mode": {"accelerator": "nvidia"},
+    "neuron-node-groups": {"capacityMode": "node-groups"},
+    "nvidia-node-groups": {"capacityMode": "node-groups", "accelerator": "nvidia", "endpointPublicAccessCidrs": "203.0.113.0/24"},
+}
+# cfn-lint warnings that come from aws-cdk-lib's own constructs (a DependsOn next to a GetAtt
+# on the same role), not from this project.
+LIBRARY_WARNINGS = {"W3005"}
+
+
+@pytest.fixture(scope="module")
+def assemblies(tmp_path_factory) -> dict[str, Path]:
+    """Each configuration synthesized by the real app (nag plugin included) into cdk.out."""
+    out = {}
+    for name, overrides in CONFIGURATIONS.items():
+        outdir = tmp_path_factory.mktemp(name)
+        app = cdk.App(context=context(**overrides), outdir=str(outdir))
+        build_app(app)
+        app.synth()  # raises on any unacknowledged cdk-nag finding
+        out[name] = outdir
+    return out
+
+
+@pytest.mark.parametrize("name", CONFIGURATIONS)
+def test_cdk_nag_reports_nothing_unacknowledged(assemblies, name):
+    report = json.loads((assemblies[name] / "validation-report.json").read_text())
+    violations = [v for plugin in report.get("pluginReports", []) for v in plugin.get("violations", [])]
+    assert violations == []
+    templates = sorted(p.name for p in assemblies[name].glob("*.template.json"))
+    assert templates == [
+        "ray-serve-ha-cluster.template.json",
+        "ray-serve-ha-gcs-store.template.json",
+        "ray-serve-ha-network.template.json",
+    ]
+
+
+def test_cdk_nag_fails_synth_on_a_new_finding(tmp_path):
+    # The compliant app passes above; the same app with an unencrypted GCS store must not.
+    app = cdk.App(context=context(), outdir=str(tmp_path))
+    build_app(app)
+    store = next(c for c in app.node.find_all() if isinstance(c, cdk.aws_elasticache.CfnReplicationGroup))
+    store.transit_encryption_enabled = False
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+    report = json.loads((tmp_path / "validation-report.json").read_text())
+    rules = {v["ruleName"] for plugin in report["pluginReports"] for v in plugin["violations"]}
+    assert rules == {"AwsSolutions-AEC3"}
+
+
+def test_cfn_lint_finds_no_errors(assemblies):
+    templates = [str(p) for outdir in assemblies.values() for p in sorted(outdir.glob("*.template.json"))]
+    assert len(templates) == 3 * len(CONFIGURATIONS)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "cfn-lint"), "--format", "parseable", "--", *templates],
+        capture_output=True,
+        text=True,
+    )
+    findings = [line for line in result.stdout.splitlines() if line.strip()]
+    rules = {line.split(":")[5] for line in findings}
+    assert result.returncode & 2 == 0, result.stdout  # bit 2: errors
+    assert rules <= LIBRARY_WARNINGS, result.stdout
