@@ -1,0 +1,172 @@
+"""python -m charts: the serving manifests as plain YAML, one file per chart, for GitOps tools.
+
+    python -m charts --profile kind --out manifests/kind
+    python -m charts --profile eks --out manifests/eks --accelerator neuron \\
+        --redis-endpoint master.example.cache.amazonaws.com --region us-east-2 \\
+        --redis-auth-secret-arn arn:aws:secretsmanager:us-east-2:111122223333:secret:gcs-auth-AbCdEf \\
+        --hf-token-secret-name ray-serve-ha/hugging-face-token \\
+        --ray-image 111122223333.dkr.ecr.us-east-2.amazonaws.com/ray-serve:neuron \\
+        --gradio-image 111122223333.dkr.ecr.us-east-2.amazonaws.com/gradio:1
+
+Files are named `NN-<chart>.k8s.yaml` in apply order, so `kubectl apply -f DIR` creates them
+in the order they need (and delete them in the reverse order). Bad input ends the run with
+one line on stderr and exit status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import cdk8s
+
+from charts import constants
+from charts.accelerators import ACCELERATORS
+from charts.profiles import EksDeployment, KindDeployment, eks_charts, kind_charts
+
+PROG = "python -m charts"
+# Per accelerator, the instance type the workers are sized for unless told otherwise.
+DEFAULT_INSTANCE_TYPE = {"neuron": "inf2.8xlarge", "nvidia": "g6e.xlarge"}
+# Values only the CDK (or this CLI) knows at deploy time: the eks profile cannot guess them.
+EKS_REQUIRED = (
+    "redis_endpoint", "redis_auth_secret_arn", "hf_token_secret_name", "region", "ray_image", "gradio_image",
+)
+# Options that describe AWS resources and have no meaning on kind.
+EKS_ONLY = (
+    "accelerator", "instance_type", "min_workers", "max_workers", "model_id",
+    "redis_endpoint", "redis_port", "redis_auth_secret_arn", "hf_token_secret_name", "region",
+)
+
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+_SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
+_IMAGE = re.compile(r"^[a-z0-9][\w.:/@-]*$")
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        # One line, no usage dump: the message names the option and what is wrong.
+        raise UsageError(message)
+
+
+def _checked(pattern: re.Pattern[str], what: str):
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise argparse.ArgumentTypeError(f"{value!r} is not {what}")
+        return value
+
+    return check
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a TCP port (1-65535)")
+    return int(value)
+
+
+def _worker_count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number")
+    return int(value)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", required=True, choices=("eks", "kind"))
+    p.add_argument("--out", required=True, type=Path, help="directory for the YAML files")
+    p.add_argument("--ray-image", type=_checked(_IMAGE, "an image reference"),
+                   help=f"Ray image with the Serve app (kind default: {KindDeployment.ray_image})")
+    p.add_argument("--gradio-image", type=_checked(_IMAGE, "an image reference"),
+                   help=f"Gradio UI image (kind default: {KindDeployment.gradio_image})")
+    eks = p.add_argument_group("eks profile")
+    eks.add_argument("--accelerator", choices=sorted(ACCELERATORS), help="default: neuron")
+    eks.add_argument("--instance-type", help="accelerator instance type the workers are sized for "
+                     f"(default: {', '.join(f'{k} {v}' for k, v in DEFAULT_INSTANCE_TYPE.items())})")
+    eks.add_argument("--min-workers", type=_worker_count, help="default: 2")
+    eks.add_argument("--max-workers", type=_worker_count, help="default: --min-workers")
+    eks.add_argument("--model-id", help=f"Hugging Face model id (default: {EksDeployment.model_id})")
+    eks.add_argument("--redis-endpoint", type=_checked(_HOSTNAME, "a host name"),
+                     help="ElastiCache primary endpoint")
+    eks.add_argument("--redis-port", type=_port, help=f"default: {constants.REDIS_PORT}")
+    eks.add_argument("--redis-auth-secret-arn", type=_checked(_SECRET_ARN, "a Secrets Manager secret ARN"),
+                     help="ARN of the ElastiCache AUTH token secret")
+    eks.add_argument("--hf-token-secret-name", type=_checked(_SECRET_NAME, "a Secrets Manager secret name"),
+                     help="name of the Hugging Face token secret")
+    eks.add_argument("--region", type=_checked(_REGION, "an AWS region such as us-east-2"),
+                     help="region of the secrets")
+    return p
+
+
+def _option(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def build(args: argparse.Namespace, app: cdk8s.App) -> tuple[cdk8s.Chart, ...]:
+    """The profile's charts, in apply order; UsageError or ValueError on bad input."""
+    if args.profile == "kind":
+        given = [_option(d) for d in EKS_ONLY if getattr(args, d) is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)}: only for --profile eks (kind runs its own Redis on CPU workers)")
+        images = {"ray_image": args.ray_image, "gradio_image": args.gradio_image}
+        return kind_charts(app, KindDeployment(**{k: v for k, v in images.items() if v})).in_apply_order()
+
+    missing = [_option(d) for d in EKS_REQUIRED if getattr(args, d) is None]
+    if missing:
+        raise UsageError(
+            f"--profile eks needs {', '.join(missing)} (deploy-time values the charts cannot guess)"
+        )
+    accelerator = ACCELERATORS[args.accelerator or "neuron"]
+    min_workers = EksDeployment.min_workers if args.min_workers is None else args.min_workers
+    return eks_charts(
+        app,
+        EksDeployment(
+            accelerator=accelerator,
+            instance_types=(args.instance_type or DEFAULT_INSTANCE_TYPE[accelerator.name],),
+            region=args.region,
+            redis_endpoint=args.redis_endpoint,
+            redis_port=args.redis_port or constants.REDIS_PORT,
+            gcs_store_auth_secret=args.redis_auth_secret_arn,
+            hugging_face_token_secret=args.hf_token_secret_name,
+            ray_image=args.ray_image,
+            gradio_image=args.gradio_image,
+            min_workers=min_workers,
+            max_workers=min_workers if args.max_workers is None else args.max_workers,
+            model_id=args.model_id or EksDeployment.model_id,
+        ),
+    ).in_apply_order()
+
+
+def render(charts: Sequence[cdk8s.Chart]) -> dict[str, str]:
+    """File name -> YAML, numbered in apply order."""
+    return {
+        f"{index:02d}-{chart.node.id}.k8s.yaml": cdk8s.Yaml.stringify(*chart.to_json()).rstrip("\n") + "\n"
+        for index, chart in enumerate(charts)
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+        files = render(build(args, cdk8s.App()))
+        if args.out.exists() and not args.out.is_dir():
+            raise UsageError(f"--out {args.out}: exists and is not a directory")
+    except (UsageError, ValueError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (args.out / name).write_text(text)
+    print(f"wrote {len(files)} files to {args.out}: {', '.join(files)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

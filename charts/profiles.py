@@ -1,0 +1,191 @@
+"""The two ways the charts are put together: on EKS (ElastiCache, External Secrets,
+accelerator workers) and on kind (in-cluster Redis, CPU workers, a tiny model, a query Job).
+
+The CDK serving stack calls `eks_charts` with deploy-time tokens; `python -m charts` calls
+both with literal values. Each returns its charts in apply order: each chart needs the ones
+before it to exist, and must be deleted before them (the RayService's Redis cleanup reads
+the GCS store password Secret).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cdk8s
+
+from charts import constants
+from charts.accelerators import Accelerator
+from charts.gradio import GradioChart, GradioInputs
+from charts.namespace import NamespaceChart
+from charts.query_job import QueryJobChart
+from charts.rayservice import (
+    DEFAULT_RAY_IMAGE,
+    NEURON_CORES_PER_DEVICE,
+    RAYSERVICE_NAME,
+    GcsStore,
+    PodResources,
+    RayServiceChart,
+    RayServiceInputs,
+    RayWorkers,
+    accelerator_workers,
+    openai_base_url,
+)
+from charts.redis import InClusterRedisChart, in_cluster_gcs_store
+from charts.secrets import GCS_STORE_PASSWORD, HUGGING_FACE_TOKEN, SecretsChart, SecretsInputs
+from charts.serve_config import LlmServing
+
+MISTRAL_7B_INSTRUCT = "mistralai/Mistral-7B-Instruct-v0.2"
+# The tiny model (random weights, ~135k parameters) that the CPU image builds into this
+# folder (images/ray-serve/Dockerfile.cpu): the kind profile needs no download and no token.
+TINY_MODEL_ID = "tiny-mistral"
+TINY_MODEL_PATH = "/home/ray/models/tiny-mistral"
+# Locally built UI image, loaded into kind with `kind load docker-image`.
+KIND_GRADIO_IMAGE = "ray-serve-ha/gradio:local"
+
+
+@dataclass(frozen=True)
+class EksDeployment:
+    """What the EKS profile needs; strings may be CDK tokens resolved at deploy time."""
+
+    accelerator: Accelerator
+    instance_types: tuple[str, ...]
+    region: str
+    redis_endpoint: str
+    redis_port: int | str
+    gcs_store_auth_secret: str
+    hugging_face_token_secret: str
+    ray_image: str
+    gradio_image: str
+    min_workers: int = 2
+    max_workers: int = 2
+    model_id: str = MISTRAL_7B_INSTRUCT
+    namespace: str = constants.SERVING_NAMESPACE
+
+
+@dataclass(frozen=True)
+class EksCharts:
+    namespace: NamespaceChart
+    secrets: SecretsChart
+    rayservice: RayServiceChart
+    gradio: GradioChart
+
+    def in_apply_order(self) -> tuple[cdk8s.Chart, ...]:
+        return (self.namespace, self.secrets, self.rayservice, self.gradio)
+
+
+@dataclass(frozen=True)
+class KindDeployment:
+    ray_image: str = DEFAULT_RAY_IMAGE
+    gradio_image: str = KIND_GRADIO_IMAGE
+    namespace: str = constants.SERVING_NAMESPACE
+
+
+@dataclass(frozen=True)
+class KindCharts:
+    namespace: NamespaceChart
+    redis: InClusterRedisChart
+    rayservice: RayServiceChart
+    gradio: GradioChart
+    query: QueryJobChart
+
+    def in_apply_order(self) -> tuple[cdk8s.Chart, ...]:
+        return (self.namespace, self.redis, self.rayservice, self.gradio, self.query)
+
+
+def accelerator_serving(model_id: str, workers: RayWorkers) -> LlmServing:
+    """Serve replicas follow the workers: one per worker pod, as many as there can be."""
+    return LlmServing(
+        model_id=model_id,
+        engine=workers.engine,
+        # Neuron: the model sharded over the two NeuronCores of one Inferentia2 chip (what
+        # Mistral-7B needs on inf2); NVIDIA: one GPU holds it.
+        tensor_parallel_degree=NEURON_CORES_PER_DEVICE if workers.engine == "neuron" else 1,
+        min_replicas=workers.min_replicas,
+        max_replicas=workers.max_replicas,
+    )
+
+
+def eks_rayservice_inputs(deployment: EksDeployment) -> RayServiceInputs:
+    workers = accelerator_workers(
+        deployment.accelerator, deployment.instance_types, deployment.min_workers, deployment.max_workers
+    )
+    return RayServiceInputs(
+        serving=accelerator_serving(deployment.model_id, workers),
+        workers=workers,
+        # ElastiCache: TLS in transit, AUTH token synced by External Secrets.
+        gcs_store=GcsStore(host=deployment.redis_endpoint, port=deployment.redis_port, password=GCS_STORE_PASSWORD),
+        image=deployment.ray_image,
+        namespace=deployment.namespace,
+        hugging_face_token=HUGGING_FACE_TOKEN,
+    )
+
+
+def eks_charts(app: cdk8s.App, deployment: EksDeployment) -> EksCharts:
+    rayservice = eks_rayservice_inputs(deployment)
+    return EksCharts(
+        namespace=NamespaceChart(app, "namespace", name=deployment.namespace),
+        secrets=SecretsChart(
+            app,
+            "secrets",
+            inputs=SecretsInputs(
+                region=deployment.region,
+                gcs_store_auth_secret=deployment.gcs_store_auth_secret,
+                hugging_face_token_secret=deployment.hugging_face_token_secret,
+                namespace=deployment.namespace,
+            ),
+        ),
+        rayservice=RayServiceChart(app, "rayservice", inputs=rayservice),
+        gradio=GradioChart(
+            app,
+            "gradio",
+            inputs=GradioInputs(
+                image=deployment.gradio_image,
+                openai_base_url=openai_base_url(rayservice.name, deployment.namespace),
+                model_id=deployment.model_id,
+                namespace=deployment.namespace,
+            ),
+        ),
+    )
+
+
+# kind: two small CPU workers and a small head, as in KubeRay's HA sample.
+KIND_WORKERS = RayWorkers(resources=PodResources(cpu="1", memory="3Gi"))
+KIND_HEAD_RESOURCES = PodResources(cpu="1", memory="2Gi")
+
+
+def kind_rayservice_inputs(deployment: KindDeployment) -> RayServiceInputs:
+    return RayServiceInputs(
+        serving=LlmServing(
+            model_id=TINY_MODEL_PATH, served_model_name=TINY_MODEL_ID, engine="transformers", max_tokens=64
+        ),
+        workers=KIND_WORKERS,
+        gcs_store=in_cluster_gcs_store(deployment.namespace),
+        image=deployment.ray_image,
+        name=RAYSERVICE_NAME,
+        namespace=deployment.namespace,
+        head_resources=KIND_HEAD_RESOURCES,
+        head_on_stable_capacity=False,
+    )
+
+
+def kind_charts(app: cdk8s.App, deployment: KindDeployment) -> KindCharts:
+    rayservice = kind_rayservice_inputs(deployment)
+    base_url = openai_base_url(rayservice.name, deployment.namespace)
+    return KindCharts(
+        namespace=NamespaceChart(app, "namespace", name=deployment.namespace),
+        redis=InClusterRedisChart(app, "redis", namespace=deployment.namespace),
+        rayservice=RayServiceChart(app, "rayservice", inputs=rayservice),
+        gradio=GradioChart(
+            app,
+            "gradio",
+            inputs=GradioInputs(
+                image=deployment.gradio_image,
+                openai_base_url=base_url,
+                model_id=TINY_MODEL_ID,
+                namespace=deployment.namespace,
+            ),
+        ),
+        query=QueryJobChart(
+            app, "query", openai_base_url=base_url, model_id=TINY_MODEL_ID, namespace=deployment.namespace
+        ),
+    )

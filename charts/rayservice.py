@@ -1,0 +1,436 @@
+"""RayService: the Ray cluster that serves the LLM, with its head made fault tolerant by an
+external Redis, and a PodDisruptionBudget for its workers.
+
+The head keeps the cluster's metadata (GCS) in Redis, so when it dies the workers, their
+Serve replicas and proxies keep answering requests, and a new head picks up where the old
+one stopped. The spec below is what makes that hold on Kubernetes: the GCS store, two or
+more workers on distinct nodes, no Serve traffic through the head, and nothing the KubeRay
+operator rejects (see `charts.kuberay_rules`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import cdk8s
+from constructs import Construct
+
+from charts import constants
+from charts.accelerators import Accelerator
+from charts.objects import add_api_object
+from charts.serve_config import GRACEFUL_SHUTDOWN_TIMEOUT_S, MIN_REPLICAS, Engine, LlmServing, serve_config_yaml
+
+RAY_VERSION = "2.60.0"
+# Ray's own CPU image; accelerator images (Neuron, vLLM) are built from images/ray-serve.
+DEFAULT_RAY_IMAGE = f"rayproject/ray:{RAY_VERSION}-py312"
+RAYSERVICE_NAME = "ray-serve-llm"
+# KubeRay derives the RayCluster, Service and Pod names from the RayService name.
+MAX_RAYSERVICE_NAME_LENGTH = 47
+_DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+# Set on every pod of a RayService (KubeRay keeps template labels): the RayCluster name
+# KubeRay puts in `ray.io/cluster` is generated and changes with every cluster upgrade.
+RAYSERVICE_LABEL = f"{constants.LABEL_DOMAIN}/rayservice"
+
+# The serving engine each kind of worker runs; CPU-only workers (None) run transformers.
+ENGINE_FOR_ACCELERATOR: dict[str | None, Engine] = {"neuron": "neuron", "nvidia": "vllm", None: "transformers"}
+# An Inferentia2 chip (what `aws.amazon.com/neuron` counts) has two NeuronCores.
+NEURON_CORES_PER_DEVICE = 2
+
+# What a worker pod leaves to the kubelet's reservations, the eviction threshold and the
+# DaemonSets (CNI, kube-proxy, Pod Identity agent, device plugin, monitoring agents):
+# one vCPU (Ray counts whole CPUs), and 2 GiB plus 5% of the memory.
+_SYSTEM_VCPUS = 1
+_SYSTEM_MEMORY_GIB = 2
+_SYSTEM_MEMORY_SHARE = 0.05
+
+# Ray's default is 60 s. When `gcs_server` dies inside a running head container, the head's
+# raylet exits after this timeout and the container restarts with a fresh GCS that reloads
+# its state from Redis; 20 s is what KubeRay's own HA end-to-end test uses.
+HEAD_GCS_RECONNECT_TIMEOUT_S = 20
+# Workers must outlive a head outage (a new head pod, image pull included) or they exit and
+# take their replicas with them. KubeRay sets 600 s on workers too; it is written here so
+# the outage budget is visible and tested.
+WORKER_GCS_RECONNECT_TIMEOUT_S = 600
+# ElastiCache certificates chain to Amazon's public CAs: point Ray's Redis client at the
+# system bundle (without it: CERTIFICATE_VERIFY_FAILED, ray#41161).
+REDIS_CA_CERT = "/etc/ssl/certs/ca-certificates.crt"
+# In-flight streams get the replicas' graceful-shutdown time, plus margin, both when a pod is
+# stopped and when an upgraded cluster takes the traffic and the old one is deleted.
+DRAIN_SECONDS = GRACEFUL_SHUTDOWN_TIMEOUT_S + 30
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    """One key of a Kubernetes Secret (synced from Secrets Manager by an ExternalSecret)."""
+
+    name: str
+    key: str
+
+    def env_source(self) -> dict[str, Any]:
+        return {"secretKeyRef": {"name": self.name, "key": self.key}}
+
+
+@dataclass(frozen=True)
+class GcsStore:
+    """The Redis that the Ray GCS writes to. `host` and `port` may be CDK tokens."""
+
+    host: str
+    port: int | str
+    password: SecretKeyRef
+    # ElastiCache enforces TLS in transit; the in-cluster Redis of the kind profile has none.
+    tls: bool = True
+
+    @property
+    def address(self) -> str:
+        # No credentials in the URL: Ray reads the password from `redisPassword`.
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class PodResources:
+    """Requests, equal to limits: Guaranteed QoS, and Ray counts exactly what it gets."""
+
+    cpu: str
+    memory: str
+    # Accelerator devices (Inferentia2 chips, NVIDIA GPUs); only on accelerator workers.
+    devices: int = 0
+
+
+@dataclass(frozen=True)
+class RayWorkers:
+    """The worker group: where it runs, what each pod gets, how many pods."""
+
+    resources: PodResources
+    # None: CPU-only workers that land on any node (the kind profile).
+    accelerator: Accelerator | None = None
+    min_replicas: int = MIN_REPLICAS
+    max_replicas: int = MIN_REPLICAS
+
+    def __post_init__(self) -> None:
+        if self.min_replicas < MIN_REPLICAS:
+            raise ValueError(
+                f"workers min_replicas={self.min_replicas}: at least {MIN_REPLICAS} worker pods are "
+                "needed to keep two Serve replicas on two nodes"
+            )
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"workers max_replicas={self.max_replicas} is below min_replicas={self.min_replicas}"
+            )
+        if (self.accelerator is None) != (self.resources.devices == 0):
+            raise ValueError(
+                "accelerator workers need devices > 0 and CPU-only workers none; got "
+                f"accelerator={self.accelerator.name if self.accelerator else None}, "
+                f"devices={self.resources.devices}"
+            )
+
+    @property
+    def group_name(self) -> str:
+        return self.accelerator.name if self.accelerator else "cpu"
+
+    @property
+    def engine(self) -> Engine:
+        return ENGINE_FOR_ACCELERATOR[self.accelerator.name if self.accelerator else None]
+
+
+def accelerator_workers(
+    accelerator: Accelerator, instance_types: tuple[str, ...], min_replicas: int, max_replicas: int
+) -> RayWorkers:
+    """One worker pod per accelerator node, sized to fit the smallest of `instance_types`."""
+    unknown = [t for t in instance_types if t not in accelerator.instance_types]
+    if not instance_types or unknown:
+        raise ValueError(
+            f"instance types {list(instance_types)} must be a non-empty list of {accelerator.name} "
+            f"instance types: {', '.join(accelerator.instance_types)}"
+        )
+    shapes = [accelerator.instance_types[t] for t in instance_types]
+    vcpus = min(s.vcpus for s in shapes)
+    memory_gib = min(s.memory_gib for s in shapes)
+    return RayWorkers(
+        resources=PodResources(
+            cpu=str(vcpus - _SYSTEM_VCPUS),
+            memory=f"{math.floor(memory_gib * (1 - _SYSTEM_MEMORY_SHARE) - _SYSTEM_MEMORY_GIB)}Gi",
+            # The whole node's devices: one worker (and one Serve replica) per node.
+            devices=min(s.devices for s in shapes),
+        ),
+        accelerator=accelerator,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+    )
+
+
+# The head runs the GCS, the dashboard and the Serve controller, and no replicas.
+EKS_HEAD_RESOURCES = PodResources(cpu="2", memory="8Gi")
+
+
+@dataclass(frozen=True)
+class RayServiceInputs:
+    serving: LlmServing
+    workers: RayWorkers
+    gcs_store: GcsStore
+    # The Ray image with the Serve application (images/ray-serve), per accelerator.
+    image: str = DEFAULT_RAY_IMAGE
+    name: str = RAYSERVICE_NAME
+    namespace: str = constants.SERVING_NAMESPACE
+    head_resources: PodResources = EKS_HEAD_RESOURCES
+    # Hugging Face token for gated models (Mistral); None for models that need none.
+    hugging_face_token: SecretKeyRef | None = None
+    # Keep the head on on-demand nodes without accelerators, and out of Karpenter's
+    # consolidation: every move of the head is a GCS outage. Off on kind (no such labels).
+    head_on_stable_capacity: bool = True
+
+    def __post_init__(self) -> None:
+        validate_rayservice_name(self.name)
+        if self.serving.engine != self.workers.engine:
+            raise ValueError(
+                f"engine {self.serving.engine!r} does not run on {self.workers.group_name} workers; "
+                f"they need engine {self.workers.engine!r}"
+            )
+        needed, offered = _replica_need(self.serving), _worker_offer(self.workers)
+        if needed > offered:
+            raise ValueError(
+                f"one Serve replica needs {needed:g} {_unit(self.workers)} but a worker pod has "
+                f"{offered:g}: lower tensor_parallel_degree or pick a larger instance type"
+            )
+        if self.serving.max_replicas > self.workers.max_replicas:
+            raise ValueError(
+                f"Serve max_replicas={self.serving.max_replicas} exceeds workers "
+                f"max_replicas={self.workers.max_replicas}: with one replica per node, the extra "
+                "replicas would never be placed"
+            )
+
+
+def validate_rayservice_name(name: str) -> None:
+    if len(name) > MAX_RAYSERVICE_NAME_LENGTH:
+        raise ValueError(
+            f"RayService name {name!r} is {len(name)} characters long; KubeRay allows at most "
+            f"{MAX_RAYSERVICE_NAME_LENGTH} because it derives the RayCluster, Service and Pod names from it"
+        )
+    if not _DNS_1035_LABEL.match(name):
+        raise ValueError(
+            f"RayService name {name!r} is not a DNS-1035 label: use lowercase letters, digits and "
+            "'-', starting with a letter and ending with a letter or digit"
+        )
+
+
+def _replica_need(serving: LlmServing) -> float:
+    return serving.cpus_per_replica if serving.engine == "transformers" else serving.tensor_parallel_degree
+
+
+def _worker_offer(workers: RayWorkers) -> float:
+    if workers.accelerator is None:
+        cpu = workers.resources.cpu
+        return float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    if workers.accelerator.name == "neuron":
+        return workers.resources.devices * NEURON_CORES_PER_DEVICE
+    return workers.resources.devices
+
+
+def _unit(workers: RayWorkers) -> str:
+    if workers.accelerator is None:
+        return "CPUs"
+    return "NeuronCores" if workers.accelerator.name == "neuron" else "GPUs"
+
+
+def serve_service_name(rayservice_name: str) -> str:
+    """The Service KubeRay creates for Serve traffic (worker proxies only, here)."""
+    return f"{rayservice_name}-serve-svc"
+
+
+def openai_base_url(rayservice_name: str, namespace: str) -> str:
+    host = f"{serve_service_name(rayservice_name)}.{namespace}.svc.cluster.local"
+    return f"http://{host}:{constants.SERVE_PORT}/v1"
+
+
+def worker_selector(rayservice_name: str) -> dict[str, str]:
+    """Labels of this RayService's worker pods, in every RayCluster it creates."""
+    return {"ray.io/node-type": "worker", RAYSERVICE_LABEL: rayservice_name}
+
+
+def _on_demand_capacity_affinity() -> dict[str, Any]:
+    # Terms are ORed: EKS Auto Mode's general-purpose pool (Karpenter labels) or, in
+    # node-groups mode, the system node group (on-demand managed nodes).
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "karpenter.sh/nodepool", "operator": "In", "values": ["general-purpose"]},
+                            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+                        ]
+                    },
+                    {
+                        "matchExpressions": [
+                            {
+                                "key": constants.NODE_ROLE_LABEL,
+                                "operator": "In",
+                                "values": [constants.SYSTEM_NODE_ROLE],
+                            },
+                            {"key": "eks.amazonaws.com/capacityType", "operator": "In", "values": ["ON_DEMAND"]},
+                        ]
+                    },
+                ]
+            }
+        }
+    }
+
+
+def _resources(resources: PodResources, accelerator: Accelerator | None) -> dict[str, Any]:
+    amounts: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
+    if accelerator is not None:
+        amounts[accelerator.device_resource] = str(resources.devices)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _head_group(inputs: RayServiceInputs) -> dict[str, Any]:
+    env = [{"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": str(HEAD_GCS_RECONNECT_TIMEOUT_S)}]
+    if inputs.gcs_store.tls:
+        env.append({"name": "RAY_REDIS_CA_CERT", "value": REDIS_CA_CERT})
+    pod_spec: dict[str, Any] = {
+        "containers": [
+            {
+                "name": "ray-head",
+                "image": inputs.image,
+                "resources": _resources(inputs.head_resources, None),
+                "env": env,
+            }
+        ]
+    }
+    metadata: dict[str, Any] = {"labels": {RAYSERVICE_LABEL: inputs.name}}
+    if inputs.head_on_stable_capacity:
+        pod_spec["affinity"] = _on_demand_capacity_affinity()
+        # Karpenter (EKS Auto Mode) leaves the node alone while the head runs on it; node
+        # expiry and a deleted pod still move it, as the HA design allows.
+        metadata["annotations"] = {"karpenter.sh/do-not-disrupt": "true"}
+    return {
+        # No CPUs for Ray on the head: Serve replicas (and any task) go to workers, so a head
+        # restart never takes a replica with it.
+        "rayStartParams": {"num-cpus": "0"},
+        "template": {"metadata": metadata, "spec": pod_spec},
+    }
+
+
+def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
+    workers = inputs.workers
+    selector = {"matchLabels": worker_selector(inputs.name)}
+    env = [{"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": str(WORKER_GCS_RECONNECT_TIMEOUT_S)}]
+    if inputs.hugging_face_token is not None:
+        env.append({"name": "HF_TOKEN", "valueFrom": inputs.hugging_face_token.env_source()})
+    pod_spec: dict[str, Any] = {
+        "containers": [
+            {
+                "name": "ray-worker",
+                "image": inputs.image,
+                "resources": _resources(workers.resources, workers.accelerator),
+                "env": env,
+            }
+        ],
+        "terminationGracePeriodSeconds": DRAIN_SECONDS,
+        "topologySpreadConstraints": [
+            # Hard: two replicas on one node would make that node a single point of failure.
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": selector,
+            },
+            # Soft: accelerator capacity is often offered in fewer zones than the VPC spans;
+            # a hard zone rule would leave a replica Pending rather than serving.
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": selector,
+            },
+        ],
+    }
+    accelerator = workers.accelerator
+    group: dict[str, Any] = {
+        "groupName": workers.group_name,
+        "replicas": workers.min_replicas,
+        "minReplicas": workers.min_replicas,
+        "maxReplicas": workers.max_replicas,
+        "rayStartParams": {},
+    }
+    if accelerator is not None:
+        pod_spec["nodeSelector"] = {constants.ACCELERATOR_LABEL: accelerator.name}
+        pod_spec["tolerations"] = [{"key": accelerator.taint_key, "operator": "Exists", "effect": "NoSchedule"}]
+        if accelerator.name == "neuron":
+            # KubeRay advertises `neuron_cores` only for `aws.amazon.com/neuroncore` requests;
+            # the pod asks for whole chips, so tell Ray how many cores they hold.
+            group["resources"] = {"neuron_cores": str(workers.resources.devices * NEURON_CORES_PER_DEVICE)}
+    group["template"] = {"metadata": {"labels": {RAYSERVICE_LABEL: inputs.name}}, "spec": pod_spec}
+    return group
+
+
+def _autoscaling(workers: RayWorkers) -> dict[str, Any]:
+    if workers.max_replicas == workers.min_replicas:
+        return {"enableInTreeAutoscaling": False}
+    return {
+        # Ray's autoscaler adds worker pods when Serve autoscaling asks for more replicas.
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": {
+            # A model replica takes minutes to load: do not give a node back for a short lull.
+            "idleTimeoutSeconds": 600,
+            "resources": {
+                "requests": {"cpu": "500m", "memory": "512Mi"},
+                "limits": {"cpu": "500m", "memory": "512Mi"},
+            },
+        },
+    }
+
+
+def rayservice_spec(inputs: RayServiceInputs) -> dict[str, Any]:
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": inputs.name, "namespace": inputs.namespace},
+        "spec": {
+            "serveConfigV2": serve_config_yaml(inputs.serving),
+            # Serve traffic goes only to worker proxies: the head restarts in the HA drill,
+            # and a request routed to its proxy would fail.
+            "excludeHeadPodFromServeSvc": True,
+            # A changed cluster spec gets a new RayCluster (and a fresh Redis namespace, from
+            # its new UID); traffic switches once it is ready. The incremental variant needs
+            # the Gateway API, which this cluster does not run.
+            "upgradeStrategy": {"type": "NewCluster"},
+            "rayClusterDeletionDelaySeconds": DRAIN_SECONDS,
+            "rayClusterConfig": {
+                "rayVersion": RAY_VERSION,
+                # The operator generates a token Secret and sets it on every Ray container:
+                # nothing else in the cluster can drive the dashboard or the GCS.
+                "authOptions": {"mode": "token"},
+                "gcsFaultToleranceOptions": {
+                    "redisAddress": inputs.gcs_store.address,
+                    "redisPassword": {"valueFrom": inputs.gcs_store.password.env_source()},
+                },
+                **_autoscaling(inputs.workers),
+                "headGroupSpec": _head_group(inputs),
+                "workerGroupSpecs": [_worker_group(inputs)],
+            },
+        },
+    }
+
+
+def worker_disruption_budget(inputs: RayServiceInputs) -> dict[str, Any]:
+    """Node drains and consolidation evict one worker at a time: one replica is always up."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": f"{inputs.name}-workers", "namespace": inputs.namespace},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": worker_selector(inputs.name)}},
+    }
+
+
+class RayServiceChart(cdk8s.Chart):
+    """The RayService and its workers' PodDisruptionBudget."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, inputs: RayServiceInputs) -> None:
+        super().__init__(scope, construct_id, disable_resource_name_hashes=True)
+        self.inputs = inputs
+        self.rayservice = add_api_object(self, rayservice_spec(inputs))
+        self.disruption_budget = add_api_object(self, worker_disruption_budget(inputs))

@@ -1,0 +1,148 @@
+"""`python -m charts`: one YAML file per chart, in apply order; bad input stops it with one
+line and exit status 2 before anything is written. Snapshots of the YAML come last."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
+
+from charts.__main__ import main
+from tests.conftest import ROOT
+
+EKS_VALUES = [
+    "--redis-endpoint", "master.gcs.example.cache.amazonaws.com",
+    "--region", "us-east-2",
+    "--redis-auth-secret-arn", "arn:aws:secretsmanager:us-east-2:111122223333:secret:gcs-auth-AbCdEf",
+    "--hf-token-secret-name", "ray-serve-ha/hugging-face-token",
+    "--ray-image", "111122223333.dkr.ecr.us-east-2.amazonaws.com/ray-serve:1",
+    "--gradio-image", "111122223333.dkr.ecr.us-east-2.amazonaws.com/gradio:1",
+]
+PROFILES = {
+    "eks-neuron": ["--profile", "eks", "--accelerator", "neuron", *EKS_VALUES],
+    "eks-nvidia": ["--profile", "eks", "--accelerator", "nvidia", "--max-workers", "4", *EKS_VALUES],
+    "kind": ["--profile", "kind"],
+}
+
+
+class YamlSnapshotExtension(SingleFileSnapshotExtension):
+    file_extension = "yaml"
+    _write_mode = WriteMode.TEXT
+
+
+@pytest.fixture
+def snapshot_yaml(snapshot):
+    return snapshot.use_extension(YamlSnapshotExtension)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "charts", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> dict[str, dict[str, str]]:
+    """Each profile's files, name -> text, written once by the CLI's main()."""
+    files = {}
+    for profile, args in PROFILES.items():
+        out = tmp_path_factory.mktemp(profile)
+        assert main([*args, "--out", str(out)]) == 0
+        files[profile] = {p.name: p.read_text() for p in sorted(out.iterdir())}
+    return files
+
+
+EKS_FILES = ["00-namespace.k8s.yaml", "01-secrets.k8s.yaml", "02-rayservice.k8s.yaml", "03-gradio.k8s.yaml"]
+
+
+def test_one_file_per_chart_numbered_in_apply_order(written):
+    assert {profile: list(files) for profile, files in written.items()} == {
+        "eks-neuron": EKS_FILES,
+        "eks-nvidia": EKS_FILES,
+        "kind": [
+            "00-namespace.k8s.yaml", "01-redis.k8s.yaml", "02-rayservice.k8s.yaml", "03-gradio.k8s.yaml",
+            "04-query.k8s.yaml",
+        ],
+    }
+
+
+def test_options_reach_the_manifests(written):
+    rayservice = yaml.safe_load(written["eks-nvidia"]["02-rayservice.k8s.yaml"].split("\n---\n")[0])
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    (group,) = cluster["workerGroupSpecs"]
+    assert group["groupName"] == "nvidia" and group["maxReplicas"] == 4
+    assert group["template"]["spec"]["containers"][0]["image"].endswith("/ray-serve:1")
+    redis_address = cluster["gcsFaultToleranceOptions"]["redisAddress"]
+    assert redis_address == "rediss://master.gcs.example.cache.amazonaws.com:6379"
+
+
+def test_eks_without_deploy_time_values_names_each_missing_option(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("--profile", "eks", "--out", str(out), "--ray-image", "ray:1")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "python -m charts: error: --profile eks needs --redis-endpoint, --redis-auth-secret-arn, "
+        "--hf-token-secret-name, --region, --gradio-image (deploy-time values the charts cannot guess)\n"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--redis-port", "70000"], "argument --redis-port: '70000' is not a TCP port (1-65535)"),
+        (["--region", "mars-1"], "argument --region: 'mars-1' is not an AWS region such as us-east-2"),
+        (["--accelerator", "tpu"], "argument --accelerator: invalid choice: 'tpu' (choose from 'neuron', 'nvidia')"),
+        (
+            ["--instance-type", "g6e.xlarge"],
+            "instance types ['g6e.xlarge'] must be a non-empty list of neuron instance types: inf2.xlarge, "
+            "inf2.8xlarge, inf2.24xlarge, inf2.48xlarge",
+        ),
+        (
+            ["--min-workers", "1"],
+            "workers min_replicas=1: at least 2 worker pods are needed to keep two Serve replicas on two nodes",
+        ),
+    ],
+    ids=["port", "region", "accelerator", "instance-type", "workers"],
+)
+def test_bad_eks_input_is_one_line_exit_2_and_nothing_written(capsys, tmp_path, args, message):
+    out = tmp_path / "out"
+    assert main(["--profile", "eks", *EKS_VALUES, *args, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"python -m charts: error: {message}\n"
+    assert not out.exists()
+
+
+def test_kind_refuses_options_that_describe_aws(capsys, tmp_path):
+    out = tmp_path / "out"
+    assert main(["--profile", "kind", "--region", "us-east-2", "--accelerator", "nvidia", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "python -m charts: error: --accelerator, --region: only for --profile eks "
+        "(kind runs its own Redis on CPU workers)\n"
+    )
+    assert not out.exists()
+
+
+def test_an_out_path_that_is_a_file_is_refused(capsys, tmp_path):
+    out = tmp_path / "file"
+    out.write_text("keep me")
+    assert main(["--profile", "kind", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"python -m charts: error: --out {out}: exists and is not a directory\n"
+    assert out.read_text() == "keep me"
+
+
+def test_a_bad_option_from_the_shell_gives_no_traceback(tmp_path):
+    result = run_cli("--profile", "kind", "--out", str(tmp_path / "out"), "--gradio-image", "has space")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "python -m charts: error: argument --gradio-image: 'has space' is not an image reference\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_yaml_snapshot(written, snapshot_yaml, profile):
+    # Each file under a comment with its name, as `kubectl apply -f DIR` would read them.
+    assert "---\n".join(f"# {name}\n{text}" for name, text in written[profile].items()) == snapshot_yaml

@@ -1,0 +1,107 @@
+"""GradioChart: the UI's Deployment and Service, and every cdk8s-plus default we override."""
+
+from __future__ import annotations
+
+import cdk8s
+import pytest
+
+from charts.gradio import GRADIO_LABELS, GradioChart, GradioInputs
+from charts.rayservice import openai_base_url
+
+BASE_URL = openai_base_url("ray-serve-llm", "ray-serving")
+INPUTS = GradioInputs(image="111122223333.dkr.ecr.us-east-2.amazonaws.com/gradio:1", openai_base_url=BASE_URL,
+                      model_id="mistralai/Mistral-7B-Instruct-v0.2")
+
+
+@pytest.fixture(scope="module")
+def objects() -> dict[str, dict]:
+    return {o["kind"]: o for o in GradioChart(cdk8s.App(), "gradio", inputs=INPUTS).to_json()}
+
+
+@pytest.fixture(scope="module")
+def pod(objects) -> dict:
+    return objects["Deployment"]["spec"]["template"]["spec"]
+
+
+@pytest.fixture(scope="module")
+def container(pod) -> dict:
+    (container,) = pod["containers"]
+    return container
+
+
+def test_two_replicas_rolled_without_losing_one(objects):
+    spec = objects["Deployment"]["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_talks_to_the_serve_service_openai_endpoint(container):
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["OPENAI_BASE_URL"] == "http://ray-serve-llm-serve-svc.ray-serving.svc.cluster.local:8000/v1"
+    assert env["MODEL_NAME"] == "mistralai/Mistral-7B-Instruct-v0.2"
+    assert env["GRADIO_ANALYTICS_ENABLED"] == "False"
+    assert env["GRADIO_SERVER_NAME"] == "0.0.0.0"
+    assert env["GRADIO_SERVER_PORT"] == "7860"
+
+
+def test_readiness_and_startup_probe_the_ui_over_http(container):
+    readiness = container["readinessProbe"]
+    assert readiness["httpGet"] == {"path": "/", "port": 7860, "scheme": "HTTP"}
+    # cdk8s-plus's default startup probe (TCP, 3 x 10 s) is replaced by a two-minute HTTP one.
+    startup = container["startupProbe"]
+    assert startup["httpGet"]["path"] == "/" and "tcpSocket" not in startup
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 120
+
+
+def test_resources_are_ours_not_cdk8s_plus_defaults(container):
+    # cdk8s-plus would set cpu 1000m/1500m and memory 512Mi/2048Mi.
+    assert container["resources"] == {
+        "requests": {"cpu": "250m", "memory": "512Mi"},
+        "limits": {"cpu": "1000m", "memory": "1024Mi"},
+    }
+
+
+def test_runs_as_user_1000_with_a_read_only_root_and_no_privileges(pod, container):
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 1000
+    assert pod["automountServiceAccountToken"] is False
+    context = container["securityContext"]
+    assert context["runAsNonRoot"] is True and context["runAsUser"] == 1000
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False and context["privileged"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_gradio_writes_to_an_empty_dir_not_the_root_filesystem(pod, container):
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/tmp"]]["emptyDir"] == {"sizeLimit": "256Mi"}
+    temp_dir = next(e["value"] for e in container["env"] if e["name"] == "GRADIO_TEMP_DIR")
+    assert temp_dir.startswith("/tmp/")
+
+
+def test_kind_loaded_images_are_not_pulled_again(container):
+    assert container["imagePullPolicy"] == "IfNotPresent"  # cdk8s-plus default: Always
+
+
+def test_selectors_use_stable_labels_not_the_construct_path_hash(objects):
+    deployment, service = objects["Deployment"], objects["Service"]
+    assert deployment["spec"]["selector"] == {"matchLabels": GRADIO_LABELS}
+    assert deployment["spec"]["template"]["metadata"]["labels"].items() >= GRADIO_LABELS.items()
+    assert service["spec"]["selector"] == GRADIO_LABELS
+
+
+def test_replicas_prefer_distinct_nodes_without_requiring_them(pod):
+    anti = pod["affinity"]["podAntiAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti
+    (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"] == {"matchLabels": GRADIO_LABELS}
+
+
+def test_service_exposes_the_ui_port(objects):
+    service = objects["Service"]
+    assert service["metadata"]["name"] == "gradio"
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [{"name": "http", "port": 7860, "targetPort": 7860}]

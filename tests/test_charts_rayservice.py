@@ -1,0 +1,370 @@
+"""RayService chart: GCS fault tolerance, head and worker placement, the PDB, and refusals."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import cdk8s
+import pytest
+import yaml
+
+from charts import constants
+from charts.accelerators import NEURON, NVIDIA
+from charts.profiles import EksDeployment, eks_rayservice_inputs
+from charts.rayservice import (
+    RAYSERVICE_LABEL,
+    PodResources,
+    RayServiceChart,
+    RayServiceInputs,
+    RayWorkers,
+    accelerator_workers,
+    openai_base_url,
+    rayservice_spec,
+    worker_disruption_budget,
+)
+from charts.secrets import HUGGING_FACE_TOKEN
+from charts.serve_config import serve_config
+
+ACCELERATORS = {"neuron": NEURON, "nvidia": NVIDIA}
+INSTANCE_TYPES = {"neuron": "inf2.8xlarge", "nvidia": "g6e.xlarge"}
+
+
+def eks_inputs(accelerator: str, **overrides) -> RayServiceInputs:
+    return eks_rayservice_inputs(
+        EksDeployment(
+            accelerator=ACCELERATORS[accelerator],
+            instance_types=(INSTANCE_TYPES[accelerator],),
+            region="us-east-2",
+            redis_endpoint="master.gcs.example.cache.amazonaws.com",
+            redis_port=6379,
+            gcs_store_auth_secret="arn:aws:secretsmanager:us-east-2:111122223333:secret:gcs-auth-AbCdEf",
+            hugging_face_token_secret="ray-serve-ha/hugging-face-token",
+            ray_image=f"111122223333.dkr.ecr.us-east-2.amazonaws.com/ray-serve:{accelerator}",
+            gradio_image="111122223333.dkr.ecr.us-east-2.amazonaws.com/gradio:1",
+            **overrides,
+        )
+    )
+
+
+@pytest.fixture(scope="module", params=["neuron", "nvidia"])
+def accelerator(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def inputs(accelerator) -> RayServiceInputs:
+    return eks_inputs(accelerator)
+
+
+@pytest.fixture(scope="module")
+def chart_objects(inputs) -> list[dict]:
+    return RayServiceChart(cdk8s.App(), "rayservice", inputs=inputs).to_json()
+
+
+@pytest.fixture(scope="module")
+def rayservice(chart_objects) -> dict:
+    (rayservice,) = [o for o in chart_objects if o["kind"] == "RayService"]
+    return rayservice
+
+
+@pytest.fixture(scope="module")
+def cluster(rayservice) -> dict:
+    return rayservice["spec"]["rayClusterConfig"]
+
+
+@pytest.fixture(scope="module")
+def head_pod(cluster) -> dict:
+    return cluster["headGroupSpec"]["template"]
+
+
+@pytest.fixture(scope="module")
+def worker_group(cluster) -> dict:
+    (group,) = cluster["workerGroupSpecs"]
+    return group
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_chart_emits_exactly_the_spec_functions_output(chart_objects, inputs):
+    assert chart_objects == [rayservice_spec(inputs), worker_disruption_budget(inputs)]
+
+
+# --- GCS fault tolerance ---------------------------------------------------------------
+
+def test_gcs_store_is_elasticache_over_tls_with_the_password_from_a_secret(cluster):
+    assert cluster["gcsFaultToleranceOptions"] == {
+        "redisAddress": "rediss://master.gcs.example.cache.amazonaws.com:6379",
+        "redisPassword": {"valueFrom": {"secretKeyRef": {"name": "gcs-store-auth", "key": "password"}}},
+    }
+
+
+def test_storage_namespace_is_left_to_kuberay(rayservice, cluster):
+    # A new RayCluster (upgrade) must get a fresh Redis namespace from its new UID.
+    assert "externalStorageNamespace" not in cluster["gcsFaultToleranceOptions"]
+    assert "ray.io/external-storage-namespace" not in rayservice["metadata"].get("annotations", {})
+
+
+def test_no_legacy_fault_tolerance_settings(rayservice, head_pod, cluster):
+    assert "annotations" not in rayservice["metadata"]
+    head_env = env_of(head_pod["spec"]["containers"][0])
+    for legacy in ("RAY_REDIS_ADDRESS", "REDIS_PASSWORD", "REDIS_USERNAME"):
+        assert legacy not in head_env
+    assert not {"redis-password", "redis-username"} & set(cluster["headGroupSpec"]["rayStartParams"])
+
+
+def test_head_trusts_the_system_ca_bundle_for_elasticache_tls(head_pod):
+    env = env_of(head_pod["spec"]["containers"][0])
+    assert env["RAY_REDIS_CA_CERT"] == {"name": "RAY_REDIS_CA_CERT", "value": "/etc/ssl/certs/ca-certificates.crt"}
+
+
+def test_reconnect_timeouts_short_on_the_head_long_on_workers(head_pod, worker_group):
+    head_env = env_of(head_pod["spec"]["containers"][0])
+    worker_env = env_of(worker_group["template"]["spec"]["containers"][0])
+    assert head_env["RAY_gcs_rpc_server_reconnect_timeout_s"]["value"] == "20"
+    assert worker_env["RAY_gcs_rpc_server_reconnect_timeout_s"]["value"] == "600"
+
+
+# --- head ------------------------------------------------------------------------------
+
+def test_head_runs_no_replicas_and_no_accelerator(cluster, head_pod, accelerator):
+    assert cluster["headGroupSpec"]["rayStartParams"] == {"num-cpus": "0"}
+    (container,) = head_pod["spec"]["containers"]
+    assert container["resources"] == {
+        "requests": {"cpu": "2", "memory": "8Gi"},
+        "limits": {"cpu": "2", "memory": "8Gi"},
+    }
+    spec = head_pod["spec"]
+    assert "nodeSelector" not in spec and "tolerations" not in spec
+
+
+def test_head_runs_on_on_demand_general_purpose_or_system_nodes_and_is_not_consolidated(head_pod):
+    assert head_pod["metadata"]["annotations"] == {"karpenter.sh/do-not-disrupt": "true"}
+    terms = head_pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    as_sets = [{(e["key"], tuple(e["values"])) for e in t["matchExpressions"]} for t in terms]
+    assert as_sets == [
+        {("karpenter.sh/nodepool", ("general-purpose",)), ("karpenter.sh/capacity-type", ("on-demand",))},
+        {
+            (constants.NODE_ROLE_LABEL, (constants.SYSTEM_NODE_ROLE,)),
+            ("eks.amazonaws.com/capacityType", ("ON_DEMAND",)),
+        },
+    ]
+
+
+# --- serving ---------------------------------------------------------------------------
+
+def test_serve_config_is_the_shared_one_with_two_replicas_one_per_node(rayservice, inputs):
+    config = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+    assert config == serve_config(inputs.serving)
+    (deployment,) = config["applications"][0]["deployments"]
+    assert deployment["autoscaling_config"]["min_replicas"] >= 2
+    assert deployment["max_replicas_per_node"] == 1
+    assert config["proxy_location"] == "EveryNode"
+
+
+def test_serve_traffic_skips_the_head_and_ray_auth_is_on(rayservice, cluster):
+    assert rayservice["spec"]["excludeHeadPodFromServeSvc"] is True
+    assert cluster["authOptions"] == {"mode": "token"}
+    assert cluster["rayVersion"] == "2.60.0"  # token auth needs Ray >= 2.52
+
+
+def test_upgrades_make_a_new_cluster_and_no_deprecated_fields(rayservice):
+    spec = rayservice["spec"]
+    assert spec["upgradeStrategy"] == {"type": "NewCluster"}
+    assert spec["rayClusterDeletionDelaySeconds"] == 90
+    assert not {"serviceUnhealthySecondThreshold", "deploymentUnhealthySecondThreshold"} & set(spec)
+
+
+@pytest.mark.parametrize(
+    ("accelerator_name", "engine", "actor_options"),
+    [("neuron", "neuron", {"resources": {"neuron_cores": 2}}), ("nvidia", "vllm", {"num_gpus": 1})],
+)
+def test_engine_and_replica_resources_follow_the_accelerator(accelerator_name, engine, actor_options):
+    config = yaml.safe_load(rayservice_spec(eks_inputs(accelerator_name))["spec"]["serveConfigV2"])
+    application = config["applications"][0]
+    assert application["args"]["engine"] == engine
+    assert application["deployments"][0]["ray_actor_options"] == actor_options
+
+
+# --- workers ---------------------------------------------------------------------------
+
+def test_workers_select_and_tolerate_their_accelerator_nodes(worker_group, accelerator):
+    spec = worker_group["template"]["spec"]
+    table = ACCELERATORS[accelerator]
+    assert spec["nodeSelector"] == {constants.ACCELERATOR_LABEL: table.name}
+    assert spec["tolerations"] == [{"key": table.taint_key, "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_workers_take_the_whole_node_less_system_headroom(worker_group, accelerator):
+    shape = ACCELERATORS[accelerator].instance_types[INSTANCE_TYPES[accelerator]]
+    resources = worker_group["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"] == resources["limits"]
+    device = ACCELERATORS[accelerator].device_resource
+    assert resources["limits"][device] == str(shape.devices)
+    assert 0 < int(resources["limits"]["cpu"]) < shape.vcpus
+    memory_gib = int(re.fullmatch(r"(\d+)Gi", resources["limits"]["memory"]).group(1))
+    assert shape.memory_gib - 10 <= memory_gib < shape.memory_gib - 1
+
+
+@pytest.mark.parametrize(
+    ("accelerator_name", "instance_type", "cpu", "memory", "devices"),
+    [
+        ("neuron", "inf2.8xlarge", "31", "119Gi", 1),
+        ("neuron", "inf2.24xlarge", "95", "362Gi", 6),
+        ("nvidia", "g6e.xlarge", "3", "28Gi", 1),
+        ("nvidia", "g5.12xlarge", "47", "180Gi", 4),
+    ],
+)
+def test_worker_sizes_per_instance_shape(accelerator_name, instance_type, cpu, memory, devices):
+    workers = accelerator_workers(ACCELERATORS[accelerator_name], (instance_type,), 2, 2)
+    assert workers.resources == PodResources(cpu=cpu, memory=memory, devices=devices)
+
+
+def test_workers_fit_the_smallest_of_several_instance_types():
+    workers = accelerator_workers(NVIDIA, ("g6e.2xlarge", "g6e.xlarge"), 2, 2)
+    assert workers.resources == accelerator_workers(NVIDIA, ("g6e.xlarge",), 2, 2).resources
+
+
+def test_neuron_workers_tell_ray_their_neuron_cores(worker_group, accelerator):
+    if accelerator == "neuron":
+        # inf2.8xlarge: one chip, two NeuronCores; the replica asks for two.
+        assert worker_group["resources"] == {"neuron_cores": "2"}
+    else:
+        assert "resources" not in worker_group  # KubeRay derives num-gpus from nvidia.com/gpu
+    assert worker_group["rayStartParams"] == {}
+
+
+def test_at_least_two_workers(worker_group):
+    assert worker_group["minReplicas"] >= 2
+    assert worker_group["replicas"] == worker_group["minReplicas"]
+
+
+def test_workers_spread_over_nodes_strictly_and_zones_softly(worker_group, inputs):
+    spec = worker_group["template"]["spec"]
+    labels = {**worker_group["template"]["metadata"]["labels"], "ray.io/node-type": "worker"}
+    by_key = {c["topologyKey"]: c for c in spec["topologySpreadConstraints"]}
+    assert set(by_key) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    assert by_key["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+    assert by_key["topology.kubernetes.io/zone"]["whenUnsatisfiable"] == "ScheduleAnyway"
+    for constraint in by_key.values():
+        assert constraint["maxSkew"] == 1
+        selector = constraint["labelSelector"]["matchLabels"]
+        assert selector.items() <= labels.items(), "the selector must match the worker pods"
+
+
+def test_hugging_face_token_comes_from_the_synced_secret(worker_group):
+    env = env_of(worker_group["template"]["spec"]["containers"][0])
+    assert env["HF_TOKEN"] == {
+        "name": "HF_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": HUGGING_FACE_TOKEN.name, "key": HUGGING_FACE_TOKEN.key}},
+    }
+    assert "value" not in env["HF_TOKEN"]
+
+
+def test_autoscaling_only_when_workers_may_grow():
+    fixed = rayservice_spec(eks_inputs("neuron"))["spec"]["rayClusterConfig"]
+    growing = rayservice_spec(eks_inputs("neuron", max_workers=4))["spec"]["rayClusterConfig"]
+    assert fixed["enableInTreeAutoscaling"] is False and "autoscalerOptions" not in fixed
+    assert growing["enableInTreeAutoscaling"] is True
+    assert growing["workerGroupSpecs"][0]["maxReplicas"] == 4
+    assert yaml.safe_load(rayservice_spec(eks_inputs("neuron", max_workers=4))["spec"]["serveConfigV2"])[
+        "applications"
+    ][0]["deployments"][0]["autoscaling_config"]["max_replicas"] == 4
+
+
+# --- PodDisruptionBudget ---------------------------------------------------------------
+
+def test_pdb_lets_one_worker_go_at_a_time_and_selects_only_our_workers(chart_objects, worker_group, inputs):
+    (pdb,) = [o for o in chart_objects if o["kind"] == "PodDisruptionBudget"]
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["maxUnavailable"] == 1
+    selector = pdb["spec"]["selector"]["matchLabels"]
+    assert selector == {"ray.io/node-type": "worker", RAYSERVICE_LABEL: inputs.name}
+    # KubeRay sets ray.io/node-type itself; our label comes from the worker template.
+    assert worker_group["template"]["metadata"]["labels"] == {RAYSERVICE_LABEL: inputs.name}
+
+
+def test_serve_service_url_follows_kuberay_naming():
+    assert openai_base_url("ray-serve-llm", "ray-serving") == (
+        "http://ray-serve-llm-serve-svc.ray-serving.svc.cluster.local:8000/v1"
+    )
+
+
+# --- refusals --------------------------------------------------------------------------
+
+def test_a_47_character_name_is_accepted():
+    assert rayservice_spec(replace(eks_inputs("neuron"), name="a" * 47))["metadata"]["name"] == "a" * 47
+
+
+def test_a_name_longer_than_47_characters_is_refused():
+    with pytest.raises(ValueError) as error:
+        replace(eks_inputs("neuron"), name="a" * 48)
+    assert str(error.value) == (
+        f"RayService name {'a' * 48!r} is 48 characters long; KubeRay allows at most 47 because it "
+        "derives the RayCluster, Service and Pod names from it"
+    )
+
+
+@pytest.mark.parametrize("name", ["Ray-serve", "1ray", "ray-", "ray.serve", ""])
+def test_a_name_that_is_not_a_dns_1035_label_is_refused(name):
+    with pytest.raises(ValueError) as error:
+        replace(eks_inputs("neuron"), name=name)
+    assert str(error.value) == (
+        f"RayService name {name!r} is not a DNS-1035 label: use lowercase letters, digits and '-', "
+        "starting with a letter and ending with a letter or digit"
+    )
+
+
+def test_an_engine_that_does_not_run_on_the_workers_is_refused():
+    inputs = eks_inputs("nvidia")
+    with pytest.raises(ValueError) as error:
+        replace(inputs, serving=replace(inputs.serving, engine="neuron"))
+    assert str(error.value) == "engine 'neuron' does not run on nvidia workers; they need engine 'vllm'"
+
+
+def test_a_replica_larger_than_a_worker_is_refused():
+    inputs = eks_inputs("neuron")
+    with pytest.raises(ValueError) as error:
+        replace(inputs, serving=replace(inputs.serving, tensor_parallel_degree=4))
+    assert str(error.value) == (
+        "one Serve replica needs 4 NeuronCores but a worker pod has 2: lower tensor_parallel_degree "
+        "or pick a larger instance type"
+    )
+
+
+def test_more_serve_replicas_than_workers_is_refused():
+    inputs = eks_inputs("neuron")
+    with pytest.raises(ValueError) as error:
+        replace(inputs, serving=replace(inputs.serving, max_replicas=3))
+    assert str(error.value) == (
+        "Serve max_replicas=3 exceeds workers max_replicas=2: with one replica per node, the extra "
+        "replicas would never be placed"
+    )
+
+
+def test_fewer_than_two_workers_is_refused():
+    with pytest.raises(ValueError) as error:
+        RayWorkers(resources=PodResources(cpu="1", memory="2Gi"), min_replicas=1)
+    assert str(error.value) == (
+        "workers min_replicas=1: at least 2 worker pods are needed to keep two Serve replicas on two nodes"
+    )
+
+
+def test_an_instance_type_of_another_accelerator_is_refused():
+    with pytest.raises(ValueError) as error:
+        accelerator_workers(NEURON, ("g6e.xlarge",), 2, 2)
+    assert str(error.value).startswith(
+        "instance types ['g6e.xlarge'] must be a non-empty list of neuron instance types: inf2.xlarge,"
+    )
+
+
+def test_accelerator_workers_without_devices_are_refused():
+    with pytest.raises(ValueError) as error:
+        RayWorkers(resources=PodResources(cpu="4", memory="8Gi"), accelerator=NEURON)
+    assert str(error.value) == (
+        "accelerator workers need devices > 0 and CPU-only workers none; got accelerator=neuron, devices=0"
+    )

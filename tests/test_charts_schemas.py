@@ -1,0 +1,140 @@
+"""Every object the charts emit (eks profile for both accelerators, kind profile) against the
+real schemas: Kubernetes 1.35 built-ins with kubernetes-validate (strict), custom resources
+with their CRD's openAPIV3Schema, made strict the same way.
+
+Strict matters: the API server prunes fields a structural schema does not know, so a
+misspelled `gcsFaultToleranceOptions` would be applied without complaint and silently do
+nothing. Here an unknown field is an error.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from pathlib import Path
+
+import cdk8s
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from charts.accelerators import ACCELERATORS
+from charts.profiles import EksDeployment, KindDeployment, eks_charts, kind_charts
+from tests.conftest import schemas_dir
+from tests.crd_schemas import CRD_FILES
+
+KUBERNETES_VERSION = "1.35"
+
+
+def eks_objects(accelerator: str) -> list[dict]:
+    charts = eks_charts(
+        cdk8s.App(),
+        EksDeployment(
+            accelerator=ACCELERATORS[accelerator],
+            instance_types=({"neuron": "inf2.8xlarge", "nvidia": "g6e.xlarge"}[accelerator],),
+            region="us-east-2",
+            redis_endpoint="master.gcs.example.cache.amazonaws.com",
+            redis_port=6379,
+            gcs_store_auth_secret="arn:aws:secretsmanager:us-east-2:111122223333:secret:gcs-auth-AbCdEf",
+            hugging_face_token_secret="ray-serve-ha/hugging-face-token",
+            ray_image="111122223333.dkr.ecr.us-east-2.amazonaws.com/ray-serve:1",
+            gradio_image="111122223333.dkr.ecr.us-east-2.amazonaws.com/gradio:1",
+            # Workers that may grow: the autoscaler options are emitted and checked too.
+            max_workers=4,
+        ),
+    )
+    return [o for chart in charts.in_apply_order() for o in chart.to_json()]
+
+
+def kind_objects() -> list[dict]:
+    return [o for chart in kind_charts(cdk8s.App(), KindDeployment()).in_apply_order() for o in chart.to_json()]
+
+
+def _closed(schema):
+    """The schema with unknown properties refused wherever it lists the known ones."""
+    if isinstance(schema, dict):
+        closed = {key: _closed(value) for key, value in schema.items()}
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            closed["additionalProperties"] = False
+        return closed
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    return schema
+
+
+@lru_cache(maxsize=None)
+def crd_schema(api_version: str, kind: str) -> dict:
+    # libyaml: the KubeRay CRDs are ~1 MB each, seconds to parse in pure Python.
+    crd = yaml.load((Path(schemas_dir()) / CRD_FILES[(api_version, kind)]).read_text(), Loader=yaml.CSafeLoader)
+    version = api_version.split("/")[1]
+    return next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
+
+
+@lru_cache(maxsize=None)
+def strict_crd_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
+    return jsonschema.Draft7Validator(_closed(crd_schema(api_version, kind)))
+
+
+def schema_errors(obj: dict) -> list[str]:
+    if (obj["apiVersion"], obj["kind"]) in CRD_FILES:
+        validator = strict_crd_validator(obj["apiVersion"], obj["kind"])
+        return [
+            f"{'/'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}"
+            for error in validator.iter_errors(obj)
+        ]
+    try:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        return [f"{'/'.join(str(p) for p in error.path) or '<root>'}: {error.message}"]
+    return []
+
+
+@pytest.fixture(scope="module", params=["eks-neuron", "eks-nvidia", "kind"])
+def emitted(request) -> list[dict]:
+    return eks_objects(request.param.split("-")[1]) if request.param.startswith("eks") else kind_objects()
+
+
+def test_every_emitted_object_is_valid(emitted):
+    errors = {f"{o['kind']}/{o['metadata']['name']}": schema_errors(o) for o in emitted}
+    assert {name: e for name, e in errors.items() if e} == {}
+
+
+def test_custom_resources_are_checked_against_their_crd(emitted):
+    custom = {o["kind"] for o in emitted if (o["apiVersion"], o["kind"]) in CRD_FILES}
+    assert "RayService" in custom
+    assert custom <= {"RayService", "ExternalSecret", "SecretStore"}
+
+
+@pytest.fixture(scope="module")
+def rayservice() -> dict:
+    return next(o for o in eks_objects("neuron") if o["kind"] == "RayService")
+
+
+def test_a_misspelled_field_is_caught_though_the_api_server_would_prune_it(rayservice):
+    bad = copy.deepcopy(rayservice)
+    cluster = bad["spec"]["rayClusterConfig"]
+    cluster["gcsFaultToleranceOption"] = cluster.pop("gcsFaultToleranceOptions")
+    assert jsonschema.Draft7Validator(crd_schema("ray.io/v1", "RayService")).is_valid(bad)  # the CRD alone does
+    assert schema_errors(bad) == [
+        "spec/rayClusterConfig: Additional properties are not allowed ('gcsFaultToleranceOption' was unexpected)"
+    ]
+
+
+def test_a_wrong_value_in_a_custom_resource_is_caught(rayservice):
+    bad = copy.deepcopy(rayservice)
+    bad["spec"]["rayClusterConfig"]["authOptions"]["mode"] = "password"
+    assert schema_errors(bad) == [
+        "spec/rayClusterConfig/authOptions/mode: 'password' is not one of ['disabled', 'token']"
+    ]
+
+
+def test_an_unknown_field_in_a_built_in_object_is_caught():
+    bad = copy.deepcopy(next(o for o in kind_objects() if o["kind"] == "Deployment"))
+    bad["spec"]["template"]["spec"]["containers"][0]["imagePulPolicy"] = "Always"
+    (error,) = schema_errors(bad)
+    assert "imagePulPolicy" in error

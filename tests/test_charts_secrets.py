@@ -1,0 +1,126 @@
+"""External Secrets wiring: Secrets Manager -> Kubernetes Secret -> secretKeyRef, and no
+secret value in any eks manifest."""
+
+from __future__ import annotations
+
+import copy
+
+import cdk8s
+import pytest
+
+from charts.accelerators import ACCELERATORS
+from charts.profiles import EksDeployment, eks_charts
+from charts.secrets import SecretsChart, SecretsInputs
+
+AUTH_TOKEN_ARN = "arn:aws:secretsmanager:us-east-2:111122223333:secret:gcs-auth-AbCdEf"
+HF_SECRET = "ray-serve-ha/hugging-face-token"
+INPUTS = SecretsInputs(region="us-east-2", gcs_store_auth_secret=AUTH_TOKEN_ARN, hugging_face_token_secret=HF_SECRET)
+
+
+@pytest.fixture(scope="module")
+def objects() -> dict[str, dict]:
+    chart = SecretsChart(cdk8s.App(), "secrets", inputs=INPUTS)
+    return {f"{o['kind']}/{o['metadata']['name']}": o for o in chart.to_json()}
+
+
+@pytest.fixture(scope="module", params=["neuron", "nvidia"])
+def eks_objects(request) -> list[dict]:
+    charts = eks_charts(
+        cdk8s.App(),
+        EksDeployment(
+            accelerator=ACCELERATORS[request.param],
+            instance_types=({"neuron": "inf2.8xlarge", "nvidia": "g6e.xlarge"}[request.param],),
+            region="us-east-2",
+            redis_endpoint="master.gcs.example.cache.amazonaws.com",
+            redis_port=6379,
+            gcs_store_auth_secret=AUTH_TOKEN_ARN,
+            hugging_face_token_secret=HF_SECRET,
+            ray_image="111122223333.dkr.ecr.us-east-2.amazonaws.com/ray-serve:1",
+            gradio_image="111122223333.dkr.ecr.us-east-2.amazonaws.com/gradio:1",
+        ),
+    )
+    return [o for chart in charts.in_apply_order() for o in chart.to_json()]
+
+
+def test_secret_store_uses_the_operators_pod_identity(objects):
+    store = objects["SecretStore/aws-secrets-manager"]
+    assert store["metadata"]["namespace"] == "ray-serving"
+    # No `auth` block: the AWS SDK default chain, i.e. the operator's EKS Pod Identity.
+    assert store["spec"] == {"provider": {"aws": {"service": "SecretsManager", "region": "us-east-2"}}}
+
+
+@pytest.mark.parametrize(
+    ("name", "remote_key", "secret_key"),
+    [("gcs-store-auth", AUTH_TOKEN_ARN, "password"), ("hugging-face-token", HF_SECRET, "HF_TOKEN")],
+)
+def test_external_secret_syncs_one_key_from_the_store(objects, name, remote_key, secret_key):
+    spec = objects[f"ExternalSecret/{name}"]["spec"]
+    assert spec["secretStoreRef"] == {"kind": "SecretStore", "name": "aws-secrets-manager"}
+    assert spec["target"] == {"name": name, "creationPolicy": "Owner"}
+    assert spec["data"] == [{"secretKey": secret_key, "remoteRef": {"key": remote_key}}]
+    assert spec["refreshInterval"] == "1h"
+
+
+def secret_refs(value) -> list[dict]:
+    """Every secretKeyRef anywhere in a manifest."""
+    if isinstance(value, dict):
+        found = [value["secretKeyRef"]] if "secretKeyRef" in value else []
+        return found + [ref for v in value.values() for ref in secret_refs(v)]
+    if isinstance(value, list):
+        return [ref for v in value for ref in secret_refs(v)]
+    return []
+
+
+def test_every_secret_reference_is_to_a_key_an_external_secret_writes(eks_objects):
+    written = {
+        (o["spec"]["target"]["name"], d["secretKey"])
+        for o in eks_objects
+        if o["kind"] == "ExternalSecret"
+        for d in o["spec"]["data"]
+    }
+    referenced = {(ref["name"], ref["key"]) for o in eks_objects for ref in secret_refs(o)}
+    assert referenced == written == {("gcs-store-auth", "password"), ("hugging-face-token", "HF_TOKEN")}
+
+
+def env_vars(value) -> list[dict]:
+    if isinstance(value, dict):
+        found = list(value["env"]) if isinstance(value.get("env"), list) else []
+        return found + [e for v in value.values() for e in env_vars(v)]
+    if isinstance(value, list):
+        return [e for v in value for e in env_vars(v)]
+    return []
+
+
+SENSITIVE_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY")
+
+
+def literal_secrets(objects: list[dict]) -> list[str]:
+    """Places where a manifest would carry a secret value instead of a reference."""
+    found = [f"Secret/{o['metadata']['name']}" for o in objects if o["kind"] == "Secret"]
+    found += [
+        f"env {e['name']}"
+        for o in objects
+        for e in env_vars(o)
+        if any(word in e["name"].upper() for word in SENSITIVE_WORDS) and "value" in e
+    ]
+    for o in objects:
+        if o["kind"] == "RayService":
+            options = o["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+            found += [f"gcsFaultToleranceOptions.{k}.value" for k in ("redisPassword", "redisUsername")
+                      if "value" in options.get(k, {})]
+    return found
+
+
+def test_no_secret_value_in_any_eks_manifest(eks_objects):
+    assert literal_secrets(eks_objects) == []
+
+
+def test_a_literal_secret_value_would_be_caught(eks_objects):
+    bad = copy.deepcopy(eks_objects)
+    (rayservice,) = [o for o in bad if o["kind"] == "RayService"]
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    cluster["gcsFaultToleranceOptions"]["redisPassword"] = {"value": "hunter2"}
+    worker = cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    worker["env"] = [e for e in worker["env"] if e["name"] != "HF_TOKEN"] + [{"name": "HF_TOKEN", "value": "hf_x"}]
+    bad.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "leak"}, "stringData": {"k": "v"}})
+    assert literal_secrets(bad) == ["Secret/leak", "env HF_TOKEN", "gcsFaultToleranceOptions.redisPassword.value"]

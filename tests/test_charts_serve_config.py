@@ -1,0 +1,127 @@
+"""The Serve config: what the RayService and the local stack both deploy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import yaml
+
+from charts.serve_config import (
+    APP_IMPORT_PATH,
+    DEPLOYMENT_NAME,
+    LlmServing,
+    replica_actor_options,
+    serve_config,
+    serve_config_yaml,
+)
+from tests.conftest import ROOT
+
+NEURON = LlmServing(model_id="mistralai/Mistral-7B-Instruct-v0.2", engine="neuron", tensor_parallel_degree=2)
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    return serve_config(replace(NEURON, max_replicas=4))
+
+
+@pytest.fixture(scope="module")
+def deployment(config: dict) -> dict:
+    (application,) = config["applications"]
+    (deployment,) = application["deployments"]
+    return deployment
+
+
+def test_a_proxy_on_every_node_listens_on_all_interfaces(config):
+    assert config["proxy_location"] == "EveryNode"
+    assert config["http_options"] == {"host": "0.0.0.0", "port": 8000}
+
+
+def test_application_is_built_by_the_app_image_with_typed_args(config):
+    (application,) = config["applications"]
+    assert application["import_path"] == APP_IMPORT_PATH
+    assert application["route_prefix"] == "/"
+    assert application["args"] == {
+        "model_id": "mistralai/Mistral-7B-Instruct-v0.2",
+        "engine": "neuron",
+        "tensor_parallel_degree": 2,
+        "max_tokens_limit": 1024,
+    }
+
+
+def test_application_args_are_accepted_by_the_serve_app(config):
+    # The contract with images/ray-serve: its own validator must take the args as they are.
+    sys.path.insert(0, str(ROOT / "images" / "ray-serve"))
+    from ray_serve_llm.args import AppArgs
+
+    (application,) = config["applications"]
+    args = AppArgs(**application["args"])
+    assert (args.engine, args.max_tokens_limit, args.model_name) == (
+        "neuron", 1024, "mistralai/Mistral-7B-Instruct-v0.2"
+    )
+
+
+def test_replicas_autoscale_from_two_and_one_per_node(deployment):
+    assert deployment["name"] == DEPLOYMENT_NAME
+    assert deployment["autoscaling_config"]["min_replicas"] == 2
+    assert deployment["autoscaling_config"]["max_replicas"] == 4
+    assert deployment["max_replicas_per_node"] == 1
+    assert "num_replicas" not in deployment  # Serve refuses it together with autoscaling
+
+
+def test_health_checks_tolerate_a_busy_replica_after_a_head_restart(deployment):
+    assert deployment["health_check_period_s"] == 10
+    assert deployment["health_check_timeout_s"] == 60
+    assert deployment["graceful_shutdown_timeout_s"] == 60
+    assert deployment["graceful_shutdown_wait_loop_s"] == 2
+
+
+@pytest.mark.parametrize(
+    ("serving", "options"),
+    [
+        (NEURON, {"resources": {"neuron_cores": 2}}),
+        (LlmServing(model_id="m", engine="vllm"), {"num_gpus": 1}),
+        (LlmServing(model_id="m", engine="vllm", tensor_parallel_degree=4), {"num_gpus": 4}),
+        (LlmServing(model_id="tiny", engine="transformers", cpus_per_replica=2), {"num_cpus": 2}),
+    ],
+    ids=["neuron-tp2", "vllm-tp1", "vllm-tp4", "transformers"],
+)
+def test_replica_resources_follow_the_engine(serving, options):
+    assert replica_actor_options(serving) == options
+    assert serve_config(serving)["applications"][0]["deployments"][0]["ray_actor_options"] == options
+
+
+def test_yaml_is_the_same_config(config):
+    assert yaml.safe_load(serve_config_yaml(replace(NEURON, max_replicas=4))) == config
+
+
+def test_fewer_than_two_replicas_is_refused():
+    with pytest.raises(ValueError) as error:
+        replace(NEURON, min_replicas=1)
+    assert str(error.value) == (
+        "min_replicas=1: at least 2 Serve replicas are needed, one per worker node, so that "
+        "losing a node (or the head) never stops serving"
+    )
+
+
+def test_max_below_min_is_refused():
+    with pytest.raises(ValueError, match=r"^max_replicas=2 is below min_replicas=3$"):
+        replace(NEURON, min_replicas=3)
+
+
+def test_unknown_engine_is_refused():
+    with pytest.raises(ValueError, match=r"^engine 'tgi' is not one of: neuron, vllm, transformers$"):
+        LlmServing(model_id="m", engine="tgi")  # type: ignore[arg-type]
+
+
+def test_zero_tensor_parallel_degree_is_refused():
+    with pytest.raises(ValueError, match=r"^tensor_parallel_degree=0 must be at least 1$"):
+        replace(NEURON, tensor_parallel_degree=0)
+
+
+def test_the_local_runner_can_import_it_without_kubernetes_libraries():
+    # The local stack's environment has Ray but no cdk8s: importing must not pull it in.
+    code = "import sys, charts.serve_config; sys.exit('cdk8s' in sys.modules or 'constructs' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
