@@ -101,8 +101,9 @@ class ClusterStack(cdk.Stack):
                 self, "NodeGroups", cluster=self.cluster, capacity=capacity, subnets=subnet_selection
             )
 
+        # Waited for: the serving stack's RayService needs a running operator.
         self.kuberay_operator = _install(
-            self.cluster, "KubeRayOperator", helm_charts.KUBERAY_OPERATOR, constants.KUBERAY_NAMESPACE
+            self.cluster, "KubeRayOperator", helm_charts.KUBERAY_OPERATOR, constants.KUBERAY_NAMESPACE, wait=True
         )
         self.external_secrets = ExternalSecretsOperator(
             self, "ExternalSecrets", cluster=self.cluster, auto_mode=capacity.auto_mode
@@ -218,13 +219,20 @@ class ExternalSecretsOperator(Construct):
             helm_charts.EXTERNAL_SECRETS,
             constants.EXTERNAL_SECRETS_NAMESPACE,
             values={"serviceAccount": {"name": constants.EXTERNAL_SECRETS_SERVICE_ACCOUNT}},
+            # Its admission webhook must answer before the serving stack creates ExternalSecrets.
+            wait=True,
         )
         # Pod Identity credentials are injected at pod start: associate before the pods exist.
         self.chart.node.add_dependency(association)
 
 
 def _install(
-    cluster: eks.Cluster, construct_id: str, ref: HelmChartRef, namespace: str, values: dict | None = None
+    cluster: eks.Cluster,
+    construct_id: str,
+    ref: HelmChartRef,
+    namespace: str,
+    values: dict | None = None,
+    wait: bool = False,
 ) -> eks.HelmChart:
     return cluster.add_helm_chart(
         construct_id,
@@ -236,6 +244,7 @@ def _install(
         namespace=namespace,
         create_namespace=True,
         values=values,
+        wait=wait,
     )
 
 

@@ -1,5 +1,5 @@
 """The stacks of one serving system, wired in data-flow order:
-settings -> network -> cluster -> GCS store (-> serving, added by the charts issue)."""
+settings -> network -> cluster -> GCS store -> serving."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from constructs import Construct
 from stacks.cluster import ClusterStack
 from stacks.gcs_store import GcsStoreStack
 from stacks.network import NetworkStack
+from stacks.serving import ServingStack
 from stacks.settings import Settings
 
 
@@ -19,10 +20,11 @@ class ServingSystem:
     network: NetworkStack
     cluster: ClusterStack
     gcs_store: GcsStoreStack
+    serving: ServingStack
 
     @property
     def stacks(self) -> list[cdk.Stack]:
-        return [self.network, self.cluster, self.gcs_store]
+        return [self.network, self.cluster, self.gcs_store, self.serving]
 
 
 def add_serving_system(scope: Construct, settings: Settings) -> ServingSystem:
@@ -58,7 +60,16 @@ def add_serving_system(scope: Construct, settings: Settings) -> ServingSystem:
         env=env,
         description="Ray Serve HA on EKS: ElastiCache store for Ray GCS fault tolerance",
     )
-    return ServingSystem(network=network, cluster=cluster, gcs_store=gcs_store)
+    serving = ServingStack(
+        scope,
+        f"{name}-serving",
+        settings=settings,
+        cluster=cluster,
+        gcs_store=gcs_store,
+        env=env,
+        description="Ray Serve HA on EKS: fault-tolerant RayService, secrets and the Gradio UI",
+    )
+    return ServingSystem(network=network, cluster=cluster, gcs_store=gcs_store, serving=serving)
 
 
 class ServingStage(cdk.Stage):

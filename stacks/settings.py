@@ -102,12 +102,19 @@ class SecretsSettings:
 
 
 @dataclass(frozen=True)
+class ServingSettings:
+    # Hugging Face model the RayService serves (gated: needs the token secret).
+    model_id: str = "mistralai/Mistral-7B-Instruct-v0.2"
+
+
+@dataclass(frozen=True)
 class Settings:
     environment: DeploymentEnvironment
     cluster: ClusterSettings
     capacity: CapacitySettings
     gcs_store: GcsStoreSettings
     secrets: SecretsSettings
+    serving: ServingSettings
 
     @staticmethod
     def from_context(context: Mapping[str, Any]) -> "Settings":
@@ -141,6 +148,7 @@ SETTING_KEYS: dict[str, str] = {
     "gcsStoreEngineVersion": "engine version; null: the engine's default",
     "gcsStoreNodeType": "ElastiCache node type",
     "huggingFaceTokenSecretName": "name of the Secrets Manager secret holding the HF token",
+    "modelId": "Hugging Face model id the RayService serves",
 }
 
 _CLUSTER_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -148,6 +156,7 @@ _PRINCIPAL_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:(role|user)/[\w
 _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _NODE_TYPE = re.compile(r"^cache\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 _SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
 # A camelCase key is a setting; feature flags ("@aws-cdk/…") and CLI keys ("aws:cdk:…") are not.
 _SETTING_LIKE_KEY = re.compile(r"^[a-z][A-Za-z0-9]*$")
@@ -236,9 +245,15 @@ class _Reader:
                 "huggingFaceTokenSecretName", SecretsSettings.hugging_face_token_secret_name, _check_secret_name
             )
         )
+        serving = ServingSettings(
+            model_id=self.string(
+                "modelId", ServingSettings.model_id,
+                lambda v: None if _MODEL_ID.match(v) else "must be a Hugging Face model id, <organization>/<model>",
+            )
+        )
         if self.problems:
             raise SettingsError(self.problems)
-        return Settings(environment, cluster, capacity, gcs_store, secrets)
+        return Settings(environment, cluster, capacity, gcs_store, secrets, serving)
 
     def cluster(self) -> ClusterSettings:
         defaults = ClusterSettings()

@@ -45,6 +45,7 @@ class Synthesized:
     network: Template
     cluster: Template
     gcs_store: Template
+    serving: Template
 
 
 def synthesize(**overrides) -> Synthesized:
@@ -55,6 +56,7 @@ def synthesize(**overrides) -> Synthesized:
         network=Template.from_stack(system.network),
         cluster=Template.from_stack(system.cluster),
         gcs_store=Template.from_stack(system.gcs_store),
+        serving=Template.from_stack(system.serving),
     )
 
 

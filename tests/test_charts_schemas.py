@@ -10,21 +10,14 @@ nothing. Here an unknown field is an error.
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
-from pathlib import Path
 
 import cdk8s
 import jsonschema
-import kubernetes_validate
 import pytest
-import yaml
 
 from charts.accelerators import ACCELERATORS
 from charts.profiles import EksDeployment, KindDeployment, eks_charts, kind_charts
-from tests.conftest import schemas_dir
-from tests.crd_schemas import CRD_FILES
-
-KUBERNETES_VERSION = "1.35"
+from tests.crd_schemas import CRD_FILES, crd_schema, schema_errors
 
 
 def eks_objects(accelerator: str) -> list[dict]:
@@ -49,49 +42,6 @@ def eks_objects(accelerator: str) -> list[dict]:
 
 def kind_objects() -> list[dict]:
     return [o for chart in kind_charts(cdk8s.App(), KindDeployment()).in_apply_order() for o in chart.to_json()]
-
-
-def _closed(schema):
-    """The schema with unknown properties refused wherever it lists the known ones."""
-    if isinstance(schema, dict):
-        closed = {key: _closed(value) for key, value in schema.items()}
-        if (
-            "properties" in schema
-            and "additionalProperties" not in schema
-            and not schema.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            closed["additionalProperties"] = False
-        return closed
-    if isinstance(schema, list):
-        return [_closed(item) for item in schema]
-    return schema
-
-
-@lru_cache(maxsize=None)
-def crd_schema(api_version: str, kind: str) -> dict:
-    # libyaml: the KubeRay CRDs are ~1 MB each, seconds to parse in pure Python.
-    crd = yaml.load((Path(schemas_dir()) / CRD_FILES[(api_version, kind)]).read_text(), Loader=yaml.CSafeLoader)
-    version = api_version.split("/")[1]
-    return next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
-
-
-@lru_cache(maxsize=None)
-def strict_crd_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
-    return jsonschema.Draft7Validator(_closed(crd_schema(api_version, kind)))
-
-
-def schema_errors(obj: dict) -> list[str]:
-    if (obj["apiVersion"], obj["kind"]) in CRD_FILES:
-        validator = strict_crd_validator(obj["apiVersion"], obj["kind"])
-        return [
-            f"{'/'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}"
-            for error in validator.iter_errors(obj)
-        ]
-    try:
-        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as error:
-        return [f"{'/'.join(str(p) for p in error.path) or '<root>'}: {error.message}"]
-    return []
 
 
 @pytest.fixture(scope="module", params=["eks-neuron", "eks-nvidia", "kind"])

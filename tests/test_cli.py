@@ -32,6 +32,7 @@ def test_synth_writes_every_stack_offline(tmp_path):
         "ray-serve-ha-cluster.template.json",
         "ray-serve-ha-gcs-store.template.json",
         "ray-serve-ha-network.template.json",
+        "ray-serve-ha-serving.template.json",
     ]
 
 

@@ -13,7 +13,7 @@ from charts import constants
 from charts.node_pool import accelerator_node_pool
 from charts.accelerators import NEURON, NVIDIA
 from tests.conftest import synthesize
-from tests.crd_schemas import crd_errors
+from tests.crd_schemas import schema_errors
 
 ADMIN_ROLE = "arn:aws:iam::123456789012:role/PlatformAdmin"
 
@@ -117,7 +117,7 @@ def test_auto_mode_adds_an_on_demand_accelerator_node_pool(request, system_fixtu
     pools = [m for m in manifests(request.getfixturevalue(system_fixture).cluster) if m["kind"] == "NodePool"]
     assert len(pools) == 1
     pool = pools[0]
-    assert crd_errors(pool) == []
+    assert schema_errors(pool) == []
     template = pool["spec"]["template"]
     assert template["metadata"]["labels"] == {constants.ACCELERATOR_LABEL: accelerator.name}
     assert template["spec"]["taints"] == [{"key": accelerator.taint_key, "effect": "NoSchedule"}]
@@ -137,7 +137,7 @@ def test_node_pool_schema_check_catches_a_broken_pool():
     pool = copy.deepcopy(accelerator_node_pool(NEURON, ("inf2.8xlarge",), max_nodes=4))
     del pool["spec"]["template"]["spec"]["nodeClassRef"]
     pool["spec"]["template"]["spec"]["taints"][0]["effect"] = "Sometimes"
-    errors = crd_errors(pool)
+    errors = schema_errors(pool)
     assert any("'nodeClassRef' is a required property" in e for e in errors)
     assert any("'Sometimes' is not one of" in e for e in errors)
 

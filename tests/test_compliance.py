@@ -48,6 +48,7 @@ def test_cdk_nag_reports_nothing_unacknowledged(assemblies, name):
         "ray-serve-ha-cluster.template.json",
         "ray-serve-ha-gcs-store.template.json",
         "ray-serve-ha-network.template.json",
+        "ray-serve-ha-serving.template.json",
     ]
 
 
@@ -66,7 +67,7 @@ def test_cdk_nag_fails_synth_on_a_new_finding(tmp_path):
 
 def test_cfn_lint_finds_no_errors(assemblies):
     templates = [str(p) for outdir in assemblies.values() for p in sorted(outdir.glob("*.template.json"))]
-    assert len(templates) == 3 * len(CONFIGURATIONS)
+    assert len(templates) == 4 * len(CONFIGURATIONS)
     result = subprocess.run(
         [str(Path(sys.executable).parent / "cfn-lint"), "--format", "parseable", "--", *templates],
         capture_output=True,

@@ -194,6 +194,10 @@ BAD_INPUTS = {
         {"region": "mars"},
         "region='mars': must be an AWS region name such as us-east-2",
     ),
+    "model id without organization": (
+        {"modelId": "Mistral-7B-Instruct-v0.2"},
+        "modelId='Mistral-7B-Instruct-v0.2': must be a Hugging Face model id, <organization>/<model>",
+    ),
     "misspelt setting": (
         {"accelerater": "nvidia"},
         "accelerater: unknown setting; did you mean 'accelerator'?",

@@ -14,7 +14,7 @@ def snapshot_json(snapshot):
     return snapshot.use_extension(JSONSnapshotExtension)
 
 
-@pytest.mark.parametrize("stack", ["network", "cluster", "gcs_store"])
+@pytest.mark.parametrize("stack", ["network", "cluster", "gcs_store", "serving"])
 def test_default_system(default_system, snapshot_json, stack):
     assert normalise_asset_hashes(getattr(default_system, stack).to_json()) == snapshot_json
 
