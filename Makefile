@@ -1,5 +1,6 @@
 # Reproducible set-up and the project's commands. Everything installs into the project:
-# a Python venv (.venv, with Node 24 from PyPI) and the pinned CDK CLI (node_modules).
+# a Python venv (.venv, with Node 24 from PyPI) and the pinned CDK CLI (node_modules); the
+# local stack and the UI test also need Debian's redis-server, iproute2 and chromium.
 # Targets are quick when nothing changed (stamp files track the inputs).
 
 PYTHON ?= python3
@@ -7,13 +8,17 @@ VENV := .venv
 BIN := $(abspath $(VENV)/bin)
 export PATH := $(BIN):$(abspath node_modules/.bin):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
+export HF_HUB_OFFLINE := 1
+export GRADIO_ANALYTICS_ENABLED := False
+SYSTEM_PACKAGES := redis-server iproute2 chromium
 CDK := cdk
 
-.PHONY: setup synth test bench clean
+.PHONY: setup system-packages demo demo-down drill synth test bench bench-drill clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-local.txt requirements-dev.txt \
+		images/ray-serve/requirements.txt images/gradio/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(BIN)/python tools/node_shims.py $(BIN)
@@ -23,17 +28,46 @@ node_modules/.installed: package.json package-lock.json $(VENV)/.installed
 	npm ci --no-fund --no-audit --loglevel=error
 	touch $@
 
+## Debian packages the local stack and the browser test use (installed when root).
+system-packages:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "error: missing Debian packages:$$missing; run: sudo apt-get install$$missing" >&2; exit 1; \
+		fi; \
+	fi
+
+## The whole HA topology on this machine (root on Linux); Ctrl-C stops everything.
+demo: setup system-packages
+	$(BIN)/python -m local up
+
+demo-down: setup
+	$(BIN)/python -m local down
+
+## The HA drill against the running demo (or a stack of its own): kill the head under load.
+drill: setup system-packages
+	$(BIN)/python -m local.drill $(DRILL_ARGS)
+
 ## The CDK app synthesized offline into cdk.out/ (no AWS account or credentials needed).
 synth: setup
 	$(CDK) synth --quiet
 
-## The whole test suite (unit, schema, snapshot, cdk-nag, cfn-lint, CLI).
-test: setup
+## The whole test suite.
+test: setup system-packages
 	$(BIN)/pytest
 
 ## Median wall time of full `cdk synth` runs (RUNS=5 by default).
 bench: setup
 	$(BIN)/python bench/synth_time.py --runs $(or $(RUNS),5)
 
+## Medians of K local head drills (RUNS=5 by default).
+bench-drill: setup system-packages
+	$(BIN)/python bench/drill.py --runs $(or $(RUNS),5)
+
 clean:
-	rm -rf cdk.out .pytest_cache
+	rm -rf cdk.out .pytest_cache drill-results test-artifacts

@@ -1,0 +1,246 @@
+"""The drill's statistics, its target guard, and its Kubernetes backend against a real local
+HTTP server that speaks the parts of the Kubernetes API the drill uses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from local.drill.__main__ import run_drill
+from local.drill.backends import DrillError, KubernetesBackend
+from local.drill.load import SEQUENTIAL, Sample
+from local.drill.stats import Timeline, build_report, format_table, percentile
+from local.topology import ForeignTargetError, check_local_target
+
+
+# ---- statistics ------------------------------------------------------------------------
+
+def test_percentile_interpolates_between_ranks():
+    assert percentile([], 50) is None
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile(list(map(float, range(1, 101))), 99) == pytest.approx(99.01)
+
+
+def test_samples_are_split_into_before_during_and_after_the_fault():
+    samples = [
+        Sample(1.0, 0.010, True, "client-1"),
+        Sample(11.0, 0.020, True, "client-1"),
+        Sample(12.0, 0.500, False, SEQUENTIAL, "ConnectError"),
+        Sample(31.0, 0.030, True, "client-1"),
+    ]
+    report = build_report(
+        samples, Timeline(fault_at=10.0, restarted_at=20.0, healthy_at=30.0, ended_at=41.0),
+        fault="head", backend="local", fault_tolerance=True,
+    )
+    assert (report.phases["before"].requests, report.phases["during"].requests, report.phases["after"].requests) == (1, 2, 1)
+    assert report.phases["during"].failed == 1
+    assert report.phases["during"].p50_ms == 20.0  # failed requests carry no latency
+    assert report.total.failed == 1 and report.sequential_failures == 1
+    assert (report.fault_to_healthy_s, report.restart_to_healthy_s) == (20.0, 10.0)
+    assert report.requests_per_second == pytest.approx(0.1)
+    assert report.errors == {"ConnectError": 1}
+    table = format_table(report)
+    assert "during           2       1       20       20       20" in table
+    assert "Serve healthy again: 20 s after the fault (10 s after the restart)" in table
+
+
+def test_a_drill_that_never_recovers_says_so():
+    report = build_report(
+        [Sample(1.0, 0.01, True, "client-1"), Sample(15.0, 0.01, False, "client-1", "ConnectError")],
+        Timeline(fault_at=10.0, restarted_at=None, healthy_at=None, ended_at=60.0),
+        fault="head", backend="local", fault_tolerance=False,
+    )
+    assert report.phases["during"].failed == 1 and report.phases["after"].requests == 0
+    assert report.fault_to_healthy_s is None
+    assert "Serve healthy again: never, within the drill" in format_table(report)
+
+
+# ---- target guard ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://10.213.7.11:8000/v1", "http://localhost:7860"])
+def test_local_drill_accepts_loopback_and_its_own_namespaces(url):
+    assert check_local_target(url) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://10.213.7.99:8000", "http://10.0.0.5:8000", "http://192.168.1.10:8000", "http://8.8.8.8",
+     "http://example.com:8000"],
+)
+def test_local_drill_refuses_any_other_target(url):
+    with pytest.raises(ForeignTargetError, match="refusing target"):
+        check_local_target(url)
+
+
+def test_local_backend_checks_the_target_before_sending_anything():
+    from local.drill.backends import LocalBackend
+    from local.stack import StackState
+
+    class Stack:
+        state = StackState(fault_tolerance=True)
+
+    with pytest.raises(ForeignTargetError):
+        LocalBackend(Stack(), "http://10.0.0.5:8000")
+
+
+# ---- Kubernetes backend ----------------------------------------------------------------
+
+class FakeCluster:
+    """The state behind the fake API: one RayService, its head pod, and KubeRay's
+    behaviour of replacing a deleted head pod (ready after a few polls)."""
+
+    def __init__(self):
+        self.head_uid = 1
+        self.polls_until_ready = 0
+        self.deletions: list[tuple[str, int | None]] = []
+        self.lock = threading.Lock()
+
+    def head_pod(self) -> dict:
+        with self.lock:
+            ready = self.polls_until_ready <= 0
+            self.polls_until_ready -= 1
+            return {
+                "metadata": {"name": f"ray-serve-llm-abcde-head-{self.head_uid}", "namespace": "ray-serving",
+                             "uid": f"uid-{self.head_uid}",
+                             "labels": {"ray.io/cluster": "ray-serve-llm-abcde", "ray.io/node-type": "head"}},
+                "status": {"phase": "Running" if ready else "Pending",
+                           "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+            }
+
+    def delete(self, name: str, grace: int | None) -> None:
+        with self.lock:
+            self.deletions.append((name, grace))
+            self.head_uid += 1
+            self.polls_until_ready = 3
+
+
+def _handler(cluster: FakeCluster):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            url = urlsplit(self.path)
+            if url.path == "/apis/ray.io/v1/namespaces/ray-serving/rayservices/ray-serve-llm":
+                return self._send(200, {
+                    "apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "ray-serve-llm"},
+                    "status": {"activeServiceStatus": {
+                        "rayClusterName": "ray-serve-llm-abcde",
+                        "applicationStatuses": {"llm": {"status": "RUNNING"}}}},
+                })
+            if url.path == "/api/v1/namespaces/ray-serving/pods":
+                selector = parse_qs(url.query)["labelSelector"][0]
+                assert set(selector.split(",")) == {"ray.io/cluster=ray-serve-llm-abcde", "ray.io/node-type=head"}
+                return self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {},
+                                        "items": [cluster.head_pod()]})
+            if url.path == "/v1/models":
+                return self._send(200, {"object": "list", "data": [{"id": "tiny", "object": "model"}]})
+            self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})
+
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length", 0))
+            self.rfile.read(length)
+            if self.path == "/v1/chat/completions":
+                return self._send(200, {"choices": [{"message": {"role": "assistant", "content": "hi"}}]})
+            self._send(404, {})
+
+        def do_DELETE(self):
+            url = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length", 0))
+            body = json.loads(self.rfile.read(length) or b"{}")
+            grace = body.get("gracePeriodSeconds")
+            if grace is None and "gracePeriodSeconds" in parse_qs(url.query):
+                grace = int(parse_qs(url.query)["gracePeriodSeconds"][0])
+            deleted = cluster.head_pod()
+            cluster.delete(url.path.rsplit("/", 1)[1], grace)
+            # The API answers a pod delete with the pod, now terminating.
+            self._send(200, {"kind": "Pod", "apiVersion": "v1", **deleted})
+
+    return Handler
+
+
+@pytest.fixture
+def fake_cluster(tmp_path):
+    cluster = FakeCluster()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(cluster))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": url}}],
+        "users": [{"name": "fake", "user": {"token": "test-token"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+    }))
+    yield cluster, url, str(kubeconfig)
+    server.shutdown()
+
+
+def backend_for(url: str, kubeconfig: str, name: str = "ray-serve-llm") -> KubernetesBackend:
+    return KubernetesBackend(base_url=url, namespace="ray-serving", rayservice=name, kubeconfig=kubeconfig)
+
+
+def test_head_fault_deletes_the_head_pod_without_grace(fake_cluster):
+    cluster, url, kubeconfig = fake_cluster
+    backend = backend_for(url, kubeconfig)
+    times = backend.inject("head", outage_s=0, grace_s=10, clock=lambda: 5.0)
+    assert (times.fault_at, times.restarted_at) == (5.0, None)
+    assert cluster.deletions == [("ray-serve-llm-abcde-head-1", 0)]
+
+
+def test_graceful_fault_passes_the_grace_period(fake_cluster):
+    cluster, url, kubeconfig = fake_cluster
+    backend_for(url, kubeconfig).inject("head-graceful", outage_s=0, grace_s=30, clock=lambda: 0.0)
+    assert cluster.deletions == [("ray-serve-llm-abcde-head-1", 30)]
+
+
+def test_healthy_only_once_a_new_head_pod_is_ready_and_serve_runs(fake_cluster):
+    cluster, url, kubeconfig = fake_cluster
+    backend = backend_for(url, kubeconfig)
+    backend.inject("head", outage_s=0, grace_s=0, clock=lambda: 0.0)
+    answers = [backend.serve_healthy() for _ in range(4)]
+    assert answers == [False, False, False, True]
+
+
+def test_redis_fault_is_refused_on_kubernetes(fake_cluster):
+    _, url, kubeconfig = fake_cluster
+    with pytest.raises(DrillError, match="aws elasticache test-failover"):
+        backend_for(url, kubeconfig).inject("redis", outage_s=0, grace_s=0, clock=lambda: 0.0)
+
+
+def test_a_missing_rayservice_is_a_clear_error(fake_cluster):
+    _, url, kubeconfig = fake_cluster
+    with pytest.raises(DrillError, match="cannot read RayService ray-serving/other: 404"):
+        backend_for(url, kubeconfig, name="other").head_pod()
+
+
+def test_a_missing_kubeconfig_is_a_clear_error(tmp_path):
+    with pytest.raises(DrillError, match="update-kubeconfig"):
+        backend_for("http://127.0.0.1:1", str(tmp_path / "missing"))
+
+
+def test_whole_drill_against_the_fake_cluster(fake_cluster):
+    cluster, url, kubeconfig = fake_cluster
+    backend = backend_for(url, kubeconfig)
+    report, samples = asyncio.run(run_drill(
+        backend, fault="head", clients=2, before_s=0.5, outage_s=0, grace_s=0, after_s=0.5,
+        recovery_timeout_s=10, progress=lambda *a, **k: None,
+    ))
+    assert cluster.deletions and report.total.failed == 0
+    assert report.total.requests == len(samples) > 10
+    assert report.fault_to_healthy_s is not None and report.phases["after"].requests > 0
