@@ -36,7 +36,7 @@ EKS_REQUIRED = (
 )
 # Options that describe AWS resources and have no meaning on kind.
 EKS_ONLY = (
-    "accelerator", "instance_type", "min_workers", "max_workers", "model_id",
+    "accelerator", "instance_type", "min_workers", "max_workers", "model_id", "capacity_mode",
     "redis_endpoint", "redis_port", "redis_auth_secret_arn", "hf_token_secret_name", "region",
 )
 
@@ -93,6 +93,8 @@ def parser() -> argparse.ArgumentParser:
     eks.add_argument("--min-workers", type=_worker_count, help="default: 2")
     eks.add_argument("--max-workers", type=_worker_count, help="default: --min-workers")
     eks.add_argument("--model-id", help=f"Hugging Face model id (default: {EksDeployment.model_id})")
+    eks.add_argument("--capacity-mode", choices=("auto-mode", "node-groups"),
+                     help="how the cluster provisions the serve Service's internal NLB (default: auto-mode)")
     eks.add_argument("--redis-endpoint", type=_checked(_HOSTNAME, "a host name"),
                      help="ElastiCache primary endpoint")
     eks.add_argument("--redis-port", type=_port, help=f"default: {constants.REDIS_PORT}")
@@ -140,6 +142,7 @@ def build(args: argparse.Namespace, app: cdk8s.App) -> tuple[cdk8s.Chart, ...]:
             min_workers=min_workers,
             max_workers=min_workers if args.max_workers is None else args.max_workers,
             model_id=args.model_id or EksDeployment.model_id,
+            capacity_mode=args.capacity_mode or EksDeployment.capacity_mode,
         ),
     ).in_apply_order()
 

@@ -60,6 +60,8 @@ class EksDeployment:
     max_workers: int = 2
     model_id: str = MISTRAL_7B_INSTRUCT
     namespace: str = constants.SERVING_NAMESPACE
+    # "auto-mode" or "node-groups": how the internal NLB of the serve Service is provisioned.
+    capacity_mode: str = "auto-mode"
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ def eks_rayservice_inputs(deployment: EksDeployment) -> RayServiceInputs:
         image=deployment.ray_image,
         namespace=deployment.namespace,
         hugging_face_token=HUGGING_FACE_TOKEN,
+        serve_load_balancer=deployment.capacity_mode,
     )
 
 

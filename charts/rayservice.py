@@ -63,6 +63,22 @@ REDIS_CA_CERT = "/etc/ssl/certs/ca-certificates.crt"
 DRAIN_SECONDS = GRACEFUL_SHUTDOWN_TIMEOUT_S + 30
 
 
+# Annotations for an internal NLB per capacity mode: EKS Auto Mode provisions it for the
+# `eks.amazonaws.com/nlb` class; with managed node groups the EKS cloud provider does.
+SERVE_LOAD_BALANCERS = {
+    "auto-mode": {"class": "eks.amazonaws.com/nlb", "annotations": {
+        "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"}},
+    "node-groups": {"class": None, "annotations": {
+        "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
+        "service.beta.kubernetes.io/aws-load-balancer-internal": "true"}},
+}
+
+
+def serve_service_name(rayservice_name: str) -> str:
+    """The serve Service KubeRay creates for a RayService (worker proxies only here)."""
+    return f"{rayservice_name}-serve-svc"
+
+
 @dataclass(frozen=True)
 class SecretKeyRef:
     """One key of a Kubernetes Secret (synced from Secrets Manager by an ExternalSecret)."""
@@ -181,9 +197,16 @@ class RayServiceInputs:
     # Keep the head on on-demand nodes without accelerators, and out of Karpenter's
     # consolidation: every move of the head is a GCS outage. Off on kind (no such labels).
     head_on_stable_capacity: bool = True
+    # An internal NLB in front of the serve Service ("auto-mode" or "node-groups", which
+    # provision it differently); None: a ClusterIP Service only (kind).
+    serve_load_balancer: str | None = None
 
     def __post_init__(self) -> None:
         validate_rayservice_name(self.name)
+        if self.serve_load_balancer not in (None, *SERVE_LOAD_BALANCERS):
+            raise ValueError(
+                f"serve_load_balancer {self.serve_load_balancer!r} is not one of: {', '.join(SERVE_LOAD_BALANCERS)}"
+            )
         if self.serving.engine != self.workers.engine:
             raise ValueError(
                 f"engine {self.serving.engine!r} does not run on {self.workers.group_name} workers; "
@@ -399,6 +422,7 @@ def rayservice_spec(inputs: RayServiceInputs) -> dict[str, Any]:
             # the Gateway API, which this cluster does not run.
             "upgradeStrategy": {"type": "NewCluster"},
             "rayClusterDeletionDelaySeconds": DRAIN_SECONDS,
+            **_serve_service(inputs),
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
                 # The operator generates a token Secret and sets it on every Ray container:
@@ -413,6 +437,27 @@ def rayservice_spec(inputs: RayServiceInputs) -> dict[str, Any]:
                 "workerGroupSpecs": [_worker_group(inputs)],
             },
         },
+    }
+
+
+def _serve_service(inputs: RayServiceInputs) -> dict[str, Any]:
+    """KubeRay builds the serve Service from this template and keeps its selector on the
+    active cluster's worker proxies, through upgrades: an internal NLB that the
+    availability probe and in-VPC clients use."""
+    if inputs.serve_load_balancer is None:
+        return {}
+    balancer = SERVE_LOAD_BALANCERS[inputs.serve_load_balancer]
+    spec: dict[str, Any] = {
+        "type": "LoadBalancer",
+        "ports": [{"name": "serve", "port": constants.SERVE_PORT, "targetPort": constants.SERVE_PORT}],
+    }
+    if balancer["class"]:
+        spec["loadBalancerClass"] = balancer["class"]
+    return {
+        "serveService": {
+            "metadata": {"name": serve_service_name(inputs.name), "annotations": dict(balancer["annotations"])},
+            "spec": spec,
+        }
     }
 
 

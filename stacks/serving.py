@@ -67,6 +67,7 @@ class ServingStack(cdk.Stack):
                 min_workers=capacity.min_nodes,
                 max_workers=capacity.max_nodes,
                 model_id=settings.serving.model_id,
+                capacity_mode=capacity.mode,
             ),
         )
         # The manifests live in this stack, not under the cluster construct as

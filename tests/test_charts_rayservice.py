@@ -368,3 +368,28 @@ def test_accelerator_workers_without_devices_are_refused():
     assert str(error.value) == (
         "accelerator workers need devices > 0 and CPU-only workers none; got accelerator=neuron, devices=0"
     )
+
+
+def test_serve_service_is_an_internal_nlb_from_auto_mode(rayservice):
+    service = rayservice["spec"]["serveService"]
+    assert service["metadata"] == {
+        "name": "ray-serve-llm-serve-svc",
+        "annotations": {"service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"},
+    }
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["loadBalancerClass"] == "eks.amazonaws.com/nlb"
+    assert service["spec"]["ports"] == [{"name": "serve", "port": 8000, "targetPort": 8000}]
+
+
+def test_serve_service_with_node_groups_uses_the_cloud_provider_nlb():
+    spec = rayservice_spec(eks_inputs("neuron", capacity_mode="node-groups"))["spec"]["serveService"]
+    assert "loadBalancerClass" not in spec["spec"]
+    assert spec["metadata"]["annotations"] == {
+        "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
+        "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
+    }
+
+
+def test_unknown_load_balancer_kind_is_refused():
+    with pytest.raises(ValueError, match="serve_load_balancer 'alb' is not one of: auto-mode, node-groups"):
+        eks_inputs("neuron", capacity_mode="alb")
