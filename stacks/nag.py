@@ -20,6 +20,11 @@ KUBECTL_PROVIDER = (
     "(basic + VPC execution, ECR read-only for chart pulls) is defined by the library."
 )
 
+LAMBDA_EXECUTION = (
+    "Lambda execution roles: AWSLambdaBasicExecutionRole (its own log streams) and "
+    "AWSLambdaVPCAccessExecutionRole (ENIs in the VPC), as the Lambda documentation prescribes."
+)
+
 
 def enable_nag(app: cdk.Stage, system) -> None:
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
@@ -67,6 +72,41 @@ def acknowledge_findings(system) -> None:
         "AwsSolutions-L1",
         "The kubectl handler's runtime is set by aws_eks_v2 to match the kubectl layer; "
         "it moves with aws-cdk-lib upgrades.",
+    )
+
+    serving = system.serving
+    lambda_roles = [serving.readiness.on_event, serving.readiness.is_complete, serving.probe.function]
+    for function in lambda_roles:
+        for policy in ("service-role/AWSLambdaBasicExecutionRole", "service-role/AWSLambdaVPCAccessExecutionRole"):
+            _acknowledge(function, _managed_policy(policy), LAMBDA_EXECUTION)
+    provider = serving.readiness.node.find_child("Provider")
+    _acknowledge(provider, _managed_policy("service-role/AWSLambdaBasicExecutionRole"), LAMBDA_EXECUTION)
+    for function in serving.readiness.node.find_all():
+        if isinstance(function, cdk.aws_lambda.CfnFunction):
+            _acknowledge(
+                provider,
+                f"AwsSolutions-IAM5[Resource::<{_logical_id(function)}.Arn>:*]",
+                "The custom resource Provider framework invokes any version of the readiness gate's "
+                "own functions (<function ARN>:*); the wildcard covers versions, not other functions.",
+            )
+
+    _acknowledge(
+        provider,
+        "AwsSolutions-SF2",
+        "The Provider framework's waiter state machine has no X-Ray option; its executions are "
+        "logged (level ALL) instead.",
+    )
+    _acknowledge(
+        provider,
+        "AwsSolutions-IAM5[Resource::*]",
+        "Step Functions log delivery (logs:CreateLogDelivery, PutResourcePolicy and the like) "
+        "has no resource-level permissions; CDK grants it for the waiter's execution logs.",
+    )
+    _acknowledge(
+        serving.probe.function,
+        "AwsSolutions-IAM5[Resource::*]",
+        "cloudwatch:PutMetricData has no resource-level permissions; the statement is limited "
+        "to the probe's own metric namespace by a cloudwatch:namespace condition.",
     )
 
     gcs_store = system.gcs_store

@@ -12,9 +12,14 @@ from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
+from charts.gradio import GRADIO_NAME
 from charts.profiles import EksDeployment, eks_charts
+from charts.rayservice import serve_service_name
 from stacks.cluster import ClusterStack
 from stacks.gcs_store import GcsStoreStack
+from stacks.network import NetworkStack
+from stacks.observability import AvailabilityAlarm, ServeProbe, serving_dashboard
+from stacks.readiness import RayServiceReadiness
 from stacks.settings import Settings
 
 IMAGES = Path(__file__).resolve().parent.parent / "images"
@@ -31,6 +36,7 @@ class ServingStack(cdk.Stack):
         construct_id: str,
         *,
         settings: Settings,
+        network: NetworkStack,
         cluster: ClusterStack,
         gcs_store: GcsStoreStack,
         **kwargs,
@@ -95,3 +101,76 @@ class ServingStack(cdk.Stack):
         self.manifests["secrets"].node.add_dependency(cluster.external_secrets.chart)
         # The Redis itself outlives the RayService: this stack depends on the GCS store stack.
         self.add_stack_dependency(gcs_store, "the RayService's finalizer needs Redis while it is deleted")
+
+        namespace = self.charts.rayservice.inputs.namespace
+        rayservice_name = self.charts.rayservice.inputs.name
+        in_vpc = dict(
+            vpc=network.vpc, subnets=network.private_subnets, security_group=cluster.cluster_security_group
+        )
+        self.readiness = RayServiceReadiness(
+            self,
+            "Readiness",
+            cluster=cluster.cluster,
+            namespace=namespace,
+            rayservice_name=rayservice_name,
+            timeout=cdk.Duration.minutes(settings.operations.readiness_timeout_minutes),
+            **in_vpc,
+        )
+        self.readiness.node.add_dependency(rayservice)
+        # The Gradio UI comes after a Ready RayService: it has nothing to talk to before.
+        self.manifests["gradio"].node.add_dependency(self.readiness)
+
+        # KubeRay creates the serve Service (an internal NLB) once the cluster is ready.
+        self.serve_endpoint = eks.KubernetesObjectValue(
+            self,
+            "ServeEndpoint",
+            cluster=cluster.cluster,
+            object_type="service",
+            object_name=serve_service_name(rayservice_name),
+            object_namespace=namespace,
+            json_path=".status.loadBalancer.ingress[0].hostname",
+            timeout=cdk.Duration.minutes(10),
+        )
+        self.serve_endpoint.node.add_dependency(self.readiness)
+        serve_url = f"http://{self.serve_endpoint.value}:8000"
+        self.probe = ServeProbe(
+            self, "Probe", service_name=f"{settings.cluster.name}/{rayservice_name}", serve_url=serve_url, **in_vpc
+        )
+        self.alarm = AvailabilityAlarm(
+            self,
+            "Availability",
+            probe=self.probe,
+            slo_percent=settings.operations.availability_slo_percent,
+            email=settings.operations.alarm_email,
+        )
+        self.dashboard = serving_dashboard(
+            self,
+            "Dashboard",
+            name=settings.cluster.name,
+            probe=self.probe,
+            alarm=self.alarm.alarm,
+            replication_group_id=gcs_store.replication_group.ref,
+            accelerator_instance_types=capacity.instance_types,
+        )
+        self._outputs(settings, namespace, rayservice_name, serve_url)
+
+    def _outputs(self, settings: Settings, namespace: str, rayservice_name: str, serve_url: str) -> None:
+        """The next commands a user runs, in the order the README gives them."""
+        name = settings.cluster.name
+        outputs = {
+            "UpdateKubeconfig": f"aws eks update-kubeconfig --name {name} --region {self.region}",
+            "ChatUiPortForward": f"kubectl -n {namespace} port-forward svc/{GRADIO_NAME} 7860:7860",
+            "RayDashboardPortForward": f"kubectl -n {namespace} port-forward svc/{rayservice_name}-head-svc 8265:8265",
+            "ApiPortForward": f"kubectl -n {namespace} port-forward svc/{serve_service_name(rayservice_name)} 8000:8000",
+            "ServeApiUrl": f"{serve_url}/v1",
+            "HaDrill": (
+                "python -m local.drill --backend kubernetes --url http://127.0.0.1:8000 "
+                f"--namespace {namespace} --rayservice {rayservice_name}"
+            ),
+            "DashboardUrl": (
+                f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}"
+                f"#dashboards/dashboard/{self.dashboard.dashboard_name}"
+            ),
+        }
+        for key, value in outputs.items():
+            cdk.CfnOutput(self, key, value=value)

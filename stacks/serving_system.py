@@ -64,6 +64,7 @@ def add_serving_system(scope: Construct, settings: Settings) -> ServingSystem:
         scope,
         f"{name}-serving",
         settings=settings,
+        network=network,
         cluster=cluster,
         gcs_store=gcs_store,
         env=env,

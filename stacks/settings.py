@@ -108,6 +108,17 @@ class ServingSettings:
 
 
 @dataclass(frozen=True)
+class OperationsSettings:
+    # How long `cdk deploy` waits for the RayService to be Ready: a first Neuron start
+    # compiles the model (tens of minutes); the Provider framework allows at most 2 hours.
+    readiness_timeout_minutes: int = 60
+    # The availability alarm fires below this percentage of successful probe requests.
+    availability_slo_percent: float = 99.0
+    # Optional address that gets the alarm's notifications.
+    alarm_email: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     environment: DeploymentEnvironment
     cluster: ClusterSettings
@@ -115,6 +126,7 @@ class Settings:
     gcs_store: GcsStoreSettings
     secrets: SecretsSettings
     serving: ServingSettings
+    operations: OperationsSettings
 
     @staticmethod
     def from_context(context: Mapping[str, Any]) -> "Settings":
@@ -149,6 +161,9 @@ SETTING_KEYS: dict[str, str] = {
     "gcsStoreNodeType": "ElastiCache node type",
     "huggingFaceTokenSecretName": "name of the Secrets Manager secret holding the HF token",
     "modelId": "Hugging Face model id the RayService serves",
+    "readinessTimeoutMinutes": "how long cdk deploy waits for the RayService to be Ready",
+    "availabilitySloPercent": "availability alarm threshold (percent of successful probes)",
+    "alarmEmail": "optional e-mail address for availability alarm notifications",
 }
 
 _CLUSTER_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -157,6 +172,7 @@ _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _NODE_TYPE = re.compile(r"^cache\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
 # A camelCase key is a setting; feature flags ("@aws-cdk/…") and CLI keys ("aws:cdk:…") are not.
 _SETTING_LIKE_KEY = re.compile(r"^[a-z][A-Za-z0-9]*$")
@@ -205,6 +221,21 @@ class _Reader:
             return default
         return value
 
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        value = self.raw(key, default)
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.problem(key, value, f"must be a number from {low:g} to {high:g}")
+            return default
+        if not low <= value <= high:
+            self.problem(key, value, f"must be from {low:g} to {high:g}")
+            return default
+        return float(value)
+
     def string_list(self, key: str, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
         value = self.raw(key, default)
         if value is None:
@@ -251,9 +282,16 @@ class _Reader:
                 lambda v: None if _MODEL_ID.match(v) else "must be a Hugging Face model id, <organization>/<model>",
             )
         )
+        operations = OperationsSettings(
+            readiness_timeout_minutes=self.integer("readinessTimeoutMinutes", 60, 5, 120),
+            availability_slo_percent=self.number("availabilitySloPercent", 99.0, 50.0, 99.99),
+            alarm_email=self.string(
+                "alarmEmail", None, lambda v: None if _EMAIL.match(v) else "must be an e-mail address"
+            ),
+        )
         if self.problems:
             raise SettingsError(self.problems)
-        return Settings(environment, cluster, capacity, gcs_store, secrets, serving)
+        return Settings(environment, cluster, capacity, gcs_store, secrets, serving, operations)
 
     def cluster(self) -> ClusterSettings:
         defaults = ClusterSettings()
