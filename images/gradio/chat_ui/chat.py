@@ -1,0 +1,168 @@
+"""The chat logic, apart from Gradio: turn the conversation into an OpenAI request, stream
+the answer, and ride out a backend restart.
+
+During a Ray head restart the workers' Serve proxies keep answering, but a replica or a
+proxy that restarts (or a Service with no ready endpoint) shows up as connection errors
+and 502/503/504. Those are retried with exponential backoff, also when they break a stream
+half-way (the answer then starts again). When every try fails the user gets a clear
+message instead of a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Iterator
+
+import httpx
+import openai
+
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({502, 503, 504})
+UNAVAILABLE = "The model service is unavailable right now"
+
+
+def unavailable_message(attempts: int, reason: str) -> str:
+    return (
+        f"⚠️ {UNAVAILABLE}: retrying failed after {attempts} attempts ({reason}). "
+        "Please try again in a minute."
+    )
+
+
+def retrying_message(attempt: int, attempts: int) -> str:
+    return f"⏳ The model service is restarting; retrying (attempt {attempt} of {attempts})…"
+
+
+def _text(content: Any) -> str:
+    """Gradio 6 message content (a string, a block, or a list of blocks) as plain text."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return content.get("text", "") if content.get("type", "text") == "text" else ""
+    if isinstance(content, (list, tuple)):
+        return "".join(_text(part) for part in content)
+    return str(getattr(content, "text", "") or "")
+
+
+def to_openai_messages(message: Any, history: list[Any]) -> list[dict[str, str]]:
+    """Gradio's history (messages format) plus the new message, in OpenAI's format.
+    Status lines this UI showed (retries, outages) are not part of the conversation."""
+    messages = []
+    for item in history:
+        role = item.get("role") if isinstance(item, dict) else getattr(item, "role", None)
+        content = item.get("content") if isinstance(item, dict) else getattr(item, "content", None)
+        text = _text(content)
+        if role not in ("user", "assistant", "system") or not text:
+            continue
+        if role == "assistant" and (text.startswith("⚠️") or text.startswith("⏳")):
+            # A failed turn: drop it, and the user message that led to it, so the
+            # conversation stays strictly user/assistant alternating.
+            if messages and messages[-1]["role"] == "user":
+                messages.pop()
+            continue
+        messages.append({"role": role, "content": text})
+    # Keep strict alternation (what Mistral's chat template requires): merge runs.
+    merged: list[dict[str, str]] = []
+    for entry in messages + [{"role": "user", "content": _text(message)}]:
+        if merged and merged[-1]["role"] == entry["role"]:
+            merged[-1] = {"role": entry["role"], "content": merged[-1]["content"] + "\n\n" + entry["content"]}
+        else:
+            merged.append(entry)
+    return merged
+
+
+def _retryable(error: BaseException) -> str | None:
+    """A short reason when `error` means "the backend is (re)starting", else None."""
+    if isinstance(error, openai.APIConnectionError):  # includes timeouts
+        return "cannot connect" if not isinstance(error, openai.APITimeoutError) else "timed out"
+    if isinstance(error, openai.APIStatusError):
+        return f"HTTP {error.status_code}" if error.status_code in RETRYABLE_STATUS else None
+    if isinstance(error, httpx.TransportError):  # a stream cut half-way
+        return "connection lost"
+    if isinstance(error, openai.APIError) and getattr(error, "status_code", None) is None:
+        return "stream interrupted"  # an error event inside the stream
+    return None
+
+
+class ChatBackend:
+    """Streams answers from the OpenAI-compatible endpoint, with retries."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: openai.OpenAI | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.client = client or openai.OpenAI(
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key or "not-needed",
+            # Retries are ours (they cover broken streams too, and tell the user).
+            max_retries=0,
+            timeout=httpx.Timeout(settings.request_timeout_s, connect=5.0),
+        )
+        self._sleep = sleep
+        self._model = settings.model_name
+
+    def model(self) -> str:
+        """MODEL_NAME, or the served model as /v1/models names it."""
+        if self._model is None:
+            self._model = self.client.models.list().data[0].id
+        return self._model
+
+    def _stream_once(self, messages: list[dict[str, str]]) -> Iterator[str]:
+        stream = self.client.chat.completions.create(
+            model=self.model(),
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=self.settings.max_tokens,
+            temperature=self.settings.temperature,
+            stream=True,
+        )
+        with stream:
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+
+    def respond(self, message: Any, history: list[Any]) -> Iterator[str]:
+        """Gradio's chat function: yields the answer so far, as it grows."""
+        if not _text(message).strip():
+            yield "Please type a message."
+            return
+        messages = to_openai_messages(message, history)
+        attempts = self.settings.retry_attempts
+        reason = "unknown error"
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                yield retrying_message(attempt, attempts)
+                self._sleep(self.settings.retry_delay_s(attempt - 1))
+            answer = ""
+            try:
+                for piece in self._stream_once(messages):
+                    answer += piece
+                    yield answer
+                if not answer:
+                    yield "(the model returned an empty answer)"
+                return
+            except Exception as error:  # noqa: BLE001 - sorted below
+                reason = _retryable(error)
+                if reason is None:
+                    logger.warning("request refused: %s", error)
+                    yield f"⚠️ The model service refused the request: {_describe(error)}"
+                    return
+                logger.warning("try %d of %d failed (%s): %s", attempt, attempts, reason, error)
+        yield unavailable_message(attempts, reason)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, openai.APIStatusError):
+        try:
+            return f"HTTP {error.status_code}: {error.body['message']}"  # type: ignore[index]
+        except (TypeError, KeyError):
+            return f"HTTP {error.status_code}"
+    return type(error).__name__

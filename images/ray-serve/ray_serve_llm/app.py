@@ -1,0 +1,283 @@
+"""The Ray Serve application: one deployment, `LLMServer`, with an OpenAI-compatible API.
+
+    import_path: ray_serve_llm.app:build_app
+    args: {model_id, engine, ...}          (see `ray_serve_llm.args.AppArgs`)
+
+Routes (FastAPI ingress):
+    POST /v1/chat/completions   OpenAI chat completions, plain or streamed (SSE, `data: [DONE]`)
+    GET  /v1/models             the one served model
+    GET  /infer?sentence=...    the 2024 blueprint's route: the answer as plain text
+    GET  /healthz               cheap liveness of the replica and its engine
+
+Every client mistake is a 4xx with OpenAI's error body; it is detected before generation
+starts, so a stream never begins only to break.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the route signatures'
+# annotations (e.g. `request: Request`) at runtime, through Serve's ingress wrapper.
+
+import asyncio
+import logging
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .args import AppArgs
+from .engines import ChatTemplateError, Engine, Prompt, SamplingParams, load_engine
+from .protocol import (
+    SSE_DONE,
+    OpenAIError,
+    chunk_body,
+    completion_body,
+    completion_id,
+    now,
+    parse_chat_request,
+    parse_json_body,
+    sse,
+    usage,
+)
+
+logger = logging.getLogger("ray.serve")
+
+DEPLOYMENT_NAME = "LLMServer"
+# The /infer route's default answer length (the blueprint's), capped by max_tokens_limit.
+INFER_DEFAULT_MAX_TOKENS = 256
+
+# --- Health checks and shutdown, chosen for a Ray head restart --------------------------
+# The Serve controller runs on the head. While the head restarts (GCS fault tolerance on
+# Redis), the replicas on the workers keep serving through the workers' proxies; when the
+# controller is back it health-checks every replica again. A replica busy with long
+# generations must not be declared dead for answering slowly (replacing it reloads the
+# model, and on Neuron without cached artifacts recompiles it for minutes), so the timeout
+# is generous and the check itself is cheap (no generation).
+HEALTH_CHECK_PERIOD_S = 10
+HEALTH_CHECK_TIMEOUT_S = 60
+# A replica being drained (scale-down, upgrade, node drain) stops getting new requests and
+# gets this long to finish the streams it serves: a long answer at ~20 tokens/s on
+# Inferentia2 takes about a minute. Kubernetes' terminationGracePeriodSeconds on the
+# worker pods must be longer than this.
+GRACEFUL_SHUTDOWN_TIMEOUT_S = 60
+GRACEFUL_SHUTDOWN_WAIT_LOOP_S = 2
+# Requests one replica takes at once; vLLM batches them continuously.
+MAX_ONGOING_REQUESTS = 16
+
+api = FastAPI(
+    title="Ray Serve LLM",
+    description="OpenAI-compatible chat completions on Ray Serve",
+    docs_url=None,
+    redoc_url=None,
+)
+
+
+@api.exception_handler(OpenAIError)
+async def _openai_error(_: Request, error: OpenAIError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status_code)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+    first = error.errors()[0]
+    param = ".".join(str(part) for part in first["loc"] if part not in ("query", "body"))
+    if first["type"] == "missing":
+        message, code = f"Missing required parameter: '{param}'.", "missing_required_parameter"
+    else:
+        message, code = f"Invalid value for '{param}': {first['msg']}.", "invalid_value"
+    return await _openai_error(_, OpenAIError(message, param=param or None, code=code))
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    kind = "invalid_request_error" if error.status_code < 500 else "server_error"
+    return await _openai_error(_, OpenAIError(str(error.detail), status_code=error.status_code, type=kind))
+
+
+@serve.deployment(
+    name=DEPLOYMENT_NAME,
+    max_ongoing_requests=MAX_ONGOING_REQUESTS,
+    health_check_period_s=HEALTH_CHECK_PERIOD_S,
+    health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
+    graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_TIMEOUT_S,
+    graceful_shutdown_wait_loop_s=GRACEFUL_SHUTDOWN_WAIT_LOOP_S,
+)
+@serve.ingress(api)
+class LLMServer:
+    """Serves one model with the engine the args choose."""
+
+    async def __init__(self, args: dict[str, Any]) -> None:
+        self.args = AppArgs.parse(args)
+        self.model_name = self.args.model_name
+        self.created = now()
+        # Loading blocks for seconds (CPU) to minutes (Neuron compile): off the event loop.
+        self.engine: Engine = await asyncio.to_thread(load_engine, self.args)
+        # Prompt plus completion, in tokens: what the args ask for, within what the model takes.
+        self.max_model_len = min(self.args.max_model_len, self.engine.max_context or self.args.max_model_len)
+        logger.info(
+            "LLMServer ready: model %r served as %r by engine %r",
+            self.args.model_id,
+            self.model_name,
+            self.args.engine,
+        )
+
+    # --- Serve hooks -------------------------------------------------------------------
+
+    async def check_health(self) -> None:
+        """Called by the Serve controller every HEALTH_CHECK_PERIOD_S; raising marks the
+        replica unhealthy and Serve replaces it."""
+        await self.engine.check_health()
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.shutdown()
+
+    # --- Routes ------------------------------------------------------------------------
+
+    @api.get("/healthz")
+    async def healthz(self) -> JSONResponse:
+        try:
+            await self.engine.check_health()
+        except Exception as error:  # noqa: BLE001 - reported, not raised
+            raise OpenAIError(f"engine unhealthy: {error}", status_code=503, type="server_error") from None
+        return JSONResponse({"status": "ok", "model": self.model_name, "engine": self.args.engine})
+
+    @api.get("/v1/models")
+    async def models(self) -> JSONResponse:
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": self.model_name,
+                        "object": "model",
+                        "created": self.created,
+                        "owned_by": "ray-serve-llm",
+                        "root": self.args.model_id,
+                        "max_model_len": self.max_model_len,
+                    }
+                ],
+            }
+        )
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request):  # noqa: ANN201 - JSON or a stream
+        body = parse_json_body(await request.body())
+        chat = parse_chat_request(body, max_tokens_limit=self.args.max_tokens_limit)
+        if chat.model is not None and chat.model != self.model_name:
+            raise OpenAIError(
+                f"The model '{chat.model}' does not exist. This server serves '{self.model_name}'.",
+                status_code=404,
+                param="model",
+                code="model_not_found",
+            )
+        prompt = self._render([message.as_template_message() for message in chat.messages])
+        params = SamplingParams(
+            max_tokens=self._max_tokens(prompt, chat.requested_max_tokens),
+            temperature=1.0 if chat.temperature is None else chat.temperature,
+            top_p=1.0 if chat.top_p is None else chat.top_p,
+            seed=chat.seed,
+        )
+        include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+        if chat.stream:
+            return StreamingResponse(
+                self._stream(prompt, params, include_usage=include_usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        text, finish_reason, completion_tokens = await self._complete(prompt, params)
+        return JSONResponse(
+            completion_body(
+                chat_id=completion_id(),
+                model=self.model_name,
+                created=now(),
+                text=text,
+                finish_reason=finish_reason,
+                prompt_tokens=prompt.num_tokens,
+                completion_tokens=completion_tokens,
+            )
+        )
+
+    @api.get("/infer", response_class=PlainTextResponse)
+    async def infer(self, sentence: str, max_tokens: int | None = None) -> PlainTextResponse:
+        if not sentence.strip():
+            raise OpenAIError("'sentence' must not be empty.", param="sentence", code="invalid_value")
+        if max_tokens is not None and not 1 <= max_tokens <= self.args.max_tokens_limit:
+            raise OpenAIError(
+                f"Invalid 'max_tokens': {max_tokens}. It must be between 1 and {self.args.max_tokens_limit}.",
+                param="max_tokens",
+                code="invalid_value",
+            )
+        prompt = self._render([{"role": "user", "content": sentence}])
+        wanted = max_tokens or min(INFER_DEFAULT_MAX_TOKENS, self.args.max_tokens_limit)
+        text, _, _ = await self._complete(prompt, SamplingParams(max_tokens=self._max_tokens(prompt, wanted)))
+        return PlainTextResponse(text)
+
+    # --- Helpers -----------------------------------------------------------------------
+
+    def _render(self, messages: list[dict[str, str]]) -> Prompt:
+        try:
+            prompt = self.engine.render(messages)
+        except ChatTemplateError as error:
+            raise OpenAIError(f"Invalid 'messages': {error}", param="messages", code="invalid_value") from None
+        if prompt.num_tokens >= self.max_model_len:
+            raise OpenAIError(
+                f"This model's maximum context length is {self.max_model_len} tokens; "
+                f"the messages take {prompt.num_tokens}.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        return prompt
+
+    def _max_tokens(self, prompt: Prompt, requested: int | None) -> int:
+        room = self.max_model_len - prompt.num_tokens
+        if requested is None:
+            return min(self.args.max_tokens_limit, room)
+        if requested > room:
+            raise OpenAIError(
+                f"This model's maximum context length is {self.max_model_len} tokens; the messages "
+                f"take {prompt.num_tokens} and max_tokens asks for {requested} more.",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+        return requested
+
+    async def _complete(self, prompt: Prompt, params: SamplingParams) -> tuple[str, str, int]:
+        pieces: list[str] = []
+        finish_reason, completion_tokens = "stop", 0
+        async for chunk in self.engine.generate(prompt, params):
+            pieces.append(chunk.text)
+            completion_tokens = chunk.completion_tokens or completion_tokens
+            finish_reason = chunk.finish_reason or finish_reason
+        return "".join(pieces), finish_reason, completion_tokens
+
+    async def _stream(self, prompt: Prompt, params: SamplingParams, *, include_usage: bool) -> AsyncIterator[str]:
+        meta = {"chat_id": completion_id(), "model": self.model_name, "created": now()}
+        yield sse(chunk_body(**meta, delta={"role": "assistant", "content": ""}))
+        finish_reason, completion_tokens = "stop", 0
+        try:
+            async for chunk in self.engine.generate(prompt, params):
+                if chunk.text:
+                    yield sse(chunk_body(**meta, delta={"content": chunk.text}))
+                completion_tokens = chunk.completion_tokens or completion_tokens
+                finish_reason = chunk.finish_reason or finish_reason
+        except Exception:  # noqa: BLE001 - the status line is sent already: report in-band
+            logger.exception("generation failed mid-stream")
+            failure = OpenAIError("generation failed; please retry", status_code=500, type="server_error")
+            yield sse(failure.body())
+            yield SSE_DONE
+            return
+        yield sse(chunk_body(**meta, delta={}, finish_reason=finish_reason))
+        if include_usage:
+            yield sse({**chunk_body(**meta, delta={}), "choices": [], "usage": usage(prompt.num_tokens, completion_tokens)})
+        yield SSE_DONE
+
+
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """The application builder named by the serve config's `import_path`. Validates the
+    args here, on the driver, so a bad config fails `serve deploy` with every problem
+    named, instead of failing in each replica."""
+    app_args = AppArgs.parse(args)
+    return LLMServer.bind(app_args.model_dump())

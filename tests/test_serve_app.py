@@ -1,0 +1,574 @@
+"""The Ray Serve LLM application (images/ray-serve): its args, engines and API.
+
+The API tests run the real application in-process (`serve.run` of `build_app(...)`, the
+transformers engine on a tiny Mistral-architecture model made at test time) and talk to it
+with the official `openai` client over 127.0.0.1. The accelerator engines (vLLM, Neuron)
+cannot run here; their pure parts (engine arguments, environment, the compiled-artifacts
+cache) are tested without them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import openai
+import pytest
+
+from tests.serve_backend import MAX_MODEL_LEN, MAX_TOKENS_LIMIT, SERVED_MODEL, Backend, shared_backend
+
+from ray_serve_llm.args import AppArgs, ArgsError  # noqa: E402 (path set by serve_backend)
+from ray_serve_llm.compiled_artifacts import MARKER, ArtifactCache, CompileKey, split_s3_uri
+from ray_serve_llm.engines import ChatTemplateError, Prompt, SamplingParams, load_engine
+from ray_serve_llm.engines.neuron_engine import NEURON_MAX_NUM_SEQS, NeuronEngine
+from ray_serve_llm.engines.vllm_engine import VllmEngine
+from ray_serve_llm.hf_token import ModelLoadError, read_token
+from ray_serve_llm.protocol import OpenAIError, parse_chat_request
+
+# Ray Serve's own models trip a pydantic deprecation warning on import: not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:Using extra keyword arguments on `Field`:DeprecationWarning")
+
+USER = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def backend(request) -> Backend:
+    return shared_backend(request)
+
+
+@pytest.fixture(scope="module")
+def client(backend) -> openai.OpenAI:
+    return openai.OpenAI(base_url=backend.openai_url, api_key="not-needed", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(backend):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(backend.model_dir)
+
+
+# --- The API, through the official openai client -----------------------------------------
+
+
+def test_chat_completion(client, tokenizer):
+    response = client.chat.completions.create(model=SERVED_MODEL, messages=USER, max_tokens=12, temperature=0)
+    choice = response.choices[0]
+    assert response.model == SERVED_MODEL
+    assert response.object == "chat.completion"
+    assert choice.message.role == "assistant"
+    assert choice.message.content.strip()
+    assert choice.finish_reason in ("stop", "length")
+    assert 1 <= response.usage.completion_tokens <= 12
+    # The prompt is the tokenizer's own chat template, BOS written once.
+    expected = tokenizer.apply_chat_template(USER, add_generation_prompt=True, return_dict=True)["input_ids"]
+    assert response.usage.prompt_tokens == len(expected)
+    assert list(expected).count(tokenizer.bos_token_id) == 1
+
+
+def test_greedy_answers_are_deterministic(client):
+    def answer() -> str:
+        response = client.chat.completions.create(model=SERVED_MODEL, messages=USER, max_tokens=8, temperature=0)
+        return response.choices[0].message.content
+
+    assert answer() == answer()
+
+
+def test_chat_completion_streams(client):
+    stream = client.chat.completions.create(
+        model=SERVED_MODEL,
+        messages=USER,
+        max_tokens=16,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) >= 2, "the answer arrives in pieces"
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals in (["length"], ["stop"])
+    assert chunks[-1].usage.completion_tokens <= 16
+
+
+def test_stream_is_server_sent_events_ending_with_done(backend):
+    body = {"model": SERVED_MODEL, "messages": USER, "max_tokens": 4, "stream": True}
+    with httpx.stream("POST", f"{backend.openai_url}/chat/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in response.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in events)
+    assert events[-1] == "data: [DONE]"
+    assert json.loads(events[-2].removeprefix("data: "))["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_conversation_with_system_message_and_history(client):
+    messages = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Hello!"},
+        {"role": "assistant", "content": "Hello! How can I help you today?"},
+        {"role": "user", "content": [{"type": "text", "text": "Tell me a short story."}]},
+    ]
+    response = client.chat.completions.create(model=SERVED_MODEL, messages=messages, max_tokens=8)
+    assert response.choices[0].message.content.strip()
+
+
+def test_model_may_be_omitted(backend):
+    response = httpx.post(f"{backend.openai_url}/chat/completions", json={"messages": USER, "max_tokens": 2})
+    assert response.status_code == 200
+    assert response.json()["model"] == SERVED_MODEL
+
+
+def test_models_lists_the_served_model(client):
+    models = client.models.list()
+    assert [model.id for model in models.data] == [SERVED_MODEL]
+
+
+def test_infer_returns_generated_text(backend):
+    response = httpx.get(f"{backend.url}/infer", params={"sentence": "What is Ray Serve?", "max_tokens": 8})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text.strip()
+
+
+def test_healthz(backend):
+    response = httpx.get(f"{backend.url}/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "model": SERVED_MODEL, "engine": "transformers"}
+
+
+def test_one_deployment_named_llmserver_is_healthy(backend):
+    from ray import serve
+
+    app = serve.status().applications["llm"]
+    assert list(app.deployments) == ["LLMServer"]
+    assert app.deployments["LLMServer"].status == "HEALTHY"
+
+
+# --- Bad requests: OpenAI-style 4xx, never 500 ------------------------------------------
+
+
+def _error(status: int, param, code, message_part: str):
+    return status, param, code, message_part
+
+
+BAD_REQUESTS = {
+    "no messages": ({}, _error(400, "messages", "missing_required_parameter", "Missing required parameter: 'messages'")),
+    "empty messages": ({"messages": []}, _error(400, "messages", "empty_array", "at least one message")),
+    "messages not a list": ({"messages": "hi"}, _error(400, "messages", "invalid_value", "valid list")),
+    "bad role": (
+        {"messages": [{"role": "robot", "content": "hi"}]},
+        _error(400, "messages[0].role", "invalid_value", "Invalid value for 'messages[0].role': 'robot'"),
+    ),
+    "missing content": (
+        {"messages": [{"role": "user"}]},
+        _error(400, "messages[0].content", "missing_required_parameter", "messages[0].content"),
+    ),
+    "image content": (
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        _error(400, "messages[0].content", "invalid_value", "list of text parts"),
+    ),
+    "roles do not alternate": (
+        {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
+        _error(400, "messages", "invalid_value", "roles must alternate user/assistant"),
+    ),
+    "max_tokens zero": ({"messages": USER, "max_tokens": 0}, _error(400, "max_tokens", "invalid_value", "between 1 and 64")),
+    "max_tokens above limit": (
+        {"messages": USER, "max_tokens": MAX_TOKENS_LIMIT + 1},
+        _error(400, "max_tokens", "invalid_value", f"Invalid 'max_tokens': {MAX_TOKENS_LIMIT + 1}"),
+    ),
+    "max_tokens not an integer": ({"messages": USER, "max_tokens": "many"}, _error(400, "max_tokens", "invalid_value", "valid integer")),
+    "temperature too high": ({"messages": USER, "temperature": 2.5}, _error(400, "temperature", "invalid_value", "less than or equal to 2")),
+    "temperature negative": ({"messages": USER, "temperature": -0.1}, _error(400, "temperature", "invalid_value", "greater than or equal to 0")),
+    "n above 1": ({"messages": USER, "n": 2}, _error(400, "n", "invalid_value", "less than or equal to 1")),
+    "stop sequences": ({"messages": USER, "stop": ["\n"]}, _error(400, "stop", "invalid_value", "not supported")),
+    "prompt longer than the context": (
+        {"messages": [{"role": "user", "content": "word " * (MAX_MODEL_LEN + 10)}]},
+        _error(400, "messages", "context_length_exceeded", f"maximum context length is {MAX_MODEL_LEN} tokens"),
+    ),
+    "unknown model": (
+        {"model": "gpt-5", "messages": USER},
+        _error(404, "model", "model_not_found", "The model 'gpt-5' does not exist"),
+    ),
+}
+
+
+@pytest.mark.parametrize("body,expected", BAD_REQUESTS.values(), ids=BAD_REQUESTS.keys())
+def test_bad_request_is_an_openai_error(client, body, expected):
+    status, param, code, message_part = expected
+    # The official client's raw POST: some of these bodies its typed `create` would refuse.
+    with pytest.raises(openai.APIStatusError) as raised:
+        client.post("/chat/completions", cast_to=object, body={"model": SERVED_MODEL, **body})
+    error = raised.value
+    assert error.status_code == status
+    assert error.body["type"] == "invalid_request_error"
+    assert error.body["param"] == param
+    assert error.body["code"] == code
+    assert message_part in error.body["message"]
+
+
+def test_prompt_plus_max_tokens_must_fit_the_context(client, tokenizer):
+    def prompt_tokens(n: int) -> int:
+        messages = [{"role": "user", "content": "word " * n}]
+        return len(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"])
+
+    n = next(n for n in range(1, MAX_MODEL_LEN) if prompt_tokens(n) >= MAX_MODEL_LEN - 40)
+    body = {"messages": [{"role": "user", "content": "word " * n}]}
+    fits = client.post("/chat/completions", cast_to=object, body={**body, "max_tokens": 8})
+    assert fits["usage"]["prompt_tokens"] == prompt_tokens(n)
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.post("/chat/completions", cast_to=object, body={**body, "max_tokens": MAX_TOKENS_LIMIT})
+    assert raised.value.body["code"] == "context_length_exceeded"
+    assert raised.value.body["param"] == "max_tokens"
+
+
+def test_bad_stream_request_fails_before_the_stream_starts(backend):
+    body = {"messages": USER, "max_tokens": 10_000, "stream": True}
+    response = httpx.post(f"{backend.openai_url}/chat/completions", json=body)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["param"] == "max_tokens"
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b""], ids=["broken", "not an object", "empty"])
+def test_invalid_json_is_a_400(backend, raw):
+    response = httpx.post(
+        f"{backend.openai_url}/chat/completions", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": response.json()["error"]["message"],
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_json",
+    }
+
+
+@pytest.mark.parametrize(
+    "params,param,code",
+    [({}, "sentence", "missing_required_parameter"), ({"sentence": "  "}, "sentence", "invalid_value"),
+     ({"sentence": "hi", "max_tokens": 0}, "max_tokens", "invalid_value")],
+    ids=["missing", "blank", "max_tokens"],
+)
+def test_bad_infer_request_is_a_400(backend, params, param, code):
+    response = httpx.get(f"{backend.url}/infer", params=params)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
+
+
+def test_unknown_route_is_an_openai_404(backend):
+    response = httpx.get(f"{backend.url}/v1/nothing")
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+# --- Args: typed, validated, with clear errors -------------------------------------------
+
+
+def test_args_defaults():
+    args = AppArgs.parse({"model_id": "mistralai/Mistral-7B-Instruct-v0.2", "engine": "neuron"})
+    assert args.model_name == "mistralai/Mistral-7B-Instruct-v0.2"
+    assert (args.tensor_parallel_degree, args.max_model_len, args.max_tokens_limit) == (1, 4096, 1024)
+    assert args.hf_token_env == "HF_TOKEN"
+    assert args.neuron_compiled_artifacts is None
+
+
+def test_args_accept_the_neuron_production_shape():
+    args = AppArgs.parse(
+        {
+            "model_id": "mistralai/Mistral-7B-Instruct-v0.2",
+            "served_model_name": "mistral-7b-instruct",
+            "engine": "neuron",
+            "tensor_parallel_degree": 2,
+            "max_model_len": 4096,
+            "max_tokens_limit": 1024,
+            "neuron_compiled_artifacts": "s3://my-bucket/neuron-artifacts/",
+            "hf_token_env": "HUGGING_FACE_HUB_TOKEN",
+        }
+    )
+    assert args.model_name == "mistral-7b-instruct"
+    assert args.neuron_compiled_artifacts == "s3://my-bucket/neuron-artifacts"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ({"engine": "neuron"}, "  - model_id: required"),
+        ({"model_id": "m", "engine": "tpu"}, "  - engine='tpu': must be one of neuron, vllm, transformers"),
+        ({"model_id": "m", "engine": "vllm", "tensor_parallel_degree": 0},
+         "  - tensor_parallel_degree=0: Input should be greater than or equal to 1"),
+        ({"model_id": "m", "engine": "vllm", "max_tokens_limit": 4096},
+         "  - max_tokens_limit=4096 must be below max_model_len=4096 (the prompt needs room too)"),
+        ({"model_id": "m", "engine": "transformers", "tensor_parallel_degree": 2},
+         "  - tensor_parallel_degree=2: the transformers engine runs on one CPU process; only 1 is allowed"),
+        ({"model_id": "m", "engine": "vllm", "neuron_compiled_artifacts": "/cache"},
+         "  - neuron_compiled_artifacts is only used by engine 'neuron' (engine is 'vllm'); remove it"),
+        ({"model_id": "m", "engine": "neuron", "neuron_compiled_artifacts": "cache"},
+         "  - neuron_compiled_artifacts='cache': must be s3://BUCKET/PREFIX or an absolute path"),
+        ({"model_id": "m", "engine": "neuron", "max_tokens": 10},
+         "  - unknown argument 'max_tokens': did you mean 'max_tokens_limit'?"),
+        ({"model_id": "m", "engine": "neuron", "replicas": 2}, "  - unknown argument 'replicas'"),
+    ],
+    ids=["no model", "engine", "tp", "max tokens", "cpu tp", "artifacts on gpu", "relative", "renamed", "unknown"],
+)
+def test_bad_args_are_refused_with_the_key_and_value(args, message):
+    with pytest.raises(ArgsError) as raised:
+        AppArgs.parse(args)
+    assert message in str(raised.value).splitlines()
+
+
+def test_build_app_validates_on_the_driver():
+    from ray_serve_llm.app import build_app
+
+    with pytest.raises(ArgsError, match="engine='tpu'"):
+        build_app({"model_id": "m", "engine": "tpu"})
+
+
+# --- The HF token never shows ----------------------------------------------------------
+
+
+SECRET = "hf_" + "Abc123" * 6
+
+
+def test_a_token_given_as_the_env_name_is_not_echoed():
+    with pytest.raises(ArgsError) as raised:
+        AppArgs.parse({"model_id": "m", "engine": "vllm", "hf_token_env": SECRET})
+    assert SECRET not in str(raised.value)
+    assert "looks like a token" in str(raised.value)
+
+
+def test_token_is_masked_and_kept_out_of_load_errors(monkeypatch, tmp_path):
+    monkeypatch.setenv("TEST_HF_TOKEN", SECRET)
+    token = read_token("TEST_HF_TOKEN")
+    assert SECRET not in repr(token) and SECRET not in str(token)
+    args = AppArgs.parse(
+        {"model_id": f"{tmp_path}/{SECRET}-missing", "engine": "transformers", "hf_token_env": "TEST_HF_TOKEN"}
+    )
+    with pytest.raises(ModelLoadError) as raised:
+        load_engine(args)
+    assert SECRET not in str(raised.value)
+    assert "***" in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_the_token_goes_to_the_hub_download_only(monkeypatch):
+    import huggingface_hub
+
+    from ray_serve_llm.model_source import resolve_model_path
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **kw: calls.append(kw) or "/cache/m")
+    assert resolve_model_path("mistralai/Mistral-7B-Instruct-v0.2", read_token("T", {"T": SECRET})) == "/cache/m"
+    assert calls[0]["repo_id"] == "mistralai/Mistral-7B-Instruct-v0.2" and calls[0]["token"] == SECRET
+
+
+def test_blank_token_means_no_token():
+    assert read_token("HF_TOKEN", {"HF_TOKEN": "  "}) is None
+    assert read_token("HF_TOKEN", {}) is None
+
+
+# --- Request validation (no server) ------------------------------------------------------
+
+
+def test_developer_role_and_text_parts_become_template_messages():
+    request = parse_chat_request(
+        {"messages": [{"role": "developer", "content": "Be brief."},
+                      {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}]}]},
+        max_tokens_limit=10,
+    )
+    assert [m.as_template_message() for m in request.messages] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi there"},
+    ]
+
+
+def test_max_completion_tokens_is_checked_like_max_tokens():
+    with pytest.raises(OpenAIError) as raised:
+        parse_chat_request({"messages": USER, "max_completion_tokens": 11}, max_tokens_limit=10)
+    assert raised.value.param == "max_completion_tokens"
+    assert parse_chat_request({"messages": USER, "max_completion_tokens": 10}, max_tokens_limit=10).requested_max_tokens == 10
+
+
+# --- The engine interface, on the transformers engine (no server) -----------------------
+
+
+@pytest.fixture(scope="module")
+def engine(backend):
+    args = AppArgs.parse({**backend.args, "served_model_name": None})
+    return load_engine(args)
+
+
+async def _collect(engine, prompt, params, limit=None):
+    chunks = []
+    generator = engine.generate(prompt, params)
+    async for chunk in generator:
+        chunks.append(chunk)
+        if limit and len(chunks) >= limit:
+            await generator.aclose()
+            break
+    return chunks
+
+
+def test_engine_renders_with_the_tokenizer_chat_template(engine):
+    prompt = engine.render([{"role": "system", "content": "S"}, {"role": "user", "content": "Hello"}])
+    text = engine.tokenizer.decode(list(prompt.token_ids))
+    assert text.startswith("<s>") and text.count("<s>") == 1
+    assert "[INST]" in text and text.rstrip().endswith("[/INST]")
+
+
+def test_engine_refuses_what_the_template_refuses(engine):
+    with pytest.raises(ChatTemplateError, match="alternate"):
+        engine.render([{"role": "assistant", "content": "first"}])
+
+
+def test_engine_streams_non_empty_pieces_and_a_final_chunk(engine):
+    prompt = engine.render(USER)
+    chunks = asyncio.run(_collect(engine, prompt, SamplingParams(max_tokens=10, temperature=0)))
+    *pieces, last = chunks
+    assert pieces and all(chunk.text for chunk in pieces)
+    assert last.finish_reason in ("stop", "length") and last.completion_tokens <= 10
+
+
+def test_engine_stops_generating_when_the_consumer_goes_away(engine):
+    async def leave_early():
+        before = engine.cancelled_generations
+        # Long enough that it cannot finish on its own within the wait below.
+        chunks = await _collect(engine, engine.render(USER), SamplingParams(max_tokens=1500), limit=2)
+        for _ in range(200):
+            if engine.active_generations == 0:
+                break
+            await asyncio.sleep(0.01)
+        return chunks, engine.cancelled_generations - before
+
+    chunks, cancelled = asyncio.run(leave_early())
+    assert len(chunks) == 2
+    assert engine.active_generations == 0
+    assert cancelled == 1
+
+
+def test_tiny_model_cli_writes_a_mistral_folder(tmp_path):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ray_serve_llm.tiny_model import main
+
+    assert main([str(tmp_path / "tiny")]) == 0
+    folder = tmp_path / "tiny"
+    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= {
+        p.name for p in folder.iterdir()
+    }
+    config = AutoConfig.from_pretrained(folder)
+    assert config.model_type == "mistral" and config.sliding_window is None
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == (
+        64, 2, 4, 2,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.padding_side == "left"
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.unk_token, tokenizer.pad_token) == (
+        "<s>", "</s>", "<unk>", "<pad>",
+    )
+    assert len(tokenizer.encode("[INST]", add_special_tokens=False)) == 1
+    assert tokenizer.unk_token_id not in tokenizer.encode("Hello, world! 42?\n", add_special_tokens=False)
+
+
+# --- Accelerator engines: their pure parts ----------------------------------------------
+
+
+def test_neuron_engine_shards_over_two_cores_with_continuous_batching():
+    kwargs = NeuronEngine.engine_kwargs("/models/mistral", tensor_parallel_degree=2, max_model_len=4096)
+    assert kwargs["tensor_parallel_size"] == 2
+    assert kwargs["max_num_seqs"] == NEURON_MAX_NUM_SEQS
+    neuron = kwargs["additional_config"]["override_neuron_config"]
+    assert neuron["is_continuous_batching"] is True
+    assert (neuron["tp_degree"], neuron["seq_len"], neuron["batch_size"]) == (2, 4096, NEURON_MAX_NUM_SEQS)
+
+
+def test_neuron_engine_points_nxdi_at_the_compiled_artifacts():
+    environ: dict[str, str] = {}
+    NeuronEngine.configure_environment("/tmp/neuron-compiled-artifacts/x", environ)
+    assert environ == {
+        "VLLM_NEURON_FRAMEWORK": "neuronx-distributed-inference",
+        "NEURON_COMPILED_ARTIFACTS": "/tmp/neuron-compiled-artifacts/x",
+    }
+
+
+def test_vllm_engine_keeps_tensor_parallel_workers_inside_the_replica():
+    kwargs = VllmEngine.engine_kwargs("/models/m", tensor_parallel_degree=4, max_model_len=8192)
+    assert (kwargs["tensor_parallel_size"], kwargs["max_model_len"]) == (4, 8192)
+    assert kwargs["distributed_executor_backend"] == "mp"
+
+
+class FakeS3:
+    """Just what ArtifactCache calls, over a dict."""
+
+    def __init__(self):
+        self.objects: dict[tuple[str, str], bytes] = {}
+        self.writes: list[str] = []
+
+    def list_objects_v2(self, Bucket, Prefix, **_):  # noqa: N803 - boto3's names
+        keys = sorted(k for b, k in self.objects if b == Bucket and k.startswith(Prefix))
+        return {"Contents": [{"Key": k} for k in keys], "IsTruncated": False}
+
+    def download_file(self, bucket, key, filename):
+        with open(filename, "wb") as f:
+            f.write(self.objects[(bucket, key)])
+
+    def upload_file(self, filename, bucket, key):
+        with open(filename, "rb") as f:
+            self.objects[(bucket, key)] = f.read()
+        self.writes.append(key)
+
+    def put_object(self, Bucket, Key, Body):  # noqa: N803
+        self.objects[(Bucket, Key)] = Body
+        self.writes.append(Key)
+
+
+KEY = CompileKey("mistralai/Mistral-7B-Instruct-v0.2", 2, 4096, 4, "0.9.0")
+
+
+def test_compile_key_separates_configurations():
+    assert KEY.slug == "mistralai--Mistral-7B-Instruct-v0.2/tp2-len4096-seqs4-nxdi0.9.0"
+    other = CompileKey("mistralai/Mistral-7B-Instruct-v0.2", 2, 8192, 4, "0.9.0")
+    assert other.slug != KEY.slug
+    assert split_s3_uri("s3://bucket/a/b/") == ("bucket", "a/b")
+
+
+def test_s3_cache_miss_then_publish_then_hit(tmp_path):
+    s3 = FakeS3()
+    first = ArtifactCache("s3://bucket/neuron", KEY, local_root=tmp_path / "worker1", s3=s3)
+    assert first.fetch() is False
+    (first.local_dir / "model.pt").write_bytes(b"compiled")  # what NxD Inference writes
+    (first.local_dir / "neuron_config.json").write_text("{}")
+    first.publish()
+    prefix = f"neuron/{KEY.slug}"
+    assert s3.writes[-1] == f"{prefix}/{MARKER}", "the marker is written last"
+    assert set(s3.writes) == {f"{prefix}/model.pt", f"{prefix}/neuron_config.json", f"{prefix}/{MARKER}"}
+
+    second = ArtifactCache("s3://bucket/neuron", KEY, local_root=tmp_path / "worker2", s3=s3)
+    assert second.fetch() is True
+    assert (second.local_dir / "model.pt").read_bytes() == b"compiled"
+    assert not (second.local_dir / MARKER).exists()
+    s3.writes.clear()
+    second.publish()
+    assert s3.writes == [], "artifacts that came from the cache are not uploaded again"
+
+
+def test_s3_cache_ignores_a_half_uploaded_compile(tmp_path):
+    s3 = FakeS3()
+    s3.objects[("bucket", f"neuron/{KEY.slug}/model.pt")] = b"partial"
+    cache = ArtifactCache("s3://bucket/neuron", KEY, local_root=tmp_path, s3=s3)
+    assert cache.fetch() is False
+    assert not (cache.local_dir / "model.pt").exists()
+
+
+def test_local_cache_is_a_folder_per_configuration(tmp_path):
+    cache = ArtifactCache(str(tmp_path), KEY)
+    assert cache.local_dir == tmp_path / KEY.slug
+    assert cache.fetch() is False
+    (cache.local_dir / "model.pt").write_bytes(b"x")
+    assert ArtifactCache(str(tmp_path), KEY).fetch() is True
+
+
+def test_prompt_counts_tokens():
+    assert Prompt(token_ids=(1, 2, 3)).num_tokens == 3
