@@ -14,6 +14,8 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from charts.rbac import RAYSERVICE_READERS_GROUP, rayservice_reader_rbac
+
 HANDLER_DIR = Path(__file__).resolve().parent.parent / "lambda" / "rayservice_ready"
 # The handlers use only the standard library and the runtime's boto3: no bundling, no Docker.
 RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -60,16 +62,24 @@ class RayServiceReadiness(Construct):
             description="RayService readiness gate: Ready=True yet?",
             log_group=_log_group(self, "IsCompleteLogs"), **common,
         )
-        self.access = eks.AccessEntry(
+        # EKS's view policy covers built-in kinds only; the Kubernetes group gets a Role
+        # that may read RayServices and their events in this namespace (charts/rbac.py).
+        self.access = eks.CfnAccessEntry(
             self,
             "ViewAccess",
-            cluster=cluster,
-            principal=self.is_complete.role.role_arn,
+            cluster_name=cluster.cluster_name,
+            principal_arn=self.is_complete.role.role_arn,
+            type="STANDARD",
+            kubernetes_groups=[RAYSERVICE_READERS_GROUP],
             access_policies=[
-                eks.AccessPolicy.from_access_policy_name(
-                    "AmazonEKSViewPolicy", access_scope_type=eks.AccessScopeType.NAMESPACE, namespaces=[namespace]
+                eks.CfnAccessEntry.AccessPolicyProperty(
+                    policy_arn=f"arn:{cdk.Aws.PARTITION}:eks::aws:cluster-access-policy/AmazonEKSViewPolicy",
+                    access_scope=eks.CfnAccessEntry.AccessScopeProperty(type="namespace", namespaces=[namespace]),
                 )
             ],
+        )
+        self.rbac = eks.KubernetesManifest(
+            self, "Rbac", cluster=cluster, manifest=rayservice_reader_rbac(namespace)
         )
         provider = cr.Provider(
             self,
@@ -95,11 +105,13 @@ class RayServiceReadiness(Construct):
                 "CertificateAuthority": cluster.cluster_certificate_authority_data,
                 "Namespace": namespace,
                 "RayServiceName": rayservice_name,
-                "TimeoutSeconds": str(int(timeout.to_seconds())),
+                # Short of the Provider's own timeout, so the handler's message (conditions
+                # and events) is what CloudFormation shows, not a generic time-out.
+                "TimeoutSeconds": str(int(timeout.to_seconds() - 2 * POLL_INTERVAL.to_seconds())),
             },
         )
         # The handler must be allowed in before it asks.
-        self.resource.node.add_dependency(self.access)
+        self.resource.node.add_dependency(self.access, self.rbac)
 
 
 def _log_group(scope: Construct, construct_id: str) -> logs.LogGroup:

@@ -117,6 +117,7 @@ class ServingStack(cdk.Stack):
             **in_vpc,
         )
         self.readiness.node.add_dependency(rayservice)
+        self.readiness.rbac.node.add_dependency(self.manifests["namespace"])
         # The Gradio UI comes after a Ready RayService: it has nothing to talk to before.
         self.manifests["gradio"].node.add_dependency(self.readiness)
 

@@ -99,6 +99,7 @@ class FakeCluster:
         self.head_uid = 1
         self.polls_until_ready = 0
         self.deletions: list[tuple[str, int | None]] = []
+        self.authorizations: list[str] = []
         self.lock = threading.Lock()
 
     def head_pod(self) -> dict:
@@ -134,6 +135,7 @@ def _handler(cluster: FakeCluster):
             self.wfile.write(data)
 
         def do_GET(self):
+            cluster.authorizations.append(self.headers.get("Authorization", ""))
             url = urlsplit(self.path)
             if url.path == "/apis/ray.io/v1/namespaces/ray-serving/rayservices/ray-serve-llm":
                 return self._send(200, {
@@ -225,13 +227,36 @@ def test_redis_fault_is_refused_on_kubernetes(fake_cluster):
 
 def test_a_missing_rayservice_is_a_clear_error(fake_cluster):
     _, url, kubeconfig = fake_cluster
-    with pytest.raises(DrillError, match="cannot read RayService ray-serving/other: 404"):
+    with pytest.raises(DrillError, match="cannot read RayService ray-serving/other: 404 NotFound"):
         backend_for(url, kubeconfig, name="other").head_pod()
 
 
 def test_a_missing_kubeconfig_is_a_clear_error(tmp_path):
-    with pytest.raises(DrillError, match="update-kubeconfig"):
+    with pytest.raises(DrillError, match=r"cannot read kubeconfig .*missing.*update-kubeconfig"):
         backend_for("http://127.0.0.1:1", str(tmp_path / "missing"))
+
+
+def test_token_from_the_kubeconfig_is_sent(fake_cluster):
+    cluster, url, kubeconfig = fake_cluster
+    backend_for(url, kubeconfig).head_pod()
+    assert cluster.authorizations and set(cluster.authorizations) == {"Bearer test-token"}
+
+
+def test_exec_plugin_token_is_used(fake_cluster, tmp_path):
+    cluster, url, _ = fake_cluster
+    plugin = tmp_path / "get-token"
+    plugin.write_text('#!/bin/sh\necho \'{"kind": "ExecCredential", "status": {"token": "k8s-aws-v1.abc"}}\'\n')
+    plugin.chmod(0o755)
+    kubeconfig = tmp_path / "exec-kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "eks",
+        "clusters": [{"name": "eks", "cluster": {"server": url}}],
+        "users": [{"name": "eks", "user": {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1",
+                                                    "command": str(plugin), "args": ["eks", "get-token"]}}}],
+        "contexts": [{"name": "eks", "context": {"cluster": "eks", "user": "eks"}}],
+    }))
+    backend_for(url, str(kubeconfig)).head_pod()
+    assert "Bearer k8s-aws-v1.abc" in cluster.authorizations
 
 
 def test_whole_drill_against_the_fake_cluster(fake_cluster):

@@ -9,6 +9,7 @@ import pytest
 from aws_cdk.assertions import Match
 
 from tests.conftest import synthesize
+from tests.crd_schemas import schema_errors
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def test_readiness_gate_waits_for_the_rayservice_with_the_configured_timeout(ser
     _, resource = only(serving, "Custom::RayServiceReady")
     properties = resource["Properties"]
     assert (properties["Namespace"], properties["RayServiceName"], properties["TimeoutSeconds"]) == (
-        "ray-serving", "ray-serve-llm", "3600"
+        "ray-serving", "ray-serve-llm", "3540"
     )
     assert {"ClusterName", "Endpoint", "CertificateAuthority"} <= set(properties)
     # The Provider's waiter retries every 30 s for the whole timeout: 60 min / 30 s.
@@ -39,7 +40,8 @@ def test_readiness_gate_waits_for_the_rayservice_with_the_configured_timeout(ser
 def test_readiness_timeout_follows_the_setting():
     template = synthesize(readinessTimeoutMinutes="90").serving
     _, resource = only(template, "Custom::RayServiceReady")
-    assert resource["Properties"]["TimeoutSeconds"] == "5400"
+    # 60 s short of the Provider's total timeout, so the handler's own message wins.
+    assert resource["Properties"]["TimeoutSeconds"] == "5340"
 
 
 def test_readiness_gate_runs_in_the_vpc_on_the_lambda_runtime_without_bundling(serving):
@@ -52,7 +54,7 @@ def test_readiness_gate_runs_in_the_vpc_on_the_lambda_runtime_without_bundling(s
         assert function["Properties"]["VpcConfig"]["SubnetIds"]
 
 
-def test_readiness_role_may_only_view_the_serving_namespace(serving):
+def test_readiness_role_may_only_read_in_the_serving_namespace(serving):
     handler_id = next(iter(serving.find_resources(
         "AWS::Lambda::Function", {"Properties": {"Handler": "index.is_complete"}})))
     role_ref = serving.find_resources("AWS::Lambda::Function")[handler_id]["Properties"]["Role"]
@@ -63,6 +65,21 @@ def test_readiness_role_may_only_view_the_serving_namespace(serving):
         "PolicyArn": {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"},
                                         ":eks::aws:cluster-access-policy/AmazonEKSViewPolicy"]]},
     }]
+    # The view policy does not cover KubeRay's kinds: a group bound to a namespaced Role does.
+    assert entry["Properties"]["KubernetesGroups"] == ["ray-serve-ha.dev:rayservice-readers"]
+    manifests = [json.loads(r["Properties"]["Manifest"])
+                 for k, r in serving.find_resources("Custom::AWSCDK-EKS-KubernetesResource").items()
+                 if k.startswith("ReadinessRbac")]
+    (objects,) = manifests
+    role, binding = objects
+    assert role["kind"] == "Role" and role["metadata"]["namespace"] == "ray-serving"
+    assert role["rules"] == [
+        {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+    ]
+    assert binding["subjects"][0]["name"] == "ray-serve-ha.dev:rayservice-readers"
+    for obj in objects:
+        assert schema_errors(obj) == []
 
 
 def test_probe_runs_every_minute_against_the_internal_load_balancer(serving):

@@ -19,8 +19,9 @@ def chart_resources(template) -> dict[str, tuple[str, dict]]:
     """Chart construct id -> (logical id, resource)."""
     found = {}
     for logical_id, resource in template.find_resources("Custom::AWSCDK-EKS-KubernetesResource").items():
-        (chart,) = [c for c in CHART_ORDER if logical_id.startswith(c)]
-        found[chart] = (logical_id, resource)
+        for chart in CHART_ORDER:
+            if logical_id.startswith(chart):
+                found[chart] = (logical_id, resource)
     return found
 
 

@@ -71,53 +71,42 @@ class LocalBackend:
 
 
 class KubernetesBackend:
-    """Traffic through the serve Service (a port-forward or a URL); the fault deletes the
-    RayService's head pod through the Kubernetes API with the user's kubeconfig, and
-    KubeRay starts a new one."""
+    """Traffic through the serve Service (a port-forward, or the internal load balancer from
+    inside the VPC); the fault deletes the RayService's head pod through the Kubernetes API
+    with the user's kubeconfig, and KubeRay starts a new one."""
 
     name = "kubernetes"
     fault_tolerance = True
 
-    def __init__(self, *, base_url: str, namespace: str, rayservice: str, api_client=None,
+    def __init__(self, *, base_url: str, namespace: str, rayservice: str,
                  kubeconfig: str | None = None, context: str | None = None):
-        from kubernetes import client, config
+        from local.drill.kube import KubeClient, KubeConfig, KubeError
 
-        if api_client is None:
-            try:
-                config.load_kube_config(config_file=kubeconfig, context=context)
-            except (config.ConfigException, FileNotFoundError) as error:
-                raise DrillError(
-                    f"cannot load the kubeconfig ({error}); run `aws eks update-kubeconfig --name <cluster>` "
-                    "or pass --kubeconfig"
-                ) from None
-            api_client = client.ApiClient()
-        self.core = client.CoreV1Api(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
+        try:
+            self.api = KubeClient(KubeConfig.load(kubeconfig, context))
+        except KubeError as error:
+            raise DrillError(
+                f"{error}; run `aws eks update-kubeconfig --name <cluster>` or pass --kubeconfig"
+            ) from None
         self.namespace = namespace
         self.rayservice_name = rayservice
         self.base_url = base_url
         self._old_head_uid: str | None = None
 
     def rayservice(self) -> dict:
-        from kubernetes.client.exceptions import ApiException
+        from local.drill.kube import KubeError
 
         try:
-            return self.custom.get_namespaced_custom_object(
-                "ray.io", "v1", self.namespace, "rayservices", self.rayservice_name
-            )
-        except ApiException as error:
-            raise DrillError(
-                f"cannot read RayService {self.namespace}/{self.rayservice_name}: {error.status} {error.reason}"
-            ) from None
+            return self.api.get_rayservice(self.namespace, self.rayservice_name)
+        except KubeError as error:
+            raise DrillError(f"cannot read RayService {self.namespace}/{self.rayservice_name}: {error}") from None
 
-    def head_pod(self):
+    def head_pod(self) -> dict | None:
         status = self.rayservice().get("status", {})
         cluster = status.get("activeServiceStatus", {}).get("rayClusterName")
         if not cluster:
             raise DrillError(f"RayService {self.rayservice_name} has no active Ray cluster yet")
-        pods = self.core.list_namespaced_pod(
-            self.namespace, label_selector=f"ray.io/cluster={cluster},ray.io/node-type=head"
-        ).items
+        pods = self.api.list_pods(self.namespace, f"ray.io/cluster={cluster},ray.io/node-type=head")
         return pods[0] if pods else None
 
     def inject(self, fault: str, outage_s: float, grace_s: float, clock) -> FaultTimes:
@@ -129,22 +118,19 @@ class KubernetesBackend:
         pod = self.head_pod()
         if pod is None:
             raise DrillError("the RayService has no head pod to delete")
-        self._old_head_uid = pod.metadata.uid
+        self._old_head_uid = pod["metadata"]["uid"]
         fault_at = clock()
         # grace 0: a crash; otherwise Kubernetes' SIGTERM, SIGKILL after the grace period.
-        self.core.delete_namespaced_pod(
-            pod.metadata.name, self.namespace, grace_period_seconds=0 if fault == "head" else int(grace_s)
-        )
+        self.api.delete_pod(self.namespace, pod["metadata"]["name"], 0 if fault == "head" else int(grace_s))
         # KubeRay replaces the pod itself; nothing to restart by hand.
         return FaultTimes(fault_at, None)
 
     def serve_healthy(self) -> bool:
         pod = self.head_pod()
-        if pod is None or pod.metadata.uid == self._old_head_uid:
+        if pod is None or pod["metadata"]["uid"] == self._old_head_uid:
             return False
-        ready = any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
-        if not ready:
+        conditions = pod.get("status", {}).get("conditions") or []
+        if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
             return False
-        status = self.rayservice().get("status", {})
-        apps = status.get("activeServiceStatus", {}).get("applicationStatuses", {})
+        apps = self.rayservice().get("status", {}).get("activeServiceStatus", {}).get("applicationStatuses", {})
         return bool(apps) and all(app.get("status") == "RUNNING" for app in apps.values())
