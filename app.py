@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""CDK entry point: settings from context -> the serving system's stacks.
+"""CDK entry point: settings from context -> the serving system's stacks (or the pipeline
+that deploys them).
 
 The only module that reads context. Bad settings end the process with one message naming
 each bad key, its value and what is allowed, before anything is synthesized.
@@ -12,14 +13,25 @@ import sys
 import aws_cdk as cdk
 
 from stacks.nag import enable_nag
+from stacks.pipeline import PipelineStack
 from stacks.serving_system import add_serving_system
 from stacks.settings import Settings, SettingsError
 
 
 def build_app(app: cdk.App) -> cdk.App:
     settings = Settings.from_context(app.node.get_all_context())
-    system = add_serving_system(app, settings)
-    enable_nag(app, system)
+    if settings.pipeline.enabled:
+        # Every commit deploys the serving system through the pipeline's ServingStage.
+        pipeline = PipelineStack(
+            app,
+            f"{settings.cluster.name}-pipeline",
+            settings=settings,
+            env=cdk.Environment(account=settings.environment.account, region=settings.environment.region),
+            description="Ray Serve HA on EKS: CDK Pipeline with a post-deploy HA drill",
+        )
+        enable_nag(app, pipeline.stage.system, pipeline=pipeline)
+    else:
+        enable_nag(app, add_serving_system(app, settings))
     return app
 
 

@@ -1,44 +1,54 @@
-"""Kubernetes RBAC for the readiness gate: EKS access policies grant the built-in `view`
-role, which does not cover KubeRay's custom resources, so the gate's IAM role is mapped to
-a Kubernetes group that may read RayServices (and their events) in one namespace."""
+"""Kubernetes RBAC for the operations roles (readiness gate, HA drill): EKS access policies
+grant built-in roles that do not cover KubeRay's custom resources, so each IAM role is
+mapped to a Kubernetes group bound to a Role in the serving namespace, with only the verbs
+it needs."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import cdk8s
-from constructs import Construct
-
 from charts import constants
-from charts.objects import add_api_object
 
 RAYSERVICE_READERS_GROUP = f"{constants.LABEL_DOMAIN}:rayservice-readers"
 ROLE_NAME = "rayservice-reader"
+# The HA drill (post-deploy pipeline step) reads the RayService and deletes its head pod.
+HA_DRILL_GROUP = f"{constants.LABEL_DOMAIN}:ha-drill"
+HA_DRILL_ROLE_NAME = "ha-drill"
 
 
 def rayservice_reader_rbac(namespace: str) -> list[dict[str, Any]]:
+    return _role_for_group(
+        namespace, ROLE_NAME, RAYSERVICE_READERS_GROUP,
+        [
+            {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+        ],
+    )
+
+
+def ha_drill_rbac(namespace: str) -> list[dict[str, Any]]:
+    return _role_for_group(
+        namespace, HA_DRILL_ROLE_NAME, HA_DRILL_GROUP,
+        [
+            {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
+        ],
+    )
+
+
+def _role_for_group(namespace: str, name: str, group: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
-            "metadata": {"name": ROLE_NAME, "namespace": namespace},
-            "rules": [
-                {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get"]},
-                {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
-            ],
+            "metadata": {"name": name, "namespace": namespace},
+            "rules": rules,
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
-            "metadata": {"name": ROLE_NAME, "namespace": namespace},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE_NAME},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": RAYSERVICE_READERS_GROUP}],
+            "metadata": {"name": name, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}],
         },
     ]
-
-
-class RayServiceReaderChart(cdk8s.Chart):
-    def __init__(self, scope: Construct, construct_id: str, *, namespace: str) -> None:
-        super().__init__(scope, construct_id, disable_resource_name_hashes=True)
-        for manifest in rayservice_reader_rbac(namespace):
-            add_api_object(self, manifest)

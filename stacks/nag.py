@@ -15,6 +15,15 @@ EKS_SERVICE_POLICIES = (
     "read-only). AWS updates them as the service changes; a hand-written copy would drift."
 )
 
+# Action wildcards of CDK's own grant helpers (bucket read/write, KMS key use).
+CDK_GRANT_ACTIONS = (
+    "Action::kms:GenerateDataKey*",
+    "Action::kms:ReEncrypt*",
+    "Action::s3:GetBucket*",
+    "Action::s3:GetObject*",
+    "Action::s3:List*",
+)
+
 KUBECTL_PROVIDER = (
     "The kubectl provider is aws_eks_v2's own custom-resource Lambda; its execution role "
     "(basic + VPC execution, ECR read-only for chart pulls) is defined by the library."
@@ -26,9 +35,11 @@ LAMBDA_EXECUTION = (
 )
 
 
-def enable_nag(app: cdk.Stage, system) -> None:
+def enable_nag(app: cdk.Stage, system, pipeline=None) -> None:
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     acknowledge_findings(system)
+    if pipeline is not None:
+        acknowledge_pipeline_findings(pipeline)
 
 
 def _acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
@@ -109,6 +120,33 @@ def acknowledge_findings(system) -> None:
         "to the probe's own metric namespace by a cloudwatch:namespace condition.",
     )
 
+    drill = serving.ha_drill
+    project = _logical_id(drill.project)
+    partition, region, account = _environment(drill)
+    for finding in (
+        *CDK_GRANT_ACTIONS,
+        f"Resource::arn:{partition}:s3:::cdk-hnb659fds-assets-{account}-{region}/*",
+        f"Resource::arn:{partition}:codebuild:{region}:{account}:report-group/<{project}>-*",
+        f"Resource::arn:{partition}:logs:{region}:{account}:log-group:/aws/codebuild/<{project}>:*",
+    ):
+        _acknowledge(
+            drill,
+            f"AwsSolutions-IAM5[{finding}]",
+            "CDK's grants to the HA drill's CodeBuild role: read of its source asset, its own "
+            "KMS key, log group and report groups; each wildcard is bounded by that resource.",
+        )
+    for finding in (
+        "Resource::*",
+        # CDK writes this ARN with pseudo parameters even in an environment-aware stack.
+        "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:network-interface/*",
+    ):
+        _acknowledge(
+            drill,
+            f"AwsSolutions-IAM5[{finding}]",
+            "CodeBuild in a VPC manages its ENIs (ec2:CreateNetworkInterface, Describe*), which "
+            "have no resource-level permissions before the interface exists.",
+        )
+
     gcs_store = system.gcs_store
     _acknowledge(
         gcs_store.auth_token,
@@ -123,6 +161,15 @@ def acknowledge_findings(system) -> None:
         "Port 6379 is what Ray and KubeRay document; a non-default port is obscurity, not a "
         "control. Access is limited to the cluster security group, with TLS and AUTH.",
     )
+
+
+def _environment(scope: IConstruct) -> tuple[str, str, str]:
+    """Partition, region and account as cdk-nag writes them in finding ids: literal for an
+    environment-aware stack, <AWS::…> placeholders otherwise."""
+    stack = cdk.Stack.of(scope)
+    if cdk.Token.is_unresolved(stack.region) or cdk.Token.is_unresolved(stack.account):
+        return "<AWS::Partition>", "<AWS::Region>", "<AWS::AccountId>"
+    return stack.partition, stack.region, stack.account
 
 
 def _managed_policy(name: str) -> str:
@@ -141,3 +188,39 @@ def _conditional_ecr_public_policy(provider: IConstruct) -> str:
     arn = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":iam::aws:policy/AmazonElasticContainerRegistryPublicReadOnly"]]}
     finding = {"Fn::If": [_logical_id(condition), arn, {"Ref": "AWS::NoValue"}]}
     return f"AwsSolutions-IAM4[Policy::{json.dumps(finding, separators=(',', ':'))}]"
+
+
+def acknowledge_pipeline_findings(pipeline_stack) -> None:
+    """Findings on what CDK Pipelines builds for itself: its roles, artifact bucket and
+    CodeBuild projects (synth, self-mutation, asset publishing, the drill trigger)."""
+    partition, region, account = _environment(pipeline_stack)
+    reason = (
+        "CDK Pipelines' own grants: artifact bucket and KMS key use, its CodeBuild projects' "
+        "logs and reports, and assuming the CDK bootstrap roles (cdk-*) to deploy and publish."
+    )
+    codepipeline = pipeline_stack.pipeline.pipeline
+    findings = [
+        *CDK_GRANT_ACTIONS,
+        "Action::s3:Abort*",
+        "Action::s3:DeleteObject*",
+        "Resource::*",
+        f"Resource::<{_logical_id(codepipeline.artifact_bucket)}.Arn>/*",
+        f"Resource::arn:*:iam::{account}:role/*",
+        f"Resource::arn:{partition}:codebuild:{region}:{account}:report-group/*",
+        f"Resource::arn:{partition}:logs:{region}:{account}:log-group:/aws/codebuild/*",
+    ]
+    for project in pipeline_stack.node.find_all():
+        if isinstance(project, cdk.aws_codebuild.CfnProject):
+            name = _logical_id(project)
+            findings += [
+                f"Resource::arn:{partition}:codebuild:{region}:{account}:report-group/<{name}>-*",
+                f"Resource::arn:{partition}:logs:{region}:{account}:log-group:/aws/codebuild/<{name}>:*",
+            ]
+    for finding in findings:
+        _acknowledge(pipeline_stack, f"AwsSolutions-IAM5[{finding}]", reason)
+    _acknowledge(
+        codepipeline.artifact_bucket,
+        "AwsSolutions-S1",
+        "The pipeline's artifact bucket is private, encrypted with the pipeline's KMS key and "
+        "only written by the pipeline; its access is recorded by CloudTrail.",
+    )

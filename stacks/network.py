@@ -45,10 +45,9 @@ class NetworkStack(cdk.Stack):
 
     @property
     def availability_zones(self) -> list[str]:
-        # An environment-agnostic stack only knows two AZs; resolve three at deploy time.
-        if cdk.Token.is_unresolved(self.region):
-            return [cdk.Fn.select(i, cdk.Fn.get_azs()) for i in range(AZ_COUNT)]
-        return super().availability_zones
+        # Resolved at deploy time: an environment-agnostic stack would otherwise know only
+        # two AZs, and an environment-aware one would need AWS credentials at synth.
+        return [cdk.Fn.select(i, cdk.Fn.get_azs()) for i in range(AZ_COUNT)]
 
     @property
     def private_subnets(self) -> list[ec2.ISubnet]:

@@ -16,6 +16,7 @@ from charts.gradio import GRADIO_NAME
 from charts.profiles import EksDeployment, eks_charts
 from charts.rayservice import serve_service_name
 from stacks.cluster import ClusterStack
+from stacks.drill_runner import HaDrillProject
 from stacks.gcs_store import GcsStoreStack
 from stacks.network import NetworkStack
 from stacks.observability import AvailabilityAlarm, ServeProbe, serving_dashboard
@@ -153,6 +154,17 @@ class ServingStack(cdk.Stack):
             replication_group_id=gcs_store.replication_group.ref,
             accelerator_instance_types=capacity.instance_types,
         )
+        self.ha_drill = HaDrillProject(
+            self,
+            "HaDrill",
+            cluster=cluster.cluster,
+            cluster_name=settings.cluster.name,
+            namespace=namespace,
+            rayservice_name=rayservice_name,
+            serve_url=serve_url,
+            **in_vpc,
+        )
+        self.ha_drill.rbac.node.add_dependency(self.manifests["namespace"])
         self._outputs(settings, namespace, rayservice_name, serve_url)
 
     def _outputs(self, settings: Settings, namespace: str, rayservice_name: str, serve_url: str) -> None:
@@ -164,10 +176,11 @@ class ServingStack(cdk.Stack):
             "RayDashboardPortForward": f"kubectl -n {namespace} port-forward svc/{rayservice_name}-head-svc 8265:8265",
             "ApiPortForward": f"kubectl -n {namespace} port-forward svc/{serve_service_name(rayservice_name)} 8000:8000",
             "ServeApiUrl": f"{serve_url}/v1",
-            "HaDrill": (
+            "HaDrillCommand": (
                 "python -m local.drill --backend kubernetes --url http://127.0.0.1:8000 "
                 f"--namespace {namespace} --rayservice {rayservice_name}"
             ),
+            "HaDrillInVpcCommand": f"aws codebuild start-build --project-name {self.ha_drill.project.project_name}",
             "DashboardUrl": (
                 f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}"
                 f"#dashboards/dashboard/{self.dashboard.dashboard_name}"

@@ -119,6 +119,18 @@ class OperationsSettings:
 
 
 @dataclass(frozen=True)
+class PipelineSettings:
+    """CDK Pipelines delivery of the serving system (off: `cdk deploy` the stacks directly)."""
+
+    enabled: bool = False
+    # GitHub (or other CodeConnections) repository "owner/name" and branch to deploy.
+    repository: str | None = None
+    branch: str = "main"
+    # ARN of the CodeConnections (formerly CodeStar) connection to the repository.
+    connection_arn: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     environment: DeploymentEnvironment
     cluster: ClusterSettings
@@ -127,6 +139,7 @@ class Settings:
     secrets: SecretsSettings
     serving: ServingSettings
     operations: OperationsSettings
+    pipeline: PipelineSettings
 
     @staticmethod
     def from_context(context: Mapping[str, Any]) -> "Settings":
@@ -164,6 +177,10 @@ SETTING_KEYS: dict[str, str] = {
     "readinessTimeoutMinutes": "how long cdk deploy waits for the RayService to be Ready",
     "availabilitySloPercent": "availability alarm threshold (percent of successful probes)",
     "alarmEmail": "optional e-mail address for availability alarm notifications",
+    "pipeline": "true: synthesize the CDK Pipelines stack that deploys the serving system",
+    "pipelineRepository": "repository the pipeline deploys, owner/name",
+    "pipelineBranch": "branch the pipeline deploys",
+    "pipelineConnectionArn": "ARN of the CodeConnections connection to the repository",
 }
 
 _CLUSTER_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -172,6 +189,11 @@ _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _NODE_TYPE = re.compile(r"^cache\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+_REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_CONNECTION_ARN = re.compile(
+    r"^arn:aws(-cn|-us-gov)?:(codestar-connections|codeconnections):[a-z0-9-]+:\d{12}:connection/[A-Za-z0-9-]+$"
+)
+_BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,255}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
 # A camelCase key is a setting; feature flags ("@aws-cdk/…") and CLI keys ("aws:cdk:…") are not.
@@ -218,6 +240,15 @@ class _Reader:
             return default
         if not low <= value <= high:
             self.problem(key, value, f"must be from {low} to {high}")
+            return default
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw(key, default)
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        if not isinstance(value, bool):
+            self.problem(key, value, "must be true or false")
             return default
         return value
 
@@ -289,9 +320,32 @@ class _Reader:
                 "alarmEmail", None, lambda v: None if _EMAIL.match(v) else "must be an e-mail address"
             ),
         )
+        pipeline = self.pipeline(environment)
         if self.problems:
             raise SettingsError(self.problems)
-        return Settings(environment, cluster, capacity, gcs_store, secrets, serving, operations)
+        return Settings(environment, cluster, capacity, gcs_store, secrets, serving, operations, pipeline)
+
+    def pipeline(self, environment: DeploymentEnvironment) -> PipelineSettings:
+        enabled = self.boolean("pipeline", False)
+        repository = self.string(
+            "pipelineRepository", None,
+            lambda v: None if _REPOSITORY.match(v) else "must be a repository name, <owner>/<name>",
+        )
+        branch = self.string(
+            "pipelineBranch", "main", lambda v: None if _BRANCH.match(v) else "must be a git branch name"
+        )
+        connection_arn = self.string(
+            "pipelineConnectionArn", None,
+            lambda v: None if _CONNECTION_ARN.match(v)
+            else "must be a CodeConnections ARN, arn:aws:codeconnections:<region>:<account>:connection/<id>",
+        )
+        if enabled:
+            # A pipeline deploys to one known place, and needs to know what to build.
+            for key, value in (("account", environment.account), ("region", environment.region),
+                               ("pipelineRepository", repository), ("pipelineConnectionArn", connection_arn)):
+                if value is None:
+                    self.problems.append(f"{key}: must be set when pipeline=true")
+        return PipelineSettings(enabled, repository, branch, connection_arn)
 
     def cluster(self) -> ClusterSettings:
         defaults = ClusterSettings()

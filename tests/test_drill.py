@@ -100,6 +100,7 @@ class FakeCluster:
         self.polls_until_ready = 0
         self.deletions: list[tuple[str, int | None]] = []
         self.authorizations: list[str] = []
+        self.chat_status = 200
         self.lock = threading.Lock()
 
     def head_pod(self) -> dict:
@@ -157,7 +158,7 @@ def _handler(cluster: FakeCluster):
             length = int(self.headers.get("Content-Length", 0))
             self.rfile.read(length)
             if self.path == "/v1/chat/completions":
-                return self._send(200, {"choices": [{"message": {"role": "assistant", "content": "hi"}}]})
+                return self._send(cluster.chat_status, {"choices": [{"message": {"role": "assistant", "content": "hi"}}]})
             self._send(404, {})
 
         def do_DELETE(self):
@@ -269,3 +270,27 @@ def test_whole_drill_against_the_fake_cluster(fake_cluster):
     assert cluster.deletions and report.total.failed == 0
     assert report.total.requests == len(samples) > 10
     assert report.fault_to_healthy_s is not None and report.phases["after"].requests > 0
+
+
+def drill_cli(url: str, kubeconfig: str, out) -> int:
+    from local.drill.__main__ import main
+
+    return main([
+        "--backend", "kubernetes", "--url", url, "--kubeconfig", kubeconfig, "--clients", "1",
+        "--before", "0.3", "--after", "0.3", "--recovery-timeout", "10", "--out", str(out), "--max-failed", "0",
+    ])
+
+
+def test_cli_passes_and_writes_the_report_and_timeline(fake_cluster, tmp_path):
+    _, url, kubeconfig = fake_cluster
+    assert drill_cli(url, kubeconfig, tmp_path) == 0
+    report = json.loads((tmp_path / "drill-kubernetes-head.json").read_text())
+    assert report["total"]["failed"] == 0 and report["backend"] == "kubernetes"
+    assert (tmp_path / "drill-kubernetes-head.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_fails_the_gate_when_a_request_fails(fake_cluster, tmp_path, capsys):
+    cluster, url, kubeconfig = fake_cluster
+    cluster.chat_status = 503
+    assert drill_cli(url, kubeconfig, tmp_path) == 1
+    assert "requests failed (at most 0 allowed)" in capsys.readouterr().err

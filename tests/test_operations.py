@@ -139,7 +139,7 @@ def test_outputs_tell_the_next_commands(serving):
     assert texts["ChatUiPortForward"] == '"kubectl -n ray-serving port-forward svc/gradio 7860:7860"'
     assert texts["RayDashboardPortForward"] == '"kubectl -n ray-serving port-forward svc/ray-serve-llm-head-svc 8265:8265"'
     assert texts["ApiPortForward"] == '"kubectl -n ray-serving port-forward svc/ray-serve-llm-serve-svc 8000:8000"'
-    assert "python -m local.drill --backend kubernetes --url http://127.0.0.1:8000" in texts["HaDrill"]
+    assert "python -m local.drill --backend kubernetes --url http://127.0.0.1:8000" in texts["HaDrillCommand"]
     assert "ServeEndpoint" in texts["ServeApiUrl"]
     assert "cloudwatch" in texts["DashboardUrl"]
 

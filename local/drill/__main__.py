@@ -98,6 +98,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kubeconfig")
     parser.add_argument("--context")
     parser.add_argument("--out", type=Path, default=Path("drill-results"), help="folder for the JSON and PNG")
+    parser.add_argument("--max-failed", type=int, default=None,
+                        help="exit 1 if more requests than this failed (the pipeline's gate uses 0)")
     args = parser.parse_args(argv)
     if args.clients < 0 or args.outage < 0 or args.before < 0 or args.after < 0:
         parser.error("--clients, --outage, --before and --after must not be negative")
@@ -157,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{stem}.json").write_text(json.dumps(report.to_json(), indent=2))
     plot_timeline(samples, report, args.out / f"{stem}.png")
     print(f"Report: {args.out / (stem + '.json')}  Timeline: {args.out / (stem + '.png')}")
+    if args.max_failed is not None and report.total.failed > args.max_failed:
+        print(f"FAILED: {report.total.failed} requests failed (at most {args.max_failed} allowed)", file=sys.stderr)
+        return 1
+    if report.fault_to_healthy_s is None and args.max_failed is not None:
+        print("FAILED: Serve did not become healthy again within the drill", file=sys.stderr)
+        return 1
     return 0
 
 
