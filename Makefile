@@ -13,7 +13,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 SYSTEM_PACKAGES := redis-server iproute2 chromium
 CDK := cdk
 
-.PHONY: setup system-packages demo demo-down drill synth test bench bench-drill clean
+.PHONY: setup system-packages demo demo-down drill batch-local synth test bench bench-drill clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -52,6 +52,10 @@ demo-down: setup
 ## The HA drill against the running demo (or a stack of its own): kill the head under load.
 drill: setup system-packages
 	$(BIN)/python -m local.drill $(DRILL_ARGS)
+
+## A batch benchmark on the running demo's Ray cluster: JOB=xgboost|pytorch, ARGS="--rows 2000".
+batch-local: setup
+	$(BIN)/python -m local batch $(or $(JOB),xgboost) $(ARGS)
 
 ## The CDK app synthesized offline into cdk.out/ (no AWS account or credentials needed).
 synth: setup

@@ -3,6 +3,7 @@
     up      start everything, print the URLs, stay in the foreground; Ctrl-C stops it all
     down    stop a stack started earlier (by PID) and remove its namespaces
     status  say whether a stack is running and what it serves
+    batch   run a batch benchmark (xgboost or pytorch) on the running stack's Ray cluster
 """
 
 from __future__ import annotations
@@ -68,6 +69,16 @@ def _status(_: argparse.Namespace) -> int:
     return 0
 
 
+def _batch(args: argparse.Namespace) -> int:
+    if running_state() is None:
+        raise StackError("no local stack is running: start it with `make demo` (or `python -m local up --detach`)")
+    from batch.submit import submit
+
+    status, _ = submit(DASHBOARD_URL, args.job, args.job_args, on_log=lambda line: print(line, end=""))
+    print(f"\njob {args.job}: {status}")
+    return 0 if str(status).endswith("SUCCEEDED") else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,9 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--detach", action="store_true", help="return once up (stop with `down`)")
     commands.add_parser("down", help="stop the local stack")
     commands.add_parser("status", help="is a local stack running?")
+    batch = commands.add_parser("batch", help="run a benchmark job on the local Ray cluster")
+    batch.add_argument("job", choices=("xgboost", "pytorch"))
+    batch.add_argument("job_args", nargs=argparse.REMAINDER, help="passed to the job script, e.g. --rows 2000")
     args = parser.parse_args(argv)
     try:
-        return {"up": _up, "down": _down, "status": _status}[args.command](args)
+        return {"up": _up, "down": _down, "status": _status, "batch": _batch}[args.command](args)
     except StackError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ def create() -> None:
 
 
 def _add_node(node: RayNode, prefix: int) -> None:
-    inside = f"{node.veth}p"
+    inside = node.interface
     _ip("netns", "add", node.namespace)
     _ip("link", "add", node.veth, "type", "veth", "peer", "name", inside)
     _ip("link", "set", inside, "netns", node.namespace)

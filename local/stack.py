@@ -62,6 +62,8 @@ RAY_POD_ENV = {
     "RAY_AUTH_MODE": "disabled",
     "HF_HUB_OFFLINE": "1",
     "PYTHONPATH": str(SERVE_APP_DIR),
+    # Job entrypoints (`python …`) run with the project's Python, as in the image.
+    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
 }
 # KubeRay's worker setting: workers wait this long for a restarted head (and so survive an
 # outage shorter than it).
@@ -199,7 +201,11 @@ class LocalStack:
         """Starts (or restarts) the head with a fresh temp dir, as a new pod would have."""
         self.state.head_generation += 1
         generation = self.state.head_generation
-        env = {**RAY_POD_ENV, "RAY_gcs_rpc_server_reconnect_timeout_s": HEAD_RECONNECT_TIMEOUT_S}
+        env = {
+            **RAY_POD_ENV,
+            **_node_network_env(HEAD),
+            "RAY_gcs_rpc_server_reconnect_timeout_s": HEAD_RECONNECT_TIMEOUT_S,
+        }
         command = [
             str(BIN / "ray"), "start", "--head", "--block",
             "--node-ip-address", HEAD.ip, "--port", str(GCS_PORT),
@@ -222,6 +228,7 @@ class LocalStack:
     def _start_workers(self) -> None:
         env = {**RAY_POD_ENV, "RAY_gcs_rpc_server_reconnect_timeout_s": WORKER_RECONNECT_TIMEOUT_S}
         for worker in WORKERS:
+            node_env = {**env, **_node_network_env(worker)}
             self.state.worker_pids[worker.name] = processes.spawn(
                 [
                     str(BIN / "ray"), "start", "--block",
@@ -230,7 +237,7 @@ class LocalStack:
                     "--temp-dir", str(self.temp_dir(worker, 1)),
                     "--disable-usage-stats",
                 ],
-                env=env,
+                env=node_env,
                 namespace=worker.namespace,
                 log=STATE_DIR / "logs" / f"{worker.name}.log",
             )
@@ -372,6 +379,12 @@ class LocalStack:
             LocalStack(state).down()
         netns.destroy()
         shutil.rmtree(STATE_DIR / "ray", ignore_errors=True)
+
+
+def _node_network_env(node: RayNode) -> dict[str, str]:
+    # Every namespace resolves the machine's host name to 127.0.0.1; collective libraries
+    # (Gloo for Ray Train's PyTorch workers) must advertise the node's own interface instead.
+    return {"GLOO_SOCKET_IFNAME": node.interface}
 
 
 def _run_python(args: list[str], cwd: Path):

@@ -45,6 +45,11 @@ class RayNode:
         return f"{PREFIX}-v{self.ip.rsplit('.', 1)[1]}"
 
     @property
+    def interface(self) -> str:
+        """The node's end of its veth pair, inside its namespace."""
+        return f"{self.veth}p"
+
+    @property
     def proxy_url(self) -> str:
         return f"http://{self.ip}:{SERVE_PORT}"
 

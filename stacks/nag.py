@@ -59,9 +59,10 @@ def acknowledge_findings(system) -> None:
         "AmazonEC2ContainerRegistryReadOnly",
     ):
         _acknowledge(cluster, _managed_policy(policy), EKS_SERVICE_POLICIES)
-    if system.cluster.node_groups is not None:
+    node_group_scopes = [system.cluster.node_groups, *(system.batch.node_groups.values() if system.batch else [])]
+    for scope in filter(None, node_group_scopes):
         for policy in ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"):
-            _acknowledge(system.cluster.node_groups, _managed_policy(policy), EKS_SERVICE_POLICIES)
+            _acknowledge(scope, _managed_policy(policy), EKS_SERVICE_POLICIES)
 
     provider = cluster.kubectl_provider
     for policy in (

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import aws_cdk as cdk
 from constructs import Construct
 
+from stacks.batch import BatchStack
 from stacks.cluster import ClusterStack
 from stacks.gcs_store import GcsStoreStack
 from stacks.network import NetworkStack
@@ -21,10 +22,12 @@ class ServingSystem:
     cluster: ClusterStack
     gcs_store: GcsStoreStack
     serving: ServingStack
+    # Per-team batch Ray clusters, when the settings name teams.
+    batch: BatchStack | None = None
 
     @property
     def stacks(self) -> list[cdk.Stack]:
-        return [self.network, self.cluster, self.gcs_store, self.serving]
+        return [s for s in (self.network, self.cluster, self.gcs_store, self.serving, self.batch) if s]
 
 
 def add_serving_system(scope: Construct, settings: Settings) -> ServingSystem:
@@ -70,7 +73,19 @@ def add_serving_system(scope: Construct, settings: Settings) -> ServingSystem:
         env=env,
         description="Ray Serve HA on EKS: fault-tolerant RayService, secrets and the Gradio UI",
     )
-    return ServingSystem(network=network, cluster=cluster, gcs_store=gcs_store, serving=serving)
+    batch = None
+    if settings.batch_teams:
+        batch = BatchStack(
+            scope,
+            f"{name}-batch",
+            teams=settings.batch_teams,
+            capacity=settings.capacity,
+            cluster=cluster,
+            subnets=network.private_subnets,
+            env=env,
+            description="Ray on EKS batch: a Ray cluster per team and the benchmark RayJobs",
+        )
+    return ServingSystem(network=network, cluster=cluster, gcs_store=gcs_store, serving=serving, batch=batch)
 
 
 class ServingStage(cdk.Stage):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from charts.accelerators import ACCELERATORS, Accelerator
+from charts.batch import AcceleratorWorkerShape, BatchTeam, CpuWorkerShape, check_distinct_teams
 
 # Kubernetes minors EKS can still create clusters on (2026-11: 1.31 leaves extended support
 # on 2026-11-26, so a new 1.31 cluster would be born unsupported).
@@ -119,6 +120,23 @@ class OperationsSettings:
 
 
 @dataclass(frozen=True)
+class BatchTeamSettings:
+    """A data-science team's Ray cluster (see charts/batch.py for what is built from it)."""
+
+    name: str
+    namespace: str
+    # CPU workers (cpus, memory_gib) or accelerator workers (instance_type of `accelerator`).
+    cpus: int | None = None
+    memory_gib: int | None = None
+    instance_type: str | None = None
+    min_workers: int = 0
+    max_workers: int = 2
+    capacity_type: str = "on-demand"
+    # None: the project's batch image (batch/Dockerfile: Ray 2.60, xgboost, torch).
+    ray_image: str | None = None
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
     """CDK Pipelines delivery of the serving system (off: `cdk deploy` the stacks directly)."""
 
@@ -140,6 +158,7 @@ class Settings:
     serving: ServingSettings
     operations: OperationsSettings
     pipeline: PipelineSettings
+    batch_teams: tuple[BatchTeamSettings, ...] = ()
 
     @staticmethod
     def from_context(context: Mapping[str, Any]) -> "Settings":
@@ -177,6 +196,7 @@ SETTING_KEYS: dict[str, str] = {
     "readinessTimeoutMinutes": "how long cdk deploy waits for the RayService to be Ready",
     "availabilitySloPercent": "availability alarm threshold (percent of successful probes)",
     "alarmEmail": "optional e-mail address for availability alarm notifications",
+    "batchTeams": "data-science teams, each with its own autoscaling Ray cluster (JSON list)",
     "pipeline": "true: synthesize the CDK Pipelines stack that deploys the serving system",
     "pipelineRepository": "repository the pipeline deploys, owner/name",
     "pipelineBranch": "branch the pipeline deploys",
@@ -321,9 +341,33 @@ class _Reader:
             ),
         )
         pipeline = self.pipeline(environment)
+        teams = self.batch_teams()
         if self.problems:
             raise SettingsError(self.problems)
-        return Settings(environment, cluster, capacity, gcs_store, secrets, serving, operations, pipeline)
+        return Settings(environment, cluster, capacity, gcs_store, secrets, serving, operations, pipeline, teams)
+
+    def batch_teams(self) -> tuple[BatchTeamSettings, ...]:
+        key = "batchTeams"
+        value = self.raw(key, [])
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                self.problem(key, value, "is not a valid JSON list")
+                return ()
+        if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+            self.problem(key, value, "must be a JSON list of team objects")
+            return ()
+        teams = []
+        for index, raw in enumerate(value):
+            team = _batch_team(raw, f"{key}[{index}]", self.problems)
+            if team is not None:
+                teams.append(team)
+        try:
+            check_distinct_teams([_validation_team(t) for t in teams])
+        except ValueError as error:
+            self.problems.append(f"{key}: {error}")
+        return tuple(teams)
 
     def pipeline(self, environment: DeploymentEnvironment) -> PipelineSettings:
         enabled = self.boolean("pipeline", False)
@@ -419,6 +463,54 @@ class _Reader:
             else "must be an ElastiCache node type such as cache.r7g.large (Multi-AZ failover needs a current generation)",
         )
         return GcsStoreSettings(engine, version, node_type)
+
+
+_TEAM_FIELDS = {
+    "name": "name", "namespace": "namespace", "cpus": "cpus", "memoryGib": "memory_gib",
+    "instanceType": "instance_type", "minWorkers": "min_workers", "maxWorkers": "max_workers",
+    "capacityType": "capacity_type", "rayImage": "ray_image",
+}
+
+
+def _batch_team(raw: dict, where: str, problems: list[str]) -> BatchTeamSettings | None:
+    unknown = sorted(set(raw) - set(_TEAM_FIELDS))
+    if unknown:
+        problems.append(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(_TEAM_FIELDS)}")
+        return None
+    try:
+        team = BatchTeamSettings(**{_TEAM_FIELDS[k]: v for k, v in raw.items()})
+    except TypeError:
+        problems.append(f"{where}: needs name and namespace")
+        return None
+    if (team.instance_type is None) == (team.cpus is None or team.memory_gib is None):
+        problems.append(f"{where}: give either cpus and memoryGib (CPU workers) or instanceType (accelerator workers)")
+        return None
+    try:
+        _validation_team(team)
+    except (ValueError, TypeError) as error:
+        problems.append(f"{where}: {error}")
+        return None
+    return team
+
+
+def batch_team(team: BatchTeamSettings, ray_image: str) -> BatchTeam:
+    """The charts' BatchTeam (which validates itself) for a team of the settings."""
+    if team.instance_type is not None:
+        accelerator = next(
+            (a for a in ACCELERATORS.values() if team.instance_type in a.instance_types), ACCELERATORS["neuron"]
+        )
+        shape = AcceleratorWorkerShape(accelerator, team.instance_type)
+    else:
+        shape = CpuWorkerShape(cpus=team.cpus, memory_gib=team.memory_gib)
+    return BatchTeam(
+        name=team.name, namespace=team.namespace, ray_image=team.ray_image or ray_image, worker_shape=shape,
+        min_workers=team.min_workers, max_workers=team.max_workers, capacity_type=team.capacity_type,
+    )
+
+
+def _validation_team(team: BatchTeamSettings) -> BatchTeam:
+    # The image is only known at deploy time (an asset); any reference checks the rest.
+    return batch_team(team, ray_image="batch-image")
 
 
 def _check_kubernetes_version(version: str) -> str | None:

@@ -10,11 +10,10 @@ from dataclasses import replace
 import cdk8s
 import pytest
 
-from batch import pytorch_benchmark, xgboost_benchmark
+from batch import BATCH_DIR, pytorch_benchmark, xgboost_benchmark
 from charts import constants
 from charts.accelerators import NEURON, NVIDIA
 from charts.batch import (
-    BATCH_DIR,
     SCRIPTS_MOUNT_PATH,
     TEAM_LABEL,
     TEAM_TAINT_KEY,
@@ -330,6 +329,8 @@ def test_rayjobs_run_on_the_team_cluster_which_outlives_them(team, make_job):
     assert spec["submissionMode"] == "K8sJobMode"
     assert spec["shutdownAfterJobFinishes"] is False
     assert "ttlSecondsAfterFinished" not in spec and "suspend" not in spec
+    # Without entrypoint resources the driver runs on the head, which mounts the scripts.
+    assert not {"entrypointNumCpus", "entrypointNumGpus", "entrypointResources"} & set(spec)
     assert spec["backoffLimit"] == 0
     assert len(job["metadata"]["name"]) <= 47
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -17,8 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from contextlib import ExitStack, closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,6 +35,9 @@ VENV_BIN = Path(sys.executable).parent
 CLUSTER_CPUS = 2
 START_TIMEOUT_S = 90
 JOB_TIMEOUT_S = 240
+# Ray's job log stream (aiohttp) warns about its own ssl argument.
+pytestmark = pytest.mark.filterwarnings("ignore:ssl=None is deprecated:DeprecationWarning")
+
 TRAINING_TIME = re.compile(r"^training time: \d+\.\d\d s$", re.MULTILINE)
 PREDICTION_TIME = re.compile(r"^prediction time: \d+\.\d\d s$", re.MULTILINE)
 
@@ -51,17 +57,39 @@ def summary_of(logs: str) -> dict:
     return json.loads(line)
 
 
+@dataclass(frozen=True)
+class Cluster:
+    dashboard_url: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def client_env(self) -> dict[str, str]:
+        """A Ray client's environment for this cluster (as `batch.submit` documents it)."""
+        return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """A private Ray head on 127.0.0.1 with its own ports and temp dir; yields the dashboard URL."""
+    """A private Ray head on 127.0.0.1 with its own ports, temp dir and auth token."""
     temp_dir = tempfile.mkdtemp(prefix="rbatch-", dir="/tmp")  # short: Ray's socket paths have a limit
     gcs, dashboard, node_manager, object_manager, agent, agent_grpc, runtime_env, metrics, client = free_ports(9)
+    token = secrets.token_hex(32)
     env = {
         **os.environ,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",  # job entrypoints run `python`
+        # Loopback only: with this off, Ray uses 127.0.0.1 for every address it hands out
+        # (its default is the machine's outward IP, even with --node-ip-address 127.0.0.1).
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         # Every process of this cluster (Ray Train's helper actors included) talks to this
         # cluster, even while another one runs on the machine.
         "RAY_ADDRESS": f"127.0.0.1:{gcs}",
+        # Token authentication, as the team clusters run it (KubeRay authOptions), with a
+        # token of this cluster's own rather than the one in $HOME.
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
         "RAY_USAGE_STATS_ENABLED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
@@ -93,13 +121,15 @@ def ray_cluster():
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{dashboard}"
+    cluster = Cluster(dashboard_url=url, token=token)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if head.poll() is not None:
                 pytest.fail(f"ray start exited with {head.returncode}:\n{_tail(Path(temp_dir) / 'ray-start.log')}")
             try:
-                with urllib.request.urlopen(f"{url}/api/version", timeout=2) as response:
+                request = urllib.request.Request(f"{url}/api/version", headers=cluster.headers)
+                with urllib.request.urlopen(request, timeout=2) as response:
                     if response.status == 200:
                         break
             except OSError:
@@ -107,9 +137,9 @@ def ray_cluster():
             if time.monotonic() > deadline:
                 pytest.fail(f"the dashboard did not answer in {START_TIMEOUT_S} s")
             time.sleep(0.5)
-        yield url
+        yield cluster
     finally:
-        _stop_unfinished_jobs(url)
+        _stop_unfinished_jobs(cluster)
         _stop_process_group(head)
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -119,11 +149,11 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _stop_unfinished_jobs(url: str) -> None:
+def _stop_unfinished_jobs(cluster: Cluster) -> None:
     # Job drivers run in sessions of their own (Ray starts them so): stop them through the
     # API before the cluster goes, or a failed test could leave one behind.
     try:
-        client = JobSubmissionClient(url)
+        client = JobSubmissionClient(cluster.dashboard_url, headers=cluster.headers)
         for job in client.list_jobs():
             if not job.status.is_terminal():
                 client.stop_job(job.submission_id)
@@ -136,7 +166,8 @@ def _stop_unfinished_jobs(url: str) -> None:
 
 def _stop_process_group(process: subprocess.Popen) -> None:
     pgid = process.pid  # start_new_session: the group id is the leader's pid
-    for sig, grace_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+    # Ray's processes can hang on SIGTERM (gcs_server does): a short grace, then SIGKILL.
+    for sig, grace_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
@@ -157,11 +188,12 @@ def _stop_process_group(process: subprocess.Popen) -> None:
 def test_xgboost_job_trains_predicts_and_reports_its_times(ray_cluster):
     streamed: list[str] = []
     status, logs = submit(
-        ray_cluster,
+        ray_cluster.dashboard_url,
         "xgboost",
         ["--rows", "2000", "--features", "10", "--rounds", "20", "--workers", "2", "--min-accuracy", "0.6"],
         timeout_s=JOB_TIMEOUT_S,
         on_log=streamed.append,
+        headers=ray_cluster.headers,
     )
     assert status == JobStatus.SUCCEEDED, logs
     assert TRAINING_TIME.search(logs) and PREDICTION_TIME.search(logs), logs
@@ -176,10 +208,11 @@ def test_xgboost_job_trains_predicts_and_reports_its_times(ray_cluster):
 
 def test_pytorch_job_trains_predicts_and_reports_its_times(ray_cluster):
     status, logs = submit(
-        ray_cluster,
+        ray_cluster.dashboard_url,
         "pytorch",
         ["--rows", "2000", "--features", "10", "--epochs", "2", "--workers", "2", "--min-accuracy", "0.6"],
         timeout_s=JOB_TIMEOUT_S,
+        headers=ray_cluster.headers,
     )
     assert status == JobStatus.SUCCEEDED, logs
     assert TRAINING_TIME.search(logs) and PREDICTION_TIME.search(logs), logs
@@ -192,9 +225,10 @@ def test_pytorch_job_trains_predicts_and_reports_its_times(ray_cluster):
 def test_a_failing_job_is_reported_failed_by_the_cli(ray_cluster):
     # Refused by the script's own checks before any training: a quick failure.
     result = subprocess.run(
-        [sys.executable, "-m", "batch.submit", "--address", ray_cluster, "--timeout", "120",
+        [sys.executable, "-m", "batch.submit", "--address", ray_cluster.dashboard_url, "--timeout", "120",
          "xgboost", "--rows", "1", "--workers", "2"],
         cwd=ROOT,
+        env=ray_cluster.client_env(),
         capture_output=True,
         text=True,
         timeout=180,
@@ -237,3 +271,10 @@ def test_synthetic_data_is_one_learnable_rule_with_both_classes():
     assert (x_a == x_b).all() and (y_a == y_b).all()  # reproducible
     assert 0.3 < y_a.mean() < 0.7  # balanced enough that accuracy means something
     assert (xgboost_benchmark.make_classification(10, 10, seed=2)[0] != x_a[:10]).any()
+
+
+def test_the_cluster_refuses_a_client_without_its_token(ray_cluster):
+    request = urllib.request.Request(f"{ray_cluster.dashboard_url}/api/jobs/")
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=5)
+    assert error.value.code == 401

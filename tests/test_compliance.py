@@ -19,7 +19,14 @@ CONFIGURATIONS = {
     "nvidia-auto-mode": {"accelerator": "nvidia"},
     "neuron-node-groups": {"capacityMode": "node-groups"},
     "nvidia-node-groups": {"capacityMode": "node-groups", "accelerator": "nvidia", "endpointPublicAccessCidrs": "203.0.113.0/24"},
+    "neuron-node-groups-with-teams": {
+        "capacityMode": "node-groups",
+        "batchTeams": [{"name": "analytics", "namespace": "team-analytics", "cpus": 4, "memoryGib": 16},
+                       {"name": "vision", "namespace": "team-vision", "instanceType": "inf2.xlarge",
+                        "capacityType": "spot"}],
+    },
 }
+STACKS = ["cluster", "gcs-store", "network", "serving"]
 # cfn-lint warnings that come from aws-cdk-lib's own constructs (a DependsOn next to a GetAtt
 # on the same role), not from this project.
 LIBRARY_WARNINGS = {"W3005"}
@@ -44,12 +51,8 @@ def test_cdk_nag_reports_nothing_unacknowledged(assemblies, name):
     violations = [v for plugin in report.get("pluginReports", []) for v in plugin.get("violations", [])]
     assert violations == []
     templates = sorted(p.name for p in assemblies[name].glob("*.template.json"))
-    assert templates == [
-        "ray-serve-ha-cluster.template.json",
-        "ray-serve-ha-gcs-store.template.json",
-        "ray-serve-ha-network.template.json",
-        "ray-serve-ha-serving.template.json",
-    ]
+    stacks = sorted(STACKS + (["batch"] if "batchTeams" in CONFIGURATIONS[name] else []))
+    assert templates == [f"ray-serve-ha-{stack}.template.json" for stack in stacks]
 
 
 def test_cdk_nag_fails_synth_on_a_new_finding(tmp_path):
@@ -67,7 +70,7 @@ def test_cdk_nag_fails_synth_on_a_new_finding(tmp_path):
 
 def test_cfn_lint_finds_no_errors(assemblies):
     templates = [str(p) for outdir in assemblies.values() for p in sorted(outdir.glob("*.template.json"))]
-    assert len(templates) == 4 * len(CONFIGURATIONS)
+    assert len(templates) == 4 * len(CONFIGURATIONS) + 1  # one configuration has teams
     result = subprocess.run(
         [str(Path(sys.executable).parent / "cfn-lint"), "--format", "parseable", "--", *templates],
         capture_output=True,

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -17,7 +19,8 @@ from local.drill.__main__ import run_drill
 from local.drill.backends import LocalBackend
 from local.drill.plot import plot_timeline
 from local.stack import STATE_DIR, LocalStack, StackError, check_platform, running_state
-from local.topology import API_URL, GRADIO_URL, WORKERS
+from batch.submit import submit
+from local.topology import API_URL, DASHBOARD_URL, GRADIO_URL, WORKERS
 from tests.conftest import ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -115,6 +118,18 @@ class TestWithFaultTolerance:
         assert report.fault_to_healthy_s is not None
         assert report.phases["after"].requests > 0
         assert report.phases["after"].failed == 0
+
+    def test_batch_benchmarks_run_on_the_local_stack(self, stack):
+        result = subprocess.run(
+            [sys.executable, "-m", "local", "batch", "xgboost", "--rows", "2000", "--rounds", "10"],
+            capture_output=True, text=True, timeout=600, cwd=ROOT,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+        assert re.search(r"^training time: [\d.]+ s$", result.stdout, re.M)
+        assert re.search(r"^prediction time: [\d.]+ s$", result.stdout, re.M)
+        status, logs = submit(DASHBOARD_URL, "pytorch", ["--rows", "2000", "--epochs", "1"], timeout_s=600)
+        assert str(status).endswith("SUCCEEDED"), logs[-3000:]
+        assert "training time:" in logs and "prediction time:" in logs
 
     def test_teardown_leaves_nothing_behind(self, stack):
         pids = stack.state.pids()

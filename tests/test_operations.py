@@ -58,8 +58,7 @@ def test_readiness_role_may_only_read_in_the_serving_namespace(serving):
     handler_id = next(iter(serving.find_resources(
         "AWS::Lambda::Function", {"Properties": {"Handler": "index.is_complete"}})))
     role_ref = serving.find_resources("AWS::Lambda::Function")[handler_id]["Properties"]["Role"]
-    _, entry = only(serving, "AWS::EKS::AccessEntry")
-    assert entry["Properties"]["PrincipalArn"] == role_ref
+    _, entry = only(serving, "AWS::EKS::AccessEntry", {"PrincipalArn": role_ref})
     assert entry["Properties"]["AccessPolicies"] == [{
         "AccessScope": {"Namespaces": ["ray-serving"], "Type": "namespace"},
         "PolicyArn": {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"},

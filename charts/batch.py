@@ -1,0 +1,639 @@
+"""Ray on EKS for batch work: one long-lived, autoscaling Ray cluster per data-science team,
+in the team's own namespace, on nodes only that team's pods may use, and benchmark RayJobs
+submitted to it.
+
+Isolation rests on one label and one taint per team, both `ray-serve-ha.dev/team=<team>`:
+the team's capacity (a Karpenter NodePool in EKS Auto Mode, or a managed node group) carries
+both, and only the team's Ray workers tolerate that taint (by value: a worker of team A does
+not tolerate team B's taint) and select that label. The Ray head holds no work (`num-cpus: 0`)
+and stays on on-demand general capacity, so a Spot interruption never takes a cluster down.
+
+Jobs run on the team's cluster (RayJob `clusterSelector`), not on a cluster of their own:
+the cluster, its autoscaler and its warm nodes outlive each job.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence, Union
+
+import cdk8s
+from constructs import Construct
+
+from batch import BATCH_DIR, JOB_SCRIPTS
+from charts import constants
+from charts.accelerators import Accelerator
+from charts.namespace import namespace_manifest
+from charts.objects import add_api_object
+from charts.rayservice import MIN_REPLICAS, RAY_VERSION, PodResources, accelerator_workers
+
+# Label on a team's nodes and pods, and key of the taint on its nodes (value: the team name).
+# Candidates for charts/constants.py, beside ACCELERATOR_LABEL, once the stacks use them.
+TEAM_LABEL = f"{constants.LABEL_DOMAIN}/team"
+TEAM_TAINT_KEY = TEAM_LABEL
+TAINT_EFFECT = "NoSchedule"
+
+CapacityType = Literal["on-demand", "spot"]
+CAPACITY_TYPES: tuple[str, ...] = ("on-demand", "spot")
+# Managed node groups name capacity types as aws_eks_v2.CapacityType does.
+NODE_GROUP_CAPACITY_TYPES = {"on-demand": "ON_DEMAND", "spot": "SPOT"}
+
+# The job scripts (batch/), mounted on the head from a ConfigMap: RayJob entrypoints run there.
+SCRIPTS_CONFIG_MAP = "batch-scripts"
+SCRIPTS_MOUNT_PATH = "/home/ray/batch"
+
+# KubeRay refuses RayCluster names over 53 characters and RayJob names over 47
+# (ray-operator/controllers/ray/utils/constant.go); the longest name made from a team name is
+# `<team>-pytorch`, a RayJob.
+MAX_RAYJOB_NAME_LENGTH = 47
+MAX_TEAM_NAME_LENGTH = MAX_RAYJOB_NAME_LENGTH - len("-pytorch")
+_DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_MAX_DNS_LABEL_LENGTH = 63
+# Namespaces a team must not share: the serving system's, the operators' and Kubernetes'.
+RESERVED_NAMESPACES = frozenset(
+    {
+        constants.SERVING_NAMESPACE,
+        constants.KUBERAY_NAMESPACE,
+        constants.EXTERNAL_SECRETS_NAMESPACE,
+        constants.NEURON_NAMESPACE,
+        constants.NVIDIA_NAMESPACE,
+        "default",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+    }
+)
+
+# The head runs the GCS, the dashboard, the autoscaler's view and every job's driver.
+BATCH_HEAD_RESOURCES = PodResources(cpu="2", memory="8Gi")
+# Idle workers go after 5 minutes: long enough to keep a node warm between the jobs of one
+# session (a Ray image takes minutes to pull), short enough not to pay for an idle night.
+WORKER_IDLE_TIMEOUT_S = 300
+# Empty team nodes go a minute after their last worker: the autoscaler already waited.
+NODE_CONSOLIDATE_AFTER = "1m"
+# Karpenter sizes CPU nodes to the pending pods plus DaemonSets; the pool's limit allows twice
+# the workers' requests so that rounding up to an instance size never blocks a worker.
+CPU_NODE_LIMIT_FACTOR = 2
+
+
+@dataclass(frozen=True)
+class CpuWorkerShape:
+    """A CPU-only worker pod: whole CPUs (Ray counts whole CPUs) and memory in GiB."""
+
+    cpus: int
+    memory_gib: int
+
+    def __post_init__(self) -> None:
+        if self.cpus < 1 or self.memory_gib < 1:
+            raise ValueError(
+                f"CPU worker shape cpus={self.cpus}, memory_gib={self.memory_gib}: both must be at least 1"
+            )
+
+
+@dataclass(frozen=True)
+class AcceleratorWorkerShape:
+    """A worker pod that takes one whole accelerator node of `instance_type`."""
+
+    accelerator: Accelerator
+    instance_type: str
+
+    def __post_init__(self) -> None:
+        if self.instance_type not in self.accelerator.instance_types:
+            raise ValueError(
+                f"instance type {self.instance_type!r} is not a {self.accelerator.name} instance type: "
+                f"{', '.join(self.accelerator.instance_types)}"
+            )
+
+
+WorkerShape = Union[CpuWorkerShape, AcceleratorWorkerShape]
+
+
+@dataclass(frozen=True)
+class BatchTeam:
+    """A data-science team: its namespace, its Ray image and the capacity its workers get."""
+
+    name: str
+    namespace: str
+    # Must hold Ray 2.60 and the job libraries (xgboost, torch) for the team's jobs.
+    ray_image: str
+    worker_shape: WorkerShape
+    # 0 lets the cluster scale to no workers (and no team nodes) between jobs.
+    min_workers: int = 0
+    max_workers: int = 2
+    capacity_type: CapacityType = "on-demand"
+    head_resources: PodResources = BATCH_HEAD_RESOURCES
+
+    def __post_init__(self) -> None:
+        if len(self.name) > MAX_TEAM_NAME_LENGTH:
+            raise ValueError(
+                f"team name {self.name!r} is {len(self.name)} characters long; at most {MAX_TEAM_NAME_LENGTH} "
+                "are allowed because the team's RayCluster and RayJob names are made from it"
+            )
+        if not _DNS_1035_LABEL.match(self.name):
+            raise ValueError(
+                f"team name {self.name!r} is not a DNS-1035 label: use lowercase letters, digits and '-', "
+                "starting with a letter and ending with a letter or digit"
+            )
+        if len(self.namespace) > _MAX_DNS_LABEL_LENGTH or not _DNS_1123_LABEL.match(self.namespace):
+            raise ValueError(
+                f"team {self.name!r} namespace {self.namespace!r} is not a DNS-1123 label: at most 63 "
+                "lowercase letters, digits and '-', starting and ending with a letter or digit"
+            )
+        if self.namespace in RESERVED_NAMESPACES:
+            raise ValueError(
+                f"team {self.name!r} namespace {self.namespace!r} is reserved; a team needs a namespace "
+                f"of its own, not one of: {', '.join(sorted(RESERVED_NAMESPACES))}"
+            )
+        if not self.ray_image or any(c.isspace() for c in self.ray_image):
+            raise ValueError(f"team {self.name!r} ray_image {self.ray_image!r} must be an image reference")
+        if not isinstance(self.worker_shape, (CpuWorkerShape, AcceleratorWorkerShape)):
+            raise ValueError(
+                f"team {self.name!r} worker_shape must be a CpuWorkerShape or an AcceleratorWorkerShape, "
+                f"got {type(self.worker_shape).__name__}"
+            )
+        if self.min_workers < 0 or self.max_workers < 1:
+            raise ValueError(
+                f"team {self.name!r} min_workers={self.min_workers}, max_workers={self.max_workers}: "
+                "min_workers must be at least 0 and max_workers at least 1"
+            )
+        if self.min_workers > self.max_workers:
+            raise ValueError(
+                f"team {self.name!r} min_workers={self.min_workers} is above max_workers={self.max_workers}"
+            )
+        if self.capacity_type not in CAPACITY_TYPES:
+            raise ValueError(
+                f"team {self.name!r} capacity_type {self.capacity_type!r} must be one of: {', '.join(CAPACITY_TYPES)}"
+            )
+
+    @property
+    def accelerator(self) -> Accelerator | None:
+        shape = self.worker_shape
+        return shape.accelerator if isinstance(shape, AcceleratorWorkerShape) else None
+
+
+def check_distinct_teams(teams: Sequence[BatchTeam]) -> None:
+    """Two teams may share neither a name (node pools, labels) nor a namespace."""
+    for attribute in ("name", "namespace"):
+        seen: set[str] = set()
+        for team in teams:
+            value = getattr(team, attribute)
+            if value in seen:
+                raise ValueError(f"two teams have the {attribute} {value!r}; each team needs its own")
+            seen.add(value)
+
+
+# --- names -----------------------------------------------------------------------------
+
+def raycluster_name(team: BatchTeam) -> str:
+    return f"{team.name}-ray"
+
+
+def node_pool_name(team: BatchTeam) -> str:
+    return f"team-{team.name}"
+
+
+def dashboard_url(team: BatchTeam) -> str:
+    """The team cluster's dashboard (Job Submission API), from inside the Kubernetes cluster."""
+    host = f"{raycluster_name(team)}-head-svc.{team.namespace}.svc.cluster.local"
+    return f"http://{host}:{constants.DASHBOARD_PORT}"
+
+
+# --- where a team's workers run --------------------------------------------------------
+
+@dataclass(frozen=True)
+class NodeTaint:
+    """A node taint; `effect` as Kubernetes names it (aws_eks_v2.TaintEffect.NO_SCHEDULE)."""
+
+    key: str
+    value: str | None = None
+    effect: str = TAINT_EFFECT
+
+    def manifest(self) -> dict[str, str]:
+        taint = {"key": self.key, "effect": self.effect}
+        if self.value is not None:
+            taint["value"] = self.value
+        return taint
+
+    def toleration(self) -> dict[str, str]:
+        """Tolerates this taint only: by value where it has one."""
+        if self.value is None:
+            return {"key": self.key, "operator": "Exists", "effect": self.effect}
+        return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
+
+
+def team_node_labels(team: BatchTeam) -> dict[str, str]:
+    """Labels on every node of the team's capacity, NodePool or node group alike."""
+    labels = {TEAM_LABEL: team.name}
+    if team.accelerator is not None:
+        # The device plugins select accelerator nodes by this label in node-groups mode.
+        labels[constants.ACCELERATOR_LABEL] = team.accelerator.name
+    return labels
+
+
+def team_node_taints(team: BatchTeam) -> tuple[NodeTaint, ...]:
+    """Taints on every node of the team's capacity: the team's, and the accelerator's."""
+    taints = [NodeTaint(key=TEAM_TAINT_KEY, value=team.name)]
+    if team.accelerator is not None:
+        taints.append(NodeTaint(key=team.accelerator.taint_key))
+    return tuple(taints)
+
+
+def team_node_group_labels(team: BatchTeam) -> dict[str, str]:
+    """Labels for the team's managed node group (node-groups mode)."""
+    return team_node_labels(team)
+
+
+def team_node_group_taint(team: BatchTeam) -> NodeTaint:
+    """The taint that reserves a node group for the team (`ray-serve-ha.dev/team=<team>:NoSchedule`)."""
+    return team_node_taints(team)[0]
+
+
+def team_node_group_taints(team: BatchTeam) -> tuple[NodeTaint, ...]:
+    """Every taint for the team's managed node group: the team's, plus the accelerator's."""
+    return team_node_taints(team)
+
+
+def team_node_group_capacity_type(team: BatchTeam) -> str:
+    """The node group capacity type, as aws_eks_v2.CapacityType names it."""
+    return NODE_GROUP_CAPACITY_TYPES[team.capacity_type]
+
+
+def worker_resources(team: BatchTeam) -> PodResources:
+    shape = team.worker_shape
+    if isinstance(shape, CpuWorkerShape):
+        return PodResources(cpu=str(shape.cpus), memory=f"{shape.memory_gib}Gi")
+    # The serving workers' sizing: the whole node less kubelet, DaemonSet and system headroom.
+    return accelerator_workers(shape.accelerator, (shape.instance_type,), MIN_REPLICAS, MIN_REPLICAS).resources
+
+
+def _resources(resources: PodResources, accelerator: Accelerator | None) -> dict[str, Any]:
+    amounts: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
+    if accelerator is not None:
+        amounts[accelerator.device_resource] = str(resources.devices)
+    # Requests equal limits: Guaranteed QoS, and Ray counts exactly what the pod gets.
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+# --- manifests -------------------------------------------------------------------------
+
+def team_namespace(team: BatchTeam) -> dict[str, Any]:
+    manifest = namespace_manifest(team.namespace)
+    manifest["metadata"]["labels"] = {**manifest["metadata"]["labels"], TEAM_LABEL: team.name}
+    return manifest
+
+
+def _node_pool_requirements(team: BatchTeam) -> list[dict[str, Any]]:
+    shape = team.worker_shape
+    if isinstance(shape, AcceleratorWorkerShape):
+        placement = [
+            {
+                "key": "eks.amazonaws.com/instance-family",
+                "operator": "In",
+                "values": [shape.accelerator.family(shape.instance_type)],
+            },
+            {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [shape.instance_type]},
+        ]
+    else:
+        # What Auto Mode's own general-purpose pool offers; Karpenter picks the size.
+        placement = [
+            {"key": "eks.amazonaws.com/instance-category", "operator": "In", "values": ["c", "m", "r"]},
+            {"key": "eks.amazonaws.com/instance-generation", "operator": "Gt", "values": ["4"]},
+        ]
+    return [
+        *placement,
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": [team.capacity_type]},
+        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+    ]
+
+
+def _node_pool_limits(team: BatchTeam) -> dict[str, str]:
+    shape = team.worker_shape
+    if isinstance(shape, AcceleratorWorkerShape):
+        # One worker per node: the pool never needs more than max_workers nodes.
+        size = shape.accelerator.instance_types[shape.instance_type]
+        return {"cpu": str(team.max_workers * size.vcpus), "memory": f"{team.max_workers * size.memory_gib}Gi"}
+    return {
+        "cpu": str(CPU_NODE_LIMIT_FACTOR * team.max_workers * shape.cpus),
+        "memory": f"{CPU_NODE_LIMIT_FACTOR * team.max_workers * shape.memory_gib}Gi",
+    }
+
+
+def team_node_pool(team: BatchTeam) -> dict[str, Any]:
+    """The team's Karpenter NodePool for EKS Auto Mode (cluster-scoped)."""
+    return {
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodePool",
+        "metadata": {"name": node_pool_name(team), "labels": {TEAM_LABEL: team.name}},
+        "spec": {
+            "template": {
+                "metadata": {"labels": team_node_labels(team)},
+                "spec": {
+                    "nodeClassRef": {"group": "eks.amazonaws.com", "kind": "NodeClass", "name": "default"},
+                    "requirements": _node_pool_requirements(team),
+                    "taints": [taint.manifest() for taint in team_node_taints(team)],
+                },
+            },
+            "limits": _node_pool_limits(team),
+            "disruption": {
+                # Only empty nodes go: consolidating a busy node would restart a training run.
+                "consolidationPolicy": "WhenEmpty",
+                "consolidateAfter": NODE_CONSOLIDATE_AFTER,
+            },
+        },
+    }
+
+
+def _stable_capacity_affinity() -> dict[str, Any]:
+    # The serving head's placement (charts.rayservice): Auto Mode's general-purpose pool on
+    # on-demand capacity, or, in node-groups mode, the on-demand system node group.
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "karpenter.sh/nodepool", "operator": "In", "values": ["general-purpose"]},
+                            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+                        ]
+                    },
+                    {
+                        "matchExpressions": [
+                            {
+                                "key": constants.NODE_ROLE_LABEL,
+                                "operator": "In",
+                                "values": [constants.SYSTEM_NODE_ROLE],
+                            },
+                            {"key": "eks.amazonaws.com/capacityType", "operator": "In", "values": ["ON_DEMAND"]},
+                        ]
+                    },
+                ]
+            }
+        }
+    }
+
+
+def _head_group(team: BatchTeam) -> dict[str, Any]:
+    return {
+        # No work on the head: tasks and Ray Train workers go to the team's workers, and the
+        # head (the whole cluster) never sits on a team's Spot node.
+        "rayStartParams": {"num-cpus": "0"},
+        "template": {
+            "metadata": {
+                "labels": {TEAM_LABEL: team.name},
+                # Karpenter leaves the head's node alone while it runs: moving it ends every job.
+                "annotations": {"karpenter.sh/do-not-disrupt": "true"},
+            },
+            "spec": {
+                "containers": [
+                    {
+                        "name": "ray-head",
+                        "image": team.ray_image,
+                        "resources": _resources(team.head_resources, None),
+                        # RayJob entrypoints run here, from the scripts in this mount.
+                        "volumeMounts": [
+                            {"name": SCRIPTS_CONFIG_MAP, "mountPath": SCRIPTS_MOUNT_PATH, "readOnly": True}
+                        ],
+                    }
+                ],
+                "volumes": [{"name": SCRIPTS_CONFIG_MAP, "configMap": {"name": SCRIPTS_CONFIG_MAP}}],
+                "affinity": _stable_capacity_affinity(),
+            },
+        },
+    }
+
+
+def _worker_group(team: BatchTeam) -> dict[str, Any]:
+    accelerator = team.accelerator
+    resources = worker_resources(team)
+    group: dict[str, Any] = {
+        "groupName": accelerator.name if accelerator else "cpu",
+        "replicas": team.min_workers,
+        "minReplicas": team.min_workers,
+        "maxReplicas": team.max_workers,
+        "rayStartParams": {},
+    }
+    if accelerator is not None and accelerator.name == "neuron":
+        # KubeRay advertises `neuron_cores` only for `aws.amazon.com/neuroncore` requests;
+        # the pod asks for whole chips, so tell Ray how many cores they hold (2 per chip).
+        group["resources"] = {"neuron_cores": str(resources.devices * 2)}
+    group["template"] = {
+        "metadata": {"labels": {TEAM_LABEL: team.name}},
+        "spec": {
+            "containers": [
+                {"name": "ray-worker", "image": team.ray_image, "resources": _resources(resources, accelerator)}
+            ],
+            # The team's nodes and no others: the label only the team's nodes carry, and
+            # tolerations for exactly the taints those nodes have.
+            "nodeSelector": team_node_labels(team),
+            "tolerations": [taint.toleration() for taint in team_node_taints(team)],
+        },
+    }
+    return group
+
+
+def team_raycluster(team: BatchTeam) -> dict[str, Any]:
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": {"name": raycluster_name(team), "namespace": team.namespace, "labels": {TEAM_LABEL: team.name}},
+        "spec": {
+            "rayVersion": RAY_VERSION,
+            # The operator makes a token Secret and sets it on every Ray container and on RayJob
+            # submitters (KubeRay >= 1.5.1): other teams' pods cannot drive this dashboard.
+            "authOptions": {"mode": "token"},
+            # Jobs ask for workers; Ray's autoscaler adds pods, Karpenter adds nodes for them,
+            # and both go away when the workers are idle.
+            "enableInTreeAutoscaling": True,
+            "autoscalerOptions": {
+                "idleTimeoutSeconds": WORKER_IDLE_TIMEOUT_S,
+                "upscalingMode": "Default",
+                "resources": {
+                    "requests": {"cpu": "500m", "memory": "512Mi"},
+                    "limits": {"cpu": "500m", "memory": "512Mi"},
+                },
+            },
+            "headGroupSpec": _head_group(team),
+            "workerGroupSpecs": [_worker_group(team)],
+        },
+    }
+
+
+def team_job_scripts(team: BatchTeam) -> dict[str, Any]:
+    """The job scripts, as the ConfigMap the head mounts (files update in place on change)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": SCRIPTS_CONFIG_MAP, "namespace": team.namespace, "labels": {TEAM_LABEL: team.name}},
+        "data": {script: (BATCH_DIR / script).read_text() for script in sorted(JOB_SCRIPTS.values())},
+    }
+
+
+# --- jobs ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class XGBoostBenchmark:
+    """batch/xgboost_benchmark.py's arguments. Workers and CPUs default to the team's workers."""
+
+    rows: int = 100_000
+    features: int = 20
+    rounds: int = 50
+    workers: int | None = None
+    cpus_per_worker: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive("XGBoost benchmark", self, ("rows", "features", "rounds", "workers", "cpus_per_worker"))
+
+
+@dataclass(frozen=True)
+class PyTorchBenchmark:
+    """batch/pytorch_benchmark.py's arguments. Workers and CPUs default to the team's workers."""
+
+    rows: int = 100_000
+    features: int = 20
+    epochs: int = 5
+    batch_size: int = 256
+    workers: int | None = None
+    cpus_per_worker: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive(
+            "PyTorch benchmark", self, ("rows", "features", "epochs", "batch_size", "workers", "cpus_per_worker")
+        )
+
+
+def _check_positive(what: str, benchmark: Any, fields: tuple[str, ...]) -> None:
+    for field in fields:
+        value = getattr(benchmark, field)
+        if value is not None and value < 1:
+            raise ValueError(f"{what} {field}={value} must be at least 1")
+
+
+@dataclass(frozen=True)
+class _Placement:
+    workers: int
+    cpus_per_worker: int
+    use_gpu: bool
+
+
+def _placement(team: BatchTeam, workers: int | None, cpus_per_worker: int | None, rows: int) -> _Placement:
+    """Ray Train workers for a job: by default one per worker pod (one per GPU on NVIDIA)."""
+    pod_cpus = int(worker_resources(team).cpu)
+    accelerator = team.accelerator
+    use_gpu = accelerator is not None and accelerator.name == "nvidia"
+    per_pod = worker_resources(team).devices if use_gpu else 1
+    cpus = cpus_per_worker or pod_cpus // per_pod
+    count = workers or team.max_workers * per_pod
+    fit_per_pod = min(pod_cpus // cpus, per_pod if use_gpu else pod_cpus)
+    if count > team.max_workers * fit_per_pod:
+        raise ValueError(
+            f"{count} Ray Train workers of {cpus} CPUs do not fit on team {team.name!r}'s "
+            f"{team.max_workers} worker pods of {pod_cpus} CPUs"
+        )
+    if rows < count:
+        raise ValueError(f"{rows} rows are fewer than the {count} Ray Train workers: every worker needs rows")
+    return _Placement(workers=count, cpus_per_worker=cpus, use_gpu=use_gpu)
+
+
+def _rayjob(team: BatchTeam, name: str, job: str, args: list[str]) -> dict[str, Any]:
+    if len(name) > MAX_RAYJOB_NAME_LENGTH or not _DNS_1035_LABEL.match(name):
+        raise ValueError(
+            f"RayJob name {name!r} must be a DNS-1035 label of at most {MAX_RAYJOB_NAME_LENGTH} characters"
+        )
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {"name": name, "namespace": team.namespace, "labels": {TEAM_LABEL: team.name}},
+        "spec": {
+            # The team's long-lived cluster, not one made for this job.
+            "clusterSelector": {"ray.io/cluster": raycluster_name(team)},
+            # No entrypoint resources: the driver then runs on the head, where the scripts are.
+            "entrypoint": shlex.join(["python", f"{SCRIPTS_MOUNT_PATH}/{JOB_SCRIPTS[job]}", *args]),
+            # A submitter Job runs `ray job submit` and tails the job's logs, so the results
+            # are in `kubectl logs job/<name>` as well as on the dashboard. (SidecarMode
+            # needs a cluster of the job's own; the operator refuses it with clusterSelector.)
+            "submissionMode": "K8sJobMode",
+            # The cluster is the team's: never deleted with a job. With this false the operator
+            # refuses any ttlSecondsAfterFinished above 0, so none is set.
+            "shutdownAfterJobFinishes": False,
+            # A benchmark is not retried: a second attempt would blur what the numbers mean.
+            "backoffLimit": 0,
+        },
+    }
+
+
+def xgboost_rayjob(
+    team: BatchTeam, benchmark: XGBoostBenchmark = XGBoostBenchmark(), *, name: str | None = None
+) -> dict[str, Any]:
+    """A RayJob that runs batch/xgboost_benchmark.py on the team's cluster."""
+    placement = _placement(team, benchmark.workers, benchmark.cpus_per_worker, benchmark.rows)
+    args = [
+        "--rows", str(benchmark.rows),
+        "--features", str(benchmark.features),
+        "--rounds", str(benchmark.rounds),
+        "--workers", str(placement.workers),
+        "--cpus-per-worker", str(placement.cpus_per_worker),
+    ]  # fmt: skip
+    return _rayjob(team, name or f"{team.name}-xgboost", "xgboost", args)
+
+
+def pytorch_rayjob(
+    team: BatchTeam, benchmark: PyTorchBenchmark = PyTorchBenchmark(), *, name: str | None = None
+) -> dict[str, Any]:
+    """A RayJob that runs batch/pytorch_benchmark.py on the team's cluster (GPUs on NVIDIA workers)."""
+    placement = _placement(team, benchmark.workers, benchmark.cpus_per_worker, benchmark.rows)
+    args = [
+        "--rows", str(benchmark.rows),
+        "--features", str(benchmark.features),
+        "--epochs", str(benchmark.epochs),
+        "--batch-size", str(benchmark.batch_size),
+        "--workers", str(placement.workers),
+        "--cpus-per-worker", str(placement.cpus_per_worker),
+    ]  # fmt: skip
+    if placement.use_gpu:
+        args.append("--use-gpu")
+    return _rayjob(team, name or f"{team.name}-pytorch", "pytorch", args)
+
+
+# --- charts ----------------------------------------------------------------------------
+
+class BatchTeamChart(cdk8s.Chart):
+    """A team's namespace, job scripts and Ray cluster, and (EKS Auto Mode) its NodePool.
+
+    In node-groups mode (`node_pool=False`) the stack gives the team a managed node group
+    with `team_node_group_labels`, `team_node_group_taints` and `team_node_group_capacity_type`.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, team: BatchTeam, node_pool: bool = True) -> None:
+        super().__init__(scope, construct_id, disable_resource_name_hashes=True)
+        self.team = team
+        self.namespace_object = add_api_object(self, team_namespace(team))
+        self.node_pool = add_api_object(self, team_node_pool(team)) if node_pool else None
+        self.job_scripts = add_api_object(self, team_job_scripts(team))
+        self.raycluster = add_api_object(self, team_raycluster(team))
+        # Emitted after the namespace, and the head mounts the scripts at start.
+        self.job_scripts.add_dependency(self.namespace_object)
+        self.raycluster.add_dependency(self.job_scripts)
+
+
+class BatchJobsChart(cdk8s.Chart):
+    """Benchmark RayJobs on a team's cluster (a RayJob runs once: delete it to run it again)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        team: BatchTeam,
+        xgboost: XGBoostBenchmark | None = XGBoostBenchmark(),
+        pytorch: PyTorchBenchmark | None = PyTorchBenchmark(),
+    ) -> None:
+        super().__init__(scope, construct_id, disable_resource_name_hashes=True)
+        self.team = team
+        self.rayjobs = []
+        if xgboost is not None:
+            self.rayjobs.append(add_api_object(self, xgboost_rayjob(team, xgboost)))
+        if pytorch is not None:
+            self.rayjobs.append(add_api_object(self, pytorch_rayjob(team, pytorch)))

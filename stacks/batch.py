@@ -1,0 +1,112 @@
+"""BatchStack: a Ray cluster per data-science team, each in its own namespace on capacity
+only its workers tolerate (a Karpenter NodePool in Auto Mode, a managed node group
+otherwise), and the XGBoost and PyTorch benchmark RayJobs submitted to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aws_cdk as cdk
+import cdk8s
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_eks_v2 as eks
+from constructs import Construct
+
+from charts.batch import (
+    AcceleratorWorkerShape,
+    BatchJobsChart,
+    BatchTeam,
+    BatchTeamChart,
+    team_node_group_capacity_type,
+    team_node_group_labels,
+    team_node_group_taints,
+)
+from stacks.cluster import ClusterStack
+from stacks.settings import BatchTeamSettings, CapacitySettings, batch_team
+
+BATCH_DIR = Path(__file__).resolve().parent.parent / "batch"
+# CPU team node groups: the smallest general-purpose size that holds one worker pod plus
+# the node's own reservations (1 vCPU, 2 GiB).
+CPU_INSTANCE_SIZES = (("m7i.large", 2, 8), ("m7i.xlarge", 4, 16), ("m7i.2xlarge", 8, 32),
+                      ("m7i.4xlarge", 16, 64), ("m7i.8xlarge", 32, 128), ("m7i.16xlarge", 64, 256))
+
+
+def cpu_instance_type(cpus: int, memory_gib: int) -> str:
+    for name, vcpus, memory in CPU_INSTANCE_SIZES:
+        if vcpus >= cpus + 1 and memory >= memory_gib + 2:
+            return name
+    raise ValueError(f"no CPU instance type holds a worker of {cpus} CPUs and {memory_gib} GiB")
+
+
+class BatchStack(cdk.Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        teams: tuple[BatchTeamSettings, ...],
+        capacity: CapacitySettings,
+        cluster: ClusterStack,
+        subnets: list[ec2.ISubnet],
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.image = ecr_assets.DockerImageAsset(
+            self, "BatchImage", directory=str(BATCH_DIR), platform=ecr_assets.Platform.LINUX_AMD64,
+            exclude=["**/__pycache__", "**/*.pyc"],
+        )
+        self.teams: dict[str, BatchTeam] = {}
+        self.node_groups: dict[str, eks.Nodegroup] = {}
+        self.manifests: dict[str, tuple[eks.KubernetesManifest, eks.KubernetesManifest]] = {}
+        for settings in teams:
+            team = batch_team(settings, self.image.image_uri)
+            self.teams[team.name] = team
+            app = cdk8s.App()
+            team_chart = BatchTeamChart(app, team.name, team=team, node_pool=capacity.auto_mode)
+            jobs_chart = BatchJobsChart(app, f"{team.name}-jobs", team=team)
+            label = team.name.title().replace("-", "")
+            if not capacity.auto_mode:
+                self.node_groups[team.name] = _team_node_group(self, label, cluster.cluster, team, subnets)
+            cluster_manifest = eks.KubernetesManifest(
+                self, f"{label}RayCluster", cluster=cluster.cluster, manifest=team_chart.to_json()
+            )
+            # The RayCluster is a KubeRay custom resource: the operator must run first (and,
+            # on delete, still run to clean up).
+            cluster_manifest.node.add_dependency(cluster.kuberay_operator)
+            jobs_manifest = eks.KubernetesManifest(
+                self, f"{label}Jobs", cluster=cluster.cluster, manifest=jobs_chart.to_json()
+            )
+            jobs_manifest.node.add_dependency(cluster_manifest)
+            self.manifests[team.name] = (cluster_manifest, jobs_manifest)
+
+
+def _team_node_group(
+    scope: Construct, label: str, cluster: eks.Cluster, team: BatchTeam, subnets: list[ec2.ISubnet]
+) -> eks.Nodegroup:
+    shape = team.worker_shape
+    if isinstance(shape, AcceleratorWorkerShape):
+        instance_type = shape.instance_type
+        ami_type = eks.NodegroupAmiType[shape.accelerator.node_group_ami_type]
+    else:
+        instance_type = cpu_instance_type(shape.cpus, shape.memory_gib)
+        ami_type = eks.NodegroupAmiType.AL2023_X86_64_STANDARD
+    return eks.Nodegroup(
+        scope,
+        f"{label}Nodes",
+        cluster=cluster,
+        instance_types=[ec2.InstanceType(instance_type)],
+        ami_type=ami_type,
+        capacity_type=eks.CapacityType[team_node_group_capacity_type(team)],
+        labels=team_node_group_labels(team),
+        taints=[
+            eks.TaintSpec(effect=eks.TaintEffect.NO_SCHEDULE, key=taint.key, value=taint.value)
+            for taint in team_node_group_taints(team)
+        ],
+        # Managed node groups do not follow pending pods (no Cluster Autoscaler here, unlike
+        # Auto Mode's Karpenter): hold room for max_workers, the Ray autoscaler fills it.
+        min_size=team.min_workers,
+        desired_size=team.max_workers,
+        max_size=team.max_workers,
+        subnets=ec2.SubnetSelection(subnets=subnets),
+    )
