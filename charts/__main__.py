@@ -28,8 +28,6 @@ from charts.accelerators import ACCELERATORS
 from charts.profiles import EksDeployment, KindDeployment, eks_charts, kind_charts
 
 PROG = "python -m charts"
-# Per accelerator, the instance type the workers are sized for unless told otherwise.
-DEFAULT_INSTANCE_TYPE = {"neuron": "inf2.8xlarge", "nvidia": "g6e.xlarge"}
 # Values only the CDK (or this CLI) knows at deploy time: the eks profile cannot guess them.
 EKS_REQUIRED = (
     "redis_endpoint", "redis_auth_secret_arn", "hf_token_secret_name", "region", "ray_image", "gradio_image",
@@ -89,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
     eks = p.add_argument_group("eks profile")
     eks.add_argument("--accelerator", choices=sorted(ACCELERATORS), help="default: neuron")
     eks.add_argument("--instance-type", help="accelerator instance type the workers are sized for "
-                     f"(default: {', '.join(f'{k} {v}' for k, v in DEFAULT_INSTANCE_TYPE.items())})")
+                     f"(default: {', '.join(f'{a.name} {a.default_instance_type}' for a in ACCELERATORS.values())})")
     eks.add_argument("--min-workers", type=_worker_count, help="default: 2")
     eks.add_argument("--max-workers", type=_worker_count, help="default: --min-workers")
     eks.add_argument("--model-id", help=f"Hugging Face model id (default: {EksDeployment.model_id})")
@@ -131,7 +129,7 @@ def build(args: argparse.Namespace, app: cdk8s.App) -> tuple[cdk8s.Chart, ...]:
         app,
         EksDeployment(
             accelerator=accelerator,
-            instance_types=(args.instance_type or DEFAULT_INSTANCE_TYPE[accelerator.name],),
+            instance_types=(args.instance_type or accelerator.default_instance_type,),
             region=args.region,
             redis_endpoint=args.redis_endpoint,
             redis_port=args.redis_port or constants.REDIS_PORT,

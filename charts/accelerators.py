@@ -33,6 +33,8 @@ class Accelerator:
     # reached end of support 2025-11-26).
     node_group_ami_type: str
     instance_types: dict[str, InstanceShape]
+    # What the workers run on unless the settings say otherwise.
+    default_instance_type: str
 
     @staticmethod
     def family(instance_type: str) -> str:
@@ -53,6 +55,8 @@ NEURON = Accelerator(
         "inf2.24xlarge": InstanceShape(vcpus=96, memory_gib=384, devices=6, device_memory_gib=32),
         "inf2.48xlarge": InstanceShape(vcpus=192, memory_gib=768, devices=12, device_memory_gib=32),
     },
+    # One Inferentia2 chip (2 NeuronCores, 32 GiB): Mistral-7B at tensor parallel 2.
+    default_instance_type="inf2.8xlarge",
 )
 
 NVIDIA = Accelerator(
@@ -71,6 +75,9 @@ NVIDIA = Accelerator(
         "g5.4xlarge": InstanceShape(vcpus=16, memory_gib=64, devices=1, device_memory_gib=24),
         "g5.12xlarge": InstanceShape(vcpus=48, memory_gib=192, devices=4, device_memory_gib=24),
     },
+    # L40S (48 GiB): Mistral-7B in bf16 is ~14.5 GiB, which leaves ~30 GiB of KV cache for
+    # continuous batching; an A10G (g5.2xlarge, 24 GiB) leaves ~8 GiB.
+    default_instance_type="g6e.xlarge",
 )
 
 ACCELERATORS: dict[str, Accelerator] = {a.name: a for a in (NEURON, NVIDIA)}

@@ -27,11 +27,16 @@ from charts import constants
 from charts.accelerators import Accelerator
 from charts.namespace import namespace_manifest
 from charts.objects import add_api_object
-from charts.rayservice import MIN_REPLICAS, RAY_VERSION, PodResources, accelerator_workers
+from charts.rayservice import (
+    MIN_REPLICAS,
+    RAY_VERSION,
+    PodResources,
+    accelerator_workers,
+    on_demand_capacity_affinity,
+)
 
 # Label on a team's nodes and pods, and key of the taint on its nodes (value: the team name).
-# Candidates for charts/constants.py, beside ACCELERATOR_LABEL, once the stacks use them.
-TEAM_LABEL = f"{constants.LABEL_DOMAIN}/team"
+TEAM_LABEL = constants.TEAM_LABEL
 TEAM_TAINT_KEY = TEAM_LABEL
 TAINT_EFFECT = "NoSchedule"
 
@@ -346,35 +351,6 @@ def team_node_pool(team: BatchTeam) -> dict[str, Any]:
     }
 
 
-def _stable_capacity_affinity() -> dict[str, Any]:
-    # The serving head's placement (charts.rayservice): Auto Mode's general-purpose pool on
-    # on-demand capacity, or, in node-groups mode, the on-demand system node group.
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchExpressions": [
-                            {"key": "karpenter.sh/nodepool", "operator": "In", "values": ["general-purpose"]},
-                            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
-                        ]
-                    },
-                    {
-                        "matchExpressions": [
-                            {
-                                "key": constants.NODE_ROLE_LABEL,
-                                "operator": "In",
-                                "values": [constants.SYSTEM_NODE_ROLE],
-                            },
-                            {"key": "eks.amazonaws.com/capacityType", "operator": "In", "values": ["ON_DEMAND"]},
-                        ]
-                    },
-                ]
-            }
-        }
-    }
-
-
 def _head_group(team: BatchTeam) -> dict[str, Any]:
     return {
         # No work on the head: tasks and Ray Train workers go to the team's workers, and the
@@ -399,7 +375,7 @@ def _head_group(team: BatchTeam) -> dict[str, Any]:
                     }
                 ],
                 "volumes": [{"name": SCRIPTS_CONFIG_MAP, "configMap": {"name": SCRIPTS_CONFIG_MAP}}],
-                "affinity": _stable_capacity_affinity(),
+                "affinity": on_demand_capacity_affinity(),
             },
         },
     }

@@ -14,6 +14,9 @@ LABEL_DOMAIN = "ray-serve-ha.dev"
 ACCELERATOR_LABEL = f"{LABEL_DOMAIN}/accelerator"
 # Node role in node-groups mode ("system" for operators, the Ray head and the UI).
 NODE_ROLE_LABEL = f"{LABEL_DOMAIN}/node-role"
+# A batch team's nodes carry this label and a NoSchedule taint of the same key (value: the
+# team name); only that team's Ray workers select and tolerate them.
+TEAM_LABEL = f"{LABEL_DOMAIN}/team"
 SYSTEM_NODE_ROLE = "system"
 
 # Names of the accelerator capacity (Karpenter NodePool in Auto Mode, node group otherwise).

@@ -273,9 +273,10 @@ def worker_selector(rayservice_name: str) -> dict[str, str]:
     return {"ray.io/node-type": "worker", RAYSERVICE_LABEL: rayservice_name}
 
 
-def _on_demand_capacity_affinity() -> dict[str, Any]:
-    # Terms are ORed: EKS Auto Mode's general-purpose pool (Karpenter labels) or, in
-    # node-groups mode, the system node group (on-demand managed nodes).
+def on_demand_capacity_affinity() -> dict[str, Any]:
+    """Where Ray heads run: on-demand capacity without accelerators. The terms are ORed:
+    EKS Auto Mode's general-purpose pool (Karpenter labels) or, in node-groups mode, the
+    system node group (on-demand managed nodes)."""
     return {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -325,7 +326,7 @@ def _head_group(inputs: RayServiceInputs) -> dict[str, Any]:
     }
     metadata: dict[str, Any] = {"labels": {RAYSERVICE_LABEL: inputs.name}}
     if inputs.head_on_stable_capacity:
-        pod_spec["affinity"] = _on_demand_capacity_affinity()
+        pod_spec["affinity"] = on_demand_capacity_affinity()
         # Karpenter (EKS Auto Mode) leaves the node alone while the head runs on it; node
         # expiry and a deleted pod still move it, as the HA design allows.
         metadata["annotations"] = {"karpenter.sh/do-not-disrupt": "true"}

@@ -26,12 +26,6 @@ from charts.batch import AcceleratorWorkerShape, BatchTeam, CpuWorkerShape, chec
 # on 2026-11-26, so a new 1.31 cluster would be born unsupported).
 EKS_CREATABLE_VERSIONS = ("1.32", "1.33", "1.34", "1.35", "1.36")
 CAPACITY_MODES = ("auto-mode", "node-groups")
-DEFAULT_INSTANCE_TYPES = {
-    "neuron": ("inf2.8xlarge",),
-    # L40S (48 GiB): Mistral-7B in bf16 is ~14.5 GiB, which leaves ~30 GiB of KV cache for
-    # continuous batching; an A10G (g5.2xlarge, 24 GiB) leaves ~8 GiB.
-    "nvidia": ("g6e.xlarge",),
-}
 # Engine versions Ray's GCS client is known to work with (cluster mode off).
 GCS_ENGINE_VERSIONS = {"redis": ("6.2", "7.0", "7.1"), "valkey": ("7.2", "8.0", "8.1")}
 DEFAULT_GCS_ENGINE_VERSION = {"redis": "7.1", "valkey": "8.0"}
@@ -429,7 +423,7 @@ class _Reader:
             "capacityMode", "auto-mode",
             lambda v: None if v in CAPACITY_MODES else "must be one of: " + ", ".join(CAPACITY_MODES),
         )
-        types = self.string_list("acceleratorInstanceTypes", None) or DEFAULT_INSTANCE_TYPES[name]
+        types = self.string_list("acceleratorInstanceTypes", None) or (accelerator.default_instance_type,)
         if not types:
             self.problem("acceleratorInstanceTypes", list(types), "must name at least one instance type")
         for instance_type in types:
