@@ -10,7 +10,7 @@ export PATH := $(BIN):$(abspath node_modules/.bin):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 export HF_HUB_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
-SYSTEM_PACKAGES := redis-server iproute2 chromium
+
 CDK := cdk
 
 .PHONY: setup system-packages demo demo-down drill batch-local synth test bench bench-drill clean
@@ -34,6 +34,7 @@ system-packages:
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -74,11 +74,6 @@ SERVE_LOAD_BALANCERS = {
 }
 
 
-def serve_service_name(rayservice_name: str) -> str:
-    """The serve Service KubeRay creates for a RayService (worker proxies only here)."""
-    return f"{rayservice_name}-serve-svc"
-
-
 @dataclass(frozen=True)
 class SecretKeyRef:
     """One key of a Kubernetes Secret (synced from Secrets Manager by an ExternalSecret)."""

@@ -11,24 +11,13 @@ import copy
 import cdk8s
 import pytest
 
-from charts.accelerators import ACCELERATORS
 from charts.kuberay_rules import operator_rule_violations
-from charts.profiles import EksDeployment, KindDeployment, eks_charts, kind_charts
+from charts.profiles import KindDeployment, eks_charts, kind_charts
+from tests.chart_inputs import example_eks_deployment
 
 
 def eks_rayservice(accelerator: str) -> dict:
-    deployment = EksDeployment(
-        accelerator=ACCELERATORS[accelerator],
-        instance_types=({"neuron": "inf2.8xlarge", "nvidia": "g6e.xlarge"}[accelerator],),
-        region="us-east-2",
-        redis_endpoint="master.gcs.example.cache.amazonaws.com",
-        redis_port=6379,
-        gcs_store_auth_secret="arn:aws:secretsmanager:us-east-2:111122223333:secret:gcs-auth-AbCdEf",
-        hugging_face_token_secret="ray-serve-ha/hugging-face-token",
-        ray_image="111122223333.dkr.ecr.us-east-2.amazonaws.com/ray-serve:1",
-        gradio_image="111122223333.dkr.ecr.us-east-2.amazonaws.com/gradio:1",
-    )
-    return _rayservice(eks_charts(cdk8s.App(), deployment).rayservice)
+    return _rayservice(eks_charts(cdk8s.App(), example_eks_deployment(accelerator)).rayservice)
 
 
 def _rayservice(chart: cdk8s.Chart) -> dict:

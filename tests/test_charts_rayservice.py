@@ -11,7 +11,8 @@ import yaml
 
 from charts import constants
 from charts.accelerators import NEURON, NVIDIA
-from charts.profiles import EksDeployment, eks_rayservice_inputs
+from charts.profiles import eks_rayservice_inputs
+from tests.chart_inputs import example_eks_deployment
 from charts.rayservice import (
     RAYSERVICE_LABEL,
     PodResources,
@@ -31,20 +32,7 @@ INSTANCE_TYPES = {"neuron": "inf2.8xlarge", "nvidia": "g6e.xlarge"}
 
 
 def eks_inputs(accelerator: str, **overrides) -> RayServiceInputs:
-    return eks_rayservice_inputs(
-        EksDeployment(
-            accelerator=ACCELERATORS[accelerator],
-            instance_types=(INSTANCE_TYPES[accelerator],),
-            region="us-east-2",
-            redis_endpoint="master.gcs.example.cache.amazonaws.com",
-            redis_port=6379,
-            gcs_store_auth_secret="arn:aws:secretsmanager:us-east-2:111122223333:secret:gcs-auth-AbCdEf",
-            hugging_face_token_secret="ray-serve-ha/hugging-face-token",
-            ray_image=f"111122223333.dkr.ecr.us-east-2.amazonaws.com/ray-serve:{accelerator}",
-            gradio_image="111122223333.dkr.ecr.us-east-2.amazonaws.com/gradio:1",
-            **overrides,
-        )
-    )
+    return eks_rayservice_inputs(example_eks_deployment(accelerator, **overrides))
 
 
 @pytest.fixture(scope="module", params=["neuron", "nvidia"])

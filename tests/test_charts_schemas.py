@@ -15,28 +15,14 @@ import cdk8s
 import jsonschema
 import pytest
 
-from charts.accelerators import ACCELERATORS
-from charts.profiles import EksDeployment, KindDeployment, eks_charts, kind_charts
+from charts.profiles import KindDeployment, eks_charts, kind_charts
+from tests.chart_inputs import example_eks_deployment
 from tests.crd_schemas import CRD_FILES, crd_schema, schema_errors
 
 
 def eks_objects(accelerator: str) -> list[dict]:
-    charts = eks_charts(
-        cdk8s.App(),
-        EksDeployment(
-            accelerator=ACCELERATORS[accelerator],
-            instance_types=({"neuron": "inf2.8xlarge", "nvidia": "g6e.xlarge"}[accelerator],),
-            region="us-east-2",
-            redis_endpoint="master.gcs.example.cache.amazonaws.com",
-            redis_port=6379,
-            gcs_store_auth_secret="arn:aws:secretsmanager:us-east-2:111122223333:secret:gcs-auth-AbCdEf",
-            hugging_face_token_secret="ray-serve-ha/hugging-face-token",
-            ray_image="111122223333.dkr.ecr.us-east-2.amazonaws.com/ray-serve:1",
-            gradio_image="111122223333.dkr.ecr.us-east-2.amazonaws.com/gradio:1",
-            # Workers that may grow: the autoscaler options are emitted and checked too.
-            max_workers=4,
-        ),
-    )
+    # Workers that may grow: the autoscaler options are emitted and checked too.
+    charts = eks_charts(cdk8s.App(), example_eks_deployment(accelerator, max_workers=4))
     return [o for chart in charts.in_apply_order() for o in chart.to_json()]
 
 

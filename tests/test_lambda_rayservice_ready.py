@@ -42,8 +42,9 @@ REGION = "eu-west-3"
 CLUSTER = "ray-serve-ha"
 NAMESPACE = "serving"
 NAME = "mistral"
-ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
-SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+# Made-up credentials: presigning is local, nothing is sent to AWS.
+ACCESS_KEY = "AKIDEXAMPLE"
+SECRET_KEY = "test-secret-access-key"
 SESSION_TOKEN = "FwoGZXIvYXdzEXAMPLE//token+with/odd=chars"
 RAYSERVICE_PATH = f"/apis/ray.io/v1/namespaces/{NAMESPACE}/rayservices/{NAME}"
 EVENTS_PATH = f"/api/v1/namespaces/{NAMESPACE}/events"
@@ -495,8 +496,7 @@ def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command makes the test CA")
+    assert shutil.which("openssl"), "the openssl command makes the test CA: install Debian's openssl"
     directory = tmp_path_factory.mktemp("tls")
     key, cert = _self_signed(directory, "cluster-ca")
     _, other_cert = _self_signed(directory, "other-ca")
