@@ -12,6 +12,7 @@ from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
+from charts import constants
 from charts.gradio import GRADIO_NAME
 from charts.profiles import EksDeployment, eks_charts
 from charts.rayservice import serve_service_name
@@ -134,7 +135,7 @@ class ServingStack(cdk.Stack):
             timeout=cdk.Duration.minutes(10),
         )
         self.serve_endpoint.node.add_dependency(self.readiness)
-        serve_url = f"http://{self.serve_endpoint.value}:8000"
+        serve_url = f"http://{self.serve_endpoint.value}:{constants.SERVE_PORT}"
         self.probe = ServeProbe(
             self, "Probe", service_name=f"{settings.cluster.name}/{rayservice_name}", serve_url=serve_url, **in_vpc
         )
