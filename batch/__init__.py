@@ -2,7 +2,7 @@
 
 `xgboost_benchmark.py` and `pytorch_benchmark.py` are plain scripts: they run as Ray jobs
 (from this folder as the job's working directory, or from a ConfigMap on a team's head pod)
-and import nothing from this package. This module stays free of Ray imports: the charts
+and import only `job_runner.py`, which ships beside them. This module stays free of Ray imports: the charts
 read the script table from it.
 """
 
@@ -13,3 +13,5 @@ from pathlib import Path
 BATCH_DIR = Path(__file__).resolve().parent
 # Job name -> script in this folder.
 JOB_SCRIPTS: dict[str, str] = {"xgboost": "xgboost_benchmark.py", "pytorch": "pytorch_benchmark.py"}
+# Modules the scripts import, shipped beside them.
+SHARED_MODULES: tuple[str, ...] = ("job_runner.py",)

@@ -20,15 +20,13 @@ file.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from typing import Any, Sequence
 
-# On an autoscaling cluster the workers' nodes may take minutes to appear (Karpenter, then the
-# image pull); with Ray Train's 60 s default every such wait is a logged startup failure.
-WORKER_GROUP_START_TIMEOUT_S = "900"
+# Shipped beside this script (the job runs with this folder on sys.path).
+from job_runner import run_benchmark
+
 BENCHMARK = "pytorch"
 # Held-out rows, as a share of the training rows.
 TEST_SHARE = 0.2
@@ -140,20 +138,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def connect(cpus: int) -> None:
-    if os.environ.get("RAY_ADDRESS"):
-        import ray
-
-        ray.init()  # the cluster this job was submitted to
-        return
-    # On its own: a private local instance on loopback only (read when Ray is imported;
-    # Ray's default is the machine's outward IP), never somebody else's cluster.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
-
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -193,28 +177,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    # Read by Ray Train when the trainer starts, and passed on to its controller.
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", WORKER_GROUP_START_TIMEOUT_S)
-    try:
-        connect(args.workers * args.cpus_per_worker)
-        summary = run(args)
-    except Exception as error:  # noqa: BLE001 - any failure is the job's verdict
-        print(f"{BENCHMARK} benchmark failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
-        return 1
-    print(f"training time: {summary['training_time_s']:.2f} s")
-    print(f"prediction time: {summary['prediction_time_s']:.2f} s")
-    print(f"accuracy: {summary['accuracy']:.4f}")
-    print(json.dumps(summary, sort_keys=True), flush=True)
-    if summary["accuracy"] < args.min_accuracy:
-        print(
-            f"{BENCHMARK} benchmark failed: accuracy {summary['accuracy']:.4f} is below "
-            f"--min-accuracy {args.min_accuracy}",
-            file=sys.stderr,
-            flush=True,
-        )
-        return 1
-    return 0
+    return run_benchmark(BENCHMARK, parse_args(argv), run)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any, Literal, Sequence, Union
 import cdk8s
 from constructs import Construct
 
-from batch import BATCH_DIR, JOB_SCRIPTS
+from batch import BATCH_DIR, JOB_SCRIPTS, SHARED_MODULES
 from charts import constants
 from charts.accelerators import Accelerator
 from charts.namespace import namespace_manifest
@@ -443,7 +443,7 @@ def team_job_scripts(team: BatchTeam) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": SCRIPTS_CONFIG_MAP, "namespace": team.namespace, "labels": {TEAM_LABEL: team.name}},
-        "data": {script: (BATCH_DIR / script).read_text() for script in sorted(JOB_SCRIPTS.values())},
+        "data": {name: (BATCH_DIR / name).read_text() for name in sorted([*JOB_SCRIPTS.values(), *SHARED_MODULES])},
     }
 
 

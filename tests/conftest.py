@@ -15,6 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Batch job scripts run with their own folder on sys.path (job_runner.py beside them).
+sys.path.insert(1, str(ROOT / "batch"))
 # jsii needs node; use the project's Node 24 when the venv has it (quiet, supported).
 _VENV_BIN = ROOT / ".venv" / "bin"
 if (_VENV_BIN / "node").exists():

@@ -305,7 +305,8 @@ def test_head_mounts_the_job_scripts_from_the_config_map(team):
     assert mount == {"name": volume["name"], "mountPath": SCRIPTS_MOUNT_PATH, "readOnly": True}
     assert volume["configMap"]["name"] == config_map["metadata"]["name"]
     assert config_map["data"] == {
-        name: (BATCH_DIR / name).read_text() for name in ("pytorch_benchmark.py", "xgboost_benchmark.py")
+        name: (BATCH_DIR / name).read_text()
+        for name in ("job_runner.py", "pytorch_benchmark.py", "xgboost_benchmark.py")
     }
 
 

@@ -8,7 +8,6 @@ import ast
 import base64
 import hashlib
 import hmac
-import importlib.util
 import json
 import shutil
 import ssl
@@ -23,20 +22,11 @@ from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-HANDLER = ROOT / "lambda" / "rayservice_ready" / "index.py"
+from tests.lambda_handlers import load_handler
 
 
-def _load(name: str, path: Path):
-    # `lambda` is a Python keyword, so the handler is loaded from its file.
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-gate = _load("rayservice_ready_index", HANDLER)
+gate = load_handler("rayservice_ready")
 
 REGION = "eu-west-3"
 CLUSTER = "ray-serve-ha"
@@ -535,7 +525,7 @@ def test_certificate_authority_must_be_base64_pem():
 
 
 def test_handler_imports_only_the_standard_library_and_botocore():
-    tree = ast.parse(HANDLER.read_text())
+    tree = ast.parse(Path(gate.__file__).read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert imported - sys.stdlib_module_names - {"__future__"} <= {"boto3", "botocore"}

@@ -5,7 +5,6 @@ checked exactly with botocore's Stubber (no AWS call is made)."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import socket
 import sys
@@ -17,23 +16,14 @@ from pathlib import Path
 
 import boto3
 import pytest
+
+from tests.lambda_handlers import load_handler
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-ROOT = Path(__file__).resolve().parent.parent
-HANDLER = ROOT / "lambda" / "serve_probe" / "index.py"
 
 
-def _load(name: str, path: Path):
-    # `lambda` is a Python keyword, so the handler is loaded from its file.
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-probe = _load("serve_probe_index", HANDLER)
+probe = load_handler("serve_probe")
 
 MODEL = "mistralai/Mistral-7B-Instruct-v0.2"
 SERVICE = "ray-serve-ha"
@@ -381,7 +371,7 @@ def test_config_errors_name_the_variable(env, message):
 
 
 def test_handler_imports_only_the_standard_library_and_boto3():
-    tree = ast.parse(HANDLER.read_text())
+    tree = ast.parse(Path(probe.__file__).read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert imported - sys.stdlib_module_names - {"__future__"} <= {"boto3", "botocore"}
