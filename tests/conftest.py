@@ -32,8 +32,9 @@ CDK_JSON_CONTEXT: dict = json.loads((ROOT / "cdk.json").read_text())["context"]
 
 
 def schemas_dir() -> Path:
-    """CRD schemas: $RAY_SERVE_HA_SCHEMAS, or ../shared/schemas beside the repository."""
-    return Path(os.environ.get("RAY_SERVE_HA_SCHEMAS", ROOT.parent / "shared" / "schemas"))
+    """CRD schemas: $RAY_SERVE_HA_SCHEMAS, or the project's own copies in schemas/ (each
+    folder's SOURCE.md names the upstream repository, tag and path)."""
+    return Path(os.environ.get("RAY_SERVE_HA_SCHEMAS", ROOT / "schemas"))
 
 
 def context(**overrides) -> dict:
