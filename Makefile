@@ -13,7 +13,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 
 CDK := cdk
 
-.PHONY: setup system-packages demo demo-down drill batch-local synth test bench bench-drill clean
+.PHONY: setup system-packages demo demo-down drill batch-local synth lint check test bench bench-drill clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -61,6 +61,16 @@ batch-local: setup
 ## The CDK app synthesized offline into cdk.out/ (no AWS account or credentials needed).
 synth: setup
 	$(CDK) synth --quiet
+
+## Lint and types: ruff over the project, mypy --strict over the CDK app, the charts and the local stack.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy stacks charts local app.py
+
+## The fast check (no Ray cluster, browser or root): lint, then every test not marked as
+## needing one of them (markers in pytest.ini).
+check: lint
+	$(BIN)/pytest -m "not ray and not browser and not local_stack" -q
 
 ## The whole test suite.
 test: setup system-packages

@@ -185,6 +185,7 @@ def _stop_process_group(process: subprocess.Popen) -> None:
 
 # --- the jobs on the cluster -----------------------------------------------------------
 
+@pytest.mark.ray
 def test_xgboost_job_trains_predicts_and_reports_its_times(ray_cluster):
     streamed: list[str] = []
     status, logs = submit(
@@ -206,6 +207,7 @@ def test_xgboost_job_trains_predicts_and_reports_its_times(ray_cluster):
     assert summary["training_time_s"] > 0 and summary["prediction_time_s"] > 0
 
 
+@pytest.mark.ray
 def test_pytorch_job_trains_predicts_and_reports_its_times(ray_cluster):
     status, logs = submit(
         ray_cluster.dashboard_url,
@@ -222,6 +224,7 @@ def test_pytorch_job_trains_predicts_and_reports_its_times(ray_cluster):
     assert summary["accuracy"] >= 0.6
 
 
+@pytest.mark.ray
 def test_a_failing_job_is_reported_failed_by_the_cli(ray_cluster):
     # Refused by the script's own checks before any training: a quick failure.
     result = subprocess.run(
@@ -273,6 +276,7 @@ def test_synthetic_data_is_one_learnable_rule_with_both_classes():
     assert (xgboost_benchmark.make_classification(10, 10, seed=2)[0] != x_a[:10]).any()
 
 
+@pytest.mark.ray
 def test_the_cluster_refuses_a_client_without_its_token(ray_cluster):
     request = urllib.request.Request(f"{ray_cluster.dashboard_url}/api/jobs/")
     with pytest.raises(urllib.error.HTTPError) as error:
