@@ -14,9 +14,9 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -42,6 +42,7 @@ RAY_ENV = {
 
 LOOPBACK = "127.0.0.1"
 SERVED_MODEL = "tiny-mistral"
+APP_NAME = "llm"
 MAX_MODEL_LEN = 256
 MAX_TOKENS_LIMIT = 64
 
@@ -57,6 +58,12 @@ class Backend:
     model_dir: Path
     port: int
     args: dict
+    ray_dir: Path
+
+    @property
+    def logs(self) -> Path:
+        """Ray's log folder of this session's instance."""
+        return self.ray_dir / "session_latest" / "logs"
 
     @property
     def url(self) -> str:
@@ -71,7 +78,6 @@ def _start() -> tuple[Backend, Callable[[], None]]:
     import ray
     from ray import serve
     from ray._private import ray_constants
-
     from ray_serve_llm.app import build_app
     from ray_serve_llm.tiny_model import save_tiny_model
 
@@ -127,11 +133,11 @@ def _start() -> tuple[Backend, Callable[[], None]]:
         node_ip = ray.nodes()[0]["NodeManagerAddress"]
         assert node_ip == LOOPBACK, f"Ray listens on {node_ip}, not on the loopback address"
         serve.start(http_options={"host": LOOPBACK, "port": port})
-        serve.run(build_app(args), name="llm", route_prefix="/")
+        serve.run(build_app(args), name=APP_NAME, route_prefix="/")
     except BaseException:
         stop()
         raise
-    return Backend(model_dir=model_dir, port=port, args=args), stop
+    return Backend(model_dir=model_dir, port=port, args=args, ray_dir=ray_dir), stop
 
 
 _KEY = pytest.StashKey[Backend]()
@@ -147,3 +153,33 @@ def shared_backend(request: pytest.FixtureRequest) -> Backend:
         stash[_KEY] = backend
         print(f"\nServe app ready in {time.monotonic() - started:.1f} s at {backend.url}")
     return stash[_KEY]
+
+
+def serve_actor_pid(name_prefix: str) -> int:
+    """The process id of the one Serve actor whose name starts with `name_prefix`, asked of
+    the actor itself (so it is this session's Ray instance, whatever else runs here)."""
+    import ray
+
+    (actor,) = [
+        actor for actor in ray.util.list_named_actors(all_namespaces=True) if actor["name"].startswith(name_prefix)
+    ]
+    handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
+    return ray.get(handle.__ray_call__.remote(lambda _: os.getpid()))
+
+
+def replica_pid() -> int:
+    from ray_serve_llm.app import DEPLOYMENT_NAME
+
+    return serve_actor_pid(f"SERVE_REPLICA::{APP_NAME}#{DEPLOYMENT_NAME}#")
+
+
+def proxy_pid() -> int:
+    return serve_actor_pid("SERVE_PROXY_ACTOR-")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process, from the kernel (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")

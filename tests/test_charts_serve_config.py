@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from dataclasses import replace
+from typing import Any, get_args
 
+import cdk8s
 import pytest
 import yaml
+from pydantic import BaseModel, ValidationError
+from ray.serve.config import AutoscalingConfig
+from ray.serve.schema import ServeDeploySchema
 
+from charts.profiles import KindDeployment, eks_rayservice_inputs, kind_rayservice_inputs
+from charts.rayservice import RayServiceChart
 from charts.serve_config import (
     APP_IMPORT_PATH,
     DEPLOYMENT_NAME,
@@ -17,6 +25,8 @@ from charts.serve_config import (
     serve_config,
     serve_config_yaml,
 )
+from local.stack import LocalStack, StackState
+from tests.chart_inputs import example_eks_deployment
 from tests.conftest import ROOT
 
 NEURON = LlmServing(model_id="mistralai/Mistral-7B-Instruct-v0.2", engine="neuron", tensor_parallel_degree=2)
@@ -125,3 +135,84 @@ def test_the_local_runner_can_import_it_without_kubernetes_libraries():
     # The local stack's environment has Ray but no cdk8s: importing must not pull it in.
     code = "import sys, charts.serve_config; sys.exit('cdk8s' in sys.modules or 'constructs' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+# --- Ray Serve's own schema ---------------------------------------------------------------
+#
+# Serve validates a config with `ServeDeploySchema`, but it lets unknown keys through
+# (forward compatibility) and ignores them: a misspelt `max_replica_per_node` would deploy
+# without the rule. So every key is also checked against the schema's fields, down to the
+# models Serve applies later to what the schema keeps as a plain dict (`autoscaling_config`).
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
+
+
+def unknown_keys(config: dict, model: type[BaseModel] = ServeDeploySchema, where: str = "") -> list[str]:
+    """The keys of `config` (at any depth) that `model` and its nested models do not define."""
+    model.model_validate(config)
+    found = []
+    for key, value in config.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            found.append(f"{where}{key}")
+            continue
+        nested = _models_in(field.annotation)
+        if not nested:
+            continue
+        for index, item in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(item, dict):
+                place = f"{where}{key}[{index}]." if isinstance(value, list) else f"{where}{key}."
+                found += unknown_keys(item, nested[0], place)
+    return found
+
+
+def _rendered_serve_config(inputs) -> dict:
+    objects = RayServiceChart(cdk8s.App(), "rs", inputs=inputs).to_json()
+    (rayservice,) = [o for o in objects if o["kind"] == "RayService"]
+    return yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+
+
+SERVE_CONFIGS = {
+    # What the RayService of each profile carries, and what the local stack PUTs to Serve.
+    "eks-neuron": lambda: _rendered_serve_config(eks_rayservice_inputs(example_eks_deployment("neuron"))),
+    "eks-nvidia": lambda: _rendered_serve_config(eks_rayservice_inputs(example_eks_deployment("nvidia"))),
+    "kind": lambda: _rendered_serve_config(kind_rayservice_inputs(KindDeployment())),
+    "local": lambda: serve_config(LocalStack(StackState(fault_tolerance=True)).serving),
+}
+
+
+@pytest.mark.parametrize("form", SERVE_CONFIGS)
+def test_serve_config_is_valid_for_ray_serve_with_no_ignored_key(form):
+    config = SERVE_CONFIGS[form]()
+    assert unknown_keys(config) == []
+    (application,) = ServeDeploySchema.model_validate(config).applications
+    (deployment,) = application.deployments
+    AutoscalingConfig.model_validate(deployment.autoscaling_config)
+    assert deployment.name == DEPLOYMENT_NAME
+
+
+def test_the_schema_check_finds_keys_serve_would_ignore(config):
+    misspelt = copy.deepcopy(config)
+    misspelt["proxy_locaton"] = "EveryNode"
+    deployment = misspelt["applications"][0]["deployments"][0]
+    deployment["max_replica_per_node"] = 1
+    deployment["autoscaling_config"]["target_requests"] = 4
+    deployment["ray_actor_options"]["neuron_cores"] = 2
+    ServeDeploySchema.model_validate(misspelt)  # Serve itself takes it
+    assert sorted(unknown_keys(misspelt)) == [
+        "applications[0].deployments[0].autoscaling_config.target_requests",
+        "applications[0].deployments[0].max_replica_per_node",
+        "applications[0].deployments[0].ray_actor_options.neuron_cores",
+        "proxy_locaton",
+    ]
+
+
+def test_the_schema_check_refuses_wrong_values(config):
+    wrong = copy.deepcopy(config)
+    wrong["applications"][0]["deployments"][0]["max_ongoing_requests"] = "many"
+    with pytest.raises(ValidationError, match="max_ongoing_requests"):
+        unknown_keys(wrong)

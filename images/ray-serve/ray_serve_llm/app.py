@@ -6,11 +6,14 @@
 Routes (FastAPI ingress):
     POST /v1/chat/completions   OpenAI chat completions, plain or streamed (SSE, `data: [DONE]`)
     GET  /v1/models             the one served model
+    GET  /v1/models/{id}        the same model by its id (the openai client's models.retrieve)
     GET  /infer?sentence=...    the 2024 blueprint's route: the answer as plain text
     GET  /healthz               cheap liveness of the replica and its engine
 
 Every client mistake is a 4xx with OpenAI's error body; it is detected before generation
-starts, so a stream never begins only to break.
+starts, so a stream never begins only to break. A body too large to fit the context is
+refused with 413 before it is read, a prompt too long by its character count before it is
+tokenized (`protocol.RequestLimits`). Anything else that fails is a JSON 500, never text.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures'
@@ -18,7 +21,8 @@ starts, so a stream never begins only to break.
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +35,7 @@ from .engines import ChatTemplateError, Engine, Prompt, SamplingParams, load_eng
 from .protocol import (
     SSE_DONE,
     OpenAIError,
+    RequestLimits,
     chunk_body,
     completion_body,
     completion_id,
@@ -89,6 +94,16 @@ async def _validation_error(_: Request, error: RequestValidationError) -> JSONRe
     return await _openai_error(_, OpenAIError(message, param=param or None, code=code))
 
 
+@api.exception_handler(Exception)
+async def _server_error(_: Request, error: Exception) -> JSONResponse:
+    # A bug, not a client mistake: Starlette still logs the traceback; the client gets
+    # OpenAI's shape instead of a plain-text "Internal Server Error".
+    failure = OpenAIError(
+        "The server had an error while processing your request.", status_code=500, type="server_error"
+    )
+    return await _openai_error(_, failure)
+
+
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
     kind = "invalid_request_error" if error.status_code < 500 else "server_error"
@@ -115,11 +130,14 @@ class LLMServer:
         self.engine: Engine = await asyncio.to_thread(load_engine, self.args)
         # Prompt plus completion, in tokens: what the args ask for, within what the model takes.
         self.max_model_len = min(self.args.max_model_len, self.engine.max_context or self.args.max_model_len)
+        self.limits = RequestLimits(self.max_model_len, self.engine.max_chars_per_token)
         logger.info(
-            "LLMServer ready: model %r served as %r by engine %r",
+            "LLMServer ready: model %r served as %r by engine %r; bodies up to %d bytes, prompts up to %d characters",
             self.args.model_id,
             self.model_name,
             self.args.engine,
+            self.limits.max_body_bytes,
+            self.limits.max_prompt_chars,
         )
 
     # --- Serve hooks -------------------------------------------------------------------
@@ -146,33 +164,22 @@ class LLMServer:
 
     @api.get("/v1/models")
     async def models(self) -> JSONResponse:
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": [
-                    {
-                        "id": self.model_name,
-                        "object": "model",
-                        "created": self.created,
-                        "owned_by": "ray-serve-llm",
-                        "root": self.args.model_id,
-                        "max_model_len": self.max_model_len,
-                    }
-                ],
-            }
-        )
+        return JSONResponse({"object": "list", "data": [self._model_card()]})
+
+    # `:path`: a model id may hold a slash (mistralai/Mistral-7B-Instruct-v0.2), which the
+    # openai client sends as %2F.
+    @api.get("/v1/models/{model_id:path}")
+    async def model(self, model_id: str) -> JSONResponse:
+        if model_id != self.model_name:
+            raise self._no_such_model(model_id, param=None)
+        return JSONResponse(self._model_card())
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):  # noqa: ANN201 - JSON or a stream
-        body = parse_json_body(await request.body())
+        body = parse_json_body(await self._read_body(request))
         chat = parse_chat_request(body, max_tokens_limit=self.args.max_tokens_limit)
         if chat.model is not None and chat.model != self.model_name:
-            raise OpenAIError(
-                f"The model '{chat.model}' does not exist. This server serves '{self.model_name}'.",
-                status_code=404,
-                param="model",
-                code="model_not_found",
-            )
+            raise self._no_such_model(chat.model, param="model")
         prompt = self._render([message.as_template_message() for message in chat.messages])
         params = SamplingParams(
             max_tokens=self._max_tokens(prompt, chat.requested_max_tokens),
@@ -210,23 +217,59 @@ class LLMServer:
                 param="max_tokens",
                 code="invalid_value",
             )
-        prompt = self._render([{"role": "user", "content": sentence}])
+        prompt = self._render([{"role": "user", "content": sentence}], param="sentence")
         wanted = max_tokens or min(INFER_DEFAULT_MAX_TOKENS, self.args.max_tokens_limit)
         text, _, _ = await self._complete(prompt, SamplingParams(max_tokens=self._max_tokens(prompt, wanted)))
         return PlainTextResponse(text)
 
     # --- Helpers -----------------------------------------------------------------------
 
-    def _render(self, messages: list[dict[str, str]]) -> Prompt:
+    def _model_card(self) -> dict[str, Any]:
+        return {
+            "id": self.model_name,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "ray-serve-llm",
+            "root": self.args.model_id,
+            "max_model_len": self.max_model_len,
+        }
+
+    def _no_such_model(self, model: str, *, param: str | None) -> OpenAIError:
+        return OpenAIError(
+            f"The model '{model}' does not exist. This server serves '{self.model_name}'.",
+            status_code=404,
+            param=param,
+            code="model_not_found",
+        )
+
+    async def _read_body(self, request: Request) -> bytes:
+        """The body, refused with 413 once it is larger than any that fits the context: by
+        its Content-Length before a byte is read, or (chunked) as soon as it grows past."""
+        limit = self.limits.max_body_bytes
+        # (The HTTP server in front has already refused a malformed Content-Length.)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise self.limits.body_too_large(int(declared))
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise self.limits.body_too_large(None)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _render(self, messages: list[dict[str, str]], *, param: str = "messages") -> Prompt:
+        """The prompt; `param` names the request's text in errors."""
+        self.limits.check_prompt_chars(sum(len(message["content"]) for message in messages), param=param)
         try:
             prompt = self.engine.render(messages)
         except ChatTemplateError as error:
-            raise OpenAIError(f"Invalid 'messages': {error}", param="messages", code="invalid_value") from None
+            raise OpenAIError(f"Invalid '{param}': {error}", param=param, code="invalid_value") from None
         if prompt.num_tokens >= self.max_model_len:
             raise OpenAIError(
                 f"This model's maximum context length is {self.max_model_len} tokens; "
-                f"the messages take {prompt.num_tokens}.",
-                param="messages",
+                f"the prompt from '{param}' takes {prompt.num_tokens}.",
+                param=param,
                 code="context_length_exceeded",
             )
         return prompt
@@ -271,7 +314,9 @@ class LLMServer:
             return
         yield sse(chunk_body(**meta, delta={}, finish_reason=finish_reason))
         if include_usage:
-            yield sse({**chunk_body(**meta, delta={}), "choices": [], "usage": usage(prompt.num_tokens, completion_tokens)})
+            yield sse(
+                {**chunk_body(**meta, delta={}), "choices": [], "usage": usage(prompt.num_tokens, completion_tokens)}
+            )
         yield SSE_DONE
 
 

@@ -8,8 +8,9 @@ template error or an over-long prompt is still a 400, even for a stream), then i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -60,6 +61,12 @@ class Engine(ABC):
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
+        # The most characters one token stands for: the longest vocabulary entry, special
+        # tokens included (a byte-level vocabulary writes one character per byte, so it
+        # overstates, never understates). A text of N characters is at least N / this many
+        # tokens (for a tokenizer whose normalizer deletes no characters, as Mistral's and
+        # Llama's), which the server checks before tokenizing it.
+        self.max_chars_per_token = max(len(piece) for piece in tokenizer.get_vocab())
 
     def render(self, messages: Sequence[Mapping[str, str]]) -> Prompt:
         """Applies the tokenizer's chat template and tokenizes in one step: the template
