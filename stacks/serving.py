@@ -115,6 +115,7 @@ class ServingStack(cdk.Stack):
             cluster=cluster.cluster,
             namespace=namespace,
             rayservice_name=rayservice_name,
+            rayservice_manifest=self.charts.rayservice.to_json(),
             timeout=cdk.Duration.minutes(settings.operations.readiness_timeout_minutes),
             **in_vpc,
         )

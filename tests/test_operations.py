@@ -4,10 +4,12 @@ and dashboard, and the outputs that tell users the next command."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from aws_cdk.assertions import Match
 
+from stacks.settings import READINESS_TIMEOUT_MAX_MINUTES
 from tests.conftest import synthesize
 from tests.crd_schemas import schema_errors
 
@@ -23,25 +25,81 @@ def only(template, resource_type: str, props: dict | None = None) -> tuple[str, 
     return next(iter(found.items()))
 
 
+@pytest.fixture(scope="module")
+def changed():
+    """Another model and a shorter readiness timeout than the defaults."""
+    return synthesize(modelId="mistralai/Mistral-7B-Instruct-v0.3", readinessTimeoutMinutes="30").serving
+
+
+def waiter_seconds(template) -> int:
+    """How long the Provider's waiter polls: interval × attempts of its state machine."""
+    _, machine = only(template, "AWS::StepFunctions::StateMachine")
+    definition = json.dumps(machine["Properties"]["DefinitionString"])
+    interval = int(re.search(r'IntervalSeconds\\":(\d+)', definition).group(1))
+    attempts = int(re.search(r'MaxAttempts\\":(\d+)', definition).group(1))
+    assert machine["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
+    return interval * attempts
+
+
 def test_readiness_gate_waits_for_the_rayservice_with_the_configured_timeout(serving):
     _, resource = only(serving, "Custom::RayServiceReady")
     properties = resource["Properties"]
-    assert (properties["Namespace"], properties["RayServiceName"], properties["TimeoutSeconds"]) == (
-        "ray-serving", "ray-serve-llm", "3540"
-    )
+    assert (properties["Namespace"], properties["RayServiceName"]) == ("ray-serving", "ray-serve-llm")
     assert {"ClusterName", "Endpoint", "CertificateAuthority"} <= set(properties)
-    # The Provider's waiter retries every 30 s for the whole timeout: 60 min / 30 s.
-    _, machine = only(serving, "AWS::StepFunctions::StateMachine")
-    definition = json.dumps(machine["Properties"]["DefinitionString"])
-    assert '\\"IntervalSeconds\\":30' in definition and '\\"MaxAttempts\\":120' in definition
-    assert machine["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
+    # The default is the longest wait CloudFormation allows: the Provider's waiter polls
+    # every 30 s for the whole timeout, the handler gives up 60 s earlier with its message.
+    assert waiter_seconds(serving) == READINESS_TIMEOUT_MAX_MINUTES * 60
+    assert properties["TimeoutSeconds"] == str(READINESS_TIMEOUT_MAX_MINUTES * 60 - 60)
 
 
-def test_readiness_timeout_follows_the_setting():
-    template = synthesize(readinessTimeoutMinutes="90").serving
-    _, resource = only(template, "Custom::RayServiceReady")
+def test_the_longest_readiness_wait_fits_cloudformations_custom_resource_limit(serving):
+    # CloudFormation fails a custom resource after ServiceTimeout (at most 3,600 s) whatever
+    # the Provider would still do: the whole wait, and a margin for the start, fit in it.
+    _, resource = only(serving, "Custom::RayServiceReady")
+    assert resource["Properties"]["ServiceTimeout"] == "3600"
+    assert waiter_seconds(serving) + 5 * 60 <= 3600
+
+
+def test_readiness_timeout_follows_the_setting(changed):
+    _, resource = only(changed, "Custom::RayServiceReady")
+    assert waiter_seconds(changed) == 30 * 60
     # 60 s short of the Provider's total timeout, so the handler's own message wins.
-    assert resource["Properties"]["TimeoutSeconds"] == "5340"
+    assert resource["Properties"]["TimeoutSeconds"] == "1740"
+
+
+def intrinsics(value) -> list[str]:
+    """Every CloudFormation intrinsic (a dict other than Fn::Join) inside a property, as text."""
+    if isinstance(value, list):
+        return [found for item in value for found in intrinsics(item)]
+    if isinstance(value, dict):
+        if "Fn::Join" in value:
+            return intrinsics(value["Fn::Join"][1])
+        return [json.dumps(value, sort_keys=True)]
+    return []
+
+
+def test_readiness_gate_sees_every_deploy_time_value_of_the_rayservice(serving):
+    # Images, the Redis endpoint: when CloudFormation resolves any of them to something new,
+    # the RayService manifest changes and so do the gate's properties (an Update: it waits
+    # again for the new spec).
+    (manifest,) = [r["Properties"]["Manifest"] for k, r in
+                   serving.find_resources("Custom::AWSCDK-EKS-KubernetesResource").items()
+                   if k.startswith("RayserviceChart")]
+    _, resource = only(serving, "Custom::RayServiceReady")
+    in_manifest = set(intrinsics(manifest))
+    assert any("container-assets" in item for item in in_manifest)  # the Ray Serve image
+    assert in_manifest <= set(intrinsics(resource["Properties"]["DeployTimeValues"]))
+
+
+def test_readiness_gate_runs_again_when_the_rayservice_spec_changes(serving, changed):
+    def spec_hash(template) -> str:
+        return only(template, "Custom::RayServiceReady")[1]["Properties"]["RayServiceSpecHash"]
+
+    assert re.fullmatch(r"[0-9a-f]{64}", spec_hash(serving))
+    # Another model changes the serve config in the RayService: a new hash, an Update.
+    assert spec_hash(changed) != spec_hash(serving)
+    # The same settings give the same hash (token names do not leak into it): no Update.
+    assert spec_hash(synthesize().serving) == spec_hash(serving)
 
 
 def test_readiness_gate_runs_in_the_vpc_on_the_lambda_runtime_without_bundling(serving):
