@@ -95,8 +95,8 @@ class RayServiceReadiness(Construct):
         common = dict(
             runtime=RUNTIME,
             code=lambda_.Code.from_asset(str(HANDLER_DIR), exclude=["__pycache__"]),
-            # A private API endpoint is reachable from the VPC only: run in it, in the
-            # cluster security group (which admits its own members on 443).
+            # A private API endpoint is reachable from the VPC only: run in it, in a group
+            # of its own that reaches the API endpoint and nothing else (helper_access.py).
             vpc=vpc,
             vpc_subnets=ec2.SubnetSelection(subnets=subnets),
             security_groups=[security_group],

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aws_cdk as cdk
 import cdk8s
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
@@ -19,6 +20,7 @@ from charts.rayservice import serve_service_name
 from stacks.cluster import ClusterStack
 from stacks.drill_runner import HaDrillProject
 from stacks.gcs_store import GcsStoreStack
+from stacks.helper_access import HelperReach, HelperSecurityGroup
 from stacks.network import NetworkStack
 from stacks.observability import AvailabilityAlarm, ServeProbe, serving_dashboard
 from stacks.readiness import RayServiceReadiness
@@ -106,9 +108,16 @@ class ServingStack(cdk.Stack):
 
         namespace = self.charts.rayservice.inputs.namespace
         rayservice_name = self.charts.rayservice.inputs.name
-        in_vpc = dict(
-            vpc=network.vpc, subnets=network.private_subnets, security_group=cluster.cluster_security_group
-        )
+        def in_vpc(name: str, reach: HelperReach, description: str) -> dict:
+            """The helper's place in the VPC: the private subnets and a group of its own."""
+            group = HelperSecurityGroup(
+                self, f"{name}Access", vpc=network.vpc, cluster_security_group=cluster.cluster_security_group,
+                reach=reach, description=description,
+            )
+            self.helper_security_groups[name] = group.security_group
+            return dict(vpc=network.vpc, subnets=network.private_subnets, security_group=group.security_group)
+
+        self.helper_security_groups: dict[str, ec2.SecurityGroup] = {}
         self.readiness = RayServiceReadiness(
             self,
             "Readiness",
@@ -117,7 +126,8 @@ class ServingStack(cdk.Stack):
             rayservice_name=rayservice_name,
             rayservice_manifest=self.charts.rayservice.to_json(),
             timeout=cdk.Duration.minutes(settings.operations.readiness_timeout_minutes),
-            **in_vpc,
+            # It signs its EKS token locally: the API endpoint is all it talks to.
+            **in_vpc("Readiness", HelperReach(api_endpoint=True), "RayService readiness gate"),
         )
         self.readiness.node.add_dependency(rayservice)
         self.readiness.rbac.node.add_dependency(self.manifests["namespace"])
@@ -138,7 +148,9 @@ class ServingStack(cdk.Stack):
         self.serve_endpoint.node.add_dependency(self.readiness)
         serve_url = f"http://{self.serve_endpoint.value}:{constants.SERVE_PORT}"
         self.probe = ServeProbe(
-            self, "Probe", service_name=f"{settings.cluster.name}/{rayservice_name}", serve_url=serve_url, **in_vpc
+            self, "Probe", service_name=f"{settings.cluster.name}/{rayservice_name}", serve_url=serve_url,
+            # The serve load balancer, and CloudWatch for its metrics.
+            **in_vpc("Probe", HelperReach(serve_load_balancer=True, aws_apis=True), "Ray Serve availability probe"),
         )
         self.alarm = AvailabilityAlarm(
             self,
@@ -164,7 +176,11 @@ class ServingStack(cdk.Stack):
             namespace=namespace,
             rayservice_name=rayservice_name,
             serve_url=serve_url,
-            **in_vpc,
+            # The API endpoint (delete the head pod), the serve load balancer (the load), and
+            # CodeBuild's own needs: its source in S3, logs, the drill's pip packages.
+            **in_vpc(
+                "HaDrill", HelperReach(api_endpoint=True, serve_load_balancer=True, aws_apis=True), "HA drill"
+            ),
         )
         self.ha_drill.rbac.node.add_dependency(self.manifests["namespace"])
         self._outputs(settings, namespace, rayservice_name, serve_url)

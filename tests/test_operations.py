@@ -206,3 +206,66 @@ def test_ui_is_applied_after_the_rayservice_is_ready(serving):
     (gradio,) = [r for k, r in serving.find_resources("Custom::AWSCDK-EKS-KubernetesResource").items()
                  if k.startswith("GradioChart")]
     assert readiness_id in gradio["DependsOn"]
+
+
+def describe_peer(rule: dict) -> str:
+    """An egress rule's destination in words: the cluster SG, the VPC CIDR or anywhere."""
+    if "DestinationSecurityGroupId" in rule:
+        return "cluster-sg" if "ClusterSecurityGroupId" in json.dumps(rule["DestinationSecurityGroupId"]) else "other-sg"
+    if rule.get("CidrIp") == "0.0.0.0/0":
+        return "anywhere"
+    return "vpc-cidr" if "CidrBlock" in json.dumps(rule["CidrIp"]) else json.dumps(rule["CidrIp"])
+
+
+def helper_groups(template) -> dict[str, list[str]]:
+    """Helper (readiness handlers, probe, drill) -> the security groups it runs in."""
+    found = {}
+    for logical_id, function in template.find_resources("AWS::Lambda::Function").items():
+        handler = function["Properties"].get("Handler", "")
+        if handler in ("index.on_event", "index.is_complete", "index.handler"):
+            found[handler] = function["Properties"]["VpcConfig"]["SecurityGroupIds"]
+    (project,) = template.find_resources("AWS::CodeBuild::Project").values()
+    found["drill"] = project["Properties"]["VpcConfig"]["SecurityGroupIds"]
+    return found
+
+
+def test_helpers_run_in_groups_of_their_own_with_only_the_egress_they_need(serving):
+    groups = serving.find_resources("AWS::EC2::SecurityGroup")
+    reach = {}
+    for helper, ids in helper_groups(serving).items():
+        (group,) = ids
+        # A group of this stack, not the cluster security group (which opens every node,
+        # pod, kubelet and Redis to its members).
+        assert "ClusterSecurityGroupId" not in json.dumps(group), helper
+        properties = groups[group["Fn::GetAtt"][0]]["Properties"]
+        assert "SecurityGroupIngress" not in properties
+        reach[helper] = sorted((describe_peer(r), r["FromPort"], r["ToPort"]) for r in properties["SecurityGroupEgress"])
+    assert reach == {
+        "index.on_event": [("cluster-sg", 443, 443)],
+        "index.is_complete": [("cluster-sg", 443, 443)],
+        "index.handler": [("anywhere", 443, 443), ("vpc-cidr", 8000, 8000)],
+        "drill": [("anywhere", 443, 443), ("cluster-sg", 443, 443), ("vpc-cidr", 8000, 8000)],
+    }
+    # The API endpoint (cluster security group) admits exactly the helpers that call it.
+    admitted = {
+        rule["Properties"]["SourceSecurityGroupId"]["Fn::GetAtt"][0]
+        for rule in serving.find_resources("AWS::EC2::SecurityGroupIngress").values()
+        if "ClusterSecurityGroupId" in json.dumps(rule["Properties"]["GroupId"])
+        and (rule["Properties"]["FromPort"], rule["Properties"]["ToPort"]) == (443, 443)
+    }
+    callers = helper_groups(serving)
+    assert admitted == {callers["index.is_complete"][0]["Fn::GetAtt"][0], callers["drill"][0]["Fn::GetAtt"][0]}
+
+
+def test_cloudwatch_may_use_the_topic_key_only_for_this_accounts_alarms(serving):
+    (key,) = [k for k in serving.find_resources("AWS::KMS::Key").values()
+              if "cloudwatch.amazonaws.com" in json.dumps(k)]
+    (statement,) = [s for s in key["Properties"]["KeyPolicy"]["Statement"]
+                    if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+    assert statement["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+        "ArnLike": {"aws:SourceArn": {"Fn::Join": ["", [
+            "arn:", {"Ref": "AWS::Partition"}, ":cloudwatch:", {"Ref": "AWS::Region"}, ":",
+            {"Ref": "AWS::AccountId"}, ":alarm:*"]]}},
+    }
+    assert sorted(statement["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
