@@ -49,6 +49,7 @@ class HelperSecurityGroup(Construct):
         self.security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, description=description, allow_all_outbound=False
         )
+        self.api_endpoint_ingress: ec2.CfnSecurityGroupIngress | None = None
         if reach.api_endpoint:
             self.security_group.add_egress_rule(
                 ec2.Peer.security_group_id(cluster_security_group.security_group_id), HTTPS,
@@ -56,7 +57,7 @@ class HelperSecurityGroup(Construct):
             )
             # The rule lives here, beside the group it admits, not in the cluster stack: the
             # cluster knows nothing of its clients, and the serving stack goes first on delete.
-            ec2.CfnSecurityGroupIngress(
+            self.api_endpoint_ingress = ec2.CfnSecurityGroupIngress(
                 self,
                 "ApiEndpointIngress",
                 group_id=cluster_security_group.security_group_id,

@@ -146,6 +146,14 @@ class RayServiceReadiness(Construct):
             ),
         )
         spec_hash, deploy_time_values = rayservice_fingerprint(cdk.Stack.of(self), rayservice_manifest)
+        where = {
+            "ClusterName": cluster.cluster_name,
+            "Endpoint": cluster.cluster_endpoint,
+            "CertificateAuthority": cluster.cluster_certificate_authority_data,
+            "Namespace": namespace,
+            "RayServiceName": rayservice_name,
+            "TimeoutSeconds": str(int(timeout.to_seconds() - HANDLER_HEADROOM.to_seconds())),
+        }
         self.resource = cdk.CustomResource(
             self,
             "Resource",
@@ -154,19 +162,23 @@ class RayServiceReadiness(Construct):
             # Said outright rather than left to CloudFormation's default: the gate's whole
             # wait (the Provider's total timeout) fits inside it.
             service_timeout=CUSTOM_RESOURCE_MAX_WAIT,
-            properties={
-                "ClusterName": cluster.cluster_name,
-                "Endpoint": cluster.cluster_endpoint,
-                "CertificateAuthority": cluster.cluster_certificate_authority_data,
-                "Namespace": namespace,
-                "RayServiceName": rayservice_name,
-                "TimeoutSeconds": str(int(timeout.to_seconds() - HANDLER_HEADROOM.to_seconds())),
-                "RayServiceSpecHash": spec_hash,
-                "DeployTimeValues": deploy_time_values,
-            },
+            properties={**where, "RayServiceSpecHash": spec_hash, "DeployTimeValues": deploy_time_values},
         )
-        # The handler must be allowed in before it asks.
-        self.resource.node.add_dependency(self.access, self.rbac)
+        # Its mirror image for `cdk destroy`: nothing on create; on delete it waits until the
+        # deleted RayService's RayClusters (Redis cleanup Job) and LoadBalancer Services (the
+        # NLB and the controller's security groups) are gone. The stack places it between the
+        # RayService and what those still need.
+        self.teardown = cdk.CustomResource(
+            self,
+            "Teardown",
+            service_token=provider.service_token,
+            resource_type="Custom::RayServiceGone",
+            service_timeout=CUSTOM_RESOURCE_MAX_WAIT,
+            properties=where,
+        )
+        # The handler must be allowed in before it asks, and until it has finished.
+        for resource in (self.resource, self.teardown):
+            resource.node.add_dependency(self.access, self.rbac)
 
 
 def _log_group(scope: Construct, construct_id: str) -> logs.LogGroup:

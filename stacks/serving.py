@@ -8,7 +8,6 @@ from pathlib import Path
 
 import aws_cdk as cdk
 import cdk8s
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
@@ -114,10 +113,10 @@ class ServingStack(cdk.Stack):
                 self, f"{name}Access", vpc=network.vpc, cluster_security_group=cluster.cluster_security_group,
                 reach=reach, description=description,
             )
-            self.helper_security_groups[name] = group.security_group
+            self.helper_access[name] = group
             return dict(vpc=network.vpc, subnets=network.private_subnets, security_group=group.security_group)
 
-        self.helper_security_groups: dict[str, ec2.SecurityGroup] = {}
+        self.helper_access: dict[str, HelperSecurityGroup] = {}
         self.readiness = RayServiceReadiness(
             self,
             "Readiness",
@@ -129,8 +128,19 @@ class ServingStack(cdk.Stack):
             # It signs its EKS token locally: the API endpoint is all it talks to.
             **in_vpc("Readiness", HelperReach(api_endpoint=True), "RayService readiness gate"),
         )
-        self.readiness.node.add_dependency(rayservice)
+        self.readiness.resource.node.add_dependency(rayservice)
         self.readiness.rbac.node.add_dependency(self.manifests["namespace"])
+        # Teardown, in reverse: the RayService manifest goes first (kubectl returns once the
+        # RayService object is gone), then the gate's teardown resource waits until its
+        # RayClusters have run the Redis cleanup Job and the serve Service's NLB and security
+        # groups are deleted; only then the secrets (the cleanup Job reads the password), the
+        # namespace, and after this stack Redis, the cluster and the VPC.
+        self.readiness.teardown.node.add_dependency(self.manifests["secrets"])
+        # Its way in (the API endpoint's ingress rule) goes after it, and is there before
+        # the first poll.
+        for resource in (self.readiness.resource, self.readiness.teardown):
+            resource.node.add_dependency(self.helper_access["Readiness"])
+        rayservice.node.add_dependency(self.readiness.teardown)
         # The Gradio UI comes after a Ready RayService: it has nothing to talk to before.
         self.manifests["gradio"].node.add_dependency(self.readiness)
 

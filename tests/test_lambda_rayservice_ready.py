@@ -43,6 +43,8 @@ SECRET_KEY = "test-secret-access-key"
 SESSION_TOKEN = "FwoGZXIvYXdzEXAMPLE//token+with/odd=chars"
 RAYSERVICE_PATH = f"/apis/ray.io/v1/namespaces/{NAMESPACE}/rayservices/{NAME}"
 EVENTS_PATH = f"/api/v1/namespaces/{NAMESPACE}/events"
+RAYCLUSTERS_PATH = f"/apis/ray.io/v1/namespaces/{NAMESPACE}/rayclusters"
+SERVICES_PATH = f"/api/v1/namespaces/{NAMESPACE}/services"
 
 
 @pytest.fixture(autouse=True)
@@ -208,7 +210,10 @@ def properties(endpoint: str, timeout_s: int = 900, ca: str = "") -> dict:
     }
 
 
-def poll_event(endpoint: str, *, started_ago_s: float = 0, request_type: str = "Create", **props) -> dict:
+def poll_event(
+    endpoint: str, *, started_ago_s: float = 0, request_type: str = "Create",
+    resource_type: str = "Custom::RayServiceReady", **props,
+) -> dict:
     """The event isComplete receives: the CloudFormation request merged with onEvent's output."""
     return {
         "RequestType": request_type,
@@ -216,7 +221,7 @@ def poll_event(endpoint: str, *, started_ago_s: float = 0, request_type: str = "
         "ResponseURL": "https://cloudformation-custom-resource-response.example/secret-presigned",
         "StackId": "arn:aws:cloudformation:eu-west-3:123456789012:stack/serving/abc",
         "LogicalResourceId": "RayServiceReady",
-        "ResourceType": "Custom::RayServiceReady",
+        "ResourceType": resource_type,
         "ResourceProperties": properties(endpoint, **props),
         "PhysicalResourceId": f"{NAMESPACE}/{NAME}",
         "Data": {"StartedAt": str(int(time.time() - started_ago_s))},
@@ -313,7 +318,8 @@ def test_on_event_starts_the_wait(request_type):
 
 
 def test_on_event_delete_keeps_the_physical_id():
-    event = {"RequestType": "Delete", "PhysicalResourceId": "serving/old-name", "ResourceProperties": {}}
+    event = {"RequestType": "Delete", "ResourceType": "Custom::RayServiceReady",
+             "PhysicalResourceId": "serving/old-name", "ResourceProperties": {}}
     assert gate.on_event(event, None) == {"PhysicalResourceId": "serving/old-name"}
 
 
@@ -584,6 +590,72 @@ def test_plain_http_only_to_loopback(kube, endpoint_url):
 
 
 # ---------------------------------------------------------------------------------------
+# Teardown: Custom::RayServiceGone waits on Delete for what the RayService leaves behind
+# ---------------------------------------------------------------------------------------
+
+GONE = "Custom::RayServiceGone"
+
+
+def listing(*items: dict) -> dict:
+    return {"kind": "List", "items": list(items)}
+
+
+def k8s_object(name: str, *finalizers: str, service_type: str | None = None) -> dict:
+    body = {"metadata": {"name": name, "namespace": NAMESPACE, "finalizers": list(finalizers)}}
+    if service_type:
+        body["spec"] = {"type": service_type}
+    return body
+
+
+REDIS_CLEANUP = "ray.io/gcs-ft-redis-cleanup-finalizer"
+LB_CLEANUP = "service.eks.amazonaws.com/resources"
+
+
+def test_gone_has_nothing_to_do_on_create(kube, endpoint):
+    event = poll_event(endpoint, resource_type=GONE)
+    del event["Data"]
+    assert gate.on_event(event, None) == {"PhysicalResourceId": f"{NAMESPACE}/{NAME}"}
+    assert gate.is_complete(event, None) == {"IsComplete": True}
+    assert kube.requests == []
+
+
+def test_delete_waits_until_the_clusters_and_load_balancers_are_gone(kube, endpoint):
+    # The RayService is gone (kubectl delete returned), but its RayCluster still runs the
+    # Redis cleanup Job and the serve Service still holds its NLB.
+    gradio = k8s_object("gradio", service_type="ClusterIP")
+    kube.answers[RAYCLUSTERS_PATH] = [
+        (200, listing(k8s_object("ray-serve-llm-raycluster-x1", REDIS_CLEANUP))), (200, listing()), (200, listing()),
+    ]
+    kube.answers[SERVICES_PATH] = [
+        (200, listing(k8s_object("ray-serve-llm-serve-svc", LB_CLEANUP, service_type="LoadBalancer"), gradio)),
+        (200, listing(k8s_object("ray-serve-llm-serve-svc", LB_CLEANUP, service_type="LoadBalancer"), gradio)),
+        (200, listing(gradio)),
+    ]
+    event = poll_event(endpoint, request_type="Delete", resource_type=GONE)
+    started = gate.on_event({**event, "Data": None}, None)
+    assert started["PhysicalResourceId"] == f"{NAMESPACE}/{NAME}" and "StartedAt" in started["Data"]
+    assert gate.is_complete(event, None) == {"IsComplete": False}
+    assert gate.is_complete(event, None) == {"IsComplete": False}
+    assert gate.is_complete(event, None) == {"IsComplete": True}
+    assert {r["path"] for r in kube.requests} == {RAYSERVICE_PATH, RAYCLUSTERS_PATH, SERVICES_PATH}
+
+
+def test_delete_that_does_not_finish_names_what_is_left(kube, endpoint):
+    kube.answers[RAYSERVICE_PATH] = [(200, k8s_object(NAME, "ray.io/rayservice-finalizer"))]
+    kube.answers[RAYCLUSTERS_PATH] = [(200, listing(k8s_object("ray-serve-llm-raycluster-x1", REDIS_CLEANUP)))]
+    kube.answers[SERVICES_PATH] = [(200, listing(k8s_object("ray-serve-llm-serve-svc", LB_CLEANUP, service_type="LoadBalancer")))]
+    with pytest.raises(errors.GateError) as raised:
+        gate.is_complete(poll_event(endpoint, request_type="Delete", resource_type=GONE, started_ago_s=120, timeout_s=60), None)
+    assert str(raised.value) == (
+        "RayService serving/mistral teardown did not finish in 120 s; still there: "
+        "RayService mistral (finalizers: ray.io/rayservice-finalizer); "
+        f"RayCluster ray-serve-llm-raycluster-x1 (finalizers: {REDIS_CLEANUP}); "
+        f"Service ray-serve-llm-serve-svc (finalizers: {LB_CLEANUP}). "
+        "Delete them (or remove their finalizers) and destroy again."
+    )
+
+
+# ---------------------------------------------------------------------------------------
 # TLS with the cluster CA
 # ---------------------------------------------------------------------------------------
 
@@ -649,4 +721,4 @@ def test_handler_imports_only_the_standard_library_botocore_and_its_own_modules(
         imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert imported - sys.stdlib_module_names - {"__future__"} - own <= {"boto3", "botocore"}
     # Every sibling the handler imports ships beside it (the asset is the folder).
-    assert {"eks_token", "gate_errors", "kube_api", "rayservice_status", "failure_report"} <= own
+    assert {"eks_token", "gate_errors", "kube_api", "rayservice_status", "failure_report", "teardown"} <= own

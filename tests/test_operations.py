@@ -133,6 +133,7 @@ def test_readiness_role_may_only_read_in_the_serving_namespace(serving):
     assert role["rules"] == [
         {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+        {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["list"]},
     ]
     assert binding["subjects"][0]["name"] == "ray-serve-ha.dev:rayservice-readers"
     for obj in objects:
@@ -269,3 +270,24 @@ def test_cloudwatch_may_use_the_topic_key_only_for_this_accounts_alarms(serving)
             {"Ref": "AWS::AccountId"}, ":alarm:*"]]}},
     }
     assert sorted(statement["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+
+
+def test_teardown_waits_for_the_rayservice_leftovers_before_secrets_and_access_go(serving):
+    # CloudFormation deletes in reverse dependency order: the RayService manifest first,
+    # then the teardown wait, then the password Secret its Redis cleanup Job reads, and only
+    # after the wait the gate's own access (entry, RBAC, the API endpoint's ingress rule).
+    resources = serving.to_json()["Resources"]
+    gone_id, gone = only(serving, "Custom::RayServiceGone")
+    (rayservice_id,) = [k for k in resources if k.startswith("RayserviceChart")]
+    (secrets_id,) = [k for k in resources if k.startswith("SecretsChart")]
+    (ingress_id,) = [k for k, r in resources.items() if r["Type"] == "AWS::EC2::SecurityGroupIngress"
+                     and k.startswith("ReadinessAccess")]
+    (entry_id,) = [k for k in resources if k.startswith("ReadinessViewAccess")]
+    (rbac_id,) = [k for k in resources if k.startswith("ReadinessRbac")]
+    assert gone_id in resources[rayservice_id]["DependsOn"]
+    assert {secrets_id, ingress_id, entry_id, rbac_id} <= set(gone["DependsOn"])
+    assert gone["Properties"]["Namespace"] == "ray-serving"
+    assert gone["Properties"]["ServiceTimeout"] == "3600"
+    # It may list the clusters it waits for.
+    (rbac,) = [json.loads(r["Properties"]["Manifest"]) for k, r in resources.items() if k == rbac_id]
+    assert {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["list"]} in rbac[0]["rules"]

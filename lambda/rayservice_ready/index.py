@@ -1,11 +1,16 @@
-"""Readiness gate for `cdk deploy`: a CloudFormation custom resource (CDK Provider framework,
-onEvent + isComplete) that completes when the KubeRay RayService serves its current spec
-with nothing pending (`rayservice_status.evaluate`).
+"""Readiness gate for `cdk deploy`: CloudFormation custom resources (CDK Provider framework,
+onEvent + isComplete) of two types. `Custom::RayServiceReady` completes when the KubeRay
+RayService serves its current spec with nothing pending (`rayservice_status.evaluate`).
+`Custom::RayServiceGone` does nothing on Create/Update; on Delete it completes once the
+deleted RayService's RayClusters and LoadBalancer Services are gone (`teardown.leftovers`),
+so what CloudFormation deletes next (the Redis password Secret, Redis, the cluster, the
+VPC) is no longer needed by them.
 
 Runs on the AWS Lambda Python 3.14 runtime (stacks/readiness.py) with the standard library
 and the runtime's botocore only: no bundling. Modules, one job each: `eks_token` (the EKS
 bearer token), `kube_api` (the Kubernetes API reads), `rayservice_status` (what the status
-says), `failure_report` (the time-out message), `gate_errors`; this one holds the handlers.
+says), `teardown` (what is left of a deleted one), `failure_report` (the time-out message),
+`gate_errors`; this one holds the handlers.
 
 Entry points: `index.on_event` and `index.is_complete`.
 ResourceProperties (strings, as CloudFormation passes them): ClusterName, Endpoint,
@@ -24,8 +29,9 @@ from typing import Any, Mapping
 from eks_token import eks_token_from_environment
 from gate_errors import GateError, KubeApiError
 from failure_report import clip, timeout_report
-from kube_api import KubeApi, events_path, rayservice_path
+from kube_api import KubeApi, events_path, rayclusters_path, rayservice_path, services_path
 from rayservice_status import evaluate, ready_data
+from teardown import leftovers
 
 # A named logger: the Lambda runtime's root handler prints it; tests keep their root level.
 logger = logging.getLogger(__name__)
@@ -34,6 +40,8 @@ logger.setLevel(logging.INFO)
 # A fresh access entry (or its policy association) can take a moment to be honoured;
 # within this window after the wait started, 401/403 mean "not yet" instead of "refused".
 AUTH_GRACE_S = 120.0
+READY_TYPE = "Custom::RayServiceReady"
+GONE_TYPE = "Custom::RayServiceGone"
 REQUIRED_PROPERTIES = ("ClusterName", "Endpoint", "CertificateAuthority", "Namespace", "RayServiceName", "TimeoutSeconds")
 
 
@@ -74,25 +82,39 @@ class GateProperties:
         return f"{self.namespace}/{self.rayservice_name}"
 
 
+def _waits(event: Mapping[str, Any]) -> bool:
+    """Whether this request has something to wait for: a RayServiceReady on Create/Update,
+    a RayServiceGone on Delete."""
+    resource_type = event.get("ResourceType")
+    if resource_type not in (READY_TYPE, GONE_TYPE):
+        raise ValueError(f"unknown ResourceType {resource_type!r}: expected {READY_TYPE} or {GONE_TYPE}")
+    return (resource_type == GONE_TYPE) == (event["RequestType"] == "Delete")
+
+
 def on_event(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-    """Create/Update start the wait; Delete has nothing to wait for. The Provider framework
-    merges this output into the event that `is_complete` receives."""
+    """Records when the wait started. The Provider framework merges this output into the
+    event that `is_complete` receives."""
     request_type = event["RequestType"]
-    logger.info("on_event %s %s", request_type, event.get("LogicalResourceId"))
-    if request_type == "Delete":
-        return {"PhysicalResourceId": event["PhysicalResourceId"]}
-    if request_type not in ("Create", "Update"):
+    logger.info("on_event %s %s %s", request_type, event.get("ResourceType"), event.get("LogicalResourceId"))
+    if request_type not in ("Create", "Update", "Delete"):
         raise ValueError(f"unknown RequestType {request_type!r}")
+    if not _waits(event):
+        if request_type == "Delete":
+            return {"PhysicalResourceId": event["PhysicalResourceId"]}
+        return {"PhysicalResourceId": GateProperties.from_event(event).resource_id}
     # Validate now: a bad property fails the deploy at once instead of after the first poll.
     props = GateProperties.from_event(event)
     logger.info("waiting for RayService %s (spec %s)", props.resource_id, props.spec_hash or "?")
-    return {"PhysicalResourceId": props.resource_id, "Data": {"StartedAt": str(int(time.time()))}}
+    physical_id = event["PhysicalResourceId"] if request_type == "Delete" else props.resource_id
+    return {"PhysicalResourceId": physical_id, "Data": {"StartedAt": str(int(time.time()))}}
 
 
 def is_complete(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """Polled by the Provider framework until it returns IsComplete=True or raises."""
-    if event["RequestType"] == "Delete":
+    if not _waits(event):
         return {"IsComplete": True}
+    if event["ResourceType"] == GONE_TYPE:
+        return _is_gone(event)
     props = GateProperties.from_event(event)
     waited_s = time.time() - _started_at(event)
     api = KubeApi(props.endpoint, eks_token_from_environment(props.cluster_name), props.certificate_authority)
@@ -138,6 +160,37 @@ def is_complete(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     return {"IsComplete": False}
 
 
+def _is_gone(event: Mapping[str, Any]) -> dict[str, Any]:
+    """Delete of a RayServiceGone: complete once nothing of the deleted RayService is left."""
+    props = GateProperties.from_event(event)
+    waited_s = time.time() - _started_at(event)
+    api = KubeApi(props.endpoint, eks_token_from_environment(props.cluster_name), props.certificate_authority)
+    try:
+        left = leftovers(
+            api.get(rayservice_path(props.namespace, props.rayservice_name)),
+            list((api.get(rayclusters_path(props.namespace)) or {}).get("items") or []),
+            list((api.get(services_path(props.namespace)) or {}).get("items") or []),
+        )
+    except KubeApiError as error:
+        if not _worth_waiting(error, waited_s) or waited_s > props.timeout_s:
+            raise GateError(f"RayService {props.resource_id} teardown: {error}{_auth_hint(error)}") from None
+        logger.warning("not yet: %s", error)
+        return {"IsComplete": False}
+    if not left:
+        logger.info("RayService %s: its clusters and load balancers are gone", props.resource_id)
+        return {"IsComplete": True}
+    logger.info("RayService %s teardown: still there: %s", props.resource_id, "; ".join(left))
+    if waited_s > props.timeout_s:
+        raise GateError(
+            clip(
+                f"RayService {props.resource_id} teardown did not finish in {waited_s:.0f} s; still there: "
+                f"{'; '.join(left)}. Delete them (or remove their finalizers) and destroy again.",
+                3500,
+            )
+        )
+    return {"IsComplete": False}
+
+
 def _started_at(event: Mapping[str, Any]) -> float:
     started = (event.get("Data") or {}).get("StartedAt")
     try:
@@ -167,5 +220,8 @@ def _auth_hint(error: KubeApiError) -> str:
     if error.status == 401:
         return " (the EKS token was not accepted: does the function's role have an access entry on this cluster?)"
     if error.status == 403:
-        return " (the function's access entry must allow get on rayservices.ray.io and list on events in this namespace)"
+        return (
+            " (the function's access entry must allow get on rayservices.ray.io and list on events, "
+            "rayclusters.ray.io and services in this namespace)"
+        )
     return ""

@@ -122,6 +122,14 @@ def rayservice_path(namespace: str, name: str) -> str:
     return f"/apis/ray.io/v1/namespaces/{_quote(namespace)}/rayservices/{_quote(name)}"
 
 
+def rayclusters_path(namespace: str) -> str:
+    return f"/apis/ray.io/v1/namespaces/{_quote(namespace)}/rayclusters"
+
+
+def services_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{_quote(namespace)}/services"
+
+
 def events_path(namespace: str, name: str) -> str:
     selector = f"involvedObject.name={name},involvedObject.kind=RayService"
     return f"/api/v1/namespaces/{_quote(namespace)}/events?" + urllib.parse.urlencode({"fieldSelector": selector})
