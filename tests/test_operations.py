@@ -10,7 +10,7 @@ import pytest
 from aws_cdk.assertions import Match
 
 from stacks.settings import READINESS_TIMEOUT_MAX_MINUTES
-from tests.conftest import synthesize
+from tests.conftest import ROOT, synthesize
 from tests.crd_schemas import schema_errors
 
 
@@ -291,3 +291,18 @@ def test_teardown_waits_for_the_rayservice_leftovers_before_secrets_and_access_g
     # It may list the clusters it waits for.
     (rbac,) = [json.loads(r["Properties"]["Manifest"]) for k, r in resources.items() if k == rbac_id]
     assert {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["list"]} in rbac[0]["rules"]
+
+
+def test_readme_names_everything_destroy_leaves_behind(default_system):
+    # Every resource a template keeps on delete is of a kind the README's teardown list names.
+    retained = {
+        resource["Type"]
+        for template in (default_system.network, default_system.cluster, default_system.gcs_store, default_system.serving)
+        for resource in template.to_json()["Resources"].values()
+        if resource.get("DeletionPolicy") == "Retain"
+    }
+    assert retained == {"AWS::KMS::Key", "AWS::Logs::LogGroup"}
+    readme = (ROOT / "README.md").read_text()
+    teardown = readme[readme.index("What `cdk destroy --all` leaves"):readme.index("### Delivery with CDK Pipelines")]
+    for words in ("KMS keys", "log groups", "VPC flow log", "kubectl", "Provider framework"):
+        assert words in teardown, words
