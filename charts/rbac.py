@@ -22,6 +22,9 @@ def rayservice_reader_rbac(namespace: str) -> list[dict[str, Any]]:
         [
             {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+            # On teardown the gate waits for the deleted RayService's clusters to be gone
+            # (services are listed under EKS's namespaced view policy).
+            {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["list"]},
         ],
     )
 

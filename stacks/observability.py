@@ -102,8 +102,22 @@ class AvailabilityAlarm(Construct):
         super().__init__(scope, construct_id)
         key = kms.Key(self, "TopicKey", description="Ray Serve availability alarm topic", enable_key_rotation=True)
         self.topic = sns.Topic(self, "Topic", display_name="Ray Serve availability", master_key=key, enforce_ssl=True)
-        # CloudWatch must be able to publish to the encrypted topic.
-        key.grant_encrypt_decrypt(iam.ServicePrincipal("cloudwatch.amazonaws.com"))
+        # CloudWatch must be able to publish to the encrypted topic, for this account's alarms
+        # only (the conditions keep another account's alarm from using the key: confused deputy).
+        # Not this alarm's own ARN: the key would then depend on the alarm, which depends on
+        # the topic, which depends on the key.
+        stack = cdk.Stack.of(self)
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {"aws:SourceArn": f"arn:{stack.partition}:cloudwatch:{stack.region}:{stack.account}:alarm:*"},
+                },
+            )
+        )
         if email:
             self.topic.add_subscription(subscriptions.EmailSubscription(email))
         self.alarm = cloudwatch.Alarm(

@@ -1,9 +1,13 @@
-"""The readiness gate: `cdk deploy` returns only once the RayService reports Ready=True, or
-fails with its conditions and recent events when it does not become Ready in time."""
+"""The readiness gate: `cdk deploy` returns only once the RayService serves its current spec
+with nothing pending, or fails with its conditions and recent events when it does not in
+time. It waits again on every deploy that changes the RayService manifest."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
@@ -15,17 +19,58 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from charts.rbac import RAYSERVICE_READERS_GROUP, rayservice_reader_rbac
+from stacks.settings import READINESS_TIMEOUT_MAX_MINUTES
 
 HANDLER_DIR = Path(__file__).resolve().parent.parent / "lambda" / "rayservice_ready"
 # The handlers use only the standard library and the runtime's boto3: no bundling, no Docker.
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 POLL_INTERVAL = cdk.Duration.seconds(30)
+# CloudFormation waits at most this long for a custom resource (ServiceTimeout 1-3600 s).
+CUSTOM_RESOURCE_MAX_WAIT = cdk.Duration.seconds(3600)
+# The handler gives up this much before the Provider's waiter does, so its message (the
+# conditions and events) is what CloudFormation shows, not a generic time-out.
+HANDLER_HEADROOM = cdk.Duration.seconds(2 * POLL_INTERVAL.to_seconds())
+# Left to CloudFormation, the onEvent call and the waiter's start within its own limit.
+CLOUDFORMATION_HEADROOM = cdk.Duration.minutes(5)
+MAX_TIMEOUT = cdk.Duration.minutes(READINESS_TIMEOUT_MAX_MINUTES)
+if MAX_TIMEOUT.to_seconds() + CLOUDFORMATION_HEADROOM.to_seconds() > CUSTOM_RESOURCE_MAX_WAIT.to_seconds():
+    raise ValueError(
+        f"READINESS_TIMEOUT_MAX_MINUTES={READINESS_TIMEOUT_MAX_MINUTES} leaves less than "
+        f"{CLOUDFORMATION_HEADROOM.to_minutes():g} min of CloudFormation's 60-minute custom-resource limit"
+    )
+
+
+def rayservice_fingerprint(stack: cdk.Stack, manifest: Any) -> tuple[str, list[Any]]:
+    """What makes the gate run again: a content hash of the RayService manifest as written at
+    synth, and the deploy-time values inside it (image URIs, the Redis endpoint, secret
+    ARNs), which CloudFormation resolves. A change in either changes the custom resource's
+    properties, so CloudFormation sends an Update and the gate waits for the new spec.
+
+    In the hash each deploy-time value is a numbered placeholder: token strings depend on
+    construction order, not on content."""
+    values: list[Any] = []
+
+    def mask(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: mask(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [mask(item) for item in value]
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and cdk.Token.is_unresolved(value):
+            values.append(value)
+            return f"<deploy-time value {len(values)}>"
+        return value
+
+    masked = mask(manifest)
+    digest = hashlib.sha256(json.dumps(masked, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return digest, [stack.to_json_string(value) if not isinstance(value, str) else value for value in values]
 
 
 class RayServiceReadiness(Construct):
     """A custom resource (Provider framework, onEvent + isComplete) that polls the
     RayService through the Kubernetes API with an EKS token. Its role gets a view access
-    entry scoped to the serving namespace, nothing more."""
+    entry scoped to the serving namespace, nothing more. `rayservice_manifest` is the
+    chart's objects as applied: their fingerprint is a property, so every change to them
+    (spec, images, deploy-time values) makes CloudFormation run the gate again."""
 
     def __init__(
         self,
@@ -35,17 +80,23 @@ class RayServiceReadiness(Construct):
         cluster: eks.ICluster,
         namespace: str,
         rayservice_name: str,
+        rayservice_manifest: Any,
         timeout: cdk.Duration,
         vpc: ec2.IVpc,
         subnets: list[ec2.ISubnet],
         security_group: ec2.ISecurityGroup,
     ) -> None:
         super().__init__(scope, construct_id)
+        if timeout.to_seconds() > MAX_TIMEOUT.to_seconds():
+            raise ValueError(
+                f"readiness timeout {timeout.to_minutes():g} min exceeds {READINESS_TIMEOUT_MAX_MINUTES} min: "
+                "CloudFormation waits at most 60 minutes for a custom resource"
+            )
         common = dict(
             runtime=RUNTIME,
             code=lambda_.Code.from_asset(str(HANDLER_DIR), exclude=["__pycache__"]),
-            # A private API endpoint is reachable from the VPC only: run in it, in the
-            # cluster security group (which admits its own members on 443).
+            # A private API endpoint is reachable from the VPC only: run in it, in a group
+            # of its own that reaches the API endpoint and nothing else (helper_access.py).
             vpc=vpc,
             vpc_subnets=ec2.SubnetSelection(subnets=subnets),
             security_groups=[security_group],
@@ -94,24 +145,40 @@ class RayServiceReadiness(Construct):
                 destination=_log_group(self, "WaiterLogs"), level=sfn.LogLevel.ALL, include_execution_data=False
             ),
         )
+        spec_hash, deploy_time_values = rayservice_fingerprint(cdk.Stack.of(self), rayservice_manifest)
+        where = {
+            "ClusterName": cluster.cluster_name,
+            "Endpoint": cluster.cluster_endpoint,
+            "CertificateAuthority": cluster.cluster_certificate_authority_data,
+            "Namespace": namespace,
+            "RayServiceName": rayservice_name,
+            "TimeoutSeconds": str(int(timeout.to_seconds() - HANDLER_HEADROOM.to_seconds())),
+        }
         self.resource = cdk.CustomResource(
             self,
             "Resource",
             service_token=provider.service_token,
             resource_type="Custom::RayServiceReady",
-            properties={
-                "ClusterName": cluster.cluster_name,
-                "Endpoint": cluster.cluster_endpoint,
-                "CertificateAuthority": cluster.cluster_certificate_authority_data,
-                "Namespace": namespace,
-                "RayServiceName": rayservice_name,
-                # Short of the Provider's own timeout, so the handler's message (conditions
-                # and events) is what CloudFormation shows, not a generic time-out.
-                "TimeoutSeconds": str(int(timeout.to_seconds() - 2 * POLL_INTERVAL.to_seconds())),
-            },
+            # Said outright rather than left to CloudFormation's default: the gate's whole
+            # wait (the Provider's total timeout) fits inside it.
+            service_timeout=CUSTOM_RESOURCE_MAX_WAIT,
+            properties={**where, "RayServiceSpecHash": spec_hash, "DeployTimeValues": deploy_time_values},
         )
-        # The handler must be allowed in before it asks.
-        self.resource.node.add_dependency(self.access, self.rbac)
+        # Its mirror image for `cdk destroy`: nothing on create; on delete it waits until the
+        # deleted RayService's RayClusters (Redis cleanup Job) and LoadBalancer Services (the
+        # NLB and the controller's security groups) are gone. The stack places it between the
+        # RayService and what those still need.
+        self.teardown = cdk.CustomResource(
+            self,
+            "Teardown",
+            service_token=provider.service_token,
+            resource_type="Custom::RayServiceGone",
+            service_timeout=CUSTOM_RESOURCE_MAX_WAIT,
+            properties=where,
+        )
+        # The handler must be allowed in before it asks, and until it has finished.
+        for resource in (self.resource, self.teardown):
+            resource.node.add_dependency(self.access, self.rbac)
 
 
 def _log_group(scope: Construct, construct_id: str) -> logs.LogGroup:

@@ -19,6 +19,7 @@ from charts.rayservice import serve_service_name
 from stacks.cluster import ClusterStack
 from stacks.drill_runner import HaDrillProject
 from stacks.gcs_store import GcsStoreStack
+from stacks.helper_access import HelperReach, HelperSecurityGroup
 from stacks.network import NetworkStack
 from stacks.observability import AvailabilityAlarm, ServeProbe, serving_dashboard
 from stacks.readiness import RayServiceReadiness
@@ -106,20 +107,40 @@ class ServingStack(cdk.Stack):
 
         namespace = self.charts.rayservice.inputs.namespace
         rayservice_name = self.charts.rayservice.inputs.name
-        in_vpc = dict(
-            vpc=network.vpc, subnets=network.private_subnets, security_group=cluster.cluster_security_group
-        )
+        def in_vpc(name: str, reach: HelperReach, description: str) -> dict:
+            """The helper's place in the VPC: the private subnets and a group of its own."""
+            group = HelperSecurityGroup(
+                self, f"{name}Access", vpc=network.vpc, cluster_security_group=cluster.cluster_security_group,
+                reach=reach, description=description,
+            )
+            self.helper_access[name] = group
+            return dict(vpc=network.vpc, subnets=network.private_subnets, security_group=group.security_group)
+
+        self.helper_access: dict[str, HelperSecurityGroup] = {}
         self.readiness = RayServiceReadiness(
             self,
             "Readiness",
             cluster=cluster.cluster,
             namespace=namespace,
             rayservice_name=rayservice_name,
+            rayservice_manifest=self.charts.rayservice.to_json(),
             timeout=cdk.Duration.minutes(settings.operations.readiness_timeout_minutes),
-            **in_vpc,
+            # It signs its EKS token locally: the API endpoint is all it talks to.
+            **in_vpc("Readiness", HelperReach(api_endpoint=True), "RayService readiness gate"),
         )
-        self.readiness.node.add_dependency(rayservice)
+        self.readiness.resource.node.add_dependency(rayservice)
         self.readiness.rbac.node.add_dependency(self.manifests["namespace"])
+        # Teardown, in reverse: the RayService manifest goes first (kubectl returns once the
+        # RayService object is gone), then the gate's teardown resource waits until its
+        # RayClusters have run the Redis cleanup Job and the serve Service's NLB and security
+        # groups are deleted; only then the secrets (the cleanup Job reads the password), the
+        # namespace, and after this stack Redis, the cluster and the VPC.
+        self.readiness.teardown.node.add_dependency(self.manifests["secrets"])
+        # Its way in (the API endpoint's ingress rule) goes after it, and is there before
+        # the first poll.
+        for resource in (self.readiness.resource, self.readiness.teardown):
+            resource.node.add_dependency(self.helper_access["Readiness"])
+        rayservice.node.add_dependency(self.readiness.teardown)
         # The Gradio UI comes after a Ready RayService: it has nothing to talk to before.
         self.manifests["gradio"].node.add_dependency(self.readiness)
 
@@ -137,7 +158,9 @@ class ServingStack(cdk.Stack):
         self.serve_endpoint.node.add_dependency(self.readiness)
         serve_url = f"http://{self.serve_endpoint.value}:{constants.SERVE_PORT}"
         self.probe = ServeProbe(
-            self, "Probe", service_name=f"{settings.cluster.name}/{rayservice_name}", serve_url=serve_url, **in_vpc
+            self, "Probe", service_name=f"{settings.cluster.name}/{rayservice_name}", serve_url=serve_url,
+            # The serve load balancer, and CloudWatch for its metrics.
+            **in_vpc("Probe", HelperReach(serve_load_balancer=True, aws_apis=True), "Ray Serve availability probe"),
         )
         self.alarm = AvailabilityAlarm(
             self,
@@ -163,7 +186,11 @@ class ServingStack(cdk.Stack):
             namespace=namespace,
             rayservice_name=rayservice_name,
             serve_url=serve_url,
-            **in_vpc,
+            # The API endpoint (delete the head pod), the serve load balancer (the load), and
+            # CodeBuild's own needs: its source in S3, logs, the drill's pip packages.
+            **in_vpc(
+                "HaDrill", HelperReach(api_endpoint=True, serve_load_balancer=True, aws_apis=True), "HA drill"
+            ),
         )
         self.ha_drill.rbac.node.add_dependency(self.manifests["namespace"])
         self._outputs(settings, namespace, rayservice_name, serve_url)

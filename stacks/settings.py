@@ -32,6 +32,9 @@ DEFAULT_GCS_ENGINE_VERSION = {"redis": "7.1", "valkey": "8.0"}
 # Two Serve replicas with max_replicas_per_node=1 need two accelerator nodes at all times.
 MIN_ACCELERATOR_NODES = 2
 MAX_ACCELERATOR_NODES = 100
+# CloudFormation waits at most 3,600 s for a custom resource; the readiness gate needs a
+# few minutes of that for its own start and for CloudFormation (stacks/readiness.py).
+READINESS_TIMEOUT_MAX_MINUTES = 55
 
 
 class SettingsError(ValueError):
@@ -105,8 +108,8 @@ class ServingSettings:
 @dataclass(frozen=True)
 class OperationsSettings:
     # How long `cdk deploy` waits for the RayService to be Ready: a first Neuron start
-    # compiles the model (tens of minutes); the Provider framework allows at most 2 hours.
-    readiness_timeout_minutes: int = 60
+    # compiles the model (tens of minutes); CloudFormation bounds a custom resource's wait.
+    readiness_timeout_minutes: int = READINESS_TIMEOUT_MAX_MINUTES
     # The availability alarm fires below this percentage of successful probe requests.
     availability_slo_percent: float = 99.0
     # Optional address that gets the alarm's notifications.
@@ -328,7 +331,9 @@ class _Reader:
             )
         )
         operations = OperationsSettings(
-            readiness_timeout_minutes=self.integer("readinessTimeoutMinutes", 60, 5, 120),
+            readiness_timeout_minutes=self.integer(
+                "readinessTimeoutMinutes", OperationsSettings.readiness_timeout_minutes, 5, READINESS_TIMEOUT_MAX_MINUTES
+            ),
             availability_slo_percent=self.number("availabilitySloPercent", 99.0, 50.0, 99.99),
             alarm_email=self.string(
                 "alarmEmail", None, lambda v: None if _EMAIL.match(v) else "must be an e-mail address"

@@ -80,3 +80,14 @@ def test_cfn_lint_finds_no_errors(assemblies):
     rules = {line.split(":")[5] for line in findings}
     assert result.returncode & 2 == 0, result.stdout  # bit 2: errors
     assert rules <= LIBRARY_WARNINGS, result.stdout
+
+
+def test_cross_stack_references_are_exports_that_follow_their_producers(assemblies):
+    # A weak reference (Fn::GetStackOutput) is resolved only when its consumer's template
+    # changes: a replaced Redis or a new endpoint would never reach the serving stack. An
+    # export makes CloudFormation update (or refuse to break) every consumer.
+    for outdir in assemblies.values():
+        for template in outdir.glob("*.template.json"):
+            assert "Fn::GetStackOutput" not in template.read_text(), template.name
+    serving = json.loads((assemblies["neuron-auto-mode"] / "ray-serve-ha-serving.template.json").read_text())
+    assert "Fn::ImportValue" in json.dumps(serving)

@@ -1,6 +1,8 @@
 """The readiness gate (lambda/rayservice_ready): the EKS token against the documented format,
 onEvent outputs, and isComplete against a real local HTTP(S) server that speaks the few
-Kubernetes API reads the gate makes. All traffic stays on 127.0.0.1; presigning is local."""
+Kubernetes API reads the gate makes, with RayService statuses as KubeRay 1.7 writes them
+through a first start and a NewCluster upgrade. All traffic stays on 127.0.0.1; presigning
+is local."""
 
 from __future__ import annotations
 
@@ -22,11 +24,14 @@ from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 
 import pytest
 
-from tests.lambda_handlers import load_handler
-
-
+from tests.lambda_handlers import load_handler, load_module
 
 gate = load_handler("rayservice_ready")
+token = load_module("rayservice_ready", "eks_token")
+errors = load_module("rayservice_ready", "gate_errors")
+report = load_module("rayservice_ready", "failure_report")
+kube_api = load_module("rayservice_ready", "kube_api")
+rayservice_status = load_module("rayservice_ready", "rayservice_status")
 
 REGION = "eu-west-3"
 CLUSTER = "ray-serve-ha"
@@ -38,6 +43,8 @@ SECRET_KEY = "test-secret-access-key"
 SESSION_TOKEN = "FwoGZXIvYXdzEXAMPLE//token+with/odd=chars"
 RAYSERVICE_PATH = f"/apis/ray.io/v1/namespaces/{NAMESPACE}/rayservices/{NAME}"
 EVENTS_PATH = f"/api/v1/namespaces/{NAMESPACE}/events"
+RAYCLUSTERS_PATH = f"/apis/ray.io/v1/namespaces/{NAMESPACE}/rayclusters"
+SERVICES_PATH = f"/api/v1/namespaces/{NAMESPACE}/services"
 
 
 @pytest.fixture(autouse=True)
@@ -203,7 +210,10 @@ def properties(endpoint: str, timeout_s: int = 900, ca: str = "") -> dict:
     }
 
 
-def poll_event(endpoint: str, *, started_ago_s: float = 0, request_type: str = "Create", **props) -> dict:
+def poll_event(
+    endpoint: str, *, started_ago_s: float = 0, request_type: str = "Create",
+    resource_type: str = "Custom::RayServiceReady", **props,
+) -> dict:
     """The event isComplete receives: the CloudFormation request merged with onEvent's output."""
     return {
         "RequestType": request_type,
@@ -211,7 +221,7 @@ def poll_event(endpoint: str, *, started_ago_s: float = 0, request_type: str = "
         "ResponseURL": "https://cloudformation-custom-resource-response.example/secret-presigned",
         "StackId": "arn:aws:cloudformation:eu-west-3:123456789012:stack/serving/abc",
         "LogicalResourceId": "RayServiceReady",
-        "ResourceType": "Custom::RayServiceReady",
+        "ResourceType": resource_type,
         "ResourceProperties": properties(endpoint, **props),
         "PhysicalResourceId": f"{NAMESPACE}/{NAME}",
         "Data": {"StartedAt": str(int(time.time() - started_ago_s))},
@@ -258,7 +268,7 @@ def sigv4_matches(url: str, cluster: str, secret: str, region: str) -> bool:
 
 
 def test_token_has_the_documented_eks_format():
-    url = decode_token(gate.eks_token_from_environment(CLUSTER))
+    url = decode_token(token.eks_token_from_environment(CLUSTER))
     parts = urlsplit(url)
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
     assert (parts.scheme, parts.hostname, parts.path) == ("https", f"sts.{REGION}.amazonaws.com", "/")
@@ -276,7 +286,7 @@ def test_token_has_the_documented_eks_format():
 
 
 def test_token_signature_binds_the_cluster_name():
-    url = decode_token(gate.eks_token_from_environment(CLUSTER))
+    url = decode_token(token.eks_token_from_environment(CLUSTER))
     assert sigv4_matches(url, CLUSTER, SECRET_KEY, REGION)
     # The same token presented to another cluster does not verify.
     assert not sigv4_matches(url, "another-cluster", SECRET_KEY, REGION)
@@ -286,8 +296,8 @@ def test_token_signature_binds_the_cluster_name():
 def test_token_needs_a_region(monkeypatch):
     monkeypatch.delenv("AWS_REGION")
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
-    with pytest.raises(gate.GateError, match="AWS_REGION is not set"):
-        gate.eks_token_from_environment(CLUSTER)
+    with pytest.raises(errors.GateError, match="AWS_REGION is not set"):
+        token.eks_token_from_environment(CLUSTER)
 
 
 # ---------------------------------------------------------------------------------------
@@ -308,7 +318,8 @@ def test_on_event_starts_the_wait(request_type):
 
 
 def test_on_event_delete_keeps_the_physical_id():
-    event = {"RequestType": "Delete", "PhysicalResourceId": "serving/old-name", "ResourceProperties": {}}
+    event = {"RequestType": "Delete", "ResourceType": "Custom::RayServiceReady",
+             "PhysicalResourceId": "serving/old-name", "ResourceProperties": {}}
     assert gate.on_event(event, None) == {"PhysicalResourceId": "serving/old-name"}
 
 
@@ -329,7 +340,12 @@ def test_ready_rayservice_completes_with_data(kube, endpoint):
     result = gate.is_complete(poll_event(endpoint), None)
     assert result == {
         "IsComplete": True,
-        "Data": {"ActiveRayClusterName": "mistral-raycluster-abcde", "NumServeEndpoints": "2", "Applications": "llm=RUNNING"},
+        "Data": {
+            "ActiveRayClusterName": "mistral-raycluster-abcde",
+            "NumServeEndpoints": "2",
+            "Applications": "llm=RUNNING",
+            "ObservedGeneration": "1",
+        },
     }
     (request,) = kube.requests
     assert request["path"] == RAYSERVICE_PATH
@@ -366,9 +382,114 @@ def test_ready_while_upgrading_is_not_enough(kube, endpoint):
     assert gate.is_complete(poll_event(endpoint, request_type="Update"), None) == {"IsComplete": False}
 
 
+def upgrade_status(
+    *,
+    generation: int,
+    observed: int,
+    active: str,
+    active_apps: str = "RUNNING",
+    pending: str = "",
+    pending_apps: str | None = None,
+    condition_generation: int | None = None,
+) -> dict:
+    """A RayService status as KubeRay 1.7's calculateStatus writes it: observedGeneration,
+    the active and pending clusters with their Serve applications, and the conditions that
+    follow from them (UpgradeInProgress=True exactly when both clusters exist)."""
+    both = bool(active and pending)
+    conditions = [
+        condition("Ready", "True", "NonZeroServeEndpoints", "Number of serve endpoints is greater than 0"),
+        condition(
+            "UpgradeInProgress",
+            "True" if both else "False",
+            "BothActivePendingClustersExist" if both else "NoPendingCluster",
+        ),
+    ]
+    for item in conditions:
+        item["observedGeneration"] = observed if condition_generation is None else condition_generation
+    body = rayservice(*conditions, generation=generation, observed=observed, active=active)
+    body["status"]["activeServiceStatus"]["applicationStatuses"] = {"llm": {"status": active_apps}}
+    body["status"]["pendingServiceStatus"] = {"rayClusterName": pending} if pending else {}
+    if pending and pending_apps:
+        body["status"]["pendingServiceStatus"]["applicationStatuses"] = {"llm": {"status": pending_apps}}
+    return body
+
+
+OLD, NEW = "mistral-raycluster-old00", "mistral-raycluster-new11"
+
+
+def test_an_update_waits_until_the_new_cluster_is_active_and_serving(kube, endpoint):
+    # A new image: KubeRay prepares a pending cluster, deploys Serve on it, switches the
+    # serve Service and promotes it; the old cluster stays Ready=True all along.
+    kube.answers[RAYSERVICE_PATH] = [
+        (200, upgrade_status(generation=2, observed=1, active=OLD)),
+        (200, upgrade_status(generation=2, observed=2, active=OLD, pending=NEW)),
+        (200, upgrade_status(generation=2, observed=2, active=OLD, pending=NEW, pending_apps="DEPLOYING")),
+        (200, upgrade_status(generation=2, observed=2, active=NEW)),
+    ]
+    event = poll_event(endpoint, request_type="Update")
+    assert [gate.is_complete(event, None) for _ in range(3)] == [{"IsComplete": False}] * 3
+    done = gate.is_complete(event, None)
+    assert done["IsComplete"] is True
+    assert (done["Data"]["ActiveRayClusterName"], done["Data"]["ObservedGeneration"]) == (NEW, "2")
+
+
+def test_a_pending_cluster_is_waited_for_even_without_the_upgrade_condition():
+    # Nothing pending means no pending cluster, whatever the conditions say.
+    status = upgrade_status(generation=2, observed=2, active=OLD, pending=NEW)
+    status["status"]["conditions"] = [c for c in status["status"]["conditions"] if c["type"] == "Ready"]
+    verdict = rayservice_status.evaluate(status)
+    assert not verdict.ready
+    assert verdict.detail == f"upgrade in progress: pending RayCluster {NEW} (no applications yet); {OLD} serves meanwhile"
+
+
+def test_an_in_place_serve_config_update_waits_for_running_applications(kube, endpoint):
+    # A serve-config-only change keeps the cluster; its application goes through DEPLOYING.
+    kube.answers[RAYSERVICE_PATH] = [
+        (200, upgrade_status(generation=3, observed=3, active=NEW, active_apps="DEPLOYING")),
+        (200, upgrade_status(generation=3, observed=3, active=NEW)),
+    ]
+    event = poll_event(endpoint, request_type="Update")
+    assert gate.is_complete(event, None) == {"IsComplete": False}
+    assert gate.is_complete(event, None)["IsComplete"] is True
+
+
+@pytest.mark.parametrize(
+    "status, detail",
+    [
+        (upgrade_status(generation=2, observed=2, active=NEW, condition_generation=1),
+         "the Ready condition describes generation 1, not 2"),
+        (rayservice(*READY["status"]["conditions"], generation=2, observed=None),
+         "operator has not observed generation 2 yet (observed None)"),
+        (upgrade_status(generation=1, observed=1, active=NEW, active_apps="UNHEALTHY"),
+         "Serve applications not running yet: llm=UNHEALTHY"),
+    ],
+    ids=["stale-ready-condition", "no-observed-generation", "unhealthy-application"],
+)
+def test_ready_true_is_not_enough_when_the_status_is_stale_or_unhealthy(status, detail):
+    verdict = rayservice_status.evaluate(status)
+    assert (verdict.ready, verdict.detail) == (False, detail)
+
+
+def test_initializing_timeout_fails_at_once(kube, endpoint):
+    # KubeRay gives up and will not retry until the spec changes.
+    timed_out = rayservice(
+        condition("Ready", "False", "InitializingTimeout", "RayService failed to initialize within 10m"), active=""
+    )
+    kube.answers[RAYSERVICE_PATH] = [(200, timed_out)]
+    with pytest.raises(errors.GateError, match=r"^RayService serving/mistral was rejected by KubeRay \(InitializingTimeout\): "):
+        gate.is_complete(poll_event(endpoint), None)
+
+
+def test_timeout_says_what_it_was_still_waiting_for(kube, endpoint):
+    kube.answers[RAYSERVICE_PATH] = [(200, upgrade_status(generation=2, observed=2, active=OLD, pending=NEW))]
+    with pytest.raises(errors.GateError) as raised:
+        gate.is_complete(poll_event(endpoint, started_ago_s=120, timeout_s=60, request_type="Update"), None)
+    assert f"Still waiting for: upgrade in progress: pending RayCluster {NEW}" in str(raised.value)
+
+
 def test_validation_failed_fails_at_once(kube, endpoint):
     kube.answers[RAYSERVICE_PATH] = [(200, REJECTED)]
-    with pytest.raises(gate.GateError) as raised:
+    with pytest.raises(errors.GateError) as raised:
         gate.is_complete(poll_event(endpoint, started_ago_s=0), None)
     assert str(raised.value) == (
         "RayService serving/mistral was rejected by KubeRay (ValidationFailed): The RayService spec is invalid "
@@ -381,7 +502,7 @@ def test_timeout_reports_conditions_and_recent_events(kube, endpoint):
     # Twelve events, out of order, half of them with eventTime only.
     events = [event(i, legacy=i % 2 == 0) for i in (7, 1, 12, 3, 9, 2, 11, 4, 10, 5, 8, 6)]
     kube.answers[EVENTS_PATH] = [(200, {"kind": "EventList", "items": events})]
-    with pytest.raises(gate.GateError) as raised:
+    with pytest.raises(errors.GateError) as raised:
         gate.is_complete(poll_event(endpoint, started_ago_s=120, timeout_s=60), None)
     message = str(raised.value)
     assert message.startswith("RayService serving/mistral did not become Ready in 12")
@@ -408,8 +529,8 @@ def test_event_times_of_every_shape_sort_together():
         {"reason": "c", "lastTimestamp": "2026-11-23T04:00:03"},
         {"reason": "a", "lastTimestamp": "2026-11-23T04:00:01Z"},
     ]
-    assert [e["reason"] for e in gate.recent_events(events)] == ["none", "a", "b", "c"]
-    assert gate.format_events(events) == (
+    assert [e["reason"] for e in report.recent_events(events)] == ["none", "a", "b", "c"]
+    assert report.format_events(events) == (
         "? none: | 2026-11-23T04:00:01Z a: | 2026-11-23T04:00:02Z b: | 2026-11-23T04:00:03Z c:"
     )
 
@@ -418,7 +539,7 @@ def test_timeout_report_stays_short_with_long_messages(kube, endpoint):
     noisy = rayservice(condition("Ready", "False", "ZeroServeEndpoints", "x" * 5000), active="")
     kube.answers[RAYSERVICE_PATH] = [(200, noisy)]
     kube.answers[EVENTS_PATH] = [(200, {"items": [event(i, message="y" * 2000) for i in range(1, 13)]})]
-    with pytest.raises(gate.GateError) as raised:
+    with pytest.raises(errors.GateError) as raised:
         gate.is_complete(poll_event(endpoint, started_ago_s=120, timeout_s=60), None)
     message = str(raised.value)
     assert len(message) <= 3500
@@ -427,7 +548,7 @@ def test_timeout_report_stays_short_with_long_messages(kube, endpoint):
 
 
 def test_timeout_while_the_rayservice_never_appeared(kube, endpoint):
-    with pytest.raises(gate.GateError) as raised:
+    with pytest.raises(errors.GateError) as raised:
         gate.is_complete(poll_event(endpoint, started_ago_s=120, timeout_s=60), None)
     assert "Conditions: RayService not found. Recent events: none" in str(raised.value)
 
@@ -435,7 +556,7 @@ def test_timeout_while_the_rayservice_never_appeared(kube, endpoint):
 def test_server_errors_are_waited_out_then_reported(kube, endpoint):
     kube.answers[RAYSERVICE_PATH] = [(503, {"kind": "Status", "message": "etcdserver: leader changed"})]
     assert gate.is_complete(poll_event(endpoint), None) == {"IsComplete": False}
-    with pytest.raises(gate.GateError, match=r"Last API error: GET .*: HTTP 503 etcdserver: leader changed"):
+    with pytest.raises(errors.GateError, match=r"Last API error: GET .*: HTTP 503 etcdserver: leader changed"):
         gate.is_complete(poll_event(endpoint, started_ago_s=120, timeout_s=60), None)
 
 
@@ -443,14 +564,14 @@ def test_forbidden_is_waited_out_briefly_then_fails(kube, endpoint):
     forbidden = {"kind": "Status", "message": 'rayservices.ray.io "mistral" is forbidden', "code": 403}
     kube.answers[RAYSERVICE_PATH] = [(403, forbidden)]
     assert gate.is_complete(poll_event(endpoint, started_ago_s=10), None) == {"IsComplete": False}
-    with pytest.raises(gate.GateError, match="is forbidden .*must allow get on rayservices.ray.io"):
+    with pytest.raises(errors.GateError, match="is forbidden .*must allow get on rayservices.ray.io"):
         gate.is_complete(poll_event(endpoint, started_ago_s=gate.AUTH_GRACE_S + 5), None)
 
 
 def test_redirects_are_not_followed(kube, endpoint):
     # Following one would hand the bearer token to wherever it points.
     kube.answers[RAYSERVICE_PATH] = [(302, {"location": "/elsewhere"})]
-    with pytest.raises(gate.GateError, match=f"^RayService serving/mistral: GET {RAYSERVICE_PATH}: HTTP 302 Found$"):
+    with pytest.raises(errors.GateError, match=f"^RayService serving/mistral: GET {RAYSERVICE_PATH}: HTTP 302 Found$"):
         gate.is_complete(poll_event(endpoint), None)
     assert [r["path"] for r in kube.requests] == [RAYSERVICE_PATH]
 
@@ -463,9 +584,75 @@ def test_delete_completes_without_calling_the_cluster(kube, endpoint):
 @pytest.mark.parametrize("endpoint_url", ["http://kube.example:8080", "http://10.0.0.1", "ftp://127.0.0.1"])
 def test_plain_http_only_to_loopback(kube, endpoint_url):
     # Refused before any connection: a bearer token never travels in the clear.
-    with pytest.raises(gate.GateError, match="^Endpoint must be an https:// URL"):
+    with pytest.raises(errors.GateError, match="^Endpoint must be an https:// URL"):
         gate.is_complete(poll_event(endpoint_url), None)
     assert kube.requests == []
+
+
+# ---------------------------------------------------------------------------------------
+# Teardown: Custom::RayServiceGone waits on Delete for what the RayService leaves behind
+# ---------------------------------------------------------------------------------------
+
+GONE = "Custom::RayServiceGone"
+
+
+def listing(*items: dict) -> dict:
+    return {"kind": "List", "items": list(items)}
+
+
+def k8s_object(name: str, *finalizers: str, service_type: str | None = None) -> dict:
+    body = {"metadata": {"name": name, "namespace": NAMESPACE, "finalizers": list(finalizers)}}
+    if service_type:
+        body["spec"] = {"type": service_type}
+    return body
+
+
+REDIS_CLEANUP = "ray.io/gcs-ft-redis-cleanup-finalizer"
+LB_CLEANUP = "service.eks.amazonaws.com/resources"
+
+
+def test_gone_has_nothing_to_do_on_create(kube, endpoint):
+    event = poll_event(endpoint, resource_type=GONE)
+    del event["Data"]
+    assert gate.on_event(event, None) == {"PhysicalResourceId": f"{NAMESPACE}/{NAME}"}
+    assert gate.is_complete(event, None) == {"IsComplete": True}
+    assert kube.requests == []
+
+
+def test_delete_waits_until_the_clusters_and_load_balancers_are_gone(kube, endpoint):
+    # The RayService is gone (kubectl delete returned), but its RayCluster still runs the
+    # Redis cleanup Job and the serve Service still holds its NLB.
+    gradio = k8s_object("gradio", service_type="ClusterIP")
+    kube.answers[RAYCLUSTERS_PATH] = [
+        (200, listing(k8s_object("ray-serve-llm-raycluster-x1", REDIS_CLEANUP))), (200, listing()), (200, listing()),
+    ]
+    kube.answers[SERVICES_PATH] = [
+        (200, listing(k8s_object("ray-serve-llm-serve-svc", LB_CLEANUP, service_type="LoadBalancer"), gradio)),
+        (200, listing(k8s_object("ray-serve-llm-serve-svc", LB_CLEANUP, service_type="LoadBalancer"), gradio)),
+        (200, listing(gradio)),
+    ]
+    event = poll_event(endpoint, request_type="Delete", resource_type=GONE)
+    started = gate.on_event({**event, "Data": None}, None)
+    assert started["PhysicalResourceId"] == f"{NAMESPACE}/{NAME}" and "StartedAt" in started["Data"]
+    assert gate.is_complete(event, None) == {"IsComplete": False}
+    assert gate.is_complete(event, None) == {"IsComplete": False}
+    assert gate.is_complete(event, None) == {"IsComplete": True}
+    assert {r["path"] for r in kube.requests} == {RAYSERVICE_PATH, RAYCLUSTERS_PATH, SERVICES_PATH}
+
+
+def test_delete_that_does_not_finish_names_what_is_left(kube, endpoint):
+    kube.answers[RAYSERVICE_PATH] = [(200, k8s_object(NAME, "ray.io/rayservice-finalizer"))]
+    kube.answers[RAYCLUSTERS_PATH] = [(200, listing(k8s_object("ray-serve-llm-raycluster-x1", REDIS_CLEANUP)))]
+    kube.answers[SERVICES_PATH] = [(200, listing(k8s_object("ray-serve-llm-serve-svc", LB_CLEANUP, service_type="LoadBalancer")))]
+    with pytest.raises(errors.GateError) as raised:
+        gate.is_complete(poll_event(endpoint, request_type="Delete", resource_type=GONE, started_ago_s=120, timeout_s=60), None)
+    assert str(raised.value) == (
+        "RayService serving/mistral teardown did not finish in 120 s; still there: "
+        "RayService mistral (finalizers: ray.io/rayservice-finalizer); "
+        f"RayCluster ray-serve-llm-raycluster-x1 (finalizers: {REDIS_CLEANUP}); "
+        f"Service ray-serve-llm-serve-svc (finalizers: {LB_CLEANUP}). "
+        "Delete them (or remove their finalizers) and destroy again."
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -510,13 +697,13 @@ def test_https_trusts_the_cluster_ca(tls_server):
 
 def test_https_refuses_a_server_outside_the_cluster_ca(tls_server):
     url, _, other_ca = tls_server
-    with pytest.raises(gate.GateError, match="TLS verification against the cluster CA failed"):
+    with pytest.raises(errors.GateError, match="TLS verification against the cluster CA failed"):
         gate.is_complete(poll_event(url, ca=other_ca), None)
 
 
 def test_certificate_authority_must_be_base64_pem():
-    with pytest.raises(gate.GateError, match="^CertificateAuthority is not base64-encoded PEM"):
-        gate.ssl_context_for(base64.b64encode(b"not a certificate").decode())
+    with pytest.raises(errors.GateError, match="^CertificateAuthority is not base64-encoded PEM"):
+        kube_api.ssl_context_for(base64.b64encode(b"not a certificate").decode())
 
 
 # ---------------------------------------------------------------------------------------
@@ -524,8 +711,14 @@ def test_certificate_authority_must_be_base64_pem():
 # ---------------------------------------------------------------------------------------
 
 
-def test_handler_imports_only_the_standard_library_and_botocore():
-    tree = ast.parse(Path(gate.__file__).read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported - sys.stdlib_module_names - {"__future__"} <= {"boto3", "botocore"}
+def test_handler_imports_only_the_standard_library_botocore_and_its_own_modules():
+    folder = Path(gate.__file__).parent
+    own = {path.stem for path in folder.glob("*.py")}
+    imported = set()
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported |= {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported - sys.stdlib_module_names - {"__future__"} - own <= {"boto3", "botocore"}
+    # Every sibling the handler imports ships beside it (the asset is the folder).
+    assert {"eks_token", "gate_errors", "kube_api", "rayservice_status", "failure_report", "teardown"} <= own

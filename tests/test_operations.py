@@ -4,11 +4,13 @@ and dashboard, and the outputs that tell users the next command."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from aws_cdk.assertions import Match
 
-from tests.conftest import synthesize
+from stacks.settings import READINESS_TIMEOUT_MAX_MINUTES
+from tests.conftest import ROOT, synthesize
 from tests.crd_schemas import schema_errors
 
 
@@ -23,25 +25,81 @@ def only(template, resource_type: str, props: dict | None = None) -> tuple[str, 
     return next(iter(found.items()))
 
 
+@pytest.fixture(scope="module")
+def changed():
+    """Another model and a shorter readiness timeout than the defaults."""
+    return synthesize(modelId="mistralai/Mistral-7B-Instruct-v0.3", readinessTimeoutMinutes="30").serving
+
+
+def waiter_seconds(template) -> int:
+    """How long the Provider's waiter polls: interval × attempts of its state machine."""
+    _, machine = only(template, "AWS::StepFunctions::StateMachine")
+    definition = json.dumps(machine["Properties"]["DefinitionString"])
+    interval = int(re.search(r'IntervalSeconds\\":(\d+)', definition).group(1))
+    attempts = int(re.search(r'MaxAttempts\\":(\d+)', definition).group(1))
+    assert machine["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
+    return interval * attempts
+
+
 def test_readiness_gate_waits_for_the_rayservice_with_the_configured_timeout(serving):
     _, resource = only(serving, "Custom::RayServiceReady")
     properties = resource["Properties"]
-    assert (properties["Namespace"], properties["RayServiceName"], properties["TimeoutSeconds"]) == (
-        "ray-serving", "ray-serve-llm", "3540"
-    )
+    assert (properties["Namespace"], properties["RayServiceName"]) == ("ray-serving", "ray-serve-llm")
     assert {"ClusterName", "Endpoint", "CertificateAuthority"} <= set(properties)
-    # The Provider's waiter retries every 30 s for the whole timeout: 60 min / 30 s.
-    _, machine = only(serving, "AWS::StepFunctions::StateMachine")
-    definition = json.dumps(machine["Properties"]["DefinitionString"])
-    assert '\\"IntervalSeconds\\":30' in definition and '\\"MaxAttempts\\":120' in definition
-    assert machine["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
+    # The default is the longest wait CloudFormation allows: the Provider's waiter polls
+    # every 30 s for the whole timeout, the handler gives up 60 s earlier with its message.
+    assert waiter_seconds(serving) == READINESS_TIMEOUT_MAX_MINUTES * 60
+    assert properties["TimeoutSeconds"] == str(READINESS_TIMEOUT_MAX_MINUTES * 60 - 60)
 
 
-def test_readiness_timeout_follows_the_setting():
-    template = synthesize(readinessTimeoutMinutes="90").serving
-    _, resource = only(template, "Custom::RayServiceReady")
+def test_the_longest_readiness_wait_fits_cloudformations_custom_resource_limit(serving):
+    # CloudFormation fails a custom resource after ServiceTimeout (at most 3,600 s) whatever
+    # the Provider would still do: the whole wait, and a margin for the start, fit in it.
+    _, resource = only(serving, "Custom::RayServiceReady")
+    assert resource["Properties"]["ServiceTimeout"] == "3600"
+    assert waiter_seconds(serving) + 5 * 60 <= 3600
+
+
+def test_readiness_timeout_follows_the_setting(changed):
+    _, resource = only(changed, "Custom::RayServiceReady")
+    assert waiter_seconds(changed) == 30 * 60
     # 60 s short of the Provider's total timeout, so the handler's own message wins.
-    assert resource["Properties"]["TimeoutSeconds"] == "5340"
+    assert resource["Properties"]["TimeoutSeconds"] == "1740"
+
+
+def intrinsics(value) -> list[str]:
+    """Every CloudFormation intrinsic (a dict other than Fn::Join) inside a property, as text."""
+    if isinstance(value, list):
+        return [found for item in value for found in intrinsics(item)]
+    if isinstance(value, dict):
+        if "Fn::Join" in value:
+            return intrinsics(value["Fn::Join"][1])
+        return [json.dumps(value, sort_keys=True)]
+    return []
+
+
+def test_readiness_gate_sees_every_deploy_time_value_of_the_rayservice(serving):
+    # Images, the Redis endpoint: when CloudFormation resolves any of them to something new,
+    # the RayService manifest changes and so do the gate's properties (an Update: it waits
+    # again for the new spec).
+    (manifest,) = [r["Properties"]["Manifest"] for k, r in
+                   serving.find_resources("Custom::AWSCDK-EKS-KubernetesResource").items()
+                   if k.startswith("RayserviceChart")]
+    _, resource = only(serving, "Custom::RayServiceReady")
+    in_manifest = set(intrinsics(manifest))
+    assert any("container-assets" in item for item in in_manifest)  # the Ray Serve image
+    assert in_manifest <= set(intrinsics(resource["Properties"]["DeployTimeValues"]))
+
+
+def test_readiness_gate_runs_again_when_the_rayservice_spec_changes(serving, changed):
+    def spec_hash(template) -> str:
+        return only(template, "Custom::RayServiceReady")[1]["Properties"]["RayServiceSpecHash"]
+
+    assert re.fullmatch(r"[0-9a-f]{64}", spec_hash(serving))
+    # Another model changes the serve config in the RayService: a new hash, an Update.
+    assert spec_hash(changed) != spec_hash(serving)
+    # The same settings give the same hash (token names do not leak into it): no Update.
+    assert spec_hash(synthesize().serving) == spec_hash(serving)
 
 
 def test_readiness_gate_runs_in_the_vpc_on_the_lambda_runtime_without_bundling(serving):
@@ -75,6 +133,7 @@ def test_readiness_role_may_only_read_in_the_serving_namespace(serving):
     assert role["rules"] == [
         {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+        {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["list"]},
     ]
     assert binding["subjects"][0]["name"] == "ray-serve-ha.dev:rayservice-readers"
     for obj in objects:
@@ -148,3 +207,102 @@ def test_ui_is_applied_after_the_rayservice_is_ready(serving):
     (gradio,) = [r for k, r in serving.find_resources("Custom::AWSCDK-EKS-KubernetesResource").items()
                  if k.startswith("GradioChart")]
     assert readiness_id in gradio["DependsOn"]
+
+
+def describe_peer(rule: dict) -> str:
+    """An egress rule's destination in words: the cluster SG, the VPC CIDR or anywhere."""
+    if "DestinationSecurityGroupId" in rule:
+        return "cluster-sg" if "ClusterSecurityGroupId" in json.dumps(rule["DestinationSecurityGroupId"]) else "other-sg"
+    if rule.get("CidrIp") == "0.0.0.0/0":
+        return "anywhere"
+    return "vpc-cidr" if "CidrBlock" in json.dumps(rule["CidrIp"]) else json.dumps(rule["CidrIp"])
+
+
+def helper_groups(template) -> dict[str, list[str]]:
+    """Helper (readiness handlers, probe, drill) -> the security groups it runs in."""
+    found = {}
+    for logical_id, function in template.find_resources("AWS::Lambda::Function").items():
+        handler = function["Properties"].get("Handler", "")
+        if handler in ("index.on_event", "index.is_complete", "index.handler"):
+            found[handler] = function["Properties"]["VpcConfig"]["SecurityGroupIds"]
+    (project,) = template.find_resources("AWS::CodeBuild::Project").values()
+    found["drill"] = project["Properties"]["VpcConfig"]["SecurityGroupIds"]
+    return found
+
+
+def test_helpers_run_in_groups_of_their_own_with_only_the_egress_they_need(serving):
+    groups = serving.find_resources("AWS::EC2::SecurityGroup")
+    reach = {}
+    for helper, ids in helper_groups(serving).items():
+        (group,) = ids
+        # A group of this stack, not the cluster security group (which opens every node,
+        # pod, kubelet and Redis to its members).
+        assert "ClusterSecurityGroupId" not in json.dumps(group), helper
+        properties = groups[group["Fn::GetAtt"][0]]["Properties"]
+        assert "SecurityGroupIngress" not in properties
+        reach[helper] = sorted((describe_peer(r), r["FromPort"], r["ToPort"]) for r in properties["SecurityGroupEgress"])
+    assert reach == {
+        "index.on_event": [("cluster-sg", 443, 443)],
+        "index.is_complete": [("cluster-sg", 443, 443)],
+        "index.handler": [("anywhere", 443, 443), ("vpc-cidr", 8000, 8000)],
+        "drill": [("anywhere", 443, 443), ("cluster-sg", 443, 443), ("vpc-cidr", 8000, 8000)],
+    }
+    # The API endpoint (cluster security group) admits exactly the helpers that call it.
+    admitted = {
+        rule["Properties"]["SourceSecurityGroupId"]["Fn::GetAtt"][0]
+        for rule in serving.find_resources("AWS::EC2::SecurityGroupIngress").values()
+        if "ClusterSecurityGroupId" in json.dumps(rule["Properties"]["GroupId"])
+        and (rule["Properties"]["FromPort"], rule["Properties"]["ToPort"]) == (443, 443)
+    }
+    callers = helper_groups(serving)
+    assert admitted == {callers["index.is_complete"][0]["Fn::GetAtt"][0], callers["drill"][0]["Fn::GetAtt"][0]}
+
+
+def test_cloudwatch_may_use_the_topic_key_only_for_this_accounts_alarms(serving):
+    (key,) = [k for k in serving.find_resources("AWS::KMS::Key").values()
+              if "cloudwatch.amazonaws.com" in json.dumps(k)]
+    (statement,) = [s for s in key["Properties"]["KeyPolicy"]["Statement"]
+                    if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+    assert statement["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+        "ArnLike": {"aws:SourceArn": {"Fn::Join": ["", [
+            "arn:", {"Ref": "AWS::Partition"}, ":cloudwatch:", {"Ref": "AWS::Region"}, ":",
+            {"Ref": "AWS::AccountId"}, ":alarm:*"]]}},
+    }
+    assert sorted(statement["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+
+
+def test_teardown_waits_for_the_rayservice_leftovers_before_secrets_and_access_go(serving):
+    # CloudFormation deletes in reverse dependency order: the RayService manifest first,
+    # then the teardown wait, then the password Secret its Redis cleanup Job reads, and only
+    # after the wait the gate's own access (entry, RBAC, the API endpoint's ingress rule).
+    resources = serving.to_json()["Resources"]
+    gone_id, gone = only(serving, "Custom::RayServiceGone")
+    (rayservice_id,) = [k for k in resources if k.startswith("RayserviceChart")]
+    (secrets_id,) = [k for k in resources if k.startswith("SecretsChart")]
+    (ingress_id,) = [k for k, r in resources.items() if r["Type"] == "AWS::EC2::SecurityGroupIngress"
+                     and k.startswith("ReadinessAccess")]
+    (entry_id,) = [k for k in resources if k.startswith("ReadinessViewAccess")]
+    (rbac_id,) = [k for k in resources if k.startswith("ReadinessRbac")]
+    assert gone_id in resources[rayservice_id]["DependsOn"]
+    assert {secrets_id, ingress_id, entry_id, rbac_id} <= set(gone["DependsOn"])
+    assert gone["Properties"]["Namespace"] == "ray-serving"
+    assert gone["Properties"]["ServiceTimeout"] == "3600"
+    # It may list the clusters it waits for.
+    (rbac,) = [json.loads(r["Properties"]["Manifest"]) for k, r in resources.items() if k == rbac_id]
+    assert {"apiGroups": ["ray.io"], "resources": ["rayclusters"], "verbs": ["list"]} in rbac[0]["rules"]
+
+
+def test_readme_names_everything_destroy_leaves_behind(default_system):
+    # Every resource a template keeps on delete is of a kind the README's teardown list names.
+    retained = {
+        resource["Type"]
+        for template in (default_system.network, default_system.cluster, default_system.gcs_store, default_system.serving)
+        for resource in template.to_json()["Resources"].values()
+        if resource.get("DeletionPolicy") == "Retain"
+    }
+    assert retained == {"AWS::KMS::Key", "AWS::Logs::LogGroup"}
+    readme = (ROOT / "README.md").read_text()
+    teardown = readme[readme.index("What `cdk destroy --all` leaves"):readme.index("### Delivery with CDK Pipelines")]
+    for words in ("KMS keys", "log groups", "VPC flow log", "kubectl", "Provider framework"):
+        assert words in teardown, words

@@ -1,0 +1,86 @@
+"""The message CloudFormation shows when the RayService does not become Ready in time:
+its conditions and its recent events, short enough for a stack event."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from rayservice_status import conditions
+
+# CloudFormation shows the failure in the stack events; keep it readable and under its limit.
+MAX_REASON_CHARS = 3500
+MAX_EVENTS = 10
+
+
+def clip(text: Any, limit: int) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def format_conditions(rayservice: Mapping[str, Any] | None) -> str:
+    if rayservice is None:
+        return "RayService not found"
+    found = conditions(rayservice)
+    if not found:
+        return "no conditions reported"
+    return "; ".join(
+        f"{c.get('type')}={c.get('status')} ({c.get('reason', '')}: {clip(c.get('message', ''), 300)})" for c in found
+    )
+
+
+def _event_time(event: Mapping[str, Any]) -> datetime:
+    # core/v1 Events fill lastTimestamp; events created through events.k8s.io fill eventTime.
+    for value in (
+        event.get("lastTimestamp"),
+        event.get("eventTime"),
+        (event.get("series") or {}).get("lastObservedTime"),
+        event.get("firstTimestamp"),
+        (event.get("metadata") or {}).get("creationTimestamp"),
+    ):
+        if value:
+            try:
+                parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            # Sorting mixes sources: make every time zone-aware (the API server writes UTC).
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return datetime.min.replace(tzinfo=timezone.utc)
+
+
+def recent_events(events: list[Mapping[str, Any]], limit: int = MAX_EVENTS) -> list[Mapping[str, Any]]:
+    """The newest `limit` events, oldest first (reads like a log)."""
+    return sorted(events, key=_event_time)[-limit:]
+
+
+def format_events(events: list[Mapping[str, Any]]) -> str:
+    if not events:
+        return "none"
+    lines = []
+    for event in recent_events(events):
+        count = event.get("count") or (event.get("series") or {}).get("count") or 1
+        repeat = f" (x{count})" if int(count) > 1 else ""
+        at = _event_time(event)
+        when = at.strftime("%Y-%m-%dT%H:%M:%SZ") if at.year > 1 else "?"
+        head = " ".join(str(part) for part in (when, event.get("type"), event.get("reason")) if part)
+        lines.append(f"{head}: {clip(event.get('message', ''), 200)}{repeat}".rstrip())
+    return " | ".join(lines)
+
+
+def timeout_report(
+    resource_id: str,
+    waited_s: float,
+    rayservice: Mapping[str, Any] | None,
+    events: list[Mapping[str, Any]] | str,
+    last_error: str | None = None,
+    waiting_for: str | None = None,
+) -> str:
+    """One message for the CloudFormation status reason: what the operator says and did."""
+    parts = [f"RayService {resource_id} did not become Ready in {waited_s:.0f} s."]
+    if waiting_for:
+        parts.append(f"Still waiting for: {clip(waiting_for, 300)}.")
+    parts.append(f"Conditions: {format_conditions(rayservice)}.")
+    if last_error:
+        parts.append(f"Last API error: {clip(last_error, 300)}.")
+    parts.append(f"Recent events: {events if isinstance(events, str) else format_events(events)}")
+    return clip(" ".join(parts), MAX_REASON_CHARS)
