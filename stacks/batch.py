@@ -70,7 +70,9 @@ class BatchStack(cdk.Stack):
                     and accelerator != capacity.accelerator
                     and accelerator.name not in self.device_plugins
                 ):
-                    self.device_plugins[accelerator.name] = install_device_plugin(cluster.cluster, accelerator)
+                    self.device_plugins[accelerator.name] = install_device_plugin(
+                        cluster.cluster, accelerator, scope=self
+                    )
             cluster_manifest = eks.KubernetesManifest(
                 self, f"{label}RayCluster", cluster=cluster.cluster, manifest=team_chart.to_json()
             )

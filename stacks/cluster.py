@@ -178,9 +178,12 @@ class NodeGroupCapacity(Construct):
         self.device_plugin = install_device_plugin(cluster, accelerator)
 
 
-def install_device_plugin(cluster: eks.Cluster, accelerator: Accelerator) -> eks.HelmChart:
+def install_device_plugin(
+    cluster: eks.Cluster, accelerator: Accelerator, scope: Construct | None = None
+) -> eks.HelmChart:
     """The accelerator's device plugin (node-groups mode: Auto Mode brings its own), on the
-    accelerator's nodes, serving and batch teams' alike: it tolerates every team's taint."""
+    accelerator's nodes, serving and batch teams' alike: it tolerates every team's taint.
+    Under `scope` (another stack's construct), or else under the cluster."""
     plugin = accelerator.device_plugin
     return _install(
         cluster,
@@ -188,6 +191,7 @@ def install_device_plugin(cluster: eks.Cluster, accelerator: Accelerator) -> eks
         plugin.chart,
         plugin.namespace,
         values=accelerator.device_plugin_values(tolerated_taint_keys=(constants.TEAM_LABEL,)),
+        scope=scope,
     )
 
 
@@ -235,9 +239,9 @@ def _install(
     namespace: str,
     values: dict | None = None,
     wait: bool = False,
+    scope: Construct | None = None,
 ) -> eks.HelmChart:
-    return cluster.add_helm_chart(
-        construct_id,
+    options = dict(
         repository=ref.repository,
         chart=ref.chart,
         # A stable release name: what `helm list -A` shows and upgrades target.
@@ -248,6 +252,9 @@ def _install(
         values=values,
         wait=wait,
     )
+    if scope is None:
+        return cluster.add_helm_chart(construct_id, **options)
+    return eks.HelmChart(scope, construct_id, cluster=cluster, **options)
 
 
 def _kubectl_layer(scope: Construct, cluster_settings: ClusterSettings):
