@@ -24,7 +24,7 @@ from typing import Sequence
 import cdk8s
 
 from charts import constants
-from charts.accelerators import ACCELERATORS
+from charts.accelerators import ACCELERATORS, DEFAULT_ACCELERATOR
 from charts.profiles import EksDeployment, KindDeployment, eks_charts, kind_charts
 
 PROG = "python -m charts"
@@ -123,7 +123,7 @@ def build(args: argparse.Namespace, app: cdk8s.App) -> tuple[cdk8s.Chart, ...]:
         raise UsageError(
             f"--profile eks needs {', '.join(missing)} (deploy-time values the charts cannot guess)"
         )
-    accelerator = ACCELERATORS[args.accelerator or "neuron"]
+    accelerator = ACCELERATORS[args.accelerator or DEFAULT_ACCELERATOR]
     min_workers = EksDeployment.min_workers if args.min_workers is None else args.min_workers
     return eks_charts(
         app,

@@ -1,25 +1,157 @@
-"""What the project knows about each accelerator: taints, device resources, AMIs, shapes.
+"""Everything the project knows about each accelerator, in one table.
 
-One table used by the settings (to validate instance types), the stacks (NodePool, node
-groups, device plugins) and the Ray worker specs (tolerations and device requests), so the
-three cannot disagree.
+Settings validate instance types against it; the stacks build the NodePool, the node groups
+and the device plugins from it; the Ray worker specs take their device requests, Ray
+resources, tolerations and sizes from it; the serve config asks it how Ray counts a replica's
+devices; the serving stack picks the Dockerfile from it. No other module branches on an
+accelerator's name: adding an accelerator is one more `Accelerator` in `ACCELERATORS`
+(tests/test_accelerators.py adds a made-up one and builds everything for it).
+
+Worker sizes come from what Karpenter (and so EKS Auto Mode) estimates a node will have
+allocatable *before* it launches one: a pod over that estimate stays Pending ("no instance
+type satisfied resources") even when the real node would hold it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
+
+from charts import constants
+from charts.helm import HelmChartRef
+
+# --- Karpenter's allocatable estimate ----------------------------------------------------
+# karpenter-provider-aws pkg/providers/instancetype/types.go (`kubeReservedResources`,
+# `evictionThreshold`) and the chart's `vmMemoryOverheadPercent` default.
+VM_MEMORY_OVERHEAD_SHARE = 0.075
+KUBE_RESERVED_MEMORY_MIB_PER_POD = 11
+KUBE_RESERVED_MEMORY_BASE_MIB = 255
+EVICTION_THRESHOLD_MIB = 100
+# Millicores reserved for the kubelet per core: 60m for the first, 10m for the second, 5m
+# each for cores 3-4, 2.5m for each core beyond.
+_KUBE_RESERVED_CPU_MILLI = ((1, 60.0), (1, 10.0), (2, 5.0))
+_KUBE_RESERVED_CPU_MILLI_BEYOND = 2.5
+
+# --- what a worker leaves on its node ----------------------------------------------------
+# DaemonSets on an accelerator or team node: VPC CNI (25m), kube-proxy (100m), the Pod
+# Identity agent, the device plugin, and room for a monitoring agent a user adds.
+DAEMONSET_CPU_MILLI = 500
+DAEMONSET_MEMORY_MIB = 1024
+# Auto Mode does not publish its exact node overhead (it runs its own agents on the node):
+# keep a margin under Karpenter's estimate.
+MARGIN_CPU_MILLI = 250
+MARGIN_MEMORY_SHARE = 0.03
+
+# --- the model the serving workers hold ---------------------------------------------------
+# Mistral-7B-Instruct in bf16: 7.24 B parameters x 2 bytes. A worker loads the weights into
+# host memory before it places (Neuron: compiles) them on its devices.
+MODEL_WEIGHTS_GB = 14.5
+_GB = 10**9
+_GIB = 2**30
+_MIB = 2**20
+
+
+# batch/'s image for CPU-only teams (PyTorch's CPU build).
+CPU_BATCH_DOCKERFILE = "Dockerfile"
+
+
+def kube_reserved_cpu_milli(vcpus: int) -> float:
+    reserved, left = 0.0, vcpus
+    for cores, per_core in _KUBE_RESERVED_CPU_MILLI:
+        taken = min(cores, left)
+        reserved += taken * per_core
+        left -= taken
+    return reserved + left * _KUBE_RESERVED_CPU_MILLI_BEYOND
 
 
 @dataclass(frozen=True)
 class InstanceShape:
-    """Size of one instance type, as a Ray worker on it may request."""
+    """One EC2 instance type, as EC2 describes it and as Karpenter estimates it."""
 
     vcpus: int
     memory_gib: int
-    # Devices the device plugin advertises: Inferentia2 chips or NVIDIA GPUs.
+    # Devices the device plugin advertises (Inferentia2 chips, NVIDIA GPUs); 0 for CPU types.
+    devices: int = 0
+    # Accelerator memory per device, GiB.
+    device_memory_gib: int = 0
+    # Pods the kubelet allows without prefix delegation (ENIs x (IPv4 per ENI - 1) + 2), from
+    # aws/amazon-vpc-cni-k8s misc/eni-max-pods.txt (2026-08-20, b521883). Karpenter reserves
+    # kubelet memory per pod, so it sizes what a pod may request.
+    max_pods: int = 110
+
+    @property
+    def allocatable_cpu_milli(self) -> float:
+        """Karpenter's estimate of the node's allocatable CPU."""
+        return self.vcpus * 1000 - kube_reserved_cpu_milli(self.vcpus)
+
+    @property
+    def allocatable_memory_mib(self) -> float:
+        """Karpenter's estimate of the node's allocatable memory."""
+        capacity = self.memory_gib * 1024
+        return (
+            capacity
+            - math.ceil(capacity * VM_MEMORY_OVERHEAD_SHARE)
+            - (KUBE_RESERVED_MEMORY_MIB_PER_POD * self.max_pods + KUBE_RESERVED_MEMORY_BASE_MIB)
+            - EVICTION_THRESHOLD_MIB
+        )
+
+    @property
+    def worker_cpus(self) -> int:
+        """Whole CPUs (Ray counts whole CPUs) a pod that takes the node may request."""
+        return math.floor((self.allocatable_cpu_milli - DAEMONSET_CPU_MILLI - MARGIN_CPU_MILLI) / 1000)
+
+    @property
+    def worker_memory_gib(self) -> int:
+        """Memory a pod that takes the node may request."""
+        margin = self.memory_gib * 1024 * MARGIN_MEMORY_SHARE
+        return math.floor((self.allocatable_memory_mib - DAEMONSET_MEMORY_MIB - margin) / 1024)
+
+
+@dataclass(frozen=True)
+class WorkerSize:
+    """What one worker pod that takes a whole node requests (requests equal limits)."""
+
+    cpus: int
+    memory_gib: int
     devices: int
-    # Accelerator memory per device, GiB (sizes the model's tensor-parallel degree).
-    device_memory_gib: int
+
+
+@dataclass(frozen=True)
+class RayDevice:
+    """How Ray counts an accelerator: a custom resource with `units_per_device` units per
+    device (Neuron: `neuron_cores`, two per Inferentia2 chip), or Ray's own GPU count
+    (`resource` None: KubeRay derives `num-gpus` from the pod's `nvidia.com/gpu` limit)."""
+
+    resource: str | None
+    units_per_device: int
+    # What one unit is called in messages ("NeuronCores", "GPUs").
+    unit_word: str
+
+    def worker_group_resources(self, devices: int) -> dict[str, str]:
+        """The worker group's `resources` (what the worker's raylet advertises beyond what
+        KubeRay derives from the pod): empty for Ray's own GPU count."""
+        if self.resource is None:
+            return {}
+        return {self.resource: str(devices * self.units_per_device)}
+
+    def actor_options(self, units: int) -> dict[str, Any]:
+        """`ray_actor_options` of a Serve replica that needs `units` of this device."""
+        if self.resource is None:
+            return {"num_gpus": units}
+        return {"resources": {self.resource: units}}
+
+
+@dataclass(frozen=True)
+class DevicePlugin:
+    """The device plugin's Helm chart for managed node groups (EKS Auto Mode brings its
+    own), with where in its values the DaemonSet's tolerations and affinity go."""
+
+    chart: HelmChartRef
+    namespace: str
+    values: dict[str, Any]
+    tolerations_path: tuple[str, ...]
+    affinity_path: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -29,12 +161,25 @@ class Accelerator:
     device_resource: str
     # Taint key on every node of this accelerator (effect NoSchedule).
     taint_key: str
+    ray_device: RayDevice
+    # The serving engine of images/ray-serve on this accelerator, and its Dockerfile there.
+    engine: str
+    dockerfile: str
+    # Devices' Ray units one replica of the served model shards over (tensor parallel degree).
+    replica_units: int
+    # Batch teams on this accelerator: their image (a Dockerfile in batch/) and whether Ray
+    # Train's PyTorch workers train on the devices (`use_gpu`: CUDA) or on the node's CPUs.
+    batch_dockerfile: str
+    train_on_devices: bool
     # Managed node group AMI type, as named by aws_eks_v2.NodegroupAmiType (AL2023; AL2
     # reached end of support 2025-11-26).
     node_group_ami_type: str
+    device_plugin: DevicePlugin
     instance_types: dict[str, InstanceShape]
     # What the workers run on unless the settings say otherwise.
     default_instance_type: str
+    # What the chat UI calls the device ("Inferentia2", "GPU").
+    ui_device_word: str
 
     @staticmethod
     def family(instance_type: str) -> str:
@@ -43,41 +188,207 @@ class Accelerator:
     def families(self, instance_types: tuple[str, ...]) -> list[str]:
         return sorted({self.family(t) for t in instance_types})
 
+    def node_labels(self) -> dict[str, str]:
+        """Labels on every node of this accelerator (NodePool, node groups, team capacity)."""
+        return {constants.ACCELERATOR_LABEL: self.name}
+
+    def taint(self) -> dict[str, str]:
+        return {"key": self.taint_key, "effect": "NoSchedule"}
+
+    def toleration(self) -> dict[str, str]:
+        return {"key": self.taint_key, "operator": "Exists", "effect": "NoSchedule"}
+
+    def check_instance_types(self, instance_types: tuple[str, ...]) -> None:
+        unknown = [t for t in instance_types if t not in self.instance_types]
+        if not instance_types or unknown:
+            raise ValueError(
+                f"instance types {list(instance_types)} must be a non-empty list of {self.name} "
+                f"instance types: {', '.join(self.instance_types)}"
+            )
+
+    def worker_size(self, instance_types: tuple[str, ...]) -> WorkerSize:
+        """One worker pod per node that fits the smallest of `instance_types`, by
+        Karpenter's allocatable estimate less DaemonSets and a margin, with all its devices."""
+        self.check_instance_types(instance_types)
+        shapes = [self.instance_types[t] for t in instance_types]
+        return WorkerSize(
+            cpus=min(s.worker_cpus for s in shapes),
+            memory_gib=min(s.worker_memory_gib for s in shapes),
+            devices=min(s.devices for s in shapes),
+        )
+
+    def unfit_reason(self, instance_type: str) -> str | None:
+        """Why a serving worker on `instance_type` cannot hold the model, or None if it can."""
+        if instance_type not in self.instance_types:
+            return (
+                f"{instance_type} is not a {self.name} instance type; allowed: {', '.join(self.instance_types)}"
+            )
+        shape = self.instance_types[instance_type]
+        size = self.worker_size((instance_type,))
+        weights = f"the model's ≈{MODEL_WEIGHTS_GB:g} GB of bf16 weights (Mistral-7B)"
+        if size.memory_gib * _GIB < MODEL_WEIGHTS_GB * _GB:
+            return (
+                f"{instance_type} has {shape.memory_gib} GiB of host memory; a worker there may request "
+                f"{size.memory_gib} GiB, too little to load {weights}"
+            )
+        units = self.replica_units
+        devices_needed = math.ceil(units / self.ray_device.units_per_device)
+        if shape.devices < devices_needed:
+            return (
+                f"{instance_type} has {shape.devices} device(s); one replica shards the model over {units} "
+                f"{self.ray_device.unit_word} ({devices_needed} device(s))"
+            )
+        if devices_needed * shape.device_memory_gib * _GIB < MODEL_WEIGHTS_GB * _GB:
+            return (
+                f"{instance_type}'s {devices_needed} x {shape.device_memory_gib} GiB of accelerator memory "
+                f"cannot hold {weights}"
+            )
+        return None
+
+    def device_plugin_values(self, tolerated_taint_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The device plugin chart's values: on this accelerator's nodes only (by label),
+        tolerating its taint and `tolerated_taint_keys` (batch teams' taints)."""
+        values = _deep_copy(self.device_plugin.values)
+        tolerations = [
+            # Critical add-ons tolerate this (as the charts' defaults do).
+            {"key": "CriticalAddonsOnly", "operator": "Exists"},
+            self.toleration(),
+            *({"key": key, "operator": "Exists", "effect": "NoSchedule"} for key in tolerated_taint_keys),
+        ]
+        _set(values, self.device_plugin.tolerations_path, tolerations)
+        _set(values, self.device_plugin.affinity_path, _label_affinity(self.node_labels()))
+        return values
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _set(values: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        values = values.setdefault(key, {})
+    values[path[-1]] = value
+
+
+def _label_affinity(labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in labels.items()]}
+                ]
+            }
+        }
+    }
+
 
 NEURON = Accelerator(
     name="neuron",
     device_resource="aws.amazon.com/neuron",
     taint_key="aws.amazon.com/neuron",
+    # KubeRay advertises `neuron_cores` only for `aws.amazon.com/neuroncore` requests; the
+    # pods ask for whole chips, so the worker group tells Ray the cores they hold.
+    ray_device=RayDevice(resource="neuron_cores", units_per_device=2, unit_word="NeuronCores"),
+    engine="neuron",
+    dockerfile="Dockerfile.neuron",
+    # Mistral-7B sharded over the two NeuronCores of one Inferentia2 chip.
+    replica_units=2,
+    # PyTorch on Inferentia2 needs torch-neuronx's own training path: the benchmark jobs use
+    # the node's CPUs, on the CPU image.
+    batch_dockerfile=CPU_BATCH_DOCKERFILE,
+    train_on_devices=False,
     node_group_ami_type="AL2023_X86_64_NEURON",
+    device_plugin=DevicePlugin(
+        chart=HelmChartRef(
+            repository="oci://public.ecr.aws/neuron/neuron-helm-chart", chart="neuron-helm-chart", version="1.10.0"
+        ),
+        namespace="neuron-system",
+        # The node problem detector needs extra IAM; the device plugin is what we need.
+        values={"npd": {"enabled": False}},
+        tolerations_path=("devicePlugin", "tolerations"),
+        affinity_path=("devicePlugin", "affinity"),
+    ),
     instance_types={
-        "inf2.xlarge": InstanceShape(vcpus=4, memory_gib=16, devices=1, device_memory_gib=32),
-        "inf2.8xlarge": InstanceShape(vcpus=32, memory_gib=128, devices=1, device_memory_gib=32),
-        "inf2.24xlarge": InstanceShape(vcpus=96, memory_gib=384, devices=6, device_memory_gib=32),
-        "inf2.48xlarge": InstanceShape(vcpus=192, memory_gib=768, devices=12, device_memory_gib=32),
+        "inf2.xlarge": InstanceShape(vcpus=4, memory_gib=16, devices=1, device_memory_gib=32, max_pods=58),
+        "inf2.8xlarge": InstanceShape(vcpus=32, memory_gib=128, devices=1, device_memory_gib=32, max_pods=234),
+        "inf2.24xlarge": InstanceShape(vcpus=96, memory_gib=384, devices=6, device_memory_gib=32, max_pods=737),
+        "inf2.48xlarge": InstanceShape(vcpus=192, memory_gib=768, devices=12, device_memory_gib=32, max_pods=737),
     },
     # One Inferentia2 chip (2 NeuronCores, 32 GiB): Mistral-7B at tensor parallel 2.
     default_instance_type="inf2.8xlarge",
+    ui_device_word="Inferentia2",
 )
 
 NVIDIA = Accelerator(
     name="nvidia",
     device_resource="nvidia.com/gpu",
     taint_key="nvidia.com/gpu",
+    ray_device=RayDevice(resource=None, units_per_device=1, unit_word="GPUs"),
+    engine="vllm",
+    dockerfile="Dockerfile.nvidia",
+    # One GPU holds Mistral-7B.
+    replica_units=1,
+    batch_dockerfile="Dockerfile.cuda",
+    train_on_devices=True,
     node_group_ami_type="AL2023_X86_64_NVIDIA",
+    device_plugin=DevicePlugin(
+        chart=HelmChartRef(
+            repository="https://nvidia.github.io/k8s-device-plugin", chart="nvidia-device-plugin", version="0.19.3"
+        ),
+        namespace="nvidia-device-plugin",
+        # The chart's default affinity waits for Node Feature Discovery labels that nothing
+        # here sets: the accelerator label our nodes carry replaces it.
+        values={},
+        tolerations_path=("tolerations",),
+        affinity_path=("affinity",),
+    ),
     instance_types={
-        "g6e.xlarge": InstanceShape(vcpus=4, memory_gib=32, devices=1, device_memory_gib=48),
-        "g6e.2xlarge": InstanceShape(vcpus=8, memory_gib=64, devices=1, device_memory_gib=48),
-        "g6e.4xlarge": InstanceShape(vcpus=16, memory_gib=128, devices=1, device_memory_gib=48),
-        "g6e.12xlarge": InstanceShape(vcpus=48, memory_gib=384, devices=4, device_memory_gib=48),
-        "g6.2xlarge": InstanceShape(vcpus=8, memory_gib=32, devices=1, device_memory_gib=24),
-        "g6.4xlarge": InstanceShape(vcpus=16, memory_gib=64, devices=1, device_memory_gib=24),
-        "g5.2xlarge": InstanceShape(vcpus=8, memory_gib=32, devices=1, device_memory_gib=24),
-        "g5.4xlarge": InstanceShape(vcpus=16, memory_gib=64, devices=1, device_memory_gib=24),
-        "g5.12xlarge": InstanceShape(vcpus=48, memory_gib=192, devices=4, device_memory_gib=24),
+        "g6e.xlarge": InstanceShape(vcpus=4, memory_gib=32, devices=1, device_memory_gib=48, max_pods=58),
+        "g6e.2xlarge": InstanceShape(vcpus=8, memory_gib=64, devices=1, device_memory_gib=48, max_pods=58),
+        "g6e.4xlarge": InstanceShape(vcpus=16, memory_gib=128, devices=1, device_memory_gib=48, max_pods=234),
+        "g6e.12xlarge": InstanceShape(vcpus=48, memory_gib=384, devices=4, device_memory_gib=48, max_pods=292),
+        "g6.2xlarge": InstanceShape(vcpus=8, memory_gib=32, devices=1, device_memory_gib=24, max_pods=58),
+        "g6.4xlarge": InstanceShape(vcpus=16, memory_gib=64, devices=1, device_memory_gib=24, max_pods=234),
+        "g5.2xlarge": InstanceShape(vcpus=8, memory_gib=32, devices=1, device_memory_gib=24, max_pods=58),
+        "g5.4xlarge": InstanceShape(vcpus=16, memory_gib=64, devices=1, device_memory_gib=24, max_pods=234),
+        "g5.12xlarge": InstanceShape(vcpus=48, memory_gib=192, devices=4, device_memory_gib=24, max_pods=737),
     },
-    # L40S (48 GiB): Mistral-7B in bf16 is ~14.5 GiB, which leaves ~30 GiB of KV cache for
+    # L40S (48 GiB): Mistral-7B in bf16 is ~14.5 GB, which leaves ~30 GiB of KV cache for
     # continuous batching; an A10G (g5.2xlarge, 24 GiB) leaves ~8 GiB.
     default_instance_type="g6e.xlarge",
+    ui_device_word="GPU",
 )
 
 ACCELERATORS: dict[str, Accelerator] = {a.name: a for a in (NEURON, NVIDIA)}
+# What the settings and `python -m charts` use unless told otherwise.
+DEFAULT_ACCELERATOR = NEURON.name
+
+
+def accelerator_of_instance_type(instance_type: str) -> Accelerator | None:
+    """The accelerator whose table lists `instance_type`, if any."""
+    return next((a for a in ACCELERATORS.values() if instance_type in a.instance_types), None)
+
+
+# General-purpose types for CPU-only batch teams in node-groups mode and the system node
+# group (m7i: 4 GiB per vCPU), smallest first; max pods as above.
+CPU_INSTANCE_TYPES: dict[str, InstanceShape] = {
+    "m7i.large": InstanceShape(vcpus=2, memory_gib=8, max_pods=29),
+    "m7i.xlarge": InstanceShape(vcpus=4, memory_gib=16, max_pods=58),
+    "m7i.2xlarge": InstanceShape(vcpus=8, memory_gib=32, max_pods=58),
+    "m7i.4xlarge": InstanceShape(vcpus=16, memory_gib=64, max_pods=234),
+    "m7i.8xlarge": InstanceShape(vcpus=32, memory_gib=128, max_pods=234),
+    "m7i.16xlarge": InstanceShape(vcpus=64, memory_gib=256, max_pods=737),
+}
+
+
+def cpu_instance_type(cpus: int, memory_gib: int) -> str | None:
+    """The smallest general-purpose type a worker of `cpus` and `memory_gib` fits on, by the
+    same estimate as accelerator workers; None when none does."""
+    for name, shape in CPU_INSTANCE_TYPES.items():
+        if shape.worker_cpus >= cpus and shape.worker_memory_gib >= memory_gib:
+            return name
+    return None

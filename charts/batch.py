@@ -24,15 +24,14 @@ from constructs import Construct
 
 from batch import BATCH_DIR, JOB_SCRIPTS, SHARED_MODULES
 from charts import constants
-from charts.accelerators import Accelerator
+from charts.accelerators import ACCELERATORS, Accelerator
 from charts.namespace import namespace_manifest
 from charts.objects import add_api_object
 from charts.rayservice import (
-    MIN_REPLICAS,
     RAY_VERSION,
     PodResources,
-    accelerator_workers,
     on_demand_capacity_affinity,
+    worker_pod_resources,
 )
 
 # Label on a team's nodes and pods, and key of the taint on its nodes (value: the team name).
@@ -63,8 +62,7 @@ RESERVED_NAMESPACES = frozenset(
         constants.SERVING_NAMESPACE,
         constants.KUBERAY_NAMESPACE,
         constants.EXTERNAL_SECRETS_NAMESPACE,
-        constants.NEURON_NAMESPACE,
-        constants.NVIDIA_NAMESPACE,
+        *(accelerator.device_plugin.namespace for accelerator in ACCELERATORS.values()),
         "default",
         "kube-system",
         "kube-public",
@@ -234,7 +232,7 @@ def team_node_labels(team: BatchTeam) -> dict[str, str]:
     labels = {TEAM_LABEL: team.name}
     if team.accelerator is not None:
         # The device plugins select accelerator nodes by this label in node-groups mode.
-        labels[constants.ACCELERATOR_LABEL] = team.accelerator.name
+        labels.update(team.accelerator.node_labels())
     return labels
 
 
@@ -270,8 +268,8 @@ def worker_resources(team: BatchTeam) -> PodResources:
     shape = team.worker_shape
     if isinstance(shape, CpuWorkerShape):
         return PodResources(cpu=str(shape.cpus), memory=f"{shape.memory_gib}Gi")
-    # The serving workers' sizing: the whole node less kubelet, DaemonSet and system headroom.
-    return accelerator_workers(shape.accelerator, (shape.instance_type,), MIN_REPLICAS, MIN_REPLICAS).resources
+    # The serving workers' sizing: Karpenter's allocatable estimate less DaemonSets and a margin.
+    return worker_pod_resources(shape.accelerator.worker_size((shape.instance_type,)))
 
 
 def _resources(resources: PodResources, accelerator: Accelerator | None) -> dict[str, Any]:
@@ -391,10 +389,11 @@ def _worker_group(team: BatchTeam) -> dict[str, Any]:
         "maxReplicas": team.max_workers,
         "rayStartParams": {},
     }
-    if accelerator is not None and accelerator.name == "neuron":
-        # KubeRay advertises `neuron_cores` only for `aws.amazon.com/neuroncore` requests;
-        # the pod asks for whole chips, so tell Ray how many cores they hold (2 per chip).
-        group["resources"] = {"neuron_cores": str(resources.devices * 2)}
+    if accelerator is not None:
+        # What Ray cannot derive from the pod's device request (Neuron: the cores per chip).
+        ray_resources = accelerator.ray_device.worker_group_resources(resources.devices)
+        if ray_resources:
+            group["resources"] = ray_resources
     group["template"] = {
         "metadata": {"labels": {TEAM_LABEL: team.name}},
         "spec": {
@@ -498,7 +497,7 @@ def _placement(team: BatchTeam, workers: int | None, cpus_per_worker: int | None
     """Ray Train workers for a job: by default one per worker pod (one per GPU on NVIDIA)."""
     pod_cpus = int(worker_resources(team).cpu)
     accelerator = team.accelerator
-    use_gpu = accelerator is not None and accelerator.name == "nvidia"
+    use_gpu = accelerator is not None and accelerator.train_on_devices
     per_pod = worker_resources(team).devices if use_gpu else 1
     cpus = cpus_per_worker or pod_cpus // per_pod
     count = workers or team.max_workers * per_pod

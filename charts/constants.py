@@ -28,8 +28,6 @@ def accelerator_pool_name(accelerator: str) -> str:
 SERVING_NAMESPACE = "ray-serving"
 KUBERAY_NAMESPACE = "kuberay-system"
 EXTERNAL_SECRETS_NAMESPACE = "external-secrets"
-NEURON_NAMESPACE = "neuron-system"
-NVIDIA_NAMESPACE = "nvidia-device-plugin"
 
 # Service accounts that receive AWS identities.
 EXTERNAL_SECRETS_SERVICE_ACCOUNT = "external-secrets"

@@ -20,7 +20,6 @@ from charts.namespace import NamespaceChart
 from charts.query_job import QueryJobChart
 from charts.rayservice import (
     DEFAULT_RAY_IMAGE,
-    NEURON_CORES_PER_DEVICE,
     RAYSERVICE_NAME,
     GcsStore,
     PodResources,
@@ -94,14 +93,14 @@ class KindCharts:
         return (self.namespace, self.redis, self.rayservice, self.gradio, self.query)
 
 
-def accelerator_serving(model_id: str, workers: RayWorkers) -> LlmServing:
+def accelerator_serving(model_id: str, accelerator: Accelerator, workers: RayWorkers) -> LlmServing:
     """Serve replicas follow the workers: one per worker pod, as many as there can be."""
     return LlmServing(
         model_id=model_id,
         engine=workers.engine,
-        # Neuron: the model sharded over the two NeuronCores of one Inferentia2 chip (what
-        # Mistral-7B needs on inf2); NVIDIA: one GPU holds it.
-        tensor_parallel_degree=NEURON_CORES_PER_DEVICE if workers.engine == "neuron" else 1,
+        ray_device=accelerator.ray_device,
+        # What one replica of the model shards over (charts/accelerators.py).
+        tensor_parallel_degree=accelerator.replica_units,
         min_replicas=workers.min_replicas,
         max_replicas=workers.max_replicas,
     )
@@ -112,7 +111,7 @@ def eks_rayservice_inputs(deployment: EksDeployment) -> RayServiceInputs:
         deployment.accelerator, deployment.instance_types, deployment.min_workers, deployment.max_workers
     )
     return RayServiceInputs(
-        serving=accelerator_serving(deployment.model_id, workers),
+        serving=accelerator_serving(deployment.model_id, deployment.accelerator, workers),
         workers=workers,
         # ElastiCache: TLS in transit, AUTH token synced by External Secrets.
         gcs_store=GcsStore(host=deployment.redis_endpoint, port=deployment.redis_port, password=GCS_STORE_PASSWORD),

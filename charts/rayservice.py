@@ -10,7 +10,6 @@ operator rejects (see `charts.kuberay_rules`).
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +18,16 @@ import cdk8s
 from constructs import Construct
 
 from charts import constants
-from charts.accelerators import Accelerator
+from charts.accelerators import Accelerator, WorkerSize
 from charts.objects import add_api_object
-from charts.serve_config import GRACEFUL_SHUTDOWN_TIMEOUT_S, MIN_REPLICAS, Engine, LlmServing, serve_config_yaml
+from charts.serve_config import (
+    CPU_ENGINE,
+    GRACEFUL_SHUTDOWN_TIMEOUT_S,
+    MIN_REPLICAS,
+    Engine,
+    LlmServing,
+    serve_config_yaml,
+)
 
 RAY_VERSION = "2.60.0"
 # Ray's own CPU image; accelerator images (Neuron, vLLM) are built from images/ray-serve.
@@ -34,18 +40,6 @@ _DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # Set on every pod of a RayService (KubeRay keeps template labels): the RayCluster name
 # KubeRay puts in `ray.io/cluster` is generated and changes with every cluster upgrade.
 RAYSERVICE_LABEL = f"{constants.LABEL_DOMAIN}/rayservice"
-
-# The serving engine each kind of worker runs; CPU-only workers (None) run transformers.
-ENGINE_FOR_ACCELERATOR: dict[str | None, Engine] = {"neuron": "neuron", "nvidia": "vllm", None: "transformers"}
-# An Inferentia2 chip (what `aws.amazon.com/neuron` counts) has two NeuronCores.
-NEURON_CORES_PER_DEVICE = 2
-
-# What a worker pod leaves to the kubelet's reservations, the eviction threshold and the
-# DaemonSets (CNI, kube-proxy, Pod Identity agent, device plugin, monitoring agents):
-# one vCPU (Ray counts whole CPUs), and 2 GiB plus 5% of the memory.
-_SYSTEM_VCPUS = 1
-_SYSTEM_MEMORY_GIB = 2
-_SYSTEM_MEMORY_SHARE = 0.05
 
 # Ray's default is 60 s. When `gcs_server` dies inside a running head container, the head's
 # raylet exits after this timeout and the container restarts with a fresh GCS that reloads
@@ -144,33 +138,25 @@ class RayWorkers:
 
     @property
     def engine(self) -> Engine:
-        return ENGINE_FOR_ACCELERATOR[self.accelerator.name if self.accelerator else None]
+        return self.accelerator.engine if self.accelerator else CPU_ENGINE  # type: ignore[return-value]
 
 
 def accelerator_workers(
     accelerator: Accelerator, instance_types: tuple[str, ...], min_replicas: int, max_replicas: int
 ) -> RayWorkers:
-    """One worker pod per accelerator node, sized to fit the smallest of `instance_types`."""
-    unknown = [t for t in instance_types if t not in accelerator.instance_types]
-    if not instance_types or unknown:
-        raise ValueError(
-            f"instance types {list(instance_types)} must be a non-empty list of {accelerator.name} "
-            f"instance types: {', '.join(accelerator.instance_types)}"
-        )
-    shapes = [accelerator.instance_types[t] for t in instance_types]
-    vcpus = min(s.vcpus for s in shapes)
-    memory_gib = min(s.memory_gib for s in shapes)
+    """One worker pod per accelerator node, sized to fit the smallest of `instance_types`
+    (by Karpenter's allocatable estimate, see charts/accelerators.py), with all its devices:
+    one worker, and one Serve replica, per node."""
     return RayWorkers(
-        resources=PodResources(
-            cpu=str(vcpus - _SYSTEM_VCPUS),
-            memory=f"{math.floor(memory_gib * (1 - _SYSTEM_MEMORY_SHARE) - _SYSTEM_MEMORY_GIB)}Gi",
-            # The whole node's devices: one worker (and one Serve replica) per node.
-            devices=min(s.devices for s in shapes),
-        ),
+        resources=worker_pod_resources(accelerator.worker_size(instance_types)),
         accelerator=accelerator,
         min_replicas=min_replicas,
         max_replicas=max_replicas,
     )
+
+
+def worker_pod_resources(size: WorkerSize) -> PodResources:
+    return PodResources(cpu=str(size.cpus), memory=f"{size.memory_gib}Gi", devices=size.devices)
 
 
 # The head runs the GCS, the dashboard and the Serve controller, and no replicas.
@@ -207,6 +193,12 @@ class RayServiceInputs:
                 f"engine {self.serving.engine!r} does not run on {self.workers.group_name} workers; "
                 f"they need engine {self.workers.engine!r}"
             )
+        worker_device = self.workers.accelerator.ray_device if self.workers.accelerator else None
+        if self.serving.ray_device != worker_device:
+            raise ValueError(
+                f"the Serve replicas count devices as {self.serving.ray_device} but the "
+                f"{self.workers.group_name} workers offer {worker_device or 'CPUs only'}"
+            )
         needed, offered = _replica_need(self.serving), _worker_offer(self.workers)
         if needed > offered:
             raise ValueError(
@@ -235,22 +227,18 @@ def validate_rayservice_name(name: str) -> None:
 
 
 def _replica_need(serving: LlmServing) -> float:
-    return serving.cpus_per_replica if serving.engine == "transformers" else serving.tensor_parallel_degree
+    return serving.cpus_per_replica if serving.ray_device is None else serving.tensor_parallel_degree
 
 
 def _worker_offer(workers: RayWorkers) -> float:
     if workers.accelerator is None:
         cpu = workers.resources.cpu
         return float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
-    if workers.accelerator.name == "neuron":
-        return workers.resources.devices * NEURON_CORES_PER_DEVICE
-    return workers.resources.devices
+    return workers.resources.devices * workers.accelerator.ray_device.units_per_device
 
 
 def _unit(workers: RayWorkers) -> str:
-    if workers.accelerator is None:
-        return "CPUs"
-    return "NeuronCores" if workers.accelerator.name == "neuron" else "GPUs"
+    return workers.accelerator.ray_device.unit_word if workers.accelerator else "CPUs"
 
 
 def serve_service_name(rayservice_name: str) -> str:
@@ -376,12 +364,12 @@ def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
         "rayStartParams": {},
     }
     if accelerator is not None:
-        pod_spec["nodeSelector"] = {constants.ACCELERATOR_LABEL: accelerator.name}
-        pod_spec["tolerations"] = [{"key": accelerator.taint_key, "operator": "Exists", "effect": "NoSchedule"}]
-        if accelerator.name == "neuron":
-            # KubeRay advertises `neuron_cores` only for `aws.amazon.com/neuroncore` requests;
-            # the pod asks for whole chips, so tell Ray how many cores they hold.
-            group["resources"] = {"neuron_cores": str(workers.resources.devices * NEURON_CORES_PER_DEVICE)}
+        pod_spec["nodeSelector"] = accelerator.node_labels()
+        pod_spec["tolerations"] = [accelerator.toleration()]
+        # What Ray cannot derive from the pod's device request (Neuron: the cores per chip).
+        ray_resources = accelerator.ray_device.worker_group_resources(workers.resources.devices)
+        if ray_resources:
+            group["resources"] = ray_resources
     group["template"] = {"metadata": {"labels": {RAYSERVICE_LABEL: inputs.name}}, "spec": pod_spec}
     return group
 

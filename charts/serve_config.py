@@ -13,8 +13,13 @@ from typing import Any, Literal, get_args
 
 import yaml
 
+from charts.accelerators import RayDevice
+
+# The engines of images/ray-serve (ray_serve_llm/args.py); each accelerator of
+# charts/accelerators.py names the one it runs, and CPU-only workers run CPU_ENGINE.
 Engine = Literal["neuron", "vllm", "transformers"]
 ENGINES: tuple[str, ...] = get_args(Engine)
+CPU_ENGINE: Engine = "transformers"
 
 # The contract with the application image (images/ray-serve): its builder, the application
 # and deployment names it defines. Serve rejects a config whose deployment names do not
@@ -26,9 +31,6 @@ ROUTE_PREFIX = "/"
 
 # Fewer than two replicas means the one replica's node is a single point of failure.
 MIN_REPLICAS = 2
-
-# Ray's name for the NeuronCores of a node, as `ray_actor_options.resources` requests them.
-NEURON_CORES_RESOURCE = "neuron_cores"
 
 # Health checks come from the Serve controller, which runs on the head. After a head
 # restart the recovered controller checks every replica again; a replica busy with long
@@ -50,7 +52,10 @@ class LlmServing:
     engine: Engine
     # The OpenAI `model` name clients send; None: the model id.
     served_model_name: str | None = None
-    # NeuronCores (neuron) or GPUs (vllm) one replica shards the model over.
+    # How Ray counts the accelerator the replicas run on (charts/accelerators.py); None:
+    # CPU replicas (CPU_ENGINE), which ask for `cpus_per_replica` CPUs.
+    ray_device: RayDevice | None = None
+    # Devices' Ray units (NeuronCores, GPUs) one replica shards the model over.
     tensor_parallel_degree: int = 1
     # Most tokens a request may generate (and what it gets when it asks for no limit).
     max_tokens: int = 1024
@@ -64,6 +69,11 @@ class LlmServing:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"engine {self.engine!r} is not one of: {', '.join(ENGINES)}")
+        if (self.engine == CPU_ENGINE) != (self.ray_device is None):
+            raise ValueError(
+                f"engine {self.engine!r} with ray_device={self.ray_device}: the {CPU_ENGINE} engine runs on "
+                "CPUs (no ray_device); the accelerator engines need the accelerator's ray_device"
+            )
         if self.min_replicas < MIN_REPLICAS:
             raise ValueError(
                 f"min_replicas={self.min_replicas}: at least {MIN_REPLICAS} Serve replicas are "
@@ -78,11 +88,9 @@ class LlmServing:
 
 def replica_actor_options(serving: LlmServing) -> dict[str, Any]:
     """The Ray resources of one replica: what makes Ray place it on an accelerator node."""
-    if serving.engine == "neuron":
-        return {"resources": {NEURON_CORES_RESOURCE: serving.tensor_parallel_degree}}
-    if serving.engine == "vllm":
-        return {"num_gpus": serving.tensor_parallel_degree}
-    return {"num_cpus": serving.cpus_per_replica}
+    if serving.ray_device is None:
+        return {"num_cpus": serving.cpus_per_replica}
+    return serving.ray_device.actor_options(serving.tensor_parallel_degree)
 
 
 def serve_config(serving: LlmServing) -> dict[str, Any]:

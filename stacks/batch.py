@@ -13,6 +13,7 @@ from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
+from charts.accelerators import CPU_BATCH_DOCKERFILE, accelerator_of_instance_type, cpu_instance_type
 from charts.batch import (
     AcceleratorWorkerShape,
     BatchJobsChart,
@@ -22,21 +23,10 @@ from charts.batch import (
     team_node_group_labels,
     team_node_group_taints,
 )
-from stacks.cluster import ClusterStack
+from stacks.cluster import ClusterStack, install_device_plugin
 from stacks.settings import BatchTeamSettings, CapacitySettings, batch_team
 
 BATCH_DIR = Path(__file__).resolve().parent.parent / "batch"
-# CPU team node groups: the smallest general-purpose size that holds one worker pod plus
-# the node's own reservations (1 vCPU, 2 GiB).
-CPU_INSTANCE_SIZES = (("m7i.large", 2, 8), ("m7i.xlarge", 4, 16), ("m7i.2xlarge", 8, 32),
-                      ("m7i.4xlarge", 16, 64), ("m7i.8xlarge", 32, 128), ("m7i.16xlarge", 64, 256))
-
-
-def cpu_instance_type(cpus: int, memory_gib: int) -> str:
-    for name, vcpus, memory in CPU_INSTANCE_SIZES:
-        if vcpus >= cpus + 1 and memory >= memory_gib + 2:
-            return name
-    raise ValueError(f"no CPU instance type holds a worker of {cpus} CPUs and {memory_gib} GiB")
 
 
 class BatchStack(cdk.Stack):
@@ -52,15 +42,20 @@ class BatchStack(cdk.Stack):
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        self.image = ecr_assets.DockerImageAsset(
-            self, "BatchImage", directory=str(BATCH_DIR), platform=ecr_assets.Platform.LINUX_AMD64,
-            exclude=["**/__pycache__", "**/*.pyc"],
-        )
+        # One image per Dockerfile the teams need (batch/: PyTorch's CPU or CUDA build).
+        self.images: dict[str, ecr_assets.DockerImageAsset] = {}
         self.teams: dict[str, BatchTeam] = {}
         self.node_groups: dict[str, eks.Nodegroup] = {}
+        self.device_plugins: dict[str, eks.HelmChart] = {}
         self.manifests: dict[str, tuple[eks.KubernetesManifest, eks.KubernetesManifest]] = {}
         for settings in teams:
-            team = batch_team(settings, self.image.image_uri)
+            accelerator = accelerator_of_instance_type(settings.instance_type) if settings.instance_type else None
+            # The project's image for the team's devices, unless the team brings its own.
+            default_image = (
+                settings.ray_image
+                or self._image(accelerator.batch_dockerfile if accelerator else CPU_BATCH_DOCKERFILE).image_uri
+            )
+            team = batch_team(settings, default_image)
             self.teams[team.name] = team
             app = cdk8s.App()
             team_chart = BatchTeamChart(app, team.name, team=team, node_pool=capacity.auto_mode)
@@ -68,6 +63,16 @@ class BatchStack(cdk.Stack):
             label = team.name.title().replace("-", "")
             if not capacity.auto_mode:
                 self.node_groups[team.name] = _team_node_group(self, label, cluster.cluster, team, subnets)
+                # The cluster stack installs the serving accelerator's device plugin; a team
+                # on another accelerator gets its own here, or its pods would stay Pending.
+                if (
+                    accelerator is not None
+                    and accelerator != capacity.accelerator
+                    and accelerator.name not in self.device_plugins
+                ):
+                    self.device_plugins[accelerator.name] = install_device_plugin(
+                        cluster.cluster, accelerator, scope=self
+                    )
             cluster_manifest = eks.KubernetesManifest(
                 self, f"{label}RayCluster", cluster=cluster.cluster, manifest=team_chart.to_json()
             )
@@ -80,6 +85,16 @@ class BatchStack(cdk.Stack):
             jobs_manifest.node.add_dependency(cluster_manifest)
             self.manifests[team.name] = (cluster_manifest, jobs_manifest)
 
+    def _image(self, dockerfile: str) -> ecr_assets.DockerImageAsset:
+        if dockerfile not in self.images:
+            suffix = "" if dockerfile == CPU_BATCH_DOCKERFILE else dockerfile.rsplit(".", 1)[-1].title()
+            construct_id = f"BatchImage{suffix}"
+            self.images[dockerfile] = ecr_assets.DockerImageAsset(
+                self, construct_id, directory=str(BATCH_DIR), file=dockerfile,
+                platform=ecr_assets.Platform.LINUX_AMD64, exclude=["**/__pycache__", "**/*.pyc"],
+            )
+        return self.images[dockerfile]
+
 
 def _team_node_group(
     scope: Construct, label: str, cluster: eks.Cluster, team: BatchTeam, subnets: list[ec2.ISubnet]
@@ -89,7 +104,13 @@ def _team_node_group(
         instance_type = shape.instance_type
         ami_type = eks.NodegroupAmiType[shape.accelerator.node_group_ami_type]
     else:
-        instance_type = cpu_instance_type(shape.cpus, shape.memory_gib)
+        fitting = cpu_instance_type(shape.cpus, shape.memory_gib)
+        if fitting is None:
+            raise ValueError(
+                f"team {team.name!r}: no general-purpose instance type holds a worker of {shape.cpus} CPUs and "
+                f"{shape.memory_gib} GiB in node-groups mode; lower cpus or memoryGib"
+            )
+        instance_type = fitting
         ami_type = eks.NodegroupAmiType.AL2023_X86_64_STANDARD
     return eks.Nodegroup(
         scope,

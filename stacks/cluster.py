@@ -15,9 +15,10 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from charts import constants
+from charts.accelerators import Accelerator
+from charts.helm import HelmChartRef
 from charts.node_pool import accelerator_node_pool
 from stacks import helm_charts
-from stacks.helm_charts import HelmChartRef
 from stacks.settings import CapacitySettings, ClusterSettings, SecretsSettings
 
 # node-groups mode: where the operators, the Ray head and the UI run.
@@ -166,7 +167,7 @@ class NodeGroupCapacity(Construct):
             instance_types=[ec2.InstanceType(t) for t in capacity.instance_types],
             ami_type=eks.NodegroupAmiType[accelerator.node_group_ami_type],
             capacity_type=eks.CapacityType.ON_DEMAND,
-            labels={constants.ACCELERATOR_LABEL: accelerator.name},
+            labels=accelerator.node_labels(),
             taints=[eks.TaintSpec(effect=eks.TaintEffect.NO_SCHEDULE, key=accelerator.taint_key)],
             min_size=capacity.min_nodes,
             desired_size=capacity.min_nodes,
@@ -174,19 +175,24 @@ class NodeGroupCapacity(Construct):
             disk_size=ACCELERATOR_DISK_GIB,
             subnets=subnets,
         )
-        if accelerator.name == "neuron":
-            # The node problem detector needs extra IAM; the device plugin is what we need.
-            self.device_plugin = _install(
-                cluster, "NeuronDevicePlugin", helm_charts.NEURON, constants.NEURON_NAMESPACE,
-                values={"npd": {"enabled": False}},
-            )
-        else:
-            self.device_plugin = _install(
-                cluster, "NvidiaDevicePlugin", helm_charts.NVIDIA_DEVICE_PLUGIN, constants.NVIDIA_NAMESPACE,
-                # The chart's default affinity waits for Node Feature Discovery labels that
-                # nothing here sets; select the accelerator label our node group carries.
-                values={"affinity": _node_affinity(constants.ACCELERATOR_LABEL, accelerator.name)},
-            )
+        self.device_plugin = install_device_plugin(cluster, accelerator)
+
+
+def install_device_plugin(
+    cluster: eks.Cluster, accelerator: Accelerator, scope: Construct | None = None
+) -> eks.HelmChart:
+    """The accelerator's device plugin (node-groups mode: Auto Mode brings its own), on the
+    accelerator's nodes, serving and batch teams' alike: it tolerates every team's taint.
+    Under `scope` (another stack's construct), or else under the cluster."""
+    plugin = accelerator.device_plugin
+    return _install(
+        cluster,
+        f"{accelerator.name.title()}DevicePlugin",
+        plugin.chart,
+        plugin.namespace,
+        values=accelerator.device_plugin_values(tolerated_taint_keys=(constants.TEAM_LABEL,)),
+        scope=scope,
+    )
 
 
 class ExternalSecretsOperator(Construct):
@@ -233,9 +239,9 @@ def _install(
     namespace: str,
     values: dict | None = None,
     wait: bool = False,
+    scope: Construct | None = None,
 ) -> eks.HelmChart:
-    return cluster.add_helm_chart(
-        construct_id,
+    options = dict(
         repository=ref.repository,
         chart=ref.chart,
         # A stable release name: what `helm list -A` shows and upgrades target.
@@ -246,6 +252,9 @@ def _install(
         values=values,
         wait=wait,
     )
+    if scope is None:
+        return cluster.add_helm_chart(construct_id, **options)
+    return eks.HelmChart(scope, construct_id, cluster=cluster, **options)
 
 
 def _kubectl_layer(scope: Construct, cluster_settings: ClusterSettings):
@@ -259,12 +268,3 @@ def _endpoint_access(public_cidrs: tuple[str, ...]) -> eks.EndpointAccess:
         return eks.EndpointAccess.PRIVATE
     return eks.EndpointAccess.PUBLIC_AND_PRIVATE.only_from(*public_cidrs)
 
-
-def _node_affinity(label: str, value: str) -> dict:
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": [{"key": label, "operator": "In", "values": [value]}]}]
-            }
-        }
-    }

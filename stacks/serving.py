@@ -26,8 +26,6 @@ from stacks.readiness import RayServiceReadiness
 from stacks.settings import Settings
 
 IMAGES = Path(__file__).resolve().parent.parent / "images"
-# Dockerfile of the Ray Serve image per accelerator.
-RAY_SERVE_DOCKERFILE = {"neuron": "Dockerfile.neuron", "nvidia": "Dockerfile.nvidia"}
 # Build contexts carry the application only.
 IMAGE_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache"]
 
@@ -50,7 +48,8 @@ class ServingStack(cdk.Stack):
             self,
             "RayServeImage",
             directory=str(IMAGES / "ray-serve"),
-            file=RAY_SERVE_DOCKERFILE[capacity.accelerator.name],
+            # The accelerator's Dockerfile in images/ray-serve (charts/accelerators.py).
+            file=capacity.accelerator.dockerfile,
             platform=ecr_assets.Platform.LINUX_AMD64,
             exclude=IMAGE_EXCLUDES,
         )

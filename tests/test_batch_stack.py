@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from stacks.batch import cpu_instance_type
+from charts.accelerators import cpu_instance_type
 from stacks.settings import Settings, SettingsError
 from tests.conftest import context, synthesize
 from tests.crd_schemas import schema_errors
@@ -109,8 +109,7 @@ def test_node_groups_mode_gives_each_team_a_tainted_node_group(node_groups):
 def test_cpu_node_size_leaves_room_for_the_node_itself():
     assert cpu_instance_type(1, 4) == "m7i.large"
     assert cpu_instance_type(4, 16) == "m7i.2xlarge"
-    with pytest.raises(ValueError, match="no CPU instance type holds a worker of 100 CPUs"):
-        cpu_instance_type(100, 4)
+    assert cpu_instance_type(100, 4) is None
 
 
 @pytest.mark.parametrize("teams,expected", [

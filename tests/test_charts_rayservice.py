@@ -187,7 +187,7 @@ def test_workers_select_and_tolerate_their_accelerator_nodes(worker_group, accel
     assert spec["tolerations"] == [{"key": table.taint_key, "operator": "Exists", "effect": "NoSchedule"}]
 
 
-def test_workers_take_the_whole_node_less_system_headroom(worker_group, accelerator):
+def test_workers_take_the_whole_node_less_what_karpenter_reserves(worker_group, accelerator):
     shape = ACCELERATORS[accelerator].instance_types[INSTANCE_TYPES[accelerator]]
     resources = worker_group["template"]["spec"]["containers"][0]["resources"]
     assert resources["requests"] == resources["limits"]
@@ -195,16 +195,18 @@ def test_workers_take_the_whole_node_less_system_headroom(worker_group, accelera
     assert resources["limits"][device] == str(shape.devices)
     assert 0 < int(resources["limits"]["cpu"]) < shape.vcpus
     memory_gib = int(re.fullmatch(r"(\d+)Gi", resources["limits"]["memory"]).group(1))
-    assert shape.memory_gib - 10 <= memory_gib < shape.memory_gib - 1
+    # Most of the node, but under Karpenter's estimate (tests/test_sizing.py checks it exactly).
+    assert 0.8 * shape.memory_gib <= memory_gib < 0.925 * shape.memory_gib
 
 
 @pytest.mark.parametrize(
     ("accelerator_name", "instance_type", "cpu", "memory", "devices"),
     [
-        ("neuron", "inf2.8xlarge", "31", "119Gi", 1),
-        ("neuron", "inf2.24xlarge", "95", "362Gi", 6),
-        ("nvidia", "g6e.xlarge", "3", "28Gi", 1),
-        ("nvidia", "g5.12xlarge", "47", "180Gi", 4),
+        # inf2.8xlarge: Karpenter estimates 31.85 CPU / 115.5 GiB allocatable (234 max pods).
+        ("neuron", "inf2.8xlarge", "31", "110Gi", 1),
+        ("neuron", "inf2.24xlarge", "94", "334Gi", 6),
+        ("nvidia", "g6e.xlarge", "3", "26Gi", 1),
+        ("nvidia", "g5.12xlarge", "47", "162Gi", 4),
     ],
 )
 def test_worker_sizes_per_instance_shape(accelerator_name, instance_type, cpu, memory, devices):

@@ -25,11 +25,17 @@ from charts.serve_config import (
     serve_config,
     serve_config_yaml,
 )
+from charts.accelerators import NEURON as NEURON_ACCELERATOR
+from charts.accelerators import NVIDIA as NVIDIA_ACCELERATOR
 from local.stack import LocalStack, StackState
 from tests.chart_inputs import example_eks_deployment
 from tests.conftest import ROOT
 
-NEURON = LlmServing(model_id="mistralai/Mistral-7B-Instruct-v0.2", engine="neuron", tensor_parallel_degree=2)
+NEURON = LlmServing(
+    model_id="mistralai/Mistral-7B-Instruct-v0.2", engine="neuron", ray_device=NEURON_ACCELERATOR.ray_device,
+    tensor_parallel_degree=2,
+)
+GPU = NVIDIA_ACCELERATOR.ray_device
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +98,8 @@ def test_health_checks_tolerate_a_busy_replica_after_a_head_restart(deployment):
     ("serving", "options"),
     [
         (NEURON, {"resources": {"neuron_cores": 2}}),
-        (LlmServing(model_id="m", engine="vllm"), {"num_gpus": 1}),
-        (LlmServing(model_id="m", engine="vllm", tensor_parallel_degree=4), {"num_gpus": 4}),
+        (LlmServing(model_id="m", engine="vllm", ray_device=GPU), {"num_gpus": 1}),
+        (LlmServing(model_id="m", engine="vllm", ray_device=GPU, tensor_parallel_degree=4), {"num_gpus": 4}),
         (LlmServing(model_id="tiny", engine="transformers", cpus_per_replica=2), {"num_cpus": 2}),
     ],
     ids=["neuron-tp2", "vllm-tp1", "vllm-tp4", "transformers"],
@@ -124,6 +130,16 @@ def test_max_below_min_is_refused():
 def test_unknown_engine_is_refused():
     with pytest.raises(ValueError, match=r"^engine 'tgi' is not one of: neuron, vllm, transformers$"):
         LlmServing(model_id="m", engine="tgi")  # type: ignore[arg-type]
+
+
+def test_an_accelerator_engine_without_its_ray_device_is_refused():
+    # Without it the replicas would ask for CPUs and Ray would place them anywhere.
+    with pytest.raises(ValueError) as error:
+        LlmServing(model_id="m", engine="vllm")
+    assert str(error.value) == (
+        "engine 'vllm' with ray_device=None: the transformers engine runs on CPUs (no ray_device); "
+        "the accelerator engines need the accelerator's ray_device"
+    )
 
 
 def test_zero_tensor_parallel_degree_is_refused():

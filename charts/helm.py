@@ -1,0 +1,13 @@
+"""A pinned Helm chart reference, shared by the stacks' operators (stacks/helm_charts.py) and
+the accelerator table's device plugins (charts/accelerators.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class HelmChartRef:
+    repository: str
+    chart: str
+    version: str
