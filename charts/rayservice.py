@@ -18,7 +18,7 @@ from typing import Any
 import cdk8s
 from constructs import Construct
 
-from charts import constants
+from charts import constants, ray_env
 from charts.accelerators import Accelerator
 from charts.objects import add_api_object
 from charts.serve_config import GRACEFUL_SHUTDOWN_TIMEOUT_S, MIN_REPLICAS, Engine, LlmServing, serve_config_yaml
@@ -47,14 +47,6 @@ _SYSTEM_VCPUS = 1
 _SYSTEM_MEMORY_GIB = 2
 _SYSTEM_MEMORY_SHARE = 0.05
 
-# Ray's default is 60 s. When `gcs_server` dies inside a running head container, the head's
-# raylet exits after this timeout and the container restarts with a fresh GCS that reloads
-# its state from Redis; 20 s is what KubeRay's own HA end-to-end test uses.
-HEAD_GCS_RECONNECT_TIMEOUT_S = 20
-# Workers must outlive a head outage (a new head pod, image pull included) or they exit and
-# take their replicas with them. KubeRay sets 600 s on workers too; it is written here so
-# the outage budget is visible and tested.
-WORKER_GCS_RECONNECT_TIMEOUT_S = 600
 # ElastiCache certificates chain to Amazon's public CAs: point Ray's Redis client at the
 # system bundle (without it: CERTIFICATE_VERIFY_FAILED, ray#41161).
 REDIS_CA_CERT = "/etc/ssl/certs/ca-certificates.crt"
@@ -306,7 +298,8 @@ def _resources(resources: PodResources, accelerator: Accelerator | None) -> dict
 
 
 def _head_group(inputs: RayServiceInputs) -> dict[str, Any]:
-    env = [{"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": str(HEAD_GCS_RECONNECT_TIMEOUT_S)}]
+    # Reconnect timeout and GCS health checks: the same env as the local stack's head.
+    env = ray_env.as_container_env(ray_env.head_env())
     if inputs.gcs_store.tls:
         env.append({"name": "RAY_REDIS_CA_CERT", "value": REDIS_CA_CERT})
     pod_spec: dict[str, Any] = {
@@ -336,7 +329,7 @@ def _head_group(inputs: RayServiceInputs) -> dict[str, Any]:
 def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
     workers = inputs.workers
     selector = {"matchLabels": worker_selector(inputs.name)}
-    env = [{"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": str(WORKER_GCS_RECONNECT_TIMEOUT_S)}]
+    env = ray_env.as_container_env(ray_env.worker_env())
     if inputs.hugging_face_token is not None:
         env.append({"name": "HF_TOKEN", "valueFrom": inputs.hugging_face_token.env_source()})
     pod_spec: dict[str, Any] = {
