@@ -31,12 +31,11 @@ from charts.rayservice import (
 )
 from charts.redis import InClusterRedisChart, in_cluster_gcs_store
 from charts.secrets import GCS_STORE_PASSWORD, HUGGING_FACE_TOKEN, SecretsChart, SecretsInputs
-from charts.serve_config import LlmServing
+from charts.serve_config import TINY_MODEL_ID, LlmServing, tiny_model_serving
 
 MISTRAL_7B_INSTRUCT = "mistralai/Mistral-7B-Instruct-v0.2"
 # The tiny model (random weights, ~135k parameters) that the CPU image builds into this
 # folder (images/ray-serve/Dockerfile.cpu): the kind profile needs no download and no token.
-TINY_MODEL_ID = "tiny-mistral"
 TINY_MODEL_PATH = "/home/ray/models/tiny-mistral"
 # Locally built UI image, loaded into kind with `kind load docker-image`.
 KIND_GRADIO_IMAGE = "ray-serve-ha/gradio:local"
@@ -157,9 +156,7 @@ KIND_HEAD_RESOURCES = PodResources(cpu="1", memory="2Gi")
 
 def kind_rayservice_inputs(deployment: KindDeployment) -> RayServiceInputs:
     return RayServiceInputs(
-        serving=LlmServing(
-            model_id=TINY_MODEL_PATH, served_model_name=TINY_MODEL_ID, engine="transformers", max_tokens=64
-        ),
+        serving=tiny_model_serving(TINY_MODEL_PATH),
         workers=KIND_WORKERS,
         gcs_store=in_cluster_gcs_store(deployment.namespace),
         image=deployment.ray_image,

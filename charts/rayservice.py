@@ -17,7 +17,7 @@ from typing import Any
 import cdk8s
 from constructs import Construct
 
-from charts import constants
+from charts import constants, ray_env
 from charts.accelerators import Accelerator, WorkerSize
 from charts.objects import add_api_object
 from charts.serve_config import (
@@ -41,14 +41,6 @@ _DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # KubeRay puts in `ray.io/cluster` is generated and changes with every cluster upgrade.
 RAYSERVICE_LABEL = f"{constants.LABEL_DOMAIN}/rayservice"
 
-# Ray's default is 60 s. When `gcs_server` dies inside a running head container, the head's
-# raylet exits after this timeout and the container restarts with a fresh GCS that reloads
-# its state from Redis; 20 s is what KubeRay's own HA end-to-end test uses.
-HEAD_GCS_RECONNECT_TIMEOUT_S = 20
-# Workers must outlive a head outage (a new head pod, image pull included) or they exit and
-# take their replicas with them. KubeRay sets 600 s on workers too; it is written here so
-# the outage budget is visible and tested.
-WORKER_GCS_RECONNECT_TIMEOUT_S = 600
 # ElastiCache certificates chain to Amazon's public CAs: point Ray's Redis client at the
 # system bundle (without it: CERTIFICATE_VERIFY_FAILED, ray#41161).
 REDIS_CA_CERT = "/etc/ssl/certs/ca-certificates.crt"
@@ -294,7 +286,8 @@ def _resources(resources: PodResources, accelerator: Accelerator | None) -> dict
 
 
 def _head_group(inputs: RayServiceInputs) -> dict[str, Any]:
-    env = [{"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": str(HEAD_GCS_RECONNECT_TIMEOUT_S)}]
+    # Reconnect timeout and GCS health checks: the same env as the local stack's head.
+    env = ray_env.as_container_env(ray_env.head_env())
     if inputs.gcs_store.tls:
         env.append({"name": "RAY_REDIS_CA_CERT", "value": REDIS_CA_CERT})
     pod_spec: dict[str, Any] = {
@@ -324,7 +317,7 @@ def _head_group(inputs: RayServiceInputs) -> dict[str, Any]:
 def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
     workers = inputs.workers
     selector = {"matchLabels": worker_selector(inputs.name)}
-    env = [{"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": str(WORKER_GCS_RECONNECT_TIMEOUT_S)}]
+    env = ray_env.as_container_env(ray_env.worker_env())
     if inputs.hugging_face_token is not None:
         env.append({"name": "HF_TOKEN", "valueFrom": inputs.hugging_face_token.env_source()})
     pod_spec: dict[str, Any] = {

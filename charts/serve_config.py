@@ -86,6 +86,20 @@ class LlmServing:
                 raise ValueError(f"{field}={getattr(self, field)} must be at least 1")
 
 
+# The tiny model (random weights, ~135k parameters, images/ray-serve/ray_serve_llm/tiny_model.py)
+# that the kind profile and the local stack serve: no download, no token.
+TINY_MODEL_ID = "tiny-mistral"
+# Its context is short; a longer answer only repeats random tokens.
+TINY_MODEL_MAX_TOKENS = 64
+
+
+def tiny_model_serving(model_path: str) -> LlmServing:
+    """How the tiny model is served (CPU engine), wherever its folder is."""
+    return LlmServing(
+        model_id=model_path, served_model_name=TINY_MODEL_ID, engine="transformers", max_tokens=TINY_MODEL_MAX_TOKENS
+    )
+
+
 def replica_actor_options(serving: LlmServing) -> dict[str, Any]:
     """The Ray resources of one replica: what makes Ray place it on an accelerator node."""
     if serving.ray_device is None:

@@ -35,7 +35,7 @@ class Forwarder:
             host, port = self.backends[(start + offset) % len(self.backends)]
             try:
                 return await asyncio.wait_for(asyncio.open_connection(host, port), timeout=2)
-            except (OSError, asyncio.TimeoutError) as error:
+            except (TimeoutError, OSError) as error:
                 last = error if isinstance(error, OSError) else OSError(str(error))
         raise last or OSError("no backend")
 

@@ -16,16 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from charts import constants
+
 PREFIX = "rsha"
 SUBNET = ipaddress.ip_network("10.213.7.0/24")
 BRIDGE = f"{PREFIX}-br0"
 BRIDGE_IP = "10.213.7.1"  # the main namespace's side: Redis listens here
-SERVE_PORT = 8000
-GCS_PORT = 6379
-DASHBOARD_PORT = 8265
-REDIS_PORT = 6379
-API_PORT = 8000  # 127.0.0.1: forwards to the workers' proxies, like the serve Service
-GRADIO_PORT = 7860
+# The ports the pods use (charts/constants.py), so the local nodes listen where the pods do.
+SERVE_PORT = constants.SERVE_PORT
+GCS_PORT = constants.GCS_PORT
+DASHBOARD_PORT = constants.DASHBOARD_PORT
+REDIS_PORT = constants.REDIS_PORT
+API_PORT = constants.SERVE_PORT  # 127.0.0.1: forwards to the workers' proxies, like the serve Service
+GRADIO_PORT = constants.GRADIO_PORT
 STATE_DIR = Path(os.environ.get("RAY_SERVE_HA_LOCAL_DIR", "/tmp/ray-serve-ha-local"))
 
 

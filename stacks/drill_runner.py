@@ -88,7 +88,7 @@ class HaDrillProject(Construct):
                     "build": {
                         "commands": [
                             'aws eks update-kubeconfig --name "$CLUSTER_NAME" --region "$AWS_REGION"',
-                            'python -m local.drill --backend kubernetes --url "$SERVE_URL" '
+                            'python -m local.drill --backend kubernetes --url "$SERVE_URL" --load-balancer "$SERVE_URL" '
                             '--namespace "$NAMESPACE" --rayservice "$RAYSERVICE" --out drill-results --max-failed 0',
                         ]
                     },

@@ -1,24 +1,40 @@
-"""`python -m local.drill`: send traffic, inject a fault on the Ray head (or its Redis),
-wait for Serve to be healthy again, report what the clients saw.
+"""`python -m local.drill`: send traffic, inject a fault (the Ray head, its Redis, a worker,
+the head's network), wait for Serve to be healthy again, report what the clients saw.
 
     python -m local.drill                          # local stack, SIGKILL the head, 20 s outage
     python -m local.drill --fault redis
     python -m local.drill --no-ft                  # the same without Redis: expect failures
     python -m local.drill --backend kubernetes --url http://127.0.0.1:8000   # via port-forward
+
+Exit status: 0 when Serve was healthy again within --recovery-timeout (and no more than
+--max-failed requests failed, and no untouched node was restarted); 1 otherwise; 2 for bad
+arguments, checked before any traffic or fault.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
+import os
+import socket
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
-from local.drill.backends import FAULTS, Backend, DrillError, KubernetesBackend, LocalBackend
+from local.drill.backends import (
+    FAULTS,
+    KUBERNETES_FAULTS,
+    Backend,
+    DrillError,
+    KubernetesBackend,
+    LocalBackend,
+    kubernetes_fault_refusal,
+)
 from local.drill.load import LoadGenerator, LoadSpec
 from local.drill.plot import plot_timeline
 from local.drill.stats import DrillReport, Timeline, build_report, format_table
@@ -28,10 +44,11 @@ from local.topology import ForeignTargetError
 async def run_drill(
     backend: Backend, *, fault: str, clients: int, before_s: float, outage_s: float, grace_s: float,
     after_s: float, recovery_timeout_s: float, model: str | None = None, progress=print,
+    max_failed: int | None = None,
 ) -> tuple[DrillReport, list]:
     model = model or await _served_model(backend.base_url)
     zero = time.monotonic()
-    clock = lambda: time.monotonic() - zero  # noqa: E731
+    clock = lambda: time.monotonic() - zero
     load = LoadGenerator(LoadSpec(base_url=backend.base_url, model=model, clients=clients), zero)
     traffic = asyncio.create_task(load.run())
     ticker = asyncio.create_task(_report_progress(load, clock, progress))
@@ -46,7 +63,8 @@ async def run_drill(
         ticker.cancel()
     timeline = Timeline(times.fault_at, times.restarted_at, healthy_at, clock())
     report = build_report(load.samples, timeline, fault=fault, backend=backend.name,
-                          fault_tolerance=backend.fault_tolerance)
+                          fault_tolerance=backend.fault_tolerance, recovery_timeout_s=recovery_timeout_s,
+                          max_failed=max_failed, recovery=backend.recovery())
     return report, load.samples
 
 
@@ -80,33 +98,157 @@ async def _report_progress(load: LoadGenerator, clock, progress) -> None:
         progress(f"\r  t={clock():6.1f} s  requests={len(samples):6d}  failed={failed:5d}", end="", flush=True)
 
 
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m local.drill", description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=("local", "kubernetes"), default="local")
-    parser.add_argument("--fault", choices=FAULTS, default="head")
-    parser.add_argument("--outage", type=float, default=20.0, help="seconds the head (or Redis) stays down (local)")
-    parser.add_argument("--grace", type=float, default=10.0, help="SIGTERM grace period for head-graceful")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients, plus one sequential client")
-    parser.add_argument("--before", type=float, default=10.0, help="seconds of traffic before the fault")
-    parser.add_argument("--after", type=float, default=15.0, help="seconds of traffic after recovery")
-    parser.add_argument("--recovery-timeout", type=float, default=120.0)
-    parser.add_argument("--no-ft", action="store_true", help="local: the same topology without Redis")
-    parser.add_argument("--url", help="where to send traffic (kubernetes: the serve Service, e.g. a port-forward)")
-    parser.add_argument("--namespace", default="ray-serving")
-    parser.add_argument("--rayservice", default="ray-serve-llm")
-    parser.add_argument("--kubeconfig")
-    parser.add_argument("--context")
-    parser.add_argument("--out", type=Path, default=Path("drill-results"), help="folder for the JSON and PNG")
-    parser.add_argument("--max-failed", type=int, default=None,
-                        help="exit 1 if more requests than this failed (the pipeline's gate uses 0)")
-    args = parser.parse_args(argv)
-    if args.clients < 0 or args.outage < 0 or args.before < 0 or args.after < 0:
-        parser.error("--clients, --outage, --before and --after must not be negative")
-    if args.backend == "kubernetes" and not args.url:
-        parser.error(
-            "--backend kubernetes needs --url, e.g. after "
-            "`kubectl -n ray-serving port-forward svc/ray-serve-llm-serve-svc 8000:8000`: --url http://127.0.0.1:8000"
+# Bounds of the drill's arguments: a drill is a bounded test, never an open-ended load.
+MAX_CLIENTS = 256
+MAX_PHASE_S = 600.0
+MAX_RECOVERY_TIMEOUT_S = 3600.0
+
+
+def _bounded(low: float, high: float, kind=float, low_open: bool = False):
+    """An argparse type: a number in [low, high] (or (low, high]), else a one-line error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if value != value or value > high or value < low or (low_open and value == low):  # NaN too
+            lower = f"above {low:g}" if low_open else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"{text} must be {lower} and at most {high:g}")
+        return value
+    return parse
+
+
+def _check_out(out: Path) -> str | None:
+    """Why the report cannot be written to `out`, or None; writes nothing."""
+    if out.exists():
+        if not out.is_dir():
+            return f"--out {out} is not a folder"
+        return None if os.access(out, os.W_OK | os.X_OK) else f"--out {out} is not writable"
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"--out {out} cannot be created: {parent} is not a writable folder"
+    return None
+
+
+def check_kubernetes_target(url: str, load_balancer: str | None) -> str:
+    """Returns `url` if the drill may send load there: loopback (a port-forward), a private
+    address, or the in-VPC load balancer named by --load-balancer (whose name must resolve
+    to private addresses only). Raises DrillError otherwise."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host:
+        raise DrillError(f"--url {url!r} is not an http(s) URL, e.g. http://127.0.0.1:8000")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        if address.is_loopback or (address.is_private and not address.is_link_local):
+            return url
+        raise DrillError(f"refusing --url {url!r}: the drill sends load only to loopback (a port-forward) "
+                         "or private addresses (inside the VPC)")
+    if host == "localhost":
+        return url
+    wanted = urlsplit(load_balancer).hostname if load_balancer and "://" in load_balancer else load_balancer
+    if wanted != host:
+        raise DrillError(
+            f"refusing --url {url!r}: {host} is a host name; if it is the serve Service's in-VPC load "
+            f"balancer, name it with --load-balancer {host}"
         )
+    try:
+        resolved = {info[4][0] for info in socket.getaddrinfo(host, parts.port or 80, proto=socket.IPPROTO_TCP)}
+    except OSError as error:
+        raise DrillError(f"--load-balancer {host} does not resolve: {error}") from None
+    public = sorted(a for a in resolved if not (ipaddress.ip_address(a).is_private or ipaddress.ip_address(a).is_loopback)
+                    or ipaddress.ip_address(a).is_link_local)
+    if public:
+        raise DrillError(f"refusing --load-balancer {host}: it resolves to non-private addresses {public}")
+    return url
+
+
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default; where the default is not a literal value,
+    the help text says it itself."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default:" in text or action.default is argparse.SUPPRESS:
+            return text
+        if action.default is None:
+            return f"{text} (default: none)"
+        return super()._get_help_string(action) or text
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m local.drill", description=__doc__.splitlines()[0],
+        formatter_class=_HelpWithDefaults,
+    )
+    seconds = _bounded(0, MAX_PHASE_S)
+    parser.add_argument("--backend", choices=("local", "kubernetes"), default="local",
+                        help="the local stack, or a RayService through your kubeconfig")
+    parser.add_argument("--fault", choices=FAULTS, default="head",
+                        help=f"what to break (kubernetes: {', '.join(KUBERNETES_FAULTS)})")
+    parser.add_argument("--outage", type=seconds, default=20.0,
+                        help="seconds the faulted part stays down (local; the partition's length)")
+    parser.add_argument("--grace", type=seconds, default=10.0, help="SIGTERM grace period in seconds for head-graceful")
+    parser.add_argument("--clients", type=_bounded(1, MAX_CLIENTS, int), default=8,
+                        help="concurrent clients, plus one sequential client")
+    parser.add_argument("--before", type=seconds, default=10.0, help="seconds of traffic before the fault")
+    parser.add_argument("--after", type=seconds, default=15.0, help="seconds of traffic after recovery")
+    parser.add_argument("--recovery-timeout", type=_bounded(0, MAX_RECOVERY_TIMEOUT_S, low_open=True), default=120.0,
+                        help="seconds after the outage within which Serve must be healthy again, else exit 1")
+    parser.add_argument("--no-ft", action="store_true", help="local: the same topology without Redis")
+    parser.add_argument("--url", default=None,
+                        help="where to send traffic (default: local: the API port http://127.0.0.1:8000; kubernetes: "
+                             "required, the serve Service through a port-forward, a private address, or --load-balancer)")
+    parser.add_argument("--load-balancer", default=None,
+                        help="kubernetes: the in-VPC load balancer's DNS name that --url may name")
+    parser.add_argument("--namespace", default="ray-serving", help="kubernetes: the RayService's namespace")
+    parser.add_argument("--rayservice", default="ray-serve-llm", help="kubernetes: the RayService's name")
+    parser.add_argument("--kubeconfig", default=None, help="kubernetes: kubeconfig path (default: $KUBECONFIG, else ~/.kube/config)")
+    parser.add_argument("--context", default=None, help="kubernetes: kubeconfig context (default: its current-context)")
+    parser.add_argument("--out", type=Path, default=Path("drill-results"), help="folder for the JSON and PNG")
+    parser.add_argument("--max-failed", type=_bounded(0, 10**9, int), default=None,
+                        help="exit 1 if more requests than this failed (the pipeline's gate uses 0)")
+    return parser
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    """Every argument checked before any traffic or fault: bad input is one message, exit 2."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    problem = _check_out(args.out)
+    if problem:
+        parser.error(problem)
+    if args.backend == "kubernetes":
+        if not args.url:
+            parser.error(
+                "--backend kubernetes needs --url, e.g. after "
+                "`kubectl -n ray-serving port-forward svc/ray-serve-llm-serve-svc 8000:8000`: --url http://127.0.0.1:8000"
+            )
+        if args.fault not in KUBERNETES_FAULTS:
+            parser.error(kubernetes_fault_refusal(args.fault))
+        if args.no_ft:
+            parser.error("--no-ft is local only: a RayService's fault tolerance is its Redis")
+        try:
+            check_kubernetes_target(args.url, args.load_balancer)
+        except DrillError as error:
+            parser.error(str(error))
+    else:
+        from local.topology import ForeignTargetError, check_local_target
+
+        if args.load_balancer:
+            parser.error("--load-balancer is for --backend kubernetes")
+        if args.url:
+            try:
+                check_local_target(args.url)
+            except ForeignTargetError as error:
+                parser.error(str(error))
+        if args.no_ft and args.fault == "redis":
+            parser.error("the redis fault needs the GCS store: run it without --no-ft")
     return args
 
 
@@ -137,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         report, samples = asyncio.run(run_drill(
             backend, fault=args.fault, clients=args.clients, before_s=args.before, outage_s=args.outage,
             grace_s=args.grace, after_s=args.after, recovery_timeout_s=args.recovery_timeout,
+            max_failed=args.max_failed,
         ))
     except (DrillError, ForeignTargetError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -158,11 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{stem}.json").write_text(json.dumps(report.to_json(), indent=2))
     plot_timeline(samples, report, args.out / f"{stem}.png")
     print(f"Report: {args.out / (stem + '.json')}  Timeline: {args.out / (stem + '.png')}")
-    if args.max_failed is not None and report.total.failed > args.max_failed:
-        print(f"FAILED: {report.total.failed} requests failed (at most {args.max_failed} allowed)", file=sys.stderr)
-        return 1
-    if report.fault_to_healthy_s is None and args.max_failed is not None:
-        print("FAILED: Serve did not become healthy again within the drill", file=sys.stderr)
+    if not report.passed:
+        print("FAILED: " + "; ".join(report.problems), file=sys.stderr)
         return 1
     return 0
 

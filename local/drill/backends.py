@@ -7,7 +7,10 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-FAULTS = ("head", "head-graceful", "redis")
+# Faults on the head (crash, graceful stop), its GCS store, a worker node (crash) and the
+# head's network (its link down, processes running).
+FAULTS = ("head", "head-graceful", "redis", "worker", "partition")
+KUBERNETES_FAULTS = ("head", "head-graceful")
 
 
 class DrillError(RuntimeError):
@@ -29,45 +32,99 @@ class Backend(Protocol):
 
     def serve_healthy(self) -> bool: ...
 
+    def recovery(self) -> dict[str, object]: ...
+
 
 class LocalBackend:
-    """Traffic through worker-1's Serve proxy; faults on the processes of the local stack."""
+    """Traffic through the API port (the serve Service's stand-in: both workers' proxies)
+    unless another target is given; faults on the processes and links of the local stack.
+    The supervisor restarts what a fault took down once the fault's outage is over."""
 
     name = "local"
 
     def __init__(self, stack, target_url: str | None = None):
-        from local.topology import WORKERS, check_local_target
+        from local.topology import API_URL, check_local_target
 
         self.stack = stack
         self.fault_tolerance = stack.state.fault_tolerance
-        self.base_url = check_local_target(target_url or WORKERS[0].proxy_url)
+        self.base_url = check_local_target(target_url or API_URL)
+        self._before: dict[str, int] = {}
+        self._touched: tuple[str, ...] = ()
+        self._head_generation_at_restart: int | None = None
+
+    def _generations(self) -> dict[str, int]:
+        from local.topology import NODES
+
+        records = {node.name: self.stack.node_record(node) for node in NODES}
+        return {name: record.generation if record else 0 for name, record in records.items()}
+
+    def _restart(self, node, outage_s: float, clock) -> float:
+        """Ends a held node's outage; returns when (on the drill's clock) the supervisor
+        started it again."""
+        time.sleep(outage_s)
+        generation = self._generations()[node.name]
+        self.stack.release(node)
+        record = self.stack.wait_restarted(node, generation)
+        if node.head:
+            self._head_generation_at_restart = record.generation - 1
+        return clock() - (time.monotonic() - record.started_at)
 
     def inject(self, fault: str, outage_s: float, grace_s: float, clock) -> FaultTimes:
+        from local.topology import HEAD, WORKERS
+
+        self._before = self._generations()
         if fault == "redis":
             if not self.fault_tolerance:
                 raise DrillError("the redis fault needs the GCS store: run it without --no-ft")
+            # The GCS loses its store and exits; the supervisor restarts the head (with
+            # back-off while Redis is away), and the new GCS reloads the cluster from Redis.
+            self._touched = (HEAD.name,)
+            self._head_generation_at_restart = self._before[HEAD.name]
             fault_at = clock()
             self.stack.stop_redis()
             time.sleep(outage_s)
             self.stack.start_redis()
-            # The GCS lost its store; the head restarts (as kubelet restarts its container)
-            # and recovers the cluster's state from Redis.
-            self.stack.kill_head()
-            restarted_at = clock()
-            self.stack.start_head()
-            return FaultTimes(fault_at, restarted_at)
+            return FaultTimes(fault_at, clock())
+        if fault == "partition":
+            # Nothing restarts: the head runs on behind its cut link, the workers keep
+            # serving and wait for it, and no node may be declared dead for it.
+            self._touched = ()
+            fault_at = clock()
+            self.stack.partition(HEAD)
+            try:
+                time.sleep(outage_s)
+            finally:
+                self.stack.heal(HEAD)
+            return FaultTimes(fault_at, clock())
+        node = WORKERS[-1] if fault == "worker" else HEAD
+        self._touched = (node.name,)
         fault_at = clock()
-        if fault == "head":
-            self.stack.kill_head()
-        else:
-            self.stack.terminate_head(grace_s)
-        time.sleep(outage_s)
-        restarted_at = clock()
-        self.stack.start_head()
+        try:
+            if fault == "head-graceful":
+                self.stack.terminate_node(node, grace_s)
+            else:
+                self.stack.kill_node(node)
+            restarted_at = self._restart(node, outage_s, clock)
+        finally:
+            self.stack.release(node)
         return FaultTimes(fault_at, restarted_at)
 
     def serve_healthy(self) -> bool:
         return self.stack.serve_healthy()
+
+    def recovery(self) -> dict[str, object]:
+        """What the supervisor did: starts per node since the fault, how many starts the head
+        needed to recover, and restarts of nodes the fault did not touch (a worker wrongly
+        declared dead would show up here)."""
+        from local.topology import HEAD
+
+        after = self._generations()
+        starts = {name: after[name] - self._before.get(name, 0) for name in after}
+        details: dict[str, object] = {"starts": starts}
+        if self._head_generation_at_restart is not None:
+            details["head_starts_to_recover"] = after[HEAD.name] - self._head_generation_at_restart
+        details["unplanned_restarts"] = sorted(n for n, count in starts.items() if count and n not in self._touched)
+        return details
 
 
 class KubernetesBackend:
@@ -110,11 +167,8 @@ class KubernetesBackend:
         return pods[0] if pods else None
 
     def inject(self, fault: str, outage_s: float, grace_s: float, clock) -> FaultTimes:
-        if fault == "redis":
-            raise DrillError(
-                "the redis fault is local only: on EKS, test the ElastiCache failover with "
-                "`aws elasticache test-failover`"
-            )
+        if fault not in KUBERNETES_FAULTS:
+            raise DrillError(kubernetes_fault_refusal(fault))
         pod = self.head_pod()
         if pod is None:
             raise DrillError("the RayService has no head pod to delete")
@@ -125,6 +179,9 @@ class KubernetesBackend:
         # KubeRay replaces the pod itself; nothing to restart by hand.
         return FaultTimes(fault_at, None)
 
+    def recovery(self) -> dict[str, object]:
+        return {}
+
     def serve_healthy(self) -> bool:
         pod = self.head_pod()
         if pod is None or pod["metadata"]["uid"] == self._old_head_uid:
@@ -134,3 +191,10 @@ class KubernetesBackend:
             return False
         apps = self.rayservice().get("status", {}).get("activeServiceStatus", {}).get("applicationStatuses", {})
         return bool(apps) and all(app.get("status") == "RUNNING" for app in apps.values())
+
+
+def kubernetes_fault_refusal(fault: str) -> str:
+    if fault == "redis":
+        return ("the redis fault is local only: on EKS, test the ElastiCache failover with "
+                "`aws elasticache test-failover`")
+    return f"the {fault} fault is local only; on Kubernetes the drill can: {', '.join(KUBERNETES_FAULTS)}"

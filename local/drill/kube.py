@@ -1,7 +1,11 @@
 """The few Kubernetes API calls the drill makes (get a RayService, list pods by label,
 delete a pod), authenticated from the user's kubeconfig: a bearer token, a client
 certificate, or an exec plugin such as `aws eks get-token` (what `aws eks
-update-kubeconfig` writes)."""
+update-kubeconfig` writes).
+
+Why not a library: `kubernetes` pins python-dateutil, which cannot be installed next to
+botocore; `kr8s` 0.20 (httpx-based) fits the dependencies but writes an embedded client key
+to a temporary file it never deletes, and brings five more packages for three calls."""
 
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ class KubeConfig:
     client_cert: tuple[str, str] | None = None
 
     @staticmethod
-    def load(path: str | None = None, context: str | None = None) -> "KubeConfig":
+    def load(path: str | None = None, context: str | None = None) -> KubeConfig:
         config_path = Path(path or os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0]).expanduser()
         try:
             config = yaml.safe_load(config_path.read_text())
@@ -54,7 +58,7 @@ class KubeConfig:
             raise KubeError(f"kubeconfig {config_path} lacks {error}") from None
         return KubeConfig(
             server=cluster["server"].rstrip("/"),
-            verify=_tls_context(cluster, config_path.parent),
+            verify=_with_embedded_client_cert(_tls_context(cluster, config_path.parent), user),
             token=user.get("token"),
             exec_spec=user.get("exec"),
             client_cert=_client_cert(user, config_path.parent),
@@ -92,18 +96,28 @@ def _tls_context(cluster: dict, base: Path) -> ssl.SSLContext | bool:
 
 
 def _client_cert(user: dict, base: Path) -> tuple[str, str] | None:
-    if "client-certificate-data" in user:
-        files = []
-        for key in ("client-certificate-data", "client-key-data"):
-            handle = tempfile.NamedTemporaryFile("wb", delete=False, suffix=".pem")
-            handle.write(base64.b64decode(user[key]))
-            handle.close()
-            os.chmod(handle.name, 0o600)
-            files.append(handle.name)
-        return files[0], files[1]
     if "client-certificate" in user:
         return str(base / user["client-certificate"]), str(base / user["client-key"])
     return None
+
+
+def _with_embedded_client_cert(verify: ssl.SSLContext | bool, user: dict) -> ssl.SSLContext | bool:
+    """Loads a kubeconfig's embedded client certificate and key into the TLS context.
+    `ssl` reads them only from files: they are written to a private folder, loaded, and
+    deleted at once, so no key is left on disk."""
+    if "client-certificate-data" not in user:
+        return verify
+    context = verify if isinstance(verify, ssl.SSLContext) else ssl.create_default_context()
+    if verify is False:
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with tempfile.TemporaryDirectory(prefix="drill-kube-") as folder:  # 0700
+        cert, key = Path(folder) / "client.crt", Path(folder) / "client.key"
+        for path, field in ((cert, "client-certificate-data"), (key, "client-key-data")):
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(base64.b64decode(user[field]))
+        context.load_cert_chain(str(cert), str(key))
+    return context
 
 
 class KubeClient:

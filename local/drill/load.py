@@ -1,6 +1,13 @@
 """Traffic for the drill: N concurrent chat clients plus one sequential client that sends
 one request at a time like KubeRay's HA query.py. Every request is recorded; loops are
-bounded in count and time and stop by themselves."""
+bounded in count and time and stop by themselves.
+
+Each client retries as the official OpenAI SDKs do by default (2 retries, 0.5 s doubling
+back-off, on a connection error, a timeout, 408, 409, 429 or a 5xx): a request whose replica
+died under it is sent again and lands on a live replica. A request counts as failed only
+when its last try fails; retried requests are counted apart, so the report shows both.
+These are plain (non-streaming) requests: a stream that already sent tokens cannot be
+retried without the client seeing the answer start over."""
 
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ class Sample:
     ok: bool
     client: str
     error: str = ""
+    retries: int = 0  # tries after the first (client retries, as the OpenAI SDK does)
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,12 @@ class LoadSpec:
     # Safety bounds: a client stops after this many requests or this long, whichever first.
     max_requests_per_client: int = 200_000
     max_seconds: float = 900.0
+    # The OpenAI SDK's defaults (openai-python `DEFAULT_MAX_RETRIES`, `INITIAL_RETRY_DELAY`).
+    max_retries: int = 2
+    retry_initial_delay_s: float = 0.5
+
+
+RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
 
 class LoadGenerator:
@@ -58,17 +72,30 @@ class LoadGenerator:
             if self._stop.is_set() or self.now() > deadline:
                 return
             started = self.now()
-            try:
-                response = await http.post("/v1/chat/completions", json=body)
-                ok = response.status_code == 200 and bool(response.json()["choices"][0]["message"]["content"] is not None)
-                error = "" if ok else f"HTTP {response.status_code}"
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
-                ok, error = False, type(exc).__name__
-            self.samples.append(Sample(started, self.now() - started, ok, name, error))
+            ok, error, retries = await self._request(http, body)
+            self.samples.append(Sample(started, self.now() - started, ok, name, error, retries))
             if not ok:
                 # A failed request is counted once; back off a little so a dead endpoint is
                 # not hammered with thousands of instant connection errors.
                 await asyncio.sleep(0.05)
+
+    async def _request(self, http: httpx.AsyncClient, body: dict) -> tuple[bool, str, int]:
+        """One request as the OpenAI SDK sends it: tries until one succeeds, a refusal that
+        no retry can fix, or the retries are spent. Returns (ok, last error, retries)."""
+        error = ""
+        for attempt in range(self.spec.max_retries + 1):
+            if attempt:
+                await asyncio.sleep(self.spec.retry_initial_delay_s * 2 ** (attempt - 1))
+            try:
+                response = await http.post("/v1/chat/completions", json=body)
+                if response.status_code == 200 and response.json()["choices"][0]["message"]["content"] is not None:
+                    return True, "", attempt
+                error = f"HTTP {response.status_code}"
+                if response.status_code not in RETRYABLE_STATUS:
+                    return False, error, attempt
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                error = type(exc).__name__
+        return False, error, self.spec.max_retries
 
     async def run(self) -> None:
         limits = httpx.Limits(max_connections=self.spec.clients + 1)

@@ -8,10 +8,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from local.drill.load import Sample  # noqa: E402
-from local.drill.stats import DrillReport  # noqa: E402
+from local.drill.load import Sample
+from local.drill.stats import DrillReport
 
 
 def plot_timeline(samples: list[Sample], report: DrillReport, path: Path) -> Path:

@@ -13,6 +13,7 @@ from local.drill.load import SEQUENTIAL, Sample
 class PhaseStats:
     requests: int
     failed: int
+    retried: int  # requests that succeeded or failed only after client retries
     p50_ms: float | None
     p99_ms: float | None
     max_ms: float | None
@@ -40,6 +41,15 @@ class DrillReport:
     fault_to_healthy_s: float | None
     restart_to_healthy_s: float | None
     errors: dict[str, int] = field(default_factory=dict)
+    # What the backend saw of the recovery (local: the supervisor's records): e.g. how many
+    # starts the head needed, which nodes were restarted that the fault did not touch.
+    recovery: dict[str, object] = field(default_factory=dict)
+    # Why the drill failed, one line each; empty when it passed.
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -63,6 +73,7 @@ def phase_stats(samples: list[Sample]) -> PhaseStats:
     return PhaseStats(
         requests=len(samples),
         failed=sum(1 for s in samples if not s.ok),
+        retried=sum(1 for s in samples if s.retries),
         p50_ms=_round(percentile(latencies, 50)),
         p99_ms=_round(percentile(latencies, 99)),
         max_ms=_round(max(latencies) if latencies else None),
@@ -82,7 +93,9 @@ def phase_of(sample: Sample, timeline: Timeline) -> str:
 
 
 def build_report(
-    samples: list[Sample], timeline: Timeline, *, fault: str, backend: str, fault_tolerance: bool
+    samples: list[Sample], timeline: Timeline, *, fault: str, backend: str, fault_tolerance: bool,
+    recovery_timeout_s: float | None = None, max_failed: int | None = None,
+    recovery: dict[str, object] | None = None,
 ) -> DrillReport:
     phases = {name: [] for name in ("before", "during", "after")}
     for sample in samples:
@@ -93,13 +106,23 @@ def build_report(
             errors[sample.error] = errors.get(sample.error, 0) + 1
     duration = timeline.ended_at - min((s.started for s in samples), default=0)
     healthy = timeline.healthy_at
+    total = phase_stats(samples)
+    problems = []
+    if healthy is None:
+        within = "" if recovery_timeout_s is None else f" within --recovery-timeout {recovery_timeout_s:g} s"
+        problems.append(f"Serve was not healthy again{within}")
+    if max_failed is not None and total.failed > max_failed:
+        problems.append(f"{total.failed} requests failed (--max-failed {max_failed})")
+    unplanned = (recovery or {}).get("unplanned_restarts")
+    if unplanned:
+        problems.append(f"nodes the fault did not touch were restarted: {unplanned}")
     return DrillReport(
         fault=fault,
         backend=backend,
         fault_tolerance=fault_tolerance,
         timeline=timeline,
         phases={name: phase_stats(group) for name, group in phases.items()},
-        total=phase_stats(samples),
+        total=total,
         requests_per_second=round(len(samples) / duration, 1) if duration > 0 else 0.0,
         sequential_failures=sum(1 for s in samples if s.client == SEQUENTIAL and not s.ok),
         fault_to_healthy_s=None if healthy is None else round(healthy - timeline.fault_at, 1),
@@ -107,6 +130,8 @@ def build_report(
             None if healthy is None or timeline.restarted_at is None else round(healthy - timeline.restarted_at, 1)
         ),
         errors=errors,
+        recovery=dict(recovery or {}),
+        problems=problems,
     )
 
 
@@ -117,11 +142,11 @@ def format_table(report: DrillReport) -> str:
     lines = [
         f"HA drill: fault={report.fault} backend={report.backend} "
         f"fault tolerance={'on' if report.fault_tolerance else 'OFF'}",
-        f"{'phase':<8} {'requests':>9} {'failed':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}",
+        f"{'phase':<8} {'requests':>9} {'failed':>7} {'retried':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}",
     ]
     for name, stats in [*report.phases.items(), ("total", report.total)]:
         lines.append(
-            f"{name:<8} {stats.requests:>9} {stats.failed:>7} {cell(stats.p50_ms):>8} "
+            f"{name:<8} {stats.requests:>9} {stats.failed:>7} {stats.retried:>8} {cell(stats.p50_ms):>8} "
             f"{cell(stats.p99_ms):>8} {cell(stats.max_ms):>8}"
         )
     healthy = (
@@ -134,6 +159,9 @@ def format_table(report: DrillReport) -> str:
     lines.append(f"sequential client (KubeRay query.py style): {report.sequential_failures} failed")
     if report.errors:
         lines.append("errors: " + ", ".join(f"{k} x{v}" for k, v in sorted(report.errors.items())))
+    if report.recovery:
+        lines.append("recovery: " + ", ".join(f"{k} {v}" for k, v in report.recovery.items()))
+    lines.append("PASSED" if report.passed else "FAILED: " + "; ".join(report.problems))
     return "\n".join(lines)
 
 
