@@ -9,6 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# What a serving worker loads: Mistral-7B-Instruct's ≈7.24 billion parameters in bf16
+# (2 bytes each), ≈14.5 GB.
+MODEL_WEIGHTS_GB = 14.5
+_GB_PER_GIB = 2**30 / 10**9
+# Host memory a serving node needs per GB of weights: the checkpoint is read into host
+# memory and converted (on Neuron: traced and compiled) before it moves to the device.
+_HOST_MEMORY_PER_WEIGHT = 2
+
 
 @dataclass(frozen=True)
 class InstanceShape:
@@ -42,6 +50,26 @@ class Accelerator:
 
     def families(self, instance_types: tuple[str, ...]) -> list[str]:
         return sorted({self.family(t) for t in instance_types})
+
+    def unfit_reason(self, instance_type: str) -> str | None:
+        """Why one node of `instance_type` cannot serve the model, or None when it can."""
+        shape = self.instance_types.get(instance_type)
+        if shape is None:
+            return f"{instance_type} is not a {self.name} instance type"
+        host_gb = shape.memory_gib * _GB_PER_GIB
+        if host_gb < _HOST_MEMORY_PER_WEIGHT * MODEL_WEIGHTS_GB:
+            return (
+                f"{instance_type} has {shape.memory_gib} GiB of host memory, too little to load the "
+                f"≈{MODEL_WEIGHTS_GB:g} GB of bf16 Mistral-7B weights (loading needs about "
+                f"{_HOST_MEMORY_PER_WEIGHT * MODEL_WEIGHTS_GB:g} GB)"
+            )
+        device_gb = shape.devices * shape.device_memory_gib * _GB_PER_GIB
+        if device_gb < MODEL_WEIGHTS_GB:
+            return (
+                f"{instance_type} has {shape.devices * shape.device_memory_gib} GiB of accelerator memory, "
+                f"too little for the ≈{MODEL_WEIGHTS_GB:g} GB of bf16 Mistral-7B weights"
+            )
+        return None
 
 
 NEURON = Accelerator(

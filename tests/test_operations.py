@@ -27,21 +27,21 @@ def test_readiness_gate_waits_for_the_rayservice_with_the_configured_timeout(ser
     _, resource = only(serving, "Custom::RayServiceReady")
     properties = resource["Properties"]
     assert (properties["Namespace"], properties["RayServiceName"], properties["TimeoutSeconds"]) == (
-        "ray-serving", "ray-serve-llm", "3540"
+        "ray-serving", "ray-serve-llm", "3240"
     )
     assert {"ClusterName", "Endpoint", "CertificateAuthority"} <= set(properties)
-    # The Provider's waiter retries every 30 s for the whole timeout: 60 min / 30 s.
+    # The Provider's waiter retries every 30 s for the whole timeout: 55 min / 30 s.
     _, machine = only(serving, "AWS::StepFunctions::StateMachine")
     definition = json.dumps(machine["Properties"]["DefinitionString"])
-    assert '\\"IntervalSeconds\\":30' in definition and '\\"MaxAttempts\\":120' in definition
+    assert '\\"IntervalSeconds\\":30' in definition and '\\"MaxAttempts\\":110' in definition
     assert machine["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
 
 
 def test_readiness_timeout_follows_the_setting():
-    template = synthesize(readinessTimeoutMinutes="90").serving
+    template = synthesize(readinessTimeoutMinutes="30").serving
     _, resource = only(template, "Custom::RayServiceReady")
     # 60 s short of the Provider's total timeout, so the handler's own message wins.
-    assert resource["Properties"]["TimeoutSeconds"] == "5340"
+    assert resource["Properties"]["TimeoutSeconds"] == "1740"
 
 
 def test_readiness_gate_runs_in_the_vpc_on_the_lambda_runtime_without_bundling(serving):
