@@ -123,7 +123,9 @@ def check_platform() -> None:
         )
     for tool in ("ip", "redis-server"):
         if not shutil.which(tool):
-            raise StackError(f"`{tool}` is missing: install iproute2 and redis-server (`make setup-local`).")
+            raise StackError(
+                f"`{tool}` is missing: install iproute2 and redis-server (`sudo make system-packages`)."
+            )
 
 
 def running_state() -> StackState | None:
