@@ -35,8 +35,8 @@ def build_app(app: cdk.App) -> cdk.App:
     return app
 
 
-def main() -> int:
-    app = cdk.App()
+def main(app: cdk.App | None = None) -> int:
+    app = app or cdk.App()
     try:
         build_app(app)
     except SettingsError as error:

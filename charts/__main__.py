@@ -9,8 +9,10 @@
         --gradio-image 111122223333.dkr.ecr.us-east-2.amazonaws.com/gradio:1
 
 Files are named `NN-<chart>.k8s.yaml` in apply order, so `kubectl apply -f DIR` creates them
-in the order they need (and delete them in the reverse order). Bad input ends the run with
-one line on stderr and exit status 2, before anything is written.
+in the order they need (and delete them in the reverse order). Bad input, or an `--out` that
+cannot be written, ends the run with one line on stderr and exit status 2, and nothing
+written. The kind profile uses the project's locally built images unless told otherwise
+(the Serve app on CPU with the tiny model built in, and the UI) and prints how to build them.
 """
 
 from __future__ import annotations
@@ -25,18 +27,31 @@ import cdk8s
 
 from charts import constants
 from charts.accelerators import ACCELERATORS, DEFAULT_ACCELERATOR
-from charts.profiles import EksDeployment, KindDeployment, eks_charts, kind_charts
+from charts.profiles import (
+    HF_MODEL_ID,
+    KIND_IMAGE_BUILDS,
+    EksDeployment,
+    KindDeployment,
+    eks_charts,
+    kind_charts,
+)
 
 PROG = "python -m charts"
 # Values only the CDK (or this CLI) knows at deploy time: the eks profile cannot guess them.
 EKS_REQUIRED = (
     "redis_endpoint", "redis_auth_secret_arn", "hf_token_secret_name", "region", "ray_image", "gradio_image",
 )
-# Options that describe AWS resources and have no meaning on kind.
-EKS_ONLY = (
-    "accelerator", "instance_type", "min_workers", "max_workers", "model_id", "capacity_mode",
-    "redis_endpoint", "redis_port", "redis_auth_secret_arn", "hf_token_secret_name", "region",
-)
+# Options that have no meaning on kind, each with the reason.
+_KIND_WORKERS = "kind runs two CPU workers"
+_KIND_REDIS = "kind runs its own Redis"
+_KIND_SECRETS = "kind reads no AWS secrets"
+EKS_ONLY = {
+    "accelerator": _KIND_WORKERS, "instance_type": _KIND_WORKERS, "min_workers": _KIND_WORKERS,
+    "max_workers": _KIND_WORKERS, "capacity_mode": _KIND_WORKERS,
+    "model_id": "kind serves the tiny model built into the CPU image",
+    "redis_endpoint": _KIND_REDIS, "redis_port": _KIND_REDIS,
+    "redis_auth_secret_arn": _KIND_SECRETS, "hf_token_secret_name": _KIND_SECRETS, "region": _KIND_SECRETS,
+}
 
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
@@ -76,12 +91,19 @@ def _worker_count(value: str) -> int:
     return int(value)
 
 
+def _out_dir(value: str) -> Path:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path is not a directory to write to")
+    return Path(value)
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", required=True, choices=("eks", "kind"))
-    p.add_argument("--out", required=True, type=Path, help="directory for the YAML files")
+    p.add_argument("--out", required=True, type=_out_dir, help="directory for the YAML files")
     p.add_argument("--ray-image", type=_checked(_IMAGE, "an image reference"),
-                   help=f"Ray image with the Serve app (kind default: {KindDeployment.ray_image})")
+                   help="Ray image with the Serve app (kind default: the project's CPU image, "
+                   f"{KindDeployment.ray_image}, built from images/ray-serve/Dockerfile.cpu)")
     p.add_argument("--gradio-image", type=_checked(_IMAGE, "an image reference"),
                    help=f"Gradio UI image (kind default: {KindDeployment.gradio_image})")
     eks = p.add_argument_group("eks profile")
@@ -90,7 +112,8 @@ def parser() -> argparse.ArgumentParser:
                      f"(default: {', '.join(f'{a.name} {a.default_instance_type}' for a in ACCELERATORS.values())})")
     eks.add_argument("--min-workers", type=_worker_count, help="default: 2")
     eks.add_argument("--max-workers", type=_worker_count, help="default: --min-workers")
-    eks.add_argument("--model-id", help=f"Hugging Face model id (default: {EksDeployment.model_id})")
+    eks.add_argument("--model-id", type=_checked(HF_MODEL_ID, "a Hugging Face model id, <organization>/<model>"),
+                     help=f"Hugging Face model id (default: {EksDeployment.model_id})")
     eks.add_argument("--capacity-mode", choices=("auto-mode", "node-groups"),
                      help="how the cluster provisions the serve Service's internal NLB (default: auto-mode)")
     eks.add_argument("--redis-endpoint", type=_checked(_HOSTNAME, "a host name"),
@@ -112,9 +135,9 @@ def _option(dest: str) -> str:
 def build(args: argparse.Namespace, app: cdk8s.App) -> tuple[cdk8s.Chart, ...]:
     """The profile's charts, in apply order; UsageError or ValueError on bad input."""
     if args.profile == "kind":
-        given = [_option(d) for d in EKS_ONLY if getattr(args, d) is not None]
+        given = [f"{_option(d)} ({why})" for d, why in EKS_ONLY.items() if getattr(args, d) is not None]
         if given:
-            raise UsageError(f"{', '.join(given)}: only for --profile eks (kind runs its own Redis on CPU workers)")
+            raise UsageError(f"only for --profile eks: {', '.join(given)}")
         images = {"ray_image": args.ray_image, "gradio_image": args.gradio_image}
         return kind_charts(app, KindDeployment(**{k: v for k, v in images.items() if v})).in_apply_order()
 
@@ -124,12 +147,15 @@ def build(args: argparse.Namespace, app: cdk8s.App) -> tuple[cdk8s.Chart, ...]:
             f"--profile eks needs {', '.join(missing)} (deploy-time values the charts cannot guess)"
         )
     accelerator = ACCELERATORS[args.accelerator or DEFAULT_ACCELERATOR]
+    instance_type = args.instance_type or accelerator.default_instance_type
+    if instance_type in accelerator.instance_types and (reason := accelerator.unfit_reason(instance_type)):
+        raise UsageError(f"--instance-type {instance_type}: cannot serve the model: {reason}")
     min_workers = EksDeployment.min_workers if args.min_workers is None else args.min_workers
     return eks_charts(
         app,
         EksDeployment(
             accelerator=accelerator,
-            instance_types=(args.instance_type or accelerator.default_instance_type,),
+            instance_types=(instance_type,),
             region=args.region,
             redis_endpoint=args.redis_endpoint,
             redis_port=args.redis_port or constants.REDIS_PORT,
@@ -153,19 +179,48 @@ def render(charts: Sequence[cdk8s.Chart]) -> dict[str, str]:
     }
 
 
+def write(files: dict[str, str], out: Path) -> None:
+    """Writes every file or none: each is written beside its target first and renamed into
+    place only when all were written; on failure what this run created is removed again."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+    in_the_way = [name for name in files if (out / name).exists() and not (out / name).is_file()]
+    if in_the_way:
+        raise UsageError(f"--out {out}: {', '.join(in_the_way)} there is not a file")
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]
+    staged: list[tuple[Path, Path]] = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            partial = out / f".{name}.partial"
+            partial.write_text(text, encoding="utf-8")
+            staged.append((partial, out / name))
+        for partial, path in staged:
+            partial.replace(path)
+    except OSError as error:
+        for partial, _ in staged:
+            partial.unlink(missing_ok=True)
+        for folder in created:  # innermost first
+            if folder.exists():
+                folder.rmdir()
+        raise UsageError(f"--out {out}: cannot write there ({error.strerror or error})") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
         files = render(build(args, cdk8s.App()))
-        if args.out.exists() and not args.out.is_dir():
-            raise UsageError(f"--out {args.out}: exists and is not a directory")
+        write(files, args.out)
     except (UsageError, ValueError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (args.out / name).write_text(text)
     print(f"wrote {len(files)} files to {args.out}: {', '.join(files)}")
+    if args.profile == "kind":
+        images = [args.ray_image or KindDeployment.ray_image, args.gradio_image or KindDeployment.gradio_image]
+        for image in images:
+            if image in KIND_IMAGE_BUILDS:
+                print(f"build {image}: {KIND_IMAGE_BUILDS[image].format(image=image)}")
+        print(f"load the images into kind: kind load docker-image {' '.join(images)}")
     return 0
 
 

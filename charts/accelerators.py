@@ -64,6 +64,14 @@ def kube_reserved_cpu_milli(vcpus: int) -> float:
         left -= taken
     return reserved + left * _KUBE_RESERVED_CPU_MILLI_BEYOND
 
+# What a serving worker loads: Mistral-7B-Instruct's ≈7.24 billion parameters in bf16
+# (2 bytes each), ≈14.5 GB.
+MODEL_WEIGHTS_GB = 14.5
+_GB_PER_GIB = 2**30 / 10**9
+# Host memory a serving node needs per GB of weights: the checkpoint is read into host
+# memory and converted (on Neuron: traced and compiled) before it moves to the device.
+_HOST_MEMORY_PER_WEIGHT = 2
+
 
 @dataclass(frozen=True)
 class InstanceShape:

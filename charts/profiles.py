@@ -9,6 +9,7 @@ the GCS store password Secret).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import cdk8s
@@ -19,7 +20,6 @@ from charts.gradio import GradioChart, GradioInputs
 from charts.namespace import NamespaceChart
 from charts.query_job import QueryJobChart
 from charts.rayservice import (
-    DEFAULT_RAY_IMAGE,
     RAYSERVICE_NAME,
     GcsStore,
     PodResources,
@@ -34,11 +34,21 @@ from charts.secrets import GCS_STORE_PASSWORD, HUGGING_FACE_TOKEN, SecretsChart,
 from charts.serve_config import TINY_MODEL_ID, LlmServing, tiny_model_serving
 
 MISTRAL_7B_INSTRUCT = "mistralai/Mistral-7B-Instruct-v0.2"
+# A Hugging Face model id, <organization>/<model> (what the Hub accepts in a repository id).
+HF_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+HF_MODEL_ID_RULE = "must be a Hugging Face model id, <organization>/<model>"
 # The tiny model (random weights, ~135k parameters) that the CPU image builds into this
 # folder (images/ray-serve/Dockerfile.cpu): the kind profile needs no download and no token.
 TINY_MODEL_PATH = "/home/ray/models/tiny-mistral"
-# Locally built UI image, loaded into kind with `kind load docker-image`.
+# Locally built images, loaded into kind with `kind load docker-image`: the Serve app on
+# CPU with the tiny model built in (a Ray image without them cannot serve), and the UI.
+KIND_RAY_IMAGE = "ray-serve-ha/ray-serve-cpu:local"
 KIND_GRADIO_IMAGE = "ray-serve-ha/gradio:local"
+# How each is built, from the repository root.
+KIND_IMAGE_BUILDS = {
+    KIND_RAY_IMAGE: "docker build -f images/ray-serve/Dockerfile.cpu -t {image} images/ray-serve",
+    KIND_GRADIO_IMAGE: "docker build -t {image} images/gradio",
+}
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,7 @@ class EksCharts:
 
 @dataclass(frozen=True)
 class KindDeployment:
-    ray_image: str = DEFAULT_RAY_IMAGE
+    ray_image: str = KIND_RAY_IMAGE
     gradio_image: str = KIND_GRADIO_IMAGE
     namespace: str = constants.SERVING_NAMESPACE
 

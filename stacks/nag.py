@@ -165,12 +165,15 @@ def acknowledge_findings(system) -> None:
 
 
 def _environment(scope: IConstruct) -> tuple[str, str, str]:
-    """Partition, region and account as cdk-nag writes them in finding ids: literal for an
-    environment-aware stack, <AWS::…> placeholders otherwise."""
+    """Partition, region and account as cdk-nag writes them in finding ids: each literal
+    where the stack knows it (a region alone also fixes the partition), an <AWS::…>
+    placeholder where it does not."""
     stack = cdk.Stack.of(scope)
-    if cdk.Token.is_unresolved(stack.region) or cdk.Token.is_unresolved(stack.account):
-        return "<AWS::Partition>", "<AWS::Region>", "<AWS::AccountId>"
-    return stack.partition, stack.region, stack.account
+
+    def shown(value: str, pseudo: str) -> str:
+        return f"<AWS::{pseudo}>" if cdk.Token.is_unresolved(value) else value
+
+    return shown(stack.partition, "Partition"), shown(stack.region, "Region"), shown(stack.account, "AccountId")
 
 
 def _managed_policy(name: str) -> str:

@@ -1,12 +1,19 @@
 """Typed, validated settings: the only bridge between cdk.json context and the stacks.
 
-`Settings.from_context` reads a mapping of context values (cdk.json, `-c key=value`),
-checks every value in one place and returns a frozen tree, or raises `SettingsError` whose
-message names each bad key, its value and what is allowed. Nothing below app.py reads
-context or the environment.
+`SettingsModel` declares every setting once: its context key, type, default, bounds and
+what it allows. cdk.json holds only what a user changes (and the CDK feature flags); an
+unset key takes the model's default. `Settings.from_context` checks every value and every
+rule across values (instance types against the accelerator and the model, node counts,
+engine versions against TLS, a team's workers against its instance types, names against
+KubeRay's limits) and returns a frozen tree for the stacks, or raises `SettingsError`
+whose one message names each bad key, its value and what is allowed. Nothing below app.py
+reads context or the environment.
 
-Values from `-c` arrive as strings, so integers accept digit strings and lists accept a JSON
-list (`-c 'adminPrincipalArns=["arn:…"]'`) or a comma-separated string.
+Values from `-c` arrive as strings, so numbers and booleans accept their text and lists
+accept a JSON list (`-c 'adminPrincipalArns=["arn:…"]'`) or a comma-separated string.
+Inside `batchTeams` (JSON) the JSON types are required: `"cpus": "4"` is refused.
+
+`python -m stacks.settings` prints README's settings table from the model.
 """
 
 from __future__ import annotations
@@ -17,10 +24,23 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Annotated, Any, Callable, Iterable, Mapping, get_args
 
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
+
+import batch as batch_jobs
 from charts.accelerators import ACCELERATORS, Accelerator
-from charts.batch import AcceleratorWorkerShape, BatchTeam, CpuWorkerShape, check_distinct_teams
+from charts.batch import (
+    CAPACITY_TYPES,
+    MAX_RAYJOB_NAME_LENGTH,
+    AcceleratorWorkerShape,
+    BatchTeam,
+    CpuWorkerShape,
+    check_distinct_teams,
+)
+from charts.profiles import HF_MODEL_ID, HF_MODEL_ID_RULE, MISTRAL_7B_INSTRUCT
+from charts.serve_config import MIN_REPLICAS
 
 # Kubernetes minors EKS can still create clusters on (2026-11: 1.31 leaves extended support
 # on 2026-11-26, so a new 1.31 cluster would be born unsupported).
@@ -29,12 +49,68 @@ CAPACITY_MODES = ("auto-mode", "node-groups")
 # Engine versions Ray's GCS client is known to work with (cluster mode off).
 GCS_ENGINE_VERSIONS = {"redis": ("6.2", "7.0", "7.1"), "valkey": ("7.2", "8.0", "8.1")}
 DEFAULT_GCS_ENGINE_VERSION = {"redis": "7.1", "valkey": "8.0"}
-# Two Serve replicas with max_replicas_per_node=1 need two accelerator nodes at all times.
-MIN_ACCELERATOR_NODES = 2
+# The GCS store requires TLS (stacks/gcs_store.py: transit encryption mode "required"),
+# which ElastiCache offers from Redis OSS 7.0 and Valkey 7.2 (ElastiCache user guide,
+# "Enabling in-transit encryption"); CloudFormation refuses the mode on older engines.
+TRANSIT_ENCRYPTION_MODE_MIN_VERSION = {"redis": "7.0", "valkey": "7.2"}
+# Two Serve replicas, one per node, need two accelerator nodes at all times.
+MIN_ACCELERATOR_NODES = MIN_REPLICAS
 MAX_ACCELERATOR_NODES = 100
-# CloudFormation waits at most 3,600 s for a custom resource; the readiness gate needs a
-# few minutes of that for its own start and for CloudFormation (stacks/readiness.py).
+# A CloudFormation custom resource waits at most 3,600 s (ServiceTimeout), and the
+# readiness gate needs a few minutes of that to report why the RayService is not Ready
+# (its conditions and events) before CloudFormation gives up without a reason. The
+# readiness construct (stacks/readiness.py) imports this bound.
 READINESS_TIMEOUT_MAX_MINUTES = 55
+READINESS_TIMEOUT_MIN_MINUTES = 5
+# A team's Ray autoscaler may ask for this many workers at most: a guard against typos
+# such as 1e9 (a managed node group's own quota is 450 nodes).
+MAX_TEAM_WORKERS = 100
+# The largest c/m/r sizes (…48xlarge: 192 vCPUs; r7i.48xlarge: 1,536 GiB) Auto Mode's team
+# NodePool may launch; in node-groups mode a worker must also fit `CPU_INSTANCE_SIZES`.
+MAX_TEAM_WORKER_CPUS = 192
+MAX_TEAM_WORKER_MEMORY_GIB = 1536
+
+# ElastiCache node types a new replication group can be created on, by family. Source: the
+# ElastiCache API Reference, CacheNode, "The following node types are supported by
+# ElastiCache" (current generation; the same text is in botocore's elasticache service
+# model, which tests/test_settings.py compares with this table). Left out on purpose: the
+# previous generations (no new clusters), T2 (ElastiCache no longer creates T2 clusters:
+# user guide, "Supported node types") and data-tiering r6gd (needs DataTieringEnabled).
+ELASTICACHE_NODE_TYPES: dict[str, tuple[str, ...]] = {
+    "m7g": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
+    "m6g": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
+    "m5": ("large", "xlarge", "2xlarge", "4xlarge", "12xlarge", "24xlarge"),
+    "m4": ("large", "xlarge", "2xlarge", "4xlarge", "10xlarge"),
+    "t4g": ("micro", "small", "medium"),
+    "t3": ("micro", "small", "medium"),
+    "r7g": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
+    "r6g": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
+    "r5": ("large", "xlarge", "2xlarge", "4xlarge", "12xlarge", "24xlarge"),
+    "r4": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge"),
+}
+# Families ElastiCache names but will not create a new cluster on.
+ELASTICACHE_RETIRED_FAMILIES = ("t1", "t2", "m1", "m2", "m3", "c1", "r3")
+
+_CLUSTER_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
+_PRINCIPAL_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:(role|user)/[\w+=,.@/-]{1,512}$")
+_ACCOUNT = re.compile(r"^\d{12}$")
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+_REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_CONNECTION_ARN = re.compile(
+    r"^arn:aws(-cn|-us-gov)?:(codestar-connections|codeconnections):[a-z0-9-]+:\d{12}:connection/[A-Za-z0-9-]+$"
+)
+_BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,255}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
+_IMAGE = re.compile(r"^[a-z0-9][\w.:/@-]*$")
+# A camelCase key is a setting; feature flags ("@aws-cdk/…") and CLI keys ("aws:cdk:…") are not.
+_SETTING_LIKE_KEY = re.compile(r"^[a-z][A-Za-z0-9]*$")
+
+CLUSTER_NAME_RULE = (
+    "must be 1-40 lowercase letters, digits or hyphens, starting with a letter and ending with "
+    "a letter or digit (a valid EKS cluster name and Kubernetes label value)"
+)
+PRINCIPAL_ARN_RULE = "must be an IAM role or user ARN, arn:aws:iam::<12-digit account>:role/<name> or :user/<name>"
 
 
 class SettingsError(ValueError):
@@ -49,22 +125,511 @@ class SettingsError(ValueError):
         )
 
 
+# --- checks of one value (each raises ValueError with what is allowed) ----------------------
+
+def _matching(pattern: re.Pattern[str], rule: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(rule)
+        return value
+
+    return check
+
+
+def _one_of(choices: Iterable[str]) -> Callable[[str], str]:
+    allowed = tuple(choices)
+
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError("must be one of: " + ", ".join(allowed))
+        return value
+
+    return check
+
+
+def installed_kubectl_layers() -> list[str]:
+    return [v for v in EKS_CREATABLE_VERSIONS if importlib.util.find_spec(kubectl_layer_module(v))]
+
+
+def kubectl_layer_module(kubernetes_version: str) -> str:
+    return f"aws_cdk.lambda_layer_kubectl_v{kubernetes_version.replace('1.', '', 1)}"
+
+
+def _kubernetes_version(version: str) -> str:
+    if version not in EKS_CREATABLE_VERSIONS:
+        raise ValueError(
+            "must be a Kubernetes minor EKS can create, written as a string: " + ", ".join(EKS_CREATABLE_VERSIONS)
+        )
+    installed = installed_kubectl_layers()
+    if version not in installed:
+        package = "aws-cdk.lambda-layer-kubectl-v" + version.split(".")[1]
+        raise ValueError(
+            f"no kubectl layer for {version} is installed (add {package} to requirements.txt); "
+            "versions with a layer installed: " + ", ".join(installed)
+        )
+    return version
+
+
+def _principal_arn(arn: str) -> str:
+    if not _PRINCIPAL_ARN.match(arn):
+        hint = (
+            " (an assumed-role session; give the role's ARN, arn:aws:iam::<account>:role/<name>)"
+            if ":assumed-role/" in arn
+            else ""
+        )
+        raise ValueError(PRINCIPAL_ARN_RULE + hint)
+    return arn
+
+
+def _ipv4_cidr(cidr: str) -> str:
+    try:
+        network = ipaddress.ip_network(cidr, strict=True)
+    except ValueError as error:
+        raise ValueError(f"must be an IPv4 CIDR such as 203.0.113.0/24 ({error})") from None
+    if network.version != 4:
+        raise ValueError("must be an IPv4 CIDR (EKS public endpoint access lists are IPv4 only)")
+    if "/" not in cidr:
+        raise ValueError("must include a prefix length, e.g. 203.0.113.7/32")
+    return cidr
+
+
+def _node_type(node_type: str) -> str:
+    parts = node_type.split(".")
+    example = "such as cache.r7g.large"
+    if len(parts) != 3 or parts[0] != "cache":
+        raise ValueError(f"must be an ElastiCache node type, cache.<family>.<size>, {example}")
+    family, size = parts[1], parts[2]
+    if family in ELASTICACHE_RETIRED_FAMILIES:
+        raise ValueError(
+            f"cache.{family} is a previous generation ElastiCache no longer creates clusters on; "
+            f"use a current family ({', '.join(ELASTICACHE_NODE_TYPES)}), {example}"
+        )
+    if family not in ELASTICACHE_NODE_TYPES:
+        raise ValueError(
+            f"{family!r} is not an ElastiCache node family; families: {', '.join(ELASTICACHE_NODE_TYPES)} "
+            f"({example})"
+        )
+    if size not in ELASTICACHE_NODE_TYPES[family]:
+        raise ValueError(f"cache.{family} comes in sizes: {', '.join(ELASTICACHE_NODE_TYPES[family])}")
+    return node_type
+
+
+# --- parsing of `-c` strings (cdk.json and batchTeams keep their JSON types) ---------------
+
+def _cli_integer(value: Any) -> Any:
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        return int(value)
+    return value
+
+
+def _cli_number(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _cli_boolean(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return value
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _cli_list(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise _NotJson("is not a valid JSON list") from None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _cli_json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise _NotJson("is not a valid JSON list") from None
+    return value
+
+
+_strict = Field(strict=True)
+CliInt = Annotated[int, _strict, BeforeValidator(_cli_integer)]
+CliFloat = Annotated[float, _strict, BeforeValidator(_cli_number)]
+CliBool = Annotated[bool, _strict, BeforeValidator(_cli_boolean)]
+Text = Annotated[str, _strict]
+
+
+def _not_empty(types: tuple[str, ...]) -> tuple[str, ...]:
+    if not types:
+        defaults = ", ".join(f"{a.name}: {a.default_instance_type}" for a in ACCELERATORS.values())
+        raise ValueError(
+            f"must name at least one instance type; leave it unset for the accelerator's default ({defaults})"
+        )
+    return types
+
+
+ClusterName = Annotated[str, _strict, AfterValidator(_matching(_CLUSTER_NAME, CLUSTER_NAME_RULE))]
+KubernetesVersion = Annotated[str, _strict, AfterValidator(_kubernetes_version)]
+PrincipalArns = Annotated[
+    tuple[Annotated[str, _strict, AfterValidator(_principal_arn)], ...], BeforeValidator(_cli_list)
+]
+Cidrs = Annotated[tuple[Annotated[str, _strict, AfterValidator(_ipv4_cidr)], ...], BeforeValidator(_cli_list)]
+AcceleratorName = Annotated[str, _strict, AfterValidator(_one_of(ACCELERATORS))]
+CapacityMode = Annotated[str, _strict, AfterValidator(_one_of(CAPACITY_MODES))]
+InstanceTypes = Annotated[tuple[Text, ...], BeforeValidator(_cli_list), AfterValidator(_not_empty)]
+NodeCount = Annotated[CliInt, Field(ge=MIN_ACCELERATOR_NODES, le=MAX_ACCELERATOR_NODES)]
+GcsEngine = Annotated[str, _strict, AfterValidator(_one_of(GCS_ENGINE_VERSIONS))]
+NodeType = Annotated[str, _strict, AfterValidator(_node_type)]
+SecretName = Annotated[
+    str, _strict,
+    AfterValidator(_matching(_SECRET_NAME, "must be 1-512 letters, digits or /_+=.@- (a Secrets Manager secret name)")),
+]
+ModelId = Annotated[str, _strict, AfterValidator(_matching(HF_MODEL_ID, HF_MODEL_ID_RULE))]
+ReadinessMinutes = Annotated[CliInt, Field(ge=READINESS_TIMEOUT_MIN_MINUTES, le=READINESS_TIMEOUT_MAX_MINUTES)]
+Percent = Annotated[CliFloat, Field(ge=50.0, le=99.99)]
+Email = Annotated[str, _strict, AfterValidator(_matching(_EMAIL, "must be an e-mail address"))]
+Repository = Annotated[str, _strict, AfterValidator(_matching(_REPOSITORY, "must be a repository name, <owner>/<name>"))]
+Branch = Annotated[str, _strict, AfterValidator(_matching(_BRANCH, "must be a git branch name"))]
+ConnectionArn = Annotated[
+    str, _strict,
+    AfterValidator(_matching(
+        _CONNECTION_ARN, "must be a CodeConnections ARN, arn:aws:codeconnections:<region>:<account>:connection/<id>"
+    )),
+]
+Account = Annotated[str, _strict, AfterValidator(_matching(_ACCOUNT, "must be a 12-digit AWS account id"))]
+Region = Annotated[str, _strict, AfterValidator(_matching(_REGION, "must be an AWS region name such as us-east-2"))]
+TeamCpus = Annotated[int, _strict, Field(ge=1, le=MAX_TEAM_WORKER_CPUS)]
+TeamMemory = Annotated[int, _strict, Field(ge=1, le=MAX_TEAM_WORKER_MEMORY_GIB)]
+TeamMinWorkers = Annotated[int, _strict, Field(ge=0, le=MAX_TEAM_WORKERS)]
+TeamMaxWorkers = Annotated[int, _strict, Field(ge=1, le=MAX_TEAM_WORKERS)]
+TeamCapacityType = Annotated[str, _strict, AfterValidator(_one_of(CAPACITY_TYPES))]
+Image = Annotated[str, _strict, AfterValidator(_matching(_IMAGE, "must be an image reference"))]
+
+
+def _tls_versions(engine: str) -> tuple[str, ...]:
+    """The engine's versions Ray works with that also allow TLS-required mode."""
+    minimum = _version_tuple(TRANSIT_ENCRYPTION_MODE_MIN_VERSION[engine])
+    return tuple(v for v in GCS_ENGINE_VERSIONS[engine] if _version_tuple(v) >= minimum)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+# --- the model ------------------------------------------------------------------------
+
+class BatchTeamSettings(BaseModel):
+    """A data-science team's Ray cluster (see charts/batch.py for what is built from it).
+
+    Either `cpus` and `memoryGib` (CPU workers) or `instanceType` (one accelerator node per
+    worker). JSON types only: a team is written as JSON, never parsed from `-c` text.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: Text
+    namespace: Text
+    cpus: TeamCpus | None = None
+    memory_gib: TeamMemory | None = Field(None, alias="memoryGib")
+    instance_type: Text | None = Field(None, alias="instanceType")
+    min_workers: TeamMinWorkers = Field(0, alias="minWorkers")
+    max_workers: TeamMaxWorkers = Field(2, alias="maxWorkers")
+    capacity_type: TeamCapacityType = Field("on-demand", alias="capacityType")
+    # None: the project's batch image (batch/Dockerfile: Ray 2.60, xgboost, torch).
+    ray_image: Image | None = Field(None, alias="rayImage")
+
+    def team_problem(self) -> str | None:
+        """The first rule of one team that fails, as the charts would refuse it at synth."""
+        if (self.instance_type is None) == (self.cpus is None or self.memory_gib is None):
+            return "give either cpus and memoryGib (CPU workers) or instanceType (accelerator workers)"
+        if self.instance_type is not None and _team_accelerator(self.instance_type) is None:
+            types = [t for a in ACCELERATORS.values() for t in a.instance_types]
+            return f"instanceType={self.instance_type!r} is not an accelerator instance type; allowed: {', '.join(types)}"
+        suffix = longest_job_suffix()
+        if len(self.name) + len(suffix) > MAX_RAYJOB_NAME_LENGTH:
+            return (
+                f"name={self.name!r} is {len(self.name)} characters; at most "
+                f"{MAX_RAYJOB_NAME_LENGTH - len(suffix)}: the team's RayJob {self.name + suffix!r} must "
+                f"stay within KubeRay's {MAX_RAYJOB_NAME_LENGTH} characters"
+            )
+        try:
+            _validation_team(self)
+        except ValueError as error:
+            return str(error)
+        return None
+
+
+def longest_job_suffix() -> str:
+    """The longest suffix a team's RayJob names get: `-<job>` for each job in batch/."""
+    return max((f"-{job}" for job in batch_jobs.JOB_SCRIPTS), key=len)
+
+
+_ACCELERATOR_NAMES = ", ".join(ACCELERATORS)
+_DEFAULT_TYPES = " / ".join(f"`{a.default_instance_type}` ({a.name})" for a in ACCELERATORS.values())
+
+
+class SettingsModel(BaseModel):
+    """Every setting as the context holds it (camelCase keys), with its one default.
+
+    Each field's description is the "allowed" column of README's settings table.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cluster_name: ClusterName = Field(
+        "ray-serve-ha", alias="clusterName",
+        description="1–40 lowercase letters, digits, hyphens; starts with a letter. Also prefixes the stack names",
+    )
+    kubernetes_version: KubernetesVersion = Field(
+        "1.35", alias="kubernetesVersion",
+        description=f"a minor EKS can create ({', '.join(EKS_CREATABLE_VERSIONS)}), as a string, *and* whose "
+        "kubectl layer is installed (`requirements.txt`)",
+    )
+    admin_principal_arns: PrincipalArns = Field(
+        (), alias="adminPrincipalArns",
+        description="IAM role/user ARNs that get `AmazonEKSClusterAdminPolicy` access entries",
+    )
+    endpoint_public_access_cidrs: Cidrs = Field(
+        (), alias="endpointPublicAccessCidrs",
+        description="IPv4 CIDRs allowed to the public API endpoint; empty: private endpoint",
+    )
+    accelerator: AcceleratorName = Field(
+        "neuron", alias="accelerator", description=_ACCELERATOR_NAMES
+    )
+    capacity_mode: CapacityMode = Field(
+        "auto-mode", alias="capacityMode", description=", ".join(CAPACITY_MODES)
+    )
+    accelerator_instance_types: InstanceTypes | None = Field(
+        None, alias="acceleratorInstanceTypes",
+        description=f"unset: {_DEFAULT_TYPES}; else at least one instance type of the accelerator's family "
+        "(`charts/accelerators.py`) that can hold the model",
+    )
+    accelerator_min_nodes: NodeCount = Field(
+        2, alias="acceleratorMinNodes",
+        description=f"{MIN_ACCELERATOR_NODES}–{MAX_ACCELERATOR_NODES}, at most acceleratorMaxNodes "
+        "(two Serve replicas, one per node)",
+    )
+    accelerator_max_nodes: NodeCount = Field(
+        4, alias="acceleratorMaxNodes", description=f"{MIN_ACCELERATOR_NODES}–{MAX_ACCELERATOR_NODES}"
+    )
+    gcs_store_engine: GcsEngine = Field(
+        "redis", alias="gcsStoreEngine", description=", ".join(GCS_ENGINE_VERSIONS)
+    )
+    gcs_store_engine_version: Text | None = Field(
+        None, alias="gcsStoreEngineVersion",
+        description="unset: "
+        + " / ".join(f"{v} ({e})" for e, v in DEFAULT_GCS_ENGINE_VERSION.items())
+        + "; else "
+        + "; ".join(f"{e} {', '.join(_tls_versions(e))}" for e in GCS_ENGINE_VERSIONS)
+        + " (TLS-required mode needs "
+        + ", ".join(f"{e} ≥ {v}" for e, v in TRANSIT_ENCRYPTION_MODE_MIN_VERSION.items())
+        + ")",
+    )
+    gcs_store_node_type: NodeType = Field(
+        "cache.r7g.large", alias="gcsStoreNodeType",
+        description="a current-generation ElastiCache node type, `cache.<family>.<size>`, of the families "
+        + ", ".join(ELASTICACHE_NODE_TYPES),
+    )
+    hugging_face_token_secret_name: SecretName = Field(
+        "ray-serve-ha/hugging-face-token", alias="huggingFaceTokenSecretName",
+        description="name of an existing Secrets Manager secret holding the Hugging Face token",
+    )
+    model_id: ModelId = Field(
+        MISTRAL_7B_INSTRUCT, alias="modelId", description="a Hugging Face model id, `<organization>/<model>`"
+    )
+    readiness_timeout_minutes: ReadinessMinutes = Field(
+        READINESS_TIMEOUT_MAX_MINUTES, alias="readinessTimeoutMinutes",
+        description=f"{READINESS_TIMEOUT_MIN_MINUTES}–{READINESS_TIMEOUT_MAX_MINUTES}: how long `cdk deploy` "
+        "waits for a Ready RayService (a CloudFormation custom resource waits at most 60 minutes)",
+    )
+    availability_slo_percent: Percent = Field(
+        99.0, alias="availabilitySloPercent", description="50–99.99: the availability alarm's threshold"
+    )
+    alarm_email: Email | None = Field(
+        None, alias="alarmEmail", description="an address subscribed to the availability alarm"
+    )
+    batch_teams: Annotated[tuple[BatchTeamSettings, ...], BeforeValidator(_cli_json)] = Field(
+        (), alias="batchTeams",
+        description="JSON list of teams, each `{name, namespace, cpus, memoryGib}` (CPU workers) or "
+        "`{name, namespace, instanceType}`, optionally `minWorkers` (0–"
+        f"{MAX_TEAM_WORKERS}), `maxWorkers` (1–{MAX_TEAM_WORKERS}), `capacityType` "
+        f"({', '.join(CAPACITY_TYPES)}), `rayImage`",
+    )
+    pipeline: CliBool = Field(
+        False, alias="pipeline",
+        description="`true`: synthesize the CDK Pipelines stack instead of the stacks themselves",
+    )
+    pipeline_repository: Repository | None = Field(
+        None, alias="pipelineRepository", description="`owner/name` (required with `pipeline=true`)"
+    )
+    pipeline_branch: Branch = Field(
+        "main", alias="pipelineBranch", description="the branch the pipeline deploys"
+    )
+    pipeline_connection_arn: ConnectionArn | None = Field(
+        None, alias="pipelineConnectionArn",
+        description="a CodeConnections ARN (required with `pipeline=true`)",
+    )
+    account: Account | None = Field(
+        None, alias="account",
+        description="12-digit account id; unset: environment-agnostic (required with `pipeline=true`)",
+    )
+    region: Region | None = Field(
+        None, alias="region",
+        description="region name; unset: environment-agnostic (required with `pipeline=true`)",
+    )
+
+    # --- rules across fields: each skips inputs that were already refused ------------------
+
+    def problems_across_fields(self, refused: set[str], team_indexes: list[int] | None = None) -> list[str]:
+        """Every rule across fields that fails. `team_indexes`: where each team stood in the
+        context when teams refused on their own were left out."""
+        problems: list[str] = []
+
+        def ok(*keys: str) -> bool:
+            return not refused.intersection(keys)
+
+        if ok("accelerator", "acceleratorInstanceTypes"):
+            problems += self._instance_type_problems()
+        if ok("acceleratorMinNodes", "acceleratorMaxNodes") and self.accelerator_min_nodes > self.accelerator_max_nodes:
+            problems.append(
+                f"acceleratorMinNodes={self.accelerator_min_nodes}: must not exceed acceleratorMaxNodes "
+                f"({self.accelerator_max_nodes})"
+            )
+        if ok("gcsStoreEngine", "gcsStoreEngineVersion"):
+            problems += self._engine_version_problems()
+        if self.pipeline and ok("pipeline"):
+            for key, value in (("account", self.account), ("region", self.region),
+                               ("pipelineRepository", self.pipeline_repository),
+                               ("pipelineConnectionArn", self.pipeline_connection_arn)):
+                if value is None and ok(key):
+                    problems.append(f"{key}: must be set when pipeline=true")
+        if ok("batchTeams", "capacityMode"):
+            problems += self._team_problems(team_indexes or list(range(len(self.batch_teams))))
+        return problems
+
+    @property
+    def instance_types(self) -> tuple[str, ...]:
+        accelerator = ACCELERATORS[self.accelerator]
+        if self.accelerator_instance_types is None:
+            return (accelerator.default_instance_type,)
+        return self.accelerator_instance_types
+
+    def _instance_type_problems(self) -> list[str]:
+        key, accelerator = "acceleratorInstanceTypes", ACCELERATORS[self.accelerator]
+        problems = []
+        for instance_type in self.instance_types:
+            if instance_type not in accelerator.instance_types:
+                other = _team_accelerator(instance_type)
+                why = f" ({instance_type} is a {other.name} instance type)" if other else ""
+                problems.append(
+                    f"{key}={instance_type!r}: is not a {accelerator.name} instance type{why}; allowed for "
+                    f"accelerator={accelerator.name}: {', '.join(accelerator.instance_types)}"
+                )
+                continue
+            reason = accelerator.unfit_reason(instance_type)
+            if reason:
+                problems.append(f"{key}={instance_type!r}: cannot serve the model: {reason}")
+        return problems
+
+    @property
+    def engine_version(self) -> str:
+        return self.gcs_store_engine_version or DEFAULT_GCS_ENGINE_VERSION[self.gcs_store_engine]
+
+    def _engine_version_problems(self) -> list[str]:
+        engine, version = self.gcs_store_engine, self.engine_version
+        key = f"gcsStoreEngineVersion={version!r}"
+        if version not in GCS_ENGINE_VERSIONS[engine]:
+            return [f"{key}: must be one of {', '.join(_tls_versions(engine))} for gcsStoreEngine={engine}"]
+        if version not in _tls_versions(engine):
+            return [
+                f"{key}: the GCS store requires TLS (transit encryption mode 'required'), which needs "
+                f"{engine} {TRANSIT_ENCRYPTION_MODE_MIN_VERSION[engine]} or later; use one of "
+                f"{', '.join(_tls_versions(engine))}"
+            ]
+        return []
+
+    def _team_problems(self, indexes: list[int]) -> list[str]:
+        problems = []
+        for index, team in zip(indexes, self.batch_teams):
+            where = f"batchTeams[{index}]"
+            problem = team.team_problem()
+            if problem is None and self.capacity_mode == "node-groups" and team.cpus is not None:
+                problem = _node_group_fit_problem(team)
+            if problem:
+                problems.append(f"{where}: {problem}")
+        if not problems:
+            try:
+                check_distinct_teams([_validation_team(t) for t in self.batch_teams])
+            except ValueError as error:
+                problems.append(f"batchTeams: {error}")
+        return problems
+
+    # --- the tree the stacks read -----------------------------------------------------------
+
+    def settings(self) -> Settings:
+        return Settings(
+            environment=DeploymentEnvironment(account=self.account, region=self.region),
+            cluster=ClusterSettings(
+                name=self.cluster_name,
+                kubernetes_version=self.kubernetes_version,
+                admin_principal_arns=self.admin_principal_arns,
+                endpoint_public_access_cidrs=self.endpoint_public_access_cidrs,
+            ),
+            capacity=CapacitySettings(
+                accelerator=ACCELERATORS[self.accelerator],
+                mode=self.capacity_mode,
+                instance_types=self.instance_types,
+                min_nodes=self.accelerator_min_nodes,
+                max_nodes=self.accelerator_max_nodes,
+            ),
+            gcs_store=GcsStoreSettings(
+                engine=self.gcs_store_engine, engine_version=self.engine_version, node_type=self.gcs_store_node_type
+            ),
+            secrets=SecretsSettings(hugging_face_token_secret_name=self.hugging_face_token_secret_name),
+            serving=ServingSettings(model_id=self.model_id),
+            operations=OperationsSettings(
+                readiness_timeout_minutes=self.readiness_timeout_minutes,
+                availability_slo_percent=self.availability_slo_percent,
+                alarm_email=self.alarm_email,
+            ),
+            pipeline=PipelineSettings(
+                enabled=self.pipeline,
+                repository=self.pipeline_repository,
+                branch=self.pipeline_branch,
+                connection_arn=self.pipeline_connection_arn,
+            ),
+            batch_teams=self.batch_teams,
+        )
+
+
+# --- the tree the stacks read (no defaults here: they are the model's) ----------------
+
 @dataclass(frozen=True)
 class DeploymentEnvironment:
     """Account and region; both None keeps the stacks environment-agnostic."""
 
-    account: str | None = None
-    region: str | None = None
+    account: str | None
+    region: str | None
 
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    name: str = "ray-serve-ha"
-    kubernetes_version: str = "1.35"
+    name: str
+    kubernetes_version: str
     # IAM roles/users that get cluster-admin access entries.
-    admin_principal_arns: tuple[str, ...] = ()
+    admin_principal_arns: tuple[str, ...]
     # Empty: the API endpoint is private (reachable from the VPC only).
-    endpoint_public_access_cidrs: tuple[str, ...] = ()
+    endpoint_public_access_cidrs: tuple[str, ...]
 
     @property
     def kubectl_layer_module(self) -> str:
@@ -74,10 +639,10 @@ class ClusterSettings:
 @dataclass(frozen=True)
 class CapacitySettings:
     accelerator: Accelerator
-    mode: str = "auto-mode"
-    instance_types: tuple[str, ...] = ("inf2.8xlarge",)
-    min_nodes: int = 2
-    max_nodes: int = 4
+    mode: str
+    instance_types: tuple[str, ...]
+    min_nodes: int
+    max_nodes: int
 
     @property
     def auto_mode(self) -> bool:
@@ -88,61 +653,44 @@ class CapacitySettings:
 class GcsStoreSettings:
     """The ElastiCache replication group Ray's GCS writes to."""
 
-    engine: str = "redis"
-    engine_version: str = "7.1"
-    node_type: str = "cache.r7g.large"
+    engine: str
+    engine_version: str
+    node_type: str
 
 
 @dataclass(frozen=True)
 class SecretsSettings:
     # Name of an existing Secrets Manager secret holding the Hugging Face token.
-    hugging_face_token_secret_name: str = "ray-serve-ha/hugging-face-token"
+    hugging_face_token_secret_name: str
 
 
 @dataclass(frozen=True)
 class ServingSettings:
     # Hugging Face model the RayService serves (gated: needs the token secret).
-    model_id: str = "mistralai/Mistral-7B-Instruct-v0.2"
+    model_id: str
 
 
 @dataclass(frozen=True)
 class OperationsSettings:
-    # How long `cdk deploy` waits for the RayService to be Ready: a first Neuron start
-    # compiles the model (tens of minutes); CloudFormation bounds a custom resource's wait.
-    readiness_timeout_minutes: int = READINESS_TIMEOUT_MAX_MINUTES
+    # How long `cdk deploy` waits for the RayService to be Ready (at most
+    # READINESS_TIMEOUT_MAX_MINUTES: a custom resource cannot wait longer).
+    readiness_timeout_minutes: int
     # The availability alarm fires below this percentage of successful probe requests.
-    availability_slo_percent: float = 99.0
+    availability_slo_percent: float
     # Optional address that gets the alarm's notifications.
-    alarm_email: str | None = None
-
-
-@dataclass(frozen=True)
-class BatchTeamSettings:
-    """A data-science team's Ray cluster (see charts/batch.py for what is built from it)."""
-
-    name: str
-    namespace: str
-    # CPU workers (cpus, memory_gib) or accelerator workers (instance_type of `accelerator`).
-    cpus: int | None = None
-    memory_gib: int | None = None
-    instance_type: str | None = None
-    min_workers: int = 0
-    max_workers: int = 2
-    capacity_type: str = "on-demand"
-    # None: the project's batch image (batch/Dockerfile: Ray 2.60, xgboost, torch).
-    ray_image: str | None = None
+    alarm_email: str | None
 
 
 @dataclass(frozen=True)
 class PipelineSettings:
     """CDK Pipelines delivery of the serving system (off: `cdk deploy` the stacks directly)."""
 
-    enabled: bool = False
+    enabled: bool
     # GitHub (or other CodeConnections) repository "owner/name" and branch to deploy.
-    repository: str | None = None
-    branch: str = "main"
+    repository: str | None
+    branch: str
     # ARN of the CodeConnections (formerly CodeStar) connection to the repository.
-    connection_arn: str | None = None
+    connection_arn: str | None
 
 
 @dataclass(frozen=True)
@@ -155,355 +703,166 @@ class Settings:
     serving: ServingSettings
     operations: OperationsSettings
     pipeline: PipelineSettings
-    batch_teams: tuple[BatchTeamSettings, ...] = ()
+    batch_teams: tuple[BatchTeamSettings, ...]
 
     @staticmethod
-    def from_context(context: Mapping[str, Any]) -> "Settings":
-        return _Reader(context).settings()
+    def from_context(context: Mapping[str, Any]) -> Settings:
+        """The settings from context values (cdk.json, `-c`); SettingsError lists every problem."""
+        return parse_settings(context).settings()
 
 
-def kubectl_layer_module(kubernetes_version: str) -> str:
-    return f"aws_cdk.lambda_layer_kubectl_v{kubernetes_version.replace('1.', '', 1)}"
+# --- reading context -----------------------------------------------------------------------
+
+_FIELDS_BY_KEY: dict[str, FieldInfo] = {f.alias or n: f for n, f in SettingsModel.model_fields.items()}
+_TEAM_FIELDS_BY_KEY: dict[str, FieldInfo] = {f.alias or n: f for n, f in BatchTeamSettings.model_fields.items()}
+SETTING_KEYS: tuple[str, ...] = tuple(_FIELDS_BY_KEY)
 
 
-def installed_kubectl_layers() -> list[str]:
-    return [
-        v for v in EKS_CREATABLE_VERSIONS if importlib.util.find_spec(kubectl_layer_module(v))
-    ]
-
-
-# Context keys this module reads, with a one-line description (README and unknown-key help).
-SETTING_KEYS: dict[str, str] = {
-    "account": "AWS account id (12 digits); unset keeps the stacks environment-agnostic",
-    "region": "AWS region, e.g. us-east-2; unset keeps the stacks environment-agnostic",
-    "clusterName": "EKS cluster name",
-    "kubernetesVersion": "EKS Kubernetes minor, as a string",
-    "adminPrincipalArns": "IAM role/user ARNs given cluster-admin access entries",
-    "endpointPublicAccessCidrs": "IPv4 CIDRs allowed to the public API endpoint; empty: private",
-    "accelerator": "neuron (Inferentia2) or nvidia (GPU)",
-    "capacityMode": "auto-mode (EKS Auto Mode + NodePool) or node-groups (managed node groups)",
-    "acceleratorInstanceTypes": "instance types for the Ray workers; null: the accelerator's default",
-    "acceleratorMinNodes": "accelerator nodes always running (at least 2: one Serve replica each)",
-    "acceleratorMaxNodes": "upper bound on accelerator nodes",
-    "gcsStoreEngine": "redis or valkey",
-    "gcsStoreEngineVersion": "engine version; null: the engine's default",
-    "gcsStoreNodeType": "ElastiCache node type",
-    "huggingFaceTokenSecretName": "name of the Secrets Manager secret holding the HF token",
-    "modelId": "Hugging Face model id the RayService serves",
-    "readinessTimeoutMinutes": "how long cdk deploy waits for the RayService to be Ready",
-    "availabilitySloPercent": "availability alarm threshold (percent of successful probes)",
-    "alarmEmail": "optional e-mail address for availability alarm notifications",
-    "batchTeams": "data-science teams, each with its own autoscaling Ray cluster (JSON list)",
-    "pipeline": "true: synthesize the CDK Pipelines stack that deploys the serving system",
-    "pipelineRepository": "repository the pipeline deploys, owner/name",
-    "pipelineBranch": "branch the pipeline deploys",
-    "pipelineConnectionArn": "ARN of the CodeConnections connection to the repository",
-}
-
-_CLUSTER_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
-_PRINCIPAL_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:(role|user)/[\w+=,.@/-]{1,512}$")
-_ACCOUNT = re.compile(r"^\d{12}$")
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
-_NODE_TYPE = re.compile(r"^cache\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
-_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
-_REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-_CONNECTION_ARN = re.compile(
-    r"^arn:aws(-cn|-us-gov)?:(codestar-connections|codeconnections):[a-z0-9-]+:\d{12}:connection/[A-Za-z0-9-]+$"
-)
-_BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,255}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
-# A camelCase key is a setting; feature flags ("@aws-cdk/…") and CLI keys ("aws:cdk:…") are not.
-_SETTING_LIKE_KEY = re.compile(r"^[a-z][A-Za-z0-9]*$")
+def parse_settings(context: Mapping[str, Any]) -> SettingsModel:
+    """The validated model; SettingsError names every bad key, its value and what is allowed."""
+    problems: list[str] = []
+    given: dict[str, Any] = {}
+    for key, value in context.items():
+        if not _SETTING_LIKE_KEY.match(key):
+            continue
+        if key not in _FIELDS_BY_KEY:
+            close = difflib.get_close_matches(key, SETTING_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "known settings: " + ", ".join(SETTING_KEYS)
+            problems.append(f"{key}: unknown setting; {hint}")
+        elif value is not None:  # null: the default, as if unset
+            given[key] = value
+    refused: set[str] = set()
+    team_indexes: list[int] | None = None
+    try:
+        model = SettingsModel.model_validate(given)
+    except ValidationError as error:
+        problems += _describe(error, given)
+        refused = {str(item["loc"][0]) for item in error.errors()}
+        # The rules across fields still run on what was valid, so one message names everything:
+        # the other keys, and the teams that passed on their own.
+        valid = {k: v for k, v in given.items() if k not in refused}
+        bad_teams = {int(item["loc"][1]) for item in error.errors() if item["loc"][0] == "batchTeams"
+                     and len(item["loc"]) > 1}
+        if bad_teams and all(len(item["loc"]) > 1 for item in error.errors() if item["loc"][0] == "batchTeams"):
+            teams = _cli_json(given["batchTeams"])
+            team_indexes = [i for i in range(len(teams)) if i not in bad_teams]
+            valid["batchTeams"] = [teams[i] for i in team_indexes]
+            refused.discard("batchTeams")
+        model = SettingsModel.model_validate(valid)
+    problems += model.problems_across_fields(refused, team_indexes)
+    if problems:
+        raise SettingsError(problems)
+    return model
 
 
 def _show(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, str) else repr(value)
+    return repr(value) if isinstance(value, str) else json.dumps(value)
 
 
-class _Reader:
-    """Reads and checks each key, collecting every problem before failing."""
+def _bounds(field: FieldInfo) -> tuple[Any, Any]:
+    """(ge, le) of a field, looking through `X | None` and nested Annotated metadata."""
+    found: list[Any] = []
 
-    def __init__(self, context: Mapping[str, Any]):
-        self.context = context
-        self.problems: list[str] = []
+    def collect(metadata: Iterable[Any]) -> None:
+        for item in metadata:
+            found.append(item)
+            if isinstance(item, FieldInfo):
+                collect(item.metadata)
 
-    def problem(self, key: str, value: Any, allowed: str) -> None:
-        self.problems.append(f"{key}={_show(value)}: {allowed}")
+    collect(field.metadata)
+    for arg in get_args(field.annotation):
+        collect(getattr(arg, "__metadata__", ()))
+    low = next((m.ge for m in found if getattr(m, "ge", None) is not None), None)
+    high = next((m.le for m in found if getattr(m, "le", None) is not None), None)
+    return low, high
 
-    def raw(self, key: str, default: Any) -> Any:
-        value = self.context.get(key)
-        return default if value is None else value
 
-    def string(self, key: str, default: str | None, check: Callable[[str], str | None]) -> Any:
-        value = self.raw(key, default)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            self.problem(key, value, "must be a string")
-            return default
-        error = check(value)
-        if error:
-            self.problem(key, value, error)
-            return default
-        return value
+def _type_rule(error_type: str, field: FieldInfo, from_json: bool) -> str | None:
+    """What a field allows, for an error of its type or range (None: not such an error)."""
+    low, high = _bounds(field)
+    text = " (a JSON number, not a string)" if from_json else ""
+    if error_type in ("int_type", "int_parsing", "int_from_float"):
+        return f"must be a whole number from {low} to {high}{text}"
+    if error_type in ("float_type", "float_parsing"):
+        return f"must be a number from {low:g} to {high:g}"
+    if error_type in ("greater_than_equal", "less_than_equal"):
+        return f"must be from {low:g} to {high:g}" if isinstance(low, float) else f"must be from {low} to {high}"
+    if error_type in ("bool_type", "bool_parsing"):
+        return "must be true or false"
+    if error_type == "string_type":
+        return "must be a string"
+    if error_type in ("tuple_type", "list_type"):
+        return "must be a list of strings (JSON list or comma-separated)"
+    return None
 
-    def integer(self, key: str, default: int, low: int, high: int) -> int:
-        value = self.raw(key, default)
-        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(key, value, f"must be a whole number from {low} to {high}")
-            return default
-        if not low <= value <= high:
-            self.problem(key, value, f"must be from {low} to {high}")
-            return default
-        return value
 
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.raw(key, default)
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            value = value.lower() == "true"
-        if not isinstance(value, bool):
-            self.problem(key, value, "must be true or false")
-            return default
-        return value
-
-    def number(self, key: str, default: float, low: float, high: float) -> float:
-        value = self.raw(key, default)
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.problem(key, value, f"must be a number from {low:g} to {high:g}")
-            return default
-        if not low <= value <= high:
-            self.problem(key, value, f"must be from {low:g} to {high:g}")
-            return default
-        return float(value)
-
-    def string_list(self, key: str, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        value = self.raw(key, default)
-        if value is None:
-            return None
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    value = json.loads(text)
-                except json.JSONDecodeError:
-                    self.problem(key, value, "is not a valid JSON list")
-                    return default
+def _describe(error: ValidationError, given: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    unknown_team_fields: dict[int, list[str]] = {}
+    for item in error.errors(include_url=False):
+        loc, kind = item["loc"], item["type"]
+        key = str(loc[0])
+        message = item["msg"].removeprefix("Value error, ")
+        if key == "batchTeams" and len(loc) >= 2:
+            index = int(loc[1])
+            where = f"batchTeams[{index}]"
+            if len(loc) == 2:
+                problems.append(f"{where}={_show(item['input'])}: must be a team object (see README, Settings)")
+            elif kind == "extra_forbidden":
+                unknown_team_fields.setdefault(index, []).append(str(loc[2]))
+            elif kind == "missing":
+                problems.append(f"{where}.{loc[2]}: required")
             else:
-                value = [part.strip() for part in text.split(",") if part.strip()]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            self.problem(key, value, "must be a list of strings (JSON list or comma-separated)")
-            return default
-        return tuple(value)
-
-    def check_unknown_keys(self) -> None:
-        for key in self.context:
-            if _SETTING_LIKE_KEY.match(key) and key not in SETTING_KEYS:
-                close = difflib.get_close_matches(key, SETTING_KEYS, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else "known settings: " + ", ".join(SETTING_KEYS)
-                self.problems.append(f"{key}: unknown setting; {hint}")
-
-    def settings(self) -> Settings:
-        self.check_unknown_keys()
-        environment = DeploymentEnvironment(
-            account=self.string("account", None, lambda v: None if _ACCOUNT.match(v) else "must be a 12-digit AWS account id"),
-            region=self.string("region", None, lambda v: None if _REGION.match(v) else "must be an AWS region name such as us-east-2"),
+                field = _TEAM_FIELDS_BY_KEY[str(loc[2])]
+                rule = _type_rule(kind, field, from_json=isinstance(item["input"], str)) or message
+                problems.append(f"{where}.{loc[2]}={_show(item['input'])}: {rule}")
+            continue
+        if kind == "value_error" and isinstance(item.get("ctx", {}).get("error"), _NotJson):
+            problems.append(f"{key}={_show(given[key])}: {message}")
+            continue
+        if key == "batchTeams":
+            problems.append(f"{key}={_show(given[key])}: must be a JSON list of team objects")
+            continue
+        rule = _type_rule(kind, _FIELDS_BY_KEY[key], from_json=False)
+        if kind in ("string_type",) and len(loc) > 1:  # an item of a list
+            rule = "must be a list of strings (JSON list or comma-separated)"
+            problems.append(f"{key}={_show(given[key])}: {rule}")
+            continue
+        value = item["input"]
+        if kind in ("greater_than_equal", "less_than_equal"):  # show a `-c` number as the number it is
+            value = _cli_number(_cli_integer(value))
+        problems.append(f"{key}={_show(value)}: {rule or message}")
+    for index, names in unknown_team_fields.items():
+        hints = [
+            f"{name} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(name, _TEAM_FIELDS_BY_KEY, n=1, cutoff=0.8))
+            else name
+            for name in names
+        ]
+        problems.append(
+            f"batchTeams[{index}]: unknown field(s) {', '.join(hints)}; allowed: {', '.join(_TEAM_FIELDS_BY_KEY)}"
         )
-        cluster = self.cluster()
-        capacity = self.capacity()
-        gcs_store = self.gcs_store()
-        secrets = SecretsSettings(
-            hugging_face_token_secret_name=self.string(
-                "huggingFaceTokenSecretName", SecretsSettings.hugging_face_token_secret_name, _check_secret_name
-            )
-        )
-        serving = ServingSettings(
-            model_id=self.string(
-                "modelId", ServingSettings.model_id,
-                lambda v: None if _MODEL_ID.match(v) else "must be a Hugging Face model id, <organization>/<model>",
-            )
-        )
-        operations = OperationsSettings(
-            readiness_timeout_minutes=self.integer(
-                "readinessTimeoutMinutes", OperationsSettings.readiness_timeout_minutes, 5, READINESS_TIMEOUT_MAX_MINUTES
-            ),
-            availability_slo_percent=self.number("availabilitySloPercent", 99.0, 50.0, 99.99),
-            alarm_email=self.string(
-                "alarmEmail", None, lambda v: None if _EMAIL.match(v) else "must be an e-mail address"
-            ),
-        )
-        pipeline = self.pipeline(environment)
-        teams = self.batch_teams()
-        if self.problems:
-            raise SettingsError(self.problems)
-        return Settings(environment, cluster, capacity, gcs_store, secrets, serving, operations, pipeline, teams)
-
-    def batch_teams(self) -> tuple[BatchTeamSettings, ...]:
-        key = "batchTeams"
-        value = self.raw(key, [])
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                self.problem(key, value, "is not a valid JSON list")
-                return ()
-        if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
-            self.problem(key, value, "must be a JSON list of team objects")
-            return ()
-        teams = []
-        for index, raw in enumerate(value):
-            team = _batch_team(raw, f"{key}[{index}]", self.problems)
-            if team is not None:
-                teams.append(team)
-        try:
-            check_distinct_teams([_validation_team(t) for t in teams])
-        except ValueError as error:
-            self.problems.append(f"{key}: {error}")
-        return tuple(teams)
-
-    def pipeline(self, environment: DeploymentEnvironment) -> PipelineSettings:
-        enabled = self.boolean("pipeline", False)
-        repository = self.string(
-            "pipelineRepository", None,
-            lambda v: None if _REPOSITORY.match(v) else "must be a repository name, <owner>/<name>",
-        )
-        branch = self.string(
-            "pipelineBranch", "main", lambda v: None if _BRANCH.match(v) else "must be a git branch name"
-        )
-        connection_arn = self.string(
-            "pipelineConnectionArn", None,
-            lambda v: None if _CONNECTION_ARN.match(v)
-            else "must be a CodeConnections ARN, arn:aws:codeconnections:<region>:<account>:connection/<id>",
-        )
-        if enabled:
-            # A pipeline deploys to one known place, and needs to know what to build.
-            for key, value in (("account", environment.account), ("region", environment.region),
-                               ("pipelineRepository", repository), ("pipelineConnectionArn", connection_arn)):
-                if value is None:
-                    self.problems.append(f"{key}: must be set when pipeline=true")
-        return PipelineSettings(enabled, repository, branch, connection_arn)
-
-    def cluster(self) -> ClusterSettings:
-        defaults = ClusterSettings()
-        name = self.string(
-            "clusterName",
-            defaults.name,
-            lambda v: None
-            if _CLUSTER_NAME.match(v)
-            else "must be 1-40 lowercase letters, digits or hyphens, starting with a letter and "
-            "ending with a letter or digit (a valid EKS cluster name and Kubernetes label value)",
-        )
-        version = self.string("kubernetesVersion", defaults.kubernetes_version, _check_kubernetes_version)
-        arns = self.string_list("adminPrincipalArns", defaults.admin_principal_arns)
-        for arn in arns:
-            if not _PRINCIPAL_ARN.match(arn):
-                hint = (
-                    " (an assumed-role session; give the role's ARN, arn:aws:iam::<account>:role/<name>)"
-                    if ":assumed-role/" in arn
-                    else ""
-                )
-                self.problem("adminPrincipalArns", arn, "must be an IAM role or user ARN, "
-                             f"arn:aws:iam::<12-digit account>:role/<name> or :user/<name>{hint}")
-        cidrs = self.string_list("endpointPublicAccessCidrs", defaults.endpoint_public_access_cidrs)
-        for cidr in cidrs:
-            error = _check_ipv4_cidr(cidr)
-            if error:
-                self.problem("endpointPublicAccessCidrs", cidr, error)
-        return ClusterSettings(name, version, arns, cidrs)
-
-    def capacity(self) -> CapacitySettings:
-        name = self.string(
-            "accelerator", "neuron",
-            lambda v: None if v in ACCELERATORS else "must be one of: " + ", ".join(ACCELERATORS),
-        )
-        accelerator = ACCELERATORS[name]
-        mode = self.string(
-            "capacityMode", "auto-mode",
-            lambda v: None if v in CAPACITY_MODES else "must be one of: " + ", ".join(CAPACITY_MODES),
-        )
-        types = self.string_list("acceleratorInstanceTypes", None) or (accelerator.default_instance_type,)
-        if not types:
-            self.problem("acceleratorInstanceTypes", list(types), "must name at least one instance type")
-        for instance_type in types:
-            if instance_type not in accelerator.instance_types:
-                other = [a.name for a in ACCELERATORS.values() if instance_type in a.instance_types]
-                why = f" ({instance_type} is a {other[0]} instance type)" if other else ""
-                self.problem(
-                    "acceleratorInstanceTypes", instance_type,
-                    f"is not a {name} instance type{why}; allowed for accelerator={name}: "
-                    + ", ".join(accelerator.instance_types),
-                )
-        low = self.integer("acceleratorMinNodes", 2, MIN_ACCELERATOR_NODES, MAX_ACCELERATOR_NODES)
-        high = self.integer("acceleratorMaxNodes", 4, MIN_ACCELERATOR_NODES, MAX_ACCELERATOR_NODES)
-        if low > high:
-            self.problem("acceleratorMinNodes", low, f"must not exceed acceleratorMaxNodes ({high})")
-        return CapacitySettings(accelerator, mode, types, low, high)
-
-    def gcs_store(self) -> GcsStoreSettings:
-        engine = self.string(
-            "gcsStoreEngine", "redis",
-            lambda v: None if v in GCS_ENGINE_VERSIONS else "must be one of: " + ", ".join(GCS_ENGINE_VERSIONS),
-        )
-        allowed = GCS_ENGINE_VERSIONS[engine]
-        version = self.string(
-            "gcsStoreEngineVersion", DEFAULT_GCS_ENGINE_VERSION[engine],
-            lambda v: None if v in allowed else f"must be one of {', '.join(allowed)} for gcsStoreEngine={engine}",
-        )
-        node_type = self.string(
-            "gcsStoreNodeType", GcsStoreSettings.node_type,
-            lambda v: None if _NODE_TYPE.match(v) and not v.startswith("cache.t1.")
-            else "must be an ElastiCache node type such as cache.r7g.large (Multi-AZ failover needs a current generation)",
-        )
-        return GcsStoreSettings(engine, version, node_type)
+    return problems
 
 
-_TEAM_FIELDS = {
-    "name": "name", "namespace": "namespace", "cpus": "cpus", "memoryGib": "memory_gib",
-    "instanceType": "instance_type", "minWorkers": "min_workers", "maxWorkers": "max_workers",
-    "capacityType": "capacity_type", "rayImage": "ray_image",
-}
+# --- batch teams: the charts' view and the node-group fit ----------------------------------
 
-
-def _batch_team(raw: dict, where: str, problems: list[str]) -> BatchTeamSettings | None:
-    unknown = sorted(set(raw) - set(_TEAM_FIELDS))
-    if unknown:
-        problems.append(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(_TEAM_FIELDS)}")
-        return None
-    try:
-        team = BatchTeamSettings(**{_TEAM_FIELDS[k]: v for k, v in raw.items()})
-    except TypeError:
-        problems.append(f"{where}: needs name and namespace")
-        return None
-    if (team.instance_type is None) == (team.cpus is None or team.memory_gib is None):
-        problems.append(f"{where}: give either cpus and memoryGib (CPU workers) or instanceType (accelerator workers)")
-        return None
-    try:
-        _validation_team(team)
-    except (ValueError, TypeError) as error:
-        problems.append(f"{where}: {error}")
-        return None
-    return team
+def _team_accelerator(instance_type: str) -> Accelerator | None:
+    return next((a for a in ACCELERATORS.values() if instance_type in a.instance_types), None)
 
 
 def batch_team(team: BatchTeamSettings, ray_image: str) -> BatchTeam:
     """The charts' BatchTeam (which validates itself) for a team of the settings."""
     if team.instance_type is not None:
-        accelerator = next(
-            (a for a in ACCELERATORS.values() if team.instance_type in a.instance_types), ACCELERATORS["neuron"]
-        )
-        shape = AcceleratorWorkerShape(accelerator, team.instance_type)
+        accelerator = _team_accelerator(team.instance_type)
+        if accelerator is None:
+            raise ValueError(f"team {team.name!r} instanceType {team.instance_type!r} is no accelerator's")
+        shape: AcceleratorWorkerShape | CpuWorkerShape = AcceleratorWorkerShape(accelerator, team.instance_type)
     else:
+        assert team.cpus is not None and team.memory_gib is not None  # checked by team_problem
         shape = CpuWorkerShape(cpus=team.cpus, memory_gib=team.memory_gib)
     return BatchTeam(
         name=team.name, namespace=team.namespace, ray_image=team.ray_image or ray_image, worker_shape=shape,
-        min_workers=team.min_workers, max_workers=team.max_workers, capacity_type=team.capacity_type,
+        min_workers=team.min_workers, max_workers=team.max_workers, capacity_type=team.capacity_type,  # type: ignore[arg-type]
     )
 
 
@@ -512,35 +871,34 @@ def _validation_team(team: BatchTeamSettings) -> BatchTeam:
     return batch_team(team, ray_image="batch-image")
 
 
-def _check_kubernetes_version(version: str) -> str | None:
-    if version not in EKS_CREATABLE_VERSIONS:
-        return (
-            "must be a Kubernetes minor EKS can create, written as a string: "
-            + ", ".join(EKS_CREATABLE_VERSIONS)
-        )
-    installed = installed_kubectl_layers()
-    if version not in installed:
-        package = "aws-cdk.lambda-layer-kubectl-v" + version.split(".")[1]
-        return (
-            f"no kubectl layer for {version} is installed (add {package} to requirements.txt); "
-            "versions with a layer installed: " + ", ".join(installed)
-        )
-    return None
+def _node_group_fit_problem(team: BatchTeamSettings) -> str | None:
+    """In node-groups mode a CPU team's node group gets the smallest size that holds a worker."""
+    # Imported here: the sizing table lives with the node groups it sizes (stacks/batch.py,
+    # which imports this module).
+    from stacks.batch import CPU_INSTANCE_SIZES, cpu_instance_type
 
-
-def _check_ipv4_cidr(cidr: str) -> str | None:
     try:
-        network = ipaddress.ip_network(cidr, strict=True)
-    except ValueError as error:
-        return f"must be an IPv4 CIDR such as 203.0.113.0/24 ({error})"
-    if network.version != 4:
-        return "must be an IPv4 CIDR (EKS public endpoint access lists are IPv4 only)"
-    if "/" not in cidr:
-        return "must include a prefix length, e.g. 203.0.113.7/32"
+        cpu_instance_type(team.cpus, team.memory_gib)  # type: ignore[arg-type]
+    except ValueError:
+        sizes = ", ".join(f"{name} ({vcpus} vCPU, {memory} GiB)" for name, vcpus, memory in CPU_INSTANCE_SIZES)
+        return (
+            f"cpus={team.cpus}, memoryGib={team.memory_gib}: no node-group instance type holds this worker "
+            f"plus the node's own 1 vCPU and 2 GiB (capacityMode=node-groups); sizes: {sizes}"
+        )
     return None
 
 
-def _check_secret_name(name: str) -> str | None:
-    if not _SECRET_NAME.match(name):
-        return "must be 1-512 letters, digits or /_+=.@- (a Secrets Manager secret name)"
-    return None
+# --- README ----------------------------------------------------------------------------
+
+def settings_table() -> str:
+    """README's settings table: every key, its default (JSON) and what it allows."""
+    rows = ["| key | default | allowed |", "|---|---|---|"]
+    for key, field in _FIELDS_BY_KEY.items():
+        default = field.default
+        shown = "unset" if default is None else f"`{json.dumps(list(default) if isinstance(default, tuple) else default)}`"
+        rows.append(f"| `{key}` | {shown} | {field.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

@@ -1,5 +1,6 @@
-"""`python -m charts`: one YAML file per chart, in apply order; bad input stops it with one
-line and exit status 2 before anything is written. Snapshots of the YAML come last."""
+"""`python -m charts`: one YAML file per chart, in apply order; bad input (a table of every
+case) or an `--out` that cannot be written stops it with one line and exit status 2, and
+nothing written. Snapshots of the YAML come last."""
 
 from __future__ import annotations
 
@@ -90,47 +91,117 @@ def test_eks_without_deploy_time_values_names_each_missing_option(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--redis-port", "70000"], "argument --redis-port: '70000' is not a TCP port (1-65535)"),
-        (["--region", "mars-1"], "argument --region: 'mars-1' is not an AWS region such as us-east-2"),
-        (["--accelerator", "tpu"], "argument --accelerator: invalid choice: 'tpu' (choose from 'neuron', 'nvidia')"),
-        (
-            ["--instance-type", "g6e.xlarge"],
-            "instance types ['g6e.xlarge'] must be a non-empty list of neuron instance types: inf2.xlarge, "
-            "inf2.8xlarge, inf2.24xlarge, inf2.48xlarge",
-        ),
-        (
-            ["--min-workers", "1"],
-            "workers min_replicas=1: at least 2 worker pods are needed to keep two Serve replicas on two nodes",
-        ),
-    ],
-    ids=["port", "region", "accelerator", "instance-type", "workers"],
-)
-def test_bad_eks_input_is_one_line_exit_2_and_nothing_written(capsys, tmp_path, args, message):
+EKS = ["--profile", "eks", *EKS_VALUES]
+KIND = ["--profile", "kind"]
+BAD_INPUTS = {
+    "port": ([*EKS, "--redis-port", "70000"], "argument --redis-port: '70000' is not a TCP port (1-65535)"),
+    "region": ([*EKS, "--region", "mars-1"], "argument --region: 'mars-1' is not an AWS region such as us-east-2"),
+    "accelerator": (
+        [*EKS, "--accelerator", "tpu"], "argument --accelerator: invalid choice: 'tpu' (choose from 'neuron', 'nvidia')"
+    ),
+    "instance type of another accelerator": (
+        [*EKS, "--instance-type", "g6e.xlarge"],
+        "instance types ['g6e.xlarge'] must be a non-empty list of neuron instance types: inf2.xlarge, "
+        "inf2.8xlarge, inf2.24xlarge, inf2.48xlarge",
+    ),
+    "instance type too small for the model": (
+        [*EKS, "--instance-type", "inf2.xlarge"],
+        "--instance-type inf2.xlarge: cannot serve the model: inf2.xlarge has 16 GiB of host memory, too little "
+        "to load the ≈14.5 GB of bf16 Mistral-7B weights (loading needs about 29 GB)",
+    ),
+    "workers": (
+        [*EKS, "--min-workers", "1"],
+        "workers min_replicas=1: at least 2 worker pods are needed to keep two Serve replicas on two nodes",
+    ),
+    "workers not a number": ([*EKS, "--max-workers", "2.5"], "argument --max-workers: '2.5' is not a whole number"),
+    "model id": (
+        [*EKS, "--model-id", "not a model"],
+        "argument --model-id: 'not a model' is not a Hugging Face model id, <organization>/<model>",
+    ),
+    "empty model id": ([*EKS, "--model-id", ""], "argument --model-id: '' is not a Hugging Face model id, "
+                       "<organization>/<model>"),
+    "empty image": ([*KIND, "--ray-image", ""], "argument --ray-image: '' is not an image reference"),
+    "image with a space": ([*KIND, "--gradio-image", "has space"],
+                           "argument --gradio-image: 'has space' is not an image reference"),
+    "model id on kind": (
+        [*KIND, "--model-id", "mistralai/Mistral-7B-Instruct-v0.2"],
+        "only for --profile eks: --model-id (kind serves the tiny model built into the CPU image)",
+    ),
+    "AWS options on kind": (
+        [*KIND, "--region", "us-east-2", "--accelerator", "nvidia", "--redis-port", "6380"],
+        "only for --profile eks: --accelerator (kind runs two CPU workers), --redis-port (kind runs its own "
+        "Redis), --region (kind reads no AWS secrets)",
+    ),
+    "no profile": (["--ray-image", "r:1"], "the following arguments are required: --profile"),
+}
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_is_one_line_exit_2_and_nothing_written(capsys, tmp_path, args, message):
     out = tmp_path / "out"
-    assert main(["--profile", "eks", *EKS_VALUES, *args, "--out", str(out)]) == 2
+    assert main([*args, "--out", str(out)]) == 2
     assert capsys.readouterr().err == f"python -m charts: error: {message}\n"
     assert not out.exists()
 
 
-def test_kind_refuses_options_that_describe_aws(capsys, tmp_path):
-    out = tmp_path / "out"
-    assert main(["--profile", "kind", "--region", "us-east-2", "--accelerator", "nvidia", "--out", str(out)]) == 2
+def test_an_empty_out_is_refused_not_read_as_the_current_directory(capsys):
+    assert main([*KIND, "--out", ""]) == 2
     assert capsys.readouterr().err == (
-        "python -m charts: error: --accelerator, --region: only for --profile eks "
-        "(kind runs its own Redis on CPU workers)\n"
+        "python -m charts: error: argument --out: an empty path is not a directory to write to\n"
     )
-    assert not out.exists()
 
 
 def test_an_out_path_that_is_a_file_is_refused(capsys, tmp_path):
     out = tmp_path / "file"
     out.write_text("keep me")
-    assert main(["--profile", "kind", "--out", str(out)]) == 2
+    assert main([*KIND, "--out", str(out)]) == 2
     assert capsys.readouterr().err == f"python -m charts: error: --out {out}: exists and is not a directory\n"
     assert out.read_text() == "keep me"
+
+
+def test_an_out_path_that_cannot_be_created_is_refused(capsys, tmp_path):
+    (tmp_path / "file").write_text("keep me")
+    out = tmp_path / "file" / "k8s"
+    assert main([*KIND, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"python -m charts: error: --out {out}: cannot write there (Not a directory)\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_a_file_name_taken_by_a_folder_is_refused_before_anything_is_written(capsys, tmp_path):
+    out = tmp_path / "k8s"
+    (out / "02-rayservice.k8s.yaml").mkdir(parents=True)
+    assert main([*KIND, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"python -m charts: error: --out {out}: 02-rayservice.k8s.yaml there is not a file\n"
+    )
+    assert [p.name for p in out.iterdir()] == ["02-rayservice.k8s.yaml"]
+
+
+def test_a_second_run_replaces_the_files_and_leaves_nothing_partial(tmp_path):
+    out = tmp_path / "k8s"
+    assert main([*KIND, "--out", str(out)]) == 0
+    first = {p.name: p.read_text() for p in out.iterdir()}
+    assert main([*KIND, "--out", str(out)]) == 0
+    assert {p.name: p.read_text() for p in out.iterdir()} == first
+
+
+def test_kind_defaults_to_the_projects_cpu_image_and_says_how_to_build_it(capsys, tmp_path, written):
+    rayservice = yaml.safe_load(written["kind"]["02-rayservice.k8s.yaml"].split("\n---\n")[0])
+    images = {
+        c["image"]
+        for group in [rayservice["spec"]["rayClusterConfig"]["headGroupSpec"],
+                      *rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]]
+        for c in group["template"]["spec"]["containers"]
+    }
+    # The project's CPU image has the Serve app and the tiny model; Ray's own image has neither.
+    assert images == {"ray-serve-ha/ray-serve-cpu:local"}
+    assert main([*KIND, "--out", str(tmp_path / "k8s")]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "build ray-serve-ha/ray-serve-cpu:local: docker build -f images/ray-serve/Dockerfile.cpu "
+        "-t ray-serve-ha/ray-serve-cpu:local images/ray-serve",
+        "build ray-serve-ha/gradio:local: docker build -t ray-serve-ha/gradio:local images/gradio",
+        "load the images into kind: kind load docker-image ray-serve-ha/ray-serve-cpu:local ray-serve-ha/gradio:local",
+    ]
 
 
 def test_a_bad_option_from_the_shell_gives_no_traceback(tmp_path):

@@ -1,8 +1,9 @@
-"""The pinned CDK CLI runs the app as users do (`make synth`): offline, and with a clear
-message and nothing synthesized when a setting is bad."""
+"""The pinned CDK CLI runs the app as users do (`make synth`): offline, with a region alone,
+and with a clear message, no stack trace and nothing synthesized when a setting is bad."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -13,6 +14,12 @@ from tests.conftest import ROOT
 
 CDK = ROOT / "node_modules" / ".bin" / "cdk"
 pytestmark = pytest.mark.cli
+STACKS = [
+    "ray-serve-ha-cluster.template.json",
+    "ray-serve-ha-gcs-store.template.json",
+    "ray-serve-ha-network.template.json",
+    "ray-serve-ha-serving.template.json",
+]
 
 
 def cdk(*args: str, outdir: Path) -> subprocess.CompletedProcess:
@@ -28,21 +35,51 @@ def cdk(*args: str, outdir: Path) -> subprocess.CompletedProcess:
 def test_synth_writes_every_stack_offline(tmp_path):
     result = cdk(outdir=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in tmp_path.glob("*.template.json")) == [
-        "ray-serve-ha-cluster.template.json",
-        "ray-serve-ha-gcs-store.template.json",
-        "ray-serve-ha-network.template.json",
-        "ray-serve-ha-serving.template.json",
-    ]
+    assert sorted(p.name for p in tmp_path.glob("*.template.json")) == STACKS
 
 
-def test_bad_setting_fails_with_one_message_and_no_stack_trace(tmp_path):
-    result = cdk("-c", "accelerator=tpu", "-c", "acceleratorMinNodes=9", outdir=tmp_path)
-    assert result.returncode != 0
-    assert (
-        "error: Invalid settings (2 problems). Fix them in cdk.json or with -c key=value:\n"
+def test_a_region_without_an_account_synthesizes_for_that_region(tmp_path):
+    # cdk-nag names findings with the literal region and the account's placeholder then.
+    result = cdk("-c", "region=us-east-2", outdir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.template.json")) == STACKS
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert {a["environment"] for a in manifest["artifacts"].values() if a["type"] == "aws:cloudformation:stack"} == {
+        "aws://unknown-account/us-east-2"
+    }
+
+
+BAD = {
+    "README's example": (
+        ["-c", "accelerator=tpu", "-c", "acceleratorMinNodes=9", "-c", "gcsStoreEngineVersion=6.2"],
+        "error: Invalid settings (3 problems). Fix them in cdk.json or with -c key=value:\n"
         "  - accelerator='tpu': must be one of: neuron, nvidia\n"
         "  - acceleratorMinNodes=9: must not exceed acceleratorMaxNodes (4)\n"
-    ) in result.stderr
+        "  - gcsStoreEngineVersion='6.2': the GCS store requires TLS (transit encryption mode 'required'), "
+        "which needs redis 7.0 or later; use one of 7.0, 7.1\n",
+    ),
+    "batch team values": (
+        ["-c", "capacityMode=node-groups", "-c",
+         'batchTeams=[{"name": "a", "namespace": "team-a", "cpus": 64, "memoryGib": 300},'
+         ' {"name": "b", "namespace": "team-b", "cpus": 2.5, "memoryGib": 8, "maxWorkers": "2"}]',
+         "-c", "acceleratorInstanceTypes="],
+        "error: Invalid settings (4 problems). Fix them in cdk.json or with -c key=value:\n"
+        "  - acceleratorInstanceTypes='': must name at least one instance type; leave it unset for the "
+        "accelerator's default (neuron: inf2.8xlarge, nvidia: g6e.xlarge)\n"
+        "  - batchTeams[1].cpus=2.5: must be a whole number from 1 to 192\n"
+        "  - batchTeams[1].maxWorkers='2': must be a whole number from 1 to 100 (a JSON number, not a string)\n"
+        "  - batchTeams[0]: cpus=64, memoryGib=300: no node-group instance type holds this worker plus the "
+        "node's own 1 vCPU and 2 GiB (capacityMode=node-groups); sizes: m7i.large (2 vCPU, 8 GiB), "
+        "m7i.xlarge (4 vCPU, 16 GiB), m7i.2xlarge (8 vCPU, 32 GiB), m7i.4xlarge (16 vCPU, 64 GiB), "
+        "m7i.8xlarge (32 vCPU, 128 GiB), m7i.16xlarge (64 vCPU, 256 GiB)\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("args,message", BAD.values(), ids=BAD.keys())
+def test_bad_settings_fail_with_one_message_and_no_stack_trace(tmp_path, args, message):
+    result = cdk(*args, outdir=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.glob("*.template.json"))

@@ -60,7 +60,6 @@ def test_bad_connection_arn_is_refused():
     assert raised.value.problems == [
         "pipelineConnectionArn='arn:aws:s3:::bucket': must be a CodeConnections ARN, "
         "arn:aws:codeconnections:<region>:<account>:connection/<id>",
-        "pipelineConnectionArn: must be set when pipeline=true",
     ]
 
 

@@ -1,12 +1,26 @@
-"""Settings: defaults, parsing of `-c` strings, and one clear message per bad value."""
+"""Settings: one default per key (the model), parsing of `-c` strings, one clear message per
+bad value or rule across values, and README's table equal to the model."""
 
 from __future__ import annotations
 
+import json
+import re
+
+import aws_cdk as cdk
 import pytest
 
-from charts.accelerators import NEURON, NVIDIA
-from stacks.settings import Settings, SettingsError
-from tests.conftest import context
+import batch
+from app import main
+from charts.accelerators import ACCELERATORS, NEURON, NVIDIA
+from stacks.settings import (
+    ELASTICACHE_NODE_TYPES,
+    READINESS_TIMEOUT_MAX_MINUTES,
+    SETTING_KEYS,
+    Settings,
+    SettingsError,
+    settings_table,
+)
+from tests.conftest import CDK_JSON_CONTEXT, ROOT, context
 
 
 def settings(**overrides) -> Settings:
@@ -19,7 +33,9 @@ def problems(**overrides) -> list[str]:
     return raised.value.problems
 
 
-def test_defaults_come_from_cdk_json():
+def test_defaults_come_from_the_model_and_cdk_json_holds_only_feature_flags():
+    # A key in cdk.json would be a second default; it holds only what a user changes.
+    assert [key for key in CDK_JSON_CONTEXT if key in SETTING_KEYS] == []
     s = settings()
     assert s.cluster.name == "ray-serve-ha"
     assert s.cluster.kubernetes_version == "1.35"
@@ -28,21 +44,47 @@ def test_defaults_come_from_cdk_json():
     assert s.capacity.mode == "auto-mode"
     assert s.capacity.instance_types == ("inf2.8xlarge",)
     assert (s.capacity.min_nodes, s.capacity.max_nodes) == (2, 4)
-    assert (s.gcs_store.engine, s.gcs_store.engine_version) == ("redis", "7.1")
+    assert (s.gcs_store.engine, s.gcs_store.engine_version, s.gcs_store.node_type) == ("redis", "7.1", "cache.r7g.large")
+    assert s.operations.readiness_timeout_minutes == READINESS_TIMEOUT_MAX_MINUTES == 55
     assert s.environment.account is None and s.environment.region is None
+    assert s.pipeline.enabled is False and s.batch_teams == ()
+
+
+def test_readme_settings_table_is_the_models():
+    # Keys, defaults and allowed values: `python -m stacks.settings` prints the table.
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    assert table == settings_table()
+    assert [re.match(r"\| `(\w+)`", row).group(1) for row in settings_table().splitlines()[2:]] == list(SETTING_KEYS)
+
+
+def test_null_means_the_default():
+    s = settings(acceleratorInstanceTypes=None, clusterName=None)
+    assert s.capacity.instance_types == ("inf2.8xlarge",) and s.cluster.name == "ray-serve-ha"
 
 
 def test_cli_strings_are_parsed_like_json_values():
     # `cdk synth -c key=value` passes every value as a string.
     s = settings(
         acceleratorMinNodes="3",
-        acceleratorMaxNodes="6",
+        acceleratorMaxNodes=" 6 ",
         adminPrincipalArns='["arn:aws:iam::123456789012:role/Admin"]',
         endpointPublicAccessCidrs="203.0.113.0/24, 198.51.100.7/32",
+        acceleratorInstanceTypes="inf2.8xlarge,inf2.24xlarge",
+        availabilitySloPercent="99.5",
+        readinessTimeoutMinutes="30",
+        pipeline="False",
+        batchTeams='[{"name": "analytics", "namespace": "team-analytics", "cpus": 4, "memoryGib": 16}]',
     )
     assert (s.capacity.min_nodes, s.capacity.max_nodes) == (3, 6)
     assert s.cluster.admin_principal_arns == ("arn:aws:iam::123456789012:role/Admin",)
     assert s.cluster.endpoint_public_access_cidrs == ("203.0.113.0/24", "198.51.100.7/32")
+    assert s.capacity.instance_types == ("inf2.8xlarge", "inf2.24xlarge")
+    assert s.operations.availability_slo_percent == 99.5 and s.operations.readiness_timeout_minutes == 30
+    assert s.pipeline.enabled is False
+    (team,) = s.batch_teams
+    assert (team.name, team.cpus, team.memory_gib, team.max_workers) == ("analytics", 4, 16, 2)
 
 
 def test_accelerator_picks_its_default_instance_type():
@@ -60,6 +102,36 @@ def test_account_and_region_make_the_stacks_environment_aware():
     assert (s.environment.account, s.environment.region) == ("123456789012", "us-east-2")
 
 
+def test_every_instance_type_but_the_smallest_inferentia_can_serve_the_model():
+    unfit = {t: a.unfit_reason(t) for a in ACCELERATORS.values() for t in a.instance_types if a.unfit_reason(t)}
+    assert list(unfit) == ["inf2.xlarge"]
+    for accelerator in ACCELERATORS.values():
+        s = settings(accelerator=accelerator.name, acceleratorInstanceTypes=[
+            t for t in accelerator.instance_types if t not in unfit
+        ])
+        assert set(s.capacity.instance_types) == set(accelerator.instance_types) - set(unfit)
+
+
+def test_every_listed_elasticache_node_type_is_accepted():
+    for family, sizes in ELASTICACHE_NODE_TYPES.items():
+        for size in sizes:
+            assert settings(gcsStoreNodeType=f"cache.{family}.{size}").gcs_store.node_type == f"cache.{family}.{size}"
+
+
+def test_elasticache_node_types_match_their_source():
+    # The table's source: the ElastiCache API Reference's CacheNode text, which botocore
+    # ships. Current generation, less T2 (no new T2 clusters, per the user guide).
+    botocore_session = pytest.importorskip("botocore.session")
+    model = botocore_session.get_session().get_service_model("elasticache")
+    text = re.sub(r"<[^>]+>", " ", model.shape_for("CacheNode").documentation)
+    current = [part.split("Previous generation")[0] for part in text.split("Current generation")[1:]]
+    listed: dict[str, list[str]] = {}
+    for node_type in re.findall(r"cache\.([a-z0-9]+)\.([a-z0-9]+)", " ".join(current)):
+        listed.setdefault(node_type[0], []).append(node_type[1])
+    del listed["t2"]
+    assert {f: tuple(s) for f, s in listed.items()} == ELASTICACHE_NODE_TYPES
+
+
 NEURON_TYPES = "inf2.xlarge, inf2.8xlarge, inf2.24xlarge, inf2.48xlarge"
 NVIDIA_TYPES = (
     "g6e.xlarge, g6e.2xlarge, g6e.4xlarge, g6e.12xlarge, g6.2xlarge, g6.4xlarge, "
@@ -70,6 +142,21 @@ CLUSTER_NAME_RULE = (
     "a letter or digit (a valid EKS cluster name and Kubernetes label value)"
 )
 ARN_RULE = "must be an IAM role or user ARN, arn:aws:iam::<12-digit account>:role/<name> or :user/<name>"
+NODE_FAMILIES = "m7g, m6g, m5, m4, t4g, t3, r7g, r6g, r5, r4"
+EMPTY_TYPES = (
+    "must name at least one instance type; leave it unset for the accelerator's default "
+    "(neuron: inf2.8xlarge, nvidia: g6e.xlarge)"
+)
+CPU_SIZES = (
+    "m7i.large (2 vCPU, 8 GiB), m7i.xlarge (4 vCPU, 16 GiB), m7i.2xlarge (8 vCPU, 32 GiB), "
+    "m7i.4xlarge (16 vCPU, 64 GiB), m7i.8xlarge (32 vCPU, 128 GiB), m7i.16xlarge (64 vCPU, 256 GiB)"
+)
+
+
+def team(**fields) -> str:
+    """batchTeams with one CPU team, as `-c batchTeams=` passes it."""
+    return json.dumps([{"name": "analytics", "namespace": "team-analytics", "cpus": 4, "memoryGib": 16, **fields}])
+
 
 BAD_INPUTS = {
     "unknown accelerator": (
@@ -94,6 +181,27 @@ BAD_INPUTS = {
         {"acceleratorInstanceTypes": ["m5.large"]},
         f"acceleratorInstanceTypes='m5.large': is not a neuron instance type; allowed for accelerator=neuron: {NEURON_TYPES}",
     ),
+    "inferentia too small for the model": (
+        {"acceleratorInstanceTypes": "inf2.xlarge,inf2.8xlarge"},
+        "acceleratorInstanceTypes='inf2.xlarge': cannot serve the model: inf2.xlarge has 16 GiB of host "
+        "memory, too little to load the ≈14.5 GB of bf16 Mistral-7B weights (loading needs about 29 GB)",
+    ),
+    "empty JSON list of instance types": (
+        {"acceleratorInstanceTypes": "[]"},
+        f"acceleratorInstanceTypes='[]': {EMPTY_TYPES}",
+    ),
+    "empty string of instance types": (
+        {"acceleratorInstanceTypes": ""},
+        f"acceleratorInstanceTypes='': {EMPTY_TYPES}",
+    ),
+    "empty list of instance types in cdk.json": (
+        {"acceleratorInstanceTypes": []},
+        f"acceleratorInstanceTypes=[]: {EMPTY_TYPES}",
+    ),
+    "instance types not strings": (
+        {"acceleratorInstanceTypes": [8]},
+        "acceleratorInstanceTypes=[8]: must be a list of strings (JSON list or comma-separated)",
+    ),
     "min greater than max": (
         {"acceleratorMinNodes": 5, "acceleratorMaxNodes": 4},
         "acceleratorMinNodes=5: must not exceed acceleratorMaxNodes (4)",
@@ -105,6 +213,14 @@ BAD_INPUTS = {
     "max not a number": (
         {"acceleratorMaxNodes": "four"},
         "acceleratorMaxNodes='four': must be a whole number from 2 to 100",
+    ),
+    "nodes as a boolean": (
+        {"acceleratorMaxNodes": True},
+        "acceleratorMaxNodes=true: must be a whole number from 2 to 100",
+    ),
+    "nodes as a fraction": (
+        {"acceleratorMaxNodes": 2.5},
+        "acceleratorMaxNodes=2.5: must be a whole number from 2 to 100",
     ),
     "version EKS no longer creates": (
         {"kubernetesVersion": "1.29"},
@@ -170,7 +286,12 @@ BAD_INPUTS = {
     ),
     "redis version Ray does not support": (
         {"gcsStoreEngineVersion": "5.0.6"},
-        "gcsStoreEngineVersion='5.0.6': must be one of 6.2, 7.0, 7.1 for gcsStoreEngine=redis",
+        "gcsStoreEngineVersion='5.0.6': must be one of 7.0, 7.1 for gcsStoreEngine=redis",
+    ),
+    "redis version without TLS-required mode": (
+        {"gcsStoreEngineVersion": "6.2"},
+        "gcsStoreEngineVersion='6.2': the GCS store requires TLS (transit encryption mode 'required'), "
+        "which needs redis 7.0 or later; use one of 7.0, 7.1",
     ),
     "redis version for valkey": (
         {"gcsStoreEngine": "valkey", "gcsStoreEngineVersion": "7.1"},
@@ -178,8 +299,23 @@ BAD_INPUTS = {
     ),
     "node type without cache prefix": (
         {"gcsStoreNodeType": "r7g.large"},
-        "gcsStoreNodeType='r7g.large': must be an ElastiCache node type such as cache.r7g.large "
-        "(Multi-AZ failover needs a current generation)",
+        "gcsStoreNodeType='r7g.large': must be an ElastiCache node type, cache.<family>.<size>, "
+        "such as cache.r7g.large",
+    ),
+    "node type of no family": (
+        {"gcsStoreNodeType": "cache.zz9.mega"},
+        f"gcsStoreNodeType='cache.zz9.mega': 'zz9' is not an ElastiCache node family; families: {NODE_FAMILIES} "
+        "(such as cache.r7g.large)",
+    ),
+    "node type of a size the family lacks": (
+        {"gcsStoreNodeType": "cache.r7g.24xlarge"},
+        "gcsStoreNodeType='cache.r7g.24xlarge': cache.r7g comes in sizes: large, xlarge, 2xlarge, 4xlarge, "
+        "8xlarge, 12xlarge, 16xlarge",
+    ),
+    "node type of a previous generation": (
+        {"gcsStoreNodeType": "cache.t2.micro"},
+        "gcsStoreNodeType='cache.t2.micro': cache.t2 is a previous generation ElastiCache no longer creates "
+        f"clusters on; use a current family ({NODE_FAMILIES}), such as cache.r7g.large",
     ),
     "secret name with spaces": (
         {"huggingFaceTokenSecretName": "hf token!"},
@@ -198,29 +334,166 @@ BAD_INPUTS = {
         {"modelId": "Mistral-7B-Instruct-v0.2"},
         "modelId='Mistral-7B-Instruct-v0.2': must be a Hugging Face model id, <organization>/<model>",
     ),
+    "readiness longer than a custom resource can wait": (
+        {"readinessTimeoutMinutes": "60"},
+        "readinessTimeoutMinutes=60: must be from 5 to 55",
+    ),
+    "SLO not a number": (
+        {"availabilitySloPercent": "high"},
+        "availabilitySloPercent='high': must be a number from 50 to 99.99",
+    ),
+    "SLO out of range": (
+        {"availabilitySloPercent": "100"},
+        "availabilitySloPercent=100: must be from 50 to 99.99",
+    ),
+    "pipeline not a boolean": (
+        {"pipeline": "yes"},
+        "pipeline='yes': must be true or false",
+    ),
     "misspelt setting": (
         {"accelerater": "nvidia"},
         "accelerater: unknown setting; did you mean 'accelerator'?",
+    ),
+    "team bigger than any node group size": (
+        {"capacityMode": "node-groups", "batchTeams": team(cpus=64, memoryGib=300)},
+        "batchTeams[0]: cpus=64, memoryGib=300: no node-group instance type holds this worker plus the "
+        f"node's own 1 vCPU and 2 GiB (capacityMode=node-groups); sizes: {CPU_SIZES}",
+    ),
+    "team cpus a fraction": (
+        {"batchTeams": team(cpus=2.5)},
+        "batchTeams[0].cpus=2.5: must be a whole number from 1 to 192",
+    ),
+    "team cpus a boolean": (
+        {"batchTeams": team(cpus=True)},
+        "batchTeams[0].cpus=true: must be a whole number from 1 to 192",
+    ),
+    "team cpus a string": (
+        {"batchTeams": team(cpus="4")},
+        "batchTeams[0].cpus='4': must be a whole number from 1 to 192 (a JSON number, not a string)",
+    ),
+    "team workers huge": (
+        {"batchTeams": team(maxWorkers=1e9)},
+        "batchTeams[0].maxWorkers=1000000000.0: must be a whole number from 1 to 100",
+    ),
+    "team workers a string": (
+        {"batchTeams": team(maxWorkers="2")},
+        "batchTeams[0].maxWorkers='2': must be a whole number from 1 to 100 (a JSON number, not a string)",
+    ),
+    "team workers out of range": (
+        {"batchTeams": team(maxWorkers=101)},
+        "batchTeams[0].maxWorkers=101: must be from 1 to 100",
+    ),
+    "team capacity type": (
+        {"batchTeams": team(capacityType="reserved")},
+        "batchTeams[0].capacityType='reserved': must be one of: on-demand, spot",
+    ),
+    "team field misspelt": (
+        {"batchTeams": team(memoryGiB=16)},
+        "batchTeams[0]: unknown field(s) memoryGiB (did you mean 'memoryGib'?); allowed: name, namespace, "
+        "cpus, memoryGib, instanceType, minWorkers, maxWorkers, capacityType, rayImage",
+    ),
+    "team without a namespace": (
+        {"batchTeams": [{"name": "analytics", "cpus": 4, "memoryGib": 16}]},
+        "batchTeams[0].namespace: required",
+    ),
+    "team not an object": (
+        {"batchTeams": '["analytics"]'},
+        "batchTeams[0]='analytics': must be a team object (see README, Settings)",
+    ),
+    "teams not a list": (
+        {"batchTeams": '{"name": "analytics"}'},
+        "batchTeams='{\"name\": \"analytics\"}': must be a JSON list of team objects",
+    ),
+    "teams not JSON": (
+        {"batchTeams": "[{name: analytics}]"},
+        "batchTeams='[{name: analytics}]': is not a valid JSON list",
+    ),
+    "team on a type of no accelerator": (
+        {"batchTeams": json.dumps([{"name": "vision", "namespace": "team-vision", "instanceType": "m5.large"}])},
+        f"batchTeams[0]: instanceType='m5.large' is not an accelerator instance type; allowed: {NEURON_TYPES}, "
+        f"{NVIDIA_TYPES}",
+    ),
+    "team name too long for its RayJobs": (
+        {"batchTeams": team(name="a" * 40)},
+        f"batchTeams[0]: name='{'a' * 40}' is 40 characters; at most 39: the team's RayJob "
+        f"'{'a' * 40}-xgboost' must stay within KubeRay's 47 characters",
+    ),
+    "team name not a DNS label": (
+        {"batchTeams": team(name="Analytics")},
+        "batchTeams[0]: team name 'Analytics' is not a DNS-1035 label: use lowercase letters, digits and '-', "
+        "starting with a letter and ending with a letter or digit",
+    ),
+    "two teams in one namespace": (
+        {"batchTeams": json.dumps([
+            {"name": "a", "namespace": "team-x", "cpus": 2, "memoryGib": 4},
+            {"name": "b", "namespace": "team-x", "cpus": 2, "memoryGib": 4},
+        ])},
+        "batchTeams: two teams have the namespace 'team-x'; each team needs its own",
     ),
 }
 
 
 @pytest.mark.parametrize("overrides,expected", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
-def test_bad_value_is_refused_with_key_value_and_what_is_allowed(overrides, expected):
-    assert problems(**overrides) == [expected]
+def test_bad_value_is_refused_with_one_message_and_nothing_synthesized(tmp_path, capsys, overrides, expected):
+    # What app.py does with the settings `cdk synth` passes it: one message, exit 1, no stack.
+    assert main(cdk.App(context=context(**overrides), outdir=str(tmp_path))) == 1
+    assert capsys.readouterr().err == (
+        "error: Invalid settings (1 problem). Fix them in cdk.json or with -c key=value:\n"
+        f"  - {expected}\n"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_every_problem_is_reported_in_one_message():
     with pytest.raises(SettingsError) as raised:
-        settings(accelerator="tpu", acceleratorMinNodes=9, clusterName="X")
+        settings(accelerator="tpu", acceleratorMinNodes=9, clusterName="X", gcsStoreEngineVersion="6.2",
+                 batchTeams=team(cpus=2.5))
     assert str(raised.value) == (
-        "Invalid settings (3 problems). Fix them in cdk.json or with -c key=value:\n"
+        "Invalid settings (5 problems). Fix them in cdk.json or with -c key=value:\n"
         f"  - clusterName='X': {CLUSTER_NAME_RULE}\n"
         "  - accelerator='tpu': must be one of: neuron, nvidia\n"
-        "  - acceleratorMinNodes=9: must not exceed acceleratorMaxNodes (4)"
+        "  - batchTeams[0].cpus=2.5: must be a whole number from 1 to 192\n"
+        "  - acceleratorMinNodes=9: must not exceed acceleratorMaxNodes (4)\n"
+        "  - gcsStoreEngineVersion='6.2': the GCS store requires TLS (transit encryption mode 'required'), "
+        "which needs redis 7.0 or later; use one of 7.0, 7.1"
     )
+
+
+def test_a_rule_across_values_is_not_reported_for_a_value_already_refused():
+    # A bad accelerator says so once; its instance types are not then judged against a guess.
+    assert problems(accelerator="tpu", acceleratorInstanceTypes="g6e.xlarge") == [
+        "accelerator='tpu': must be one of: neuron, nvidia"
+    ]
+
+
+def test_team_name_limit_follows_the_longest_job(monkeypatch):
+    longest = max(len(job) for job in batch.JOB_SCRIPTS)
+    at_limit = "a" * (47 - 1 - longest)
+    assert settings(batchTeams=team(name=at_limit)).batch_teams[0].name == at_limit
+    # A new job with a longer name shortens what a team name may be, with no other change.
+    monkeypatch.setitem(batch.JOB_SCRIPTS, "hyperparameter-sweep", "hyperparameter_sweep.py")
+    assert problems(batchTeams=team(name=at_limit)) == [
+        f"batchTeams[0]: name='{at_limit}' is {len(at_limit)} characters; at most 26: the team's RayJob "
+        f"'{at_limit}-hyperparameter-sweep' must stay within KubeRay's 47 characters"
+    ]
+
+
+def test_a_team_that_fits_a_node_group_is_accepted():
+    s = settings(capacityMode="node-groups", batchTeams=team(cpus=63, memoryGib=254))
+    assert (s.batch_teams[0].cpus, s.batch_teams[0].memory_gib) == (63, 254)
 
 
 def test_feature_flags_and_cli_keys_are_not_mistaken_for_settings():
     s = settings(**{"@aws-cdk/core:newStyleStackSynthesis": True, "aws:cdk:enable-path-metadata": True})
     assert s.cluster.name == "ray-serve-ha"
+
+
+def test_teams_that_pass_on_their_own_are_still_judged_against_the_capacity():
+    assert problems(capacityMode="node-groups", batchTeams=json.dumps([
+        {"name": "a", "namespace": "team-a", "cpus": 64, "memoryGib": 300},
+        {"name": "b", "namespace": "team-b", "cpus": True, "memoryGib": 8},
+    ])) == [
+        "batchTeams[1].cpus=true: must be a whole number from 1 to 192",
+        "batchTeams[0]: cpus=64, memoryGib=300: no node-group instance type holds this worker plus the "
+        f"node's own 1 vCPU and 2 GiB (capacityMode=node-groups); sizes: {CPU_SIZES}",
+    ]
