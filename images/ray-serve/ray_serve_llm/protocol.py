@@ -160,8 +160,9 @@ class RequestLimits:
 
     Each token stands for at most `max_chars_per_token` characters (the longest entry of the
     tokenizer's vocabulary), so a prompt of N characters takes at least N / that many
-    tokens: text beyond `max_prompt_chars` can never fit `max_model_len` tokens, and neither
-    can a body beyond `max_body_bytes`, which is answered 413 before it is even read."""
+    tokens: text beyond `max_prompt_chars` can never fit `max_model_len` tokens. A body beyond
+    `max_body_bytes` holds more text than that, however escaped, unless it is mostly padding
+    (whitespace, empty parts): it is answered 413 before it is even read."""
 
     max_model_len: int
     max_chars_per_token: int
