@@ -649,9 +649,8 @@ def test_an_oversized_body_leaves_the_replica_memory_as_it_was(backend):
     elapsed = time.monotonic() - started
     after = {pid: rss_bytes(pid) for pid in (replica, proxy)}
     for name, pid in (("replica", replica), ("proxy", proxy)):
-        print(
-            f"\n{name} {pid} RSS: {before[pid] / 2**20:.1f} MiB before, {after[pid] / 2**20:.1f} MiB after three 10 MB bodies"
-        )
+        mib = before[pid] / 2**20, after[pid] / 2**20
+        print(f"\n{name} {pid} RSS: {mib[0]:.1f} MiB before, {mib[1]:.1f} MiB after three 10 MB bodies")
     print(f"three 413s in {elapsed:.2f} s")
     assert abs(after[replica] - before[replica]) <= before[replica] * 0.10
 
