@@ -38,7 +38,7 @@ from ray_serve_llm.engines import ChatTemplateError, Prompt, SamplingParams, loa
 from ray_serve_llm.engines.neuron_engine import NEURON_MAX_NUM_SEQS, NeuronEngine
 from ray_serve_llm.engines.vllm_engine import VllmEngine
 from ray_serve_llm.hf_token import ModelLoadError, read_token
-from ray_serve_llm.protocol import OpenAIError, parse_chat_request, parse_json_body
+from ray_serve_llm.protocol import UNSUPPORTED_PARAMETERS, OpenAIError, parse_chat_request, parse_json_body
 
 # Ray Serve's own models trip a pydantic deprecation warning on import: not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Using extra keyword arguments on `Field`:DeprecationWarning")
@@ -649,9 +649,8 @@ def test_an_oversized_body_leaves_the_replica_memory_as_it_was(backend):
     elapsed = time.monotonic() - started
     after = {pid: rss_bytes(pid) for pid in (replica, proxy)}
     for name, pid in (("replica", replica), ("proxy", proxy)):
-        print(
-            f"\n{name} {pid} RSS: {before[pid] / 2**20:.1f} MiB before, {after[pid] / 2**20:.1f} MiB after three 10 MB bodies"
-        )
+        mib = before[pid] / 2**20, after[pid] / 2**20
+        print(f"\n{name} {pid} RSS: {mib[0]:.1f} MiB before, {mib[1]:.1f} MiB after three 10 MB bodies")
     print(f"three 413s in {elapsed:.2f} s")
     assert abs(after[replica] - before[replica]) <= before[replica] * 0.10
 
@@ -862,6 +861,54 @@ def test_developer_role_and_text_parts_become_template_messages():
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi there"},
     ]
+
+
+NEUTRAL_VALUES = {
+    "stop": [None, "", []],
+    "tools": [None, []],
+    "tool_choice": [None, "none"],
+    "parallel_tool_calls": [None],
+    "functions": [None, []],
+    "function_call": [None, "none"],
+    "logprobs": [None, False],
+    "top_logprobs": [None],
+    "logit_bias": [None, {}],
+    "presence_penalty": [None, 0, 0.0],
+    "frequency_penalty": [None, 0, 0.0],
+    "response_format": [None, {"type": "text"}],
+}
+# What asks for something, and what only looks neutral in a language that coerces types.
+ASKING_VALUES = {
+    "stop": [["\n"], "END", {}],
+    "tools": [[{"type": "function"}], {}],
+    "tool_choice": ["auto", "required", ""],
+    "parallel_tool_calls": [True, False],
+    "functions": [[{"name": "f"}]],
+    "function_call": ["auto", {"name": "f"}],
+    "logprobs": [True, 0, "false"],
+    "top_logprobs": [0, 5],
+    "logit_bias": [{"1": -100}, []],
+    "presence_penalty": [0.1, -2, False, "0"],
+    "frequency_penalty": [2, False, "0"],
+    "response_format": [{"type": "json_object"}, {"type": "json_schema", "json_schema": {}}, "text"],
+}
+
+
+def test_the_neutral_and_asking_tables_cover_every_unsupported_parameter():
+    assert set(NEUTRAL_VALUES) == set(ASKING_VALUES) == set(UNSUPPORTED_PARAMETERS)
+
+
+@pytest.mark.parametrize("name,value", [(n, v) for n, values in NEUTRAL_VALUES.items() for v in values], ids=repr)
+def test_an_unsupported_parameter_asking_for_nothing_is_accepted(name, value):
+    parse_chat_request({"messages": USER, name: value}, max_tokens_limit=10)
+
+
+@pytest.mark.parametrize("name,value", [(n, v) for n, values in ASKING_VALUES.items() for v in values], ids=repr)
+def test_an_unsupported_parameter_asking_for_something_is_refused_by_name(name, value):
+    with pytest.raises(OpenAIError) as raised:
+        parse_chat_request({"messages": USER, name: value}, max_tokens_limit=10)
+    assert (raised.value.status_code, raised.value.param, raised.value.code) == (400, name, "unsupported_parameter")
+    assert raised.value.message.startswith(f"Unsupported parameter: '{name}' is not supported by this server")
 
 
 def test_max_completion_tokens_is_checked_like_max_tokens():

@@ -96,8 +96,16 @@ def _absent(value: Any) -> bool:
     return value is None
 
 
-def _empty(value: Any) -> bool:
-    return value is None or (type(value) in (list, dict, str) and len(value) == 0)
+def _no_list(value: Any) -> bool:
+    return value is None or value == []
+
+
+def _no_stop(value: Any) -> bool:
+    return value is None or value == [] or value == ""
+
+
+def _no_bias(value: Any) -> bool:
+    return value is None or value == {}
 
 
 def _zero(value: Any) -> bool:
@@ -113,15 +121,15 @@ def _false(value: Any) -> bool:
 # that asks for nothing beyond what the server does anyway (its default); any other value
 # is refused with a 400 naming it, never ignored. Values: (is neutral, what is accepted).
 UNSUPPORTED_PARAMETERS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "stop": (_empty, "null or an empty list"),
-    "tools": (_empty, "null or an empty list"),
+    "stop": (_no_stop, "null, '' or an empty list"),
+    "tools": (_no_list, "null or an empty list"),
     "tool_choice": (lambda value: value is None or value == "none", "null or 'none'"),
     "parallel_tool_calls": (_absent, "null"),
-    "functions": (_empty, "null or an empty list"),
+    "functions": (_no_list, "null or an empty list"),
     "function_call": (lambda value: value is None or value == "none", "null or 'none'"),
     "logprobs": (_false, "null or false"),
     "top_logprobs": (_absent, "null"),
-    "logit_bias": (_empty, "null or {}"),
+    "logit_bias": (_no_bias, "null or {}"),
     "presence_penalty": (_zero, "null or 0"),
     "frequency_penalty": (_zero, "null or 0"),
     "response_format": (lambda value: value is None or value == {"type": "text"}, 'null or {"type": "text"}'),
@@ -130,11 +138,11 @@ UNSUPPORTED_PARAMETERS: dict[str, tuple[Callable[[Any], bool], str]] = {
 # openai client's `message.model_dump()`) sends back, empty.
 UNSUPPORTED_MESSAGE_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "name": (_absent, "null"),
-    "tool_calls": (_empty, "null or an empty list"),
+    "tool_calls": (_no_list, "null or an empty list"),
     "function_call": (_absent, "null"),
     "refusal": (_absent, "null"),
     "audio": (_absent, "null"),
-    "annotations": (_empty, "null or an empty list"),
+    "annotations": (_no_list, "null or an empty list"),
 }
 
 
@@ -152,8 +160,9 @@ class RequestLimits:
 
     Each token stands for at most `max_chars_per_token` characters (the longest entry of the
     tokenizer's vocabulary), so a prompt of N characters takes at least N / that many
-    tokens: text beyond `max_prompt_chars` can never fit `max_model_len` tokens, and neither
-    can a body beyond `max_body_bytes`, which is answered 413 before it is even read."""
+    tokens: text beyond `max_prompt_chars` can never fit `max_model_len` tokens. A body beyond
+    `max_body_bytes` holds more text than that, however escaped, unless it is mostly padding
+    (whitespace, empty parts): it is answered 413 before it is even read."""
 
     max_model_len: int
     max_chars_per_token: int
