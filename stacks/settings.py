@@ -30,7 +30,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic.fields import FieldInfo
 
 import batch as batch_jobs
-from charts.accelerators import ACCELERATORS, Accelerator
+from charts.accelerators import ACCELERATORS, CPU_INSTANCE_TYPES, Accelerator, cpu_instance_type
 from charts.batch import (
     CAPACITY_TYPES,
     MAX_RAYJOB_NAME_LENGTH,
@@ -66,7 +66,7 @@ READINESS_TIMEOUT_MIN_MINUTES = 5
 # such as 1e9 (a managed node group's own quota is 450 nodes).
 MAX_TEAM_WORKERS = 100
 # The largest c/m/r sizes (…48xlarge: 192 vCPUs; r7i.48xlarge: 1,536 GiB) Auto Mode's team
-# NodePool may launch; in node-groups mode a worker must also fit `CPU_INSTANCE_SIZES`.
+# NodePool may launch; in node-groups mode a worker must also fit one of `CPU_INSTANCE_TYPES`.
 MAX_TEAM_WORKER_CPUS = 192
 MAX_TEAM_WORKER_MEMORY_GIB = 1536
 
@@ -872,20 +872,19 @@ def _validation_team(team: BatchTeamSettings) -> BatchTeam:
 
 
 def _node_group_fit_problem(team: BatchTeamSettings) -> str | None:
-    """In node-groups mode a CPU team's node group gets the smallest size that holds a worker."""
-    # Imported here: the sizing table lives with the node groups it sizes (stacks/batch.py,
-    # which imports this module).
-    from stacks.batch import CPU_INSTANCE_SIZES, cpu_instance_type
-
-    try:
-        cpu_instance_type(team.cpus, team.memory_gib)  # type: ignore[arg-type]
-    except ValueError:
-        sizes = ", ".join(f"{name} ({vcpus} vCPU, {memory} GiB)" for name, vcpus, memory in CPU_INSTANCE_SIZES)
-        return (
-            f"cpus={team.cpus}, memoryGib={team.memory_gib}: no node-group instance type holds this worker "
-            f"plus the node's own 1 vCPU and 2 GiB (capacityMode=node-groups); sizes: {sizes}"
-        )
-    return None
+    """In node-groups mode a CPU team's node group gets the smallest general-purpose size
+    whose allocatable estimate holds a worker (charts/accelerators.py)."""
+    assert team.cpus is not None and team.memory_gib is not None  # checked by team_problem
+    if cpu_instance_type(team.cpus, team.memory_gib) is not None:
+        return None
+    sizes = ", ".join(
+        f"{name} ({shape.worker_cpus} CPU, {shape.worker_memory_gib} GiB for a worker)"
+        for name, shape in CPU_INSTANCE_TYPES.items()
+    )
+    return (
+        f"cpus={team.cpus}, memoryGib={team.memory_gib}: no node-group instance type holds this worker "
+        f"once the node's own reservations are taken (capacityMode=node-groups); sizes: {sizes}"
+    )
 
 
 # --- README ----------------------------------------------------------------------------

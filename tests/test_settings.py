@@ -147,9 +147,12 @@ EMPTY_TYPES = (
     "must name at least one instance type; leave it unset for the accelerator's default "
     "(neuron: inf2.8xlarge, nvidia: g6e.xlarge)"
 )
+# What a worker may request on each team node-group size (Karpenter's allocatable estimate
+# less DaemonSets and margin, charts/accelerators.py).
 CPU_SIZES = (
-    "m7i.large (2 vCPU, 8 GiB), m7i.xlarge (4 vCPU, 16 GiB), m7i.2xlarge (8 vCPU, 32 GiB), "
-    "m7i.4xlarge (16 vCPU, 64 GiB), m7i.8xlarge (32 vCPU, 128 GiB), m7i.16xlarge (64 vCPU, 256 GiB)"
+    "m7i.large (1 CPU, 5 GiB for a worker), m7i.xlarge (3 CPU, 12 GiB for a worker), m7i.2xlarge (7 CPU, "
+    "26 GiB for a worker), m7i.4xlarge (15 CPU, 53 GiB for a worker), m7i.8xlarge (31 CPU, 110 GiB for a "
+    "worker), m7i.16xlarge (63 CPU, 219 GiB for a worker)"
 )
 
 
@@ -184,7 +187,8 @@ BAD_INPUTS = {
     "inferentia too small for the model": (
         {"acceleratorInstanceTypes": "inf2.xlarge,inf2.8xlarge"},
         "acceleratorInstanceTypes='inf2.xlarge': cannot serve the model: inf2.xlarge has 16 GiB of host "
-        "memory, too little to load the ≈14.5 GB of bf16 Mistral-7B weights (loading needs about 29 GB)",
+        "memory; a worker there may request 12 GiB, too little to load the model's ≈14.5 GB of bf16 "
+        "weights (Mistral-7B)",
     ),
     "empty JSON list of instance types": (
         {"acceleratorInstanceTypes": "[]"},
@@ -356,8 +360,8 @@ BAD_INPUTS = {
     ),
     "team bigger than any node group size": (
         {"capacityMode": "node-groups", "batchTeams": team(cpus=64, memoryGib=300)},
-        "batchTeams[0]: cpus=64, memoryGib=300: no node-group instance type holds this worker plus the "
-        f"node's own 1 vCPU and 2 GiB (capacityMode=node-groups); sizes: {CPU_SIZES}",
+        "batchTeams[0]: cpus=64, memoryGib=300: no node-group instance type holds this worker once the "
+        f"node's own reservations are taken (capacityMode=node-groups); sizes: {CPU_SIZES}",
     ),
     "team cpus a fraction": (
         {"batchTeams": team(cpus=2.5)},
@@ -479,8 +483,8 @@ def test_team_name_limit_follows_the_longest_job(monkeypatch):
 
 
 def test_a_team_that_fits_a_node_group_is_accepted():
-    s = settings(capacityMode="node-groups", batchTeams=team(cpus=63, memoryGib=254))
-    assert (s.batch_teams[0].cpus, s.batch_teams[0].memory_gib) == (63, 254)
+    s = settings(capacityMode="node-groups", batchTeams=team(cpus=63, memoryGib=219))
+    assert (s.batch_teams[0].cpus, s.batch_teams[0].memory_gib) == (63, 219)
 
 
 def test_feature_flags_and_cli_keys_are_not_mistaken_for_settings():
@@ -494,6 +498,6 @@ def test_teams_that_pass_on_their_own_are_still_judged_against_the_capacity():
         {"name": "b", "namespace": "team-b", "cpus": True, "memoryGib": 8},
     ])) == [
         "batchTeams[1].cpus=true: must be a whole number from 1 to 192",
-        "batchTeams[0]: cpus=64, memoryGib=300: no node-group instance type holds this worker plus the "
-        f"node's own 1 vCPU and 2 GiB (capacityMode=node-groups); sizes: {CPU_SIZES}",
+        "batchTeams[0]: cpus=64, memoryGib=300: no node-group instance type holds this worker once the "
+        f"node's own reservations are taken (capacityMode=node-groups); sizes: {CPU_SIZES}",
     ]
