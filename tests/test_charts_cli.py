@@ -12,6 +12,7 @@ import yaml
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from charts.__main__ import main
+from charts.accelerators import NEURON
 from tests.conftest import ROOT
 
 EKS_VALUES = [
@@ -106,8 +107,7 @@ BAD_INPUTS = {
     ),
     "instance type too small for the model": (
         [*EKS, "--instance-type", "inf2.xlarge"],
-        "--instance-type inf2.xlarge: cannot serve the model: inf2.xlarge has 16 GiB of host memory, too little "
-        "to load the ≈14.5 GB of bf16 Mistral-7B weights (loading needs about 29 GB)",
+        f"--instance-type inf2.xlarge: cannot serve the model: {NEURON.unfit_reason('inf2.xlarge')}",
     ),
     "workers": (
         [*EKS, "--min-workers", "1"],

@@ -102,6 +102,10 @@ def test_account_and_region_make_the_stacks_environment_aware():
     assert (s.environment.account, s.environment.region) == ("123456789012", "us-east-2")
 
 
+def test_the_smallest_inferentia_is_refused_for_its_host_memory():
+    assert "16 GiB" in NEURON.unfit_reason("inf2.xlarge")
+
+
 def test_every_instance_type_but_the_smallest_inferentia_can_serve_the_model():
     unfit = {t: a.unfit_reason(t) for a in ACCELERATORS.values() for t in a.instance_types if a.unfit_reason(t)}
     assert list(unfit) == ["inf2.xlarge"]
@@ -183,8 +187,7 @@ BAD_INPUTS = {
     ),
     "inferentia too small for the model": (
         {"acceleratorInstanceTypes": "inf2.xlarge,inf2.8xlarge"},
-        "acceleratorInstanceTypes='inf2.xlarge': cannot serve the model: inf2.xlarge has 16 GiB of host "
-        "memory, too little to load the ≈14.5 GB of bf16 Mistral-7B weights (loading needs about 29 GB)",
+        f"acceleratorInstanceTypes='inf2.xlarge': cannot serve the model: {NEURON.unfit_reason('inf2.xlarge')}",
     ),
     "empty JSON list of instance types": (
         {"acceleratorInstanceTypes": "[]"},
