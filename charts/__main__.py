@@ -21,7 +21,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, NoReturn, Sequence
 
 import cdk8s
 
@@ -65,12 +65,12 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         # One line, no usage dump: the message names the option and what is wrong.
         raise UsageError(message)
 
 
-def _checked(pattern: re.Pattern[str], what: str):
+def _checked(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
     def check(value: str) -> str:
         if not pattern.match(value):
             raise argparse.ArgumentTypeError(f"{value!r} is not {what}")

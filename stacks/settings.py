@@ -823,15 +823,14 @@ def _describe(error: ValidationError, given: Mapping[str, Any]) -> list[str]:
         if key == "batchTeams":
             problems.append(f"{key}={_show(given[key])}: must be a JSON list of team objects")
             continue
-        rule = _type_rule(kind, _FIELDS_BY_KEY[key], from_json=False)
-        if kind in ("string_type",) and len(loc) > 1:  # an item of a list
-            rule = "must be a list of strings (JSON list or comma-separated)"
-            problems.append(f"{key}={_show(given[key])}: {rule}")
+        if kind == "string_type" and len(loc) > 1:  # an item of a list
+            problems.append(f"{key}={_show(given[key])}: must be a list of strings (JSON list or comma-separated)")
             continue
+        allowed = _type_rule(kind, _FIELDS_BY_KEY[key], from_json=False) or message
         value = item["input"]
         if kind in ("greater_than_equal", "less_than_equal"):  # show a `-c` number as the number it is
             value = _cli_number(_cli_integer(value))
-        problems.append(f"{key}={_show(value)}: {rule or message}")
+        problems.append(f"{key}={_show(value)}: {allowed}")
     for index, names in unknown_team_fields.items():
         hints = [
             f"{name} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(name, _TEAM_FIELDS_BY_KEY, n=1, cutoff=0.8))

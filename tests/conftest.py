@@ -1,6 +1,6 @@
-"""Shared test set-up: the project's node on PATH for jsii, the cdk.json context (feature
-flags and default settings) for every test App, the CRD schema folder, and a helper that
-synthesizes the serving system with setting overrides."""
+"""Shared test set-up: the project's node on PATH for jsii, the cdk.json context (the feature
+flags; settings take the model's defaults) for every test App, the CRD schema folder, and a
+helper that synthesizes the serving system with setting overrides."""
 
 from __future__ import annotations
 

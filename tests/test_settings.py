@@ -102,6 +102,10 @@ def test_account_and_region_make_the_stacks_environment_aware():
     assert (s.environment.account, s.environment.region) == ("123456789012", "us-east-2")
 
 
+def test_the_smallest_inferentia_is_refused_for_its_host_memory():
+    assert "16 GiB" in NEURON.unfit_reason("inf2.xlarge")
+
+
 def test_every_instance_type_but_the_smallest_inferentia_can_serve_the_model():
     unfit = {t: a.unfit_reason(t) for a in ACCELERATORS.values() for t in a.instance_types if a.unfit_reason(t)}
     assert list(unfit) == ["inf2.xlarge"]
