@@ -32,7 +32,7 @@ from charts.rayservice import (
 )
 from charts.redis import InClusterRedisChart, in_cluster_gcs_store
 from charts.secrets import GCS_STORE_PASSWORD, HUGGING_FACE_TOKEN, SecretsChart, SecretsInputs
-from charts.serve_config import LlmServing
+from charts.serve_config import COMPILED_ARTIFACT_ENGINES, LlmServing
 
 MISTRAL_7B_INSTRUCT = "mistralai/Mistral-7B-Instruct-v0.2"
 # The tiny model (random weights, ~135k parameters) that the CPU image builds into this
@@ -62,6 +62,10 @@ class EksDeployment:
     namespace: str = constants.SERVING_NAMESPACE
     # "auto-mode" or "node-groups": how the internal NLB of the serve Service is provisioned.
     capacity_mode: str = "auto-mode"
+    # s3://bucket/prefix of the compiled-artifact cache (engines that compile only); the
+    # worker pods then run as RAY_WORKER_SERVICE_ACCOUNT, which EKS Pod Identity maps to a
+    # role that may use that prefix.
+    compiled_artifacts: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,7 @@ class KindCharts:
         return (self.namespace, self.redis, self.rayservice, self.gradio, self.query)
 
 
-def accelerator_serving(model_id: str, workers: RayWorkers) -> LlmServing:
+def accelerator_serving(model_id: str, workers: RayWorkers, compiled_artifacts: str | None = None) -> LlmServing:
     """Serve replicas follow the workers: one per worker pod, as many as there can be."""
     return LlmServing(
         model_id=model_id,
@@ -104,6 +108,7 @@ def accelerator_serving(model_id: str, workers: RayWorkers) -> LlmServing:
         tensor_parallel_degree=NEURON_CORES_PER_DEVICE if workers.engine == "neuron" else 1,
         min_replicas=workers.min_replicas,
         max_replicas=workers.max_replicas,
+        compiled_artifacts=compiled_artifacts if workers.engine in COMPILED_ARTIFACT_ENGINES else None,
     )
 
 
@@ -111,8 +116,9 @@ def eks_rayservice_inputs(deployment: EksDeployment) -> RayServiceInputs:
     workers = accelerator_workers(
         deployment.accelerator, deployment.instance_types, deployment.min_workers, deployment.max_workers
     )
+    serving = accelerator_serving(deployment.model_id, workers, deployment.compiled_artifacts)
     return RayServiceInputs(
-        serving=accelerator_serving(deployment.model_id, workers),
+        serving=serving,
         workers=workers,
         # ElastiCache: TLS in transit, AUTH token synced by External Secrets.
         gcs_store=GcsStore(host=deployment.redis_endpoint, port=deployment.redis_port, password=GCS_STORE_PASSWORD),
@@ -120,6 +126,7 @@ def eks_rayservice_inputs(deployment: EksDeployment) -> RayServiceInputs:
         namespace=deployment.namespace,
         hugging_face_token=HUGGING_FACE_TOKEN,
         serve_load_balancer=deployment.capacity_mode,
+        worker_service_account=constants.RAY_WORKER_SERVICE_ACCOUNT if serving.compiled_artifacts else None,
     )
 
 

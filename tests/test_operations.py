@@ -141,7 +141,7 @@ def test_readiness_role_may_only_read_in_the_serving_namespace(serving):
 
 
 def test_probe_runs_every_minute_against_the_internal_load_balancer(serving):
-    probe_id, probe = only(serving, "AWS::Lambda::Function", {"Handler": "index.handler"})
+    probe_id, probe = only(serving, "AWS::Lambda::Function", {"Handler": "index.handler", "Runtime": "python3.14"})
     environment = probe["Properties"]["Environment"]["Variables"]
     assert environment["METRIC_NAMESPACE"] == "RayServeHA"
     assert environment["SERVICE_NAME"] == "ray-serve-ha/ray-serve-llm"
@@ -223,7 +223,9 @@ def helper_groups(template) -> dict[str, list[str]]:
     found = {}
     for logical_id, function in template.find_resources("AWS::Lambda::Function").items():
         handler = function["Properties"].get("Handler", "")
-        if handler in ("index.on_event", "index.is_complete", "index.handler"):
+        if function["Properties"].get("Runtime") == "python3.14" and handler in (
+            "index.on_event", "index.is_complete", "index.handler"
+        ):
             found[handler] = function["Properties"]["VpcConfig"]["SecurityGroupIds"]
     (project,) = template.find_resources("AWS::CodeBuild::Project").values()
     found["drill"] = project["Properties"]["VpcConfig"]["SecurityGroupIds"]
