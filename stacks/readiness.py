@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
@@ -20,11 +19,9 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from charts.rbac import RAYSERVICE_READERS_GROUP, rayservice_reader_rbac
+from stacks.lambda_code import PYTHON_RUNTIME, handler_code
 from stacks.settings import READINESS_TIMEOUT_MAX_MINUTES
 
-HANDLER_DIR = Path(__file__).resolve().parent.parent / "lambda" / "rayservice_ready"
-# The handlers use only the standard library and the runtime's boto3: no bundling, no Docker.
-RUNTIME = lambda_.Runtime.PYTHON_3_14
 POLL_INTERVAL = cdk.Duration.seconds(30)
 # CloudFormation waits at most this long for a custom resource (ServiceTimeout 1-3600 s).
 CUSTOM_RESOURCE_MAX_WAIT = cdk.Duration.seconds(3600)
@@ -103,8 +100,8 @@ class RayServiceReadiness(Construct):
                 "CloudFormation waits at most 60 minutes for a custom resource"
             )
         common = dict(
-            runtime=RUNTIME,
-            code=lambda_.Code.from_asset(str(HANDLER_DIR), exclude=["__pycache__"]),
+            runtime=PYTHON_RUNTIME,
+            code=handler_code("rayservice_ready"),
             # A private API endpoint is reachable from the VPC only: run in it, in a group
             # of its own that reaches the API endpoint and nothing else (helper_access.py).
             vpc=vpc,

@@ -308,3 +308,16 @@ def test_readme_names_everything_destroy_leaves_behind(default_system):
     teardown = readme[readme.index("What `cdk destroy --all` leaves"):readme.index("### Delivery with CDK Pipelines")]
     for words in ("KMS keys", "log groups", "VPC flow log", "kubectl", "Provider framework"):
         assert words in teardown, words
+
+
+def test_handler_docstrings_name_the_runtime_they_are_deployed_on(serving):
+    from stacks.lambda_code import HANDLERS, PYTHON_RUNTIME
+
+    deployed = {f["Properties"]["Runtime"] for f in serving.find_resources("AWS::Lambda::Function").values()
+                if f["Properties"].get("Handler", "").startswith("index.") and "python" in f["Properties"]["Runtime"]}
+    assert deployed == {PYTHON_RUNTIME.name}
+    version = PYTHON_RUNTIME.name.removeprefix("python")
+    for folder in ("rayservice_ready", "serve_probe"):
+        doc = (HANDLERS / folder / "index.py").read_text().split('"""')[1]
+        assert f"Python {version} runtime" in doc, folder
+        assert not re.search(r"Python 3\.\d+ runtime", doc.replace(f"Python {version} runtime", "")), folder
