@@ -19,11 +19,11 @@ from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "images" / "ray-serve"))
 
-from ray_serve_llm.compiled_artifacts import MARKER, CompileKey  # noqa: E402
+from ray_serve_llm.compiled_artifacts import MARKER, CompileKey  # noqa: E402 (path set above)
 from ray_serve_llm.engines import neuron_engine  # noqa: E402
 from ray_serve_llm.engines.neuron_engine import NEURON_MAX_NUM_SEQS, NeuronEngine  # noqa: E402
 
-from stacks.artifact_cache import ARTIFACTS_PREFIX  # noqa: E402
+from stacks.artifact_cache import ARTIFACTS_PREFIX
 
 BUCKET = "compiled-artifacts"
 MODEL = "mistralai/Mistral-7B-Instruct-v0.2"

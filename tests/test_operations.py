@@ -221,7 +221,7 @@ def describe_peer(rule: dict) -> str:
 def helper_groups(template) -> dict[str, list[str]]:
     """Helper (readiness handlers, probe, drill) -> the security groups it runs in."""
     found = {}
-    for logical_id, function in template.find_resources("AWS::Lambda::Function").items():
+    for function in template.find_resources("AWS::Lambda::Function").values():
         handler = function["Properties"].get("Handler", "")
         if function["Properties"].get("Runtime") == "python3.14" and handler in (
             "index.on_event", "index.is_complete", "index.handler"

@@ -176,7 +176,7 @@ def test_neuron_workers_share_compiled_artifacts_through_a_private_bucket(defaul
     assert (service_account["metadata"]["name"], service_account["metadata"]["namespace"]) == (account, "ray-serving")
     (association_id, association), = serving.find_resources("AWS::EKS::PodIdentityAssociation").items()
     assert (association["Properties"]["Namespace"], association["Properties"]["ServiceAccount"]) == ("ray-serving", account)
-    rayservice_id, rayservice_resource = chart_resources(serving)["RayserviceChart"]
+    _, rayservice_resource = chart_resources(serving)["RayserviceChart"]
     assert association_id in rayservice_resource["DependsOn"]
 
     # That role may list, read and write under the prefix, nothing else.
