@@ -38,3 +38,6 @@ SERVE_PORT = 8000
 DASHBOARD_PORT = 8265
 GCS_PORT = 6379
 GRADIO_PORT = 7860
+# The service account of the Ray worker pods when they get AWS access (EKS Pod Identity):
+# the compiled-artifact cache in S3.
+RAY_WORKER_SERVICE_ACCOUNT = "ray-worker"

@@ -31,7 +31,7 @@ from charts.rayservice import (
 )
 from charts.redis import InClusterRedisChart, in_cluster_gcs_store
 from charts.secrets import GCS_STORE_PASSWORD, HUGGING_FACE_TOKEN, SecretsChart, SecretsInputs
-from charts.serve_config import TINY_MODEL_ID, LlmServing, tiny_model_serving
+from charts.serve_config import COMPILED_ARTIFACT_ENGINES, TINY_MODEL_ID, LlmServing, tiny_model_serving
 
 MISTRAL_7B_INSTRUCT = "mistralai/Mistral-7B-Instruct-v0.2"
 # A Hugging Face model id, <organization>/<model> (what the Hub accepts in a repository id).
@@ -70,6 +70,10 @@ class EksDeployment:
     namespace: str = constants.SERVING_NAMESPACE
     # "auto-mode" or "node-groups": how the internal NLB of the serve Service is provisioned.
     capacity_mode: str = "auto-mode"
+    # s3://bucket/prefix of the compiled-artifact cache (engines that compile only); the
+    # worker pods then run as RAY_WORKER_SERVICE_ACCOUNT, which EKS Pod Identity maps to a
+    # role that may use that prefix.
+    compiled_artifacts: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,9 @@ class KindCharts:
         return (self.namespace, self.redis, self.rayservice, self.gradio, self.query)
 
 
-def accelerator_serving(model_id: str, accelerator: Accelerator, workers: RayWorkers) -> LlmServing:
+def accelerator_serving(
+    model_id: str, accelerator: Accelerator, workers: RayWorkers, compiled_artifacts: str | None = None
+) -> LlmServing:
     """Serve replicas follow the workers: one per worker pod, as many as there can be."""
     return LlmServing(
         model_id=model_id,
@@ -112,6 +118,7 @@ def accelerator_serving(model_id: str, accelerator: Accelerator, workers: RayWor
         tensor_parallel_degree=accelerator.replica_units,
         min_replicas=workers.min_replicas,
         max_replicas=workers.max_replicas,
+        compiled_artifacts=compiled_artifacts if workers.engine in COMPILED_ARTIFACT_ENGINES else None,
     )
 
 
@@ -119,8 +126,11 @@ def eks_rayservice_inputs(deployment: EksDeployment) -> RayServiceInputs:
     workers = accelerator_workers(
         deployment.accelerator, deployment.instance_types, deployment.min_workers, deployment.max_workers
     )
+    serving = accelerator_serving(
+        deployment.model_id, deployment.accelerator, workers, deployment.compiled_artifacts
+    )
     return RayServiceInputs(
-        serving=accelerator_serving(deployment.model_id, deployment.accelerator, workers),
+        serving=serving,
         workers=workers,
         # ElastiCache: TLS in transit, AUTH token synced by External Secrets.
         gcs_store=GcsStore(host=deployment.redis_endpoint, port=deployment.redis_port, password=GCS_STORE_PASSWORD),
@@ -128,6 +138,7 @@ def eks_rayservice_inputs(deployment: EksDeployment) -> RayServiceInputs:
         namespace=deployment.namespace,
         hugging_face_token=HUGGING_FACE_TOKEN,
         serve_load_balancer=deployment.capacity_mode,
+        worker_service_account=constants.RAY_WORKER_SERVICE_ACCOUNT if serving.compiled_artifacts else None,
     )
 
 

@@ -173,6 +173,9 @@ class RayServiceInputs:
     # An internal NLB in front of the serve Service ("auto-mode" or "node-groups", which
     # provision it differently); None: a ClusterIP Service only (kind).
     serve_load_balancer: str | None = None
+    # A service account of their own for the worker pods (created with the chart), when
+    # they get AWS access through EKS Pod Identity; None: the namespace's default.
+    worker_service_account: str | None = None
 
     def __post_init__(self) -> None:
         validate_rayservice_name(self.name)
@@ -348,6 +351,8 @@ def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
             },
         ],
     }
+    if inputs.worker_service_account:
+        pod_spec["serviceAccountName"] = inputs.worker_service_account
     accelerator = workers.accelerator
     group: dict[str, Any] = {
         "groupName": workers.group_name,
@@ -454,5 +459,12 @@ class RayServiceChart(cdk8s.Chart):
     def __init__(self, scope: Construct, construct_id: str, *, inputs: RayServiceInputs) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         self.inputs = inputs
+        if inputs.worker_service_account:
+            # Before the RayService in the manifest: worker pods need it to start.
+            add_api_object(self, {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": inputs.worker_service_account, "namespace": inputs.namespace},
+            })
         self.rayservice = add_api_object(self, rayservice_spec(inputs))
         self.disruption_budget = add_api_object(self, worker_disruption_budget(inputs))

@@ -29,6 +29,10 @@ APP_NAME = "llm"
 DEPLOYMENT_NAME = "LLMServer"
 ROUTE_PREFIX = "/"
 
+# Engines that compile the model for the accelerator and can reuse the result
+# (`neuron_compiled_artifacts` of images/ray-serve/ray_serve_llm/args.py).
+COMPILED_ARTIFACT_ENGINES: tuple[str, ...] = ("neuron",)
+
 # Fewer than two replicas means the one replica's node is a single point of failure.
 MIN_REPLICAS = 2
 
@@ -65,6 +69,9 @@ class LlmServing:
     max_ongoing_requests: int = 16
     # CPUs one replica of the `transformers` engine computes on.
     cpus_per_replica: int = 1
+    # Where compiled artifacts are cached (s3://bucket/prefix or an absolute path): the
+    # engine adds a folder per model, SDK, tensor parallel degree and sequence settings.
+    compiled_artifacts: str | None = None
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -81,6 +88,11 @@ class LlmServing:
             )
         if self.max_replicas < self.min_replicas:
             raise ValueError(f"max_replicas={self.max_replicas} is below min_replicas={self.min_replicas}")
+        if self.compiled_artifacts is not None and self.engine not in COMPILED_ARTIFACT_ENGINES:
+            raise ValueError(
+                f"compiled_artifacts is only used by engine {', '.join(COMPILED_ARTIFACT_ENGINES)} "
+                f"(engine is {self.engine!r})"
+            )
         for field in ("tensor_parallel_degree", "max_tokens", "max_ongoing_requests", "cpus_per_replica"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field}={getattr(self, field)} must be at least 1")
@@ -155,6 +167,8 @@ def _app_args(serving: LlmServing) -> dict[str, Any]:
     }
     if serving.served_model_name:
         args["served_model_name"] = serving.served_model_name
+    if serving.compiled_artifacts:
+        args["neuron_compiled_artifacts"] = serving.compiled_artifacts
     return args
 
 

@@ -9,6 +9,8 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
+from stacks.artifact_cache import ARTIFACTS_PREFIX
+
 EKS_SERVICE_POLICIES = (
     "AWS managed policies EKS documents for this role (cluster role with Auto Mode: cluster, "
     "compute, block storage, load balancing, networking; node roles: worker node, CNI, ECR "
@@ -120,6 +122,22 @@ def acknowledge_findings(system) -> None:
         "cloudwatch:PutMetricData has no resource-level permissions; the statement is limited "
         "to the probe's own metric namespace by a cloudwatch:namespace condition.",
     )
+
+    cache = serving.artifact_cache
+    if cache is not None:
+        _acknowledge(
+            cache.role,
+            f"AwsSolutions-IAM5[Resource::<{_logical_id(cache.bucket)}.Arn>/{ARTIFACTS_PREFIX}/*]",
+            "The Ray workers read and publish compiled artifacts under their prefix; object names "
+            "(one folder per compiled configuration) are made by the engine at run time.",
+        )
+        _acknowledge(
+            cache.bucket,
+            "AwsSolutions-S1",
+            "A cache of derived, re-creatable compiler output, read and written by one Pod "
+            "Identity role; its API calls are recorded by CloudTrail (object-level data events "
+            "where the account enables them). Access logs would cost more than the data.",
+        )
 
     drill = serving.ha_drill
     project = _logical_id(drill.project)

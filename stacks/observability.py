@@ -3,8 +3,6 @@ dashboard with the probe's metrics, the GCS store's health and the accelerator n
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
@@ -19,7 +17,8 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-HANDLER_DIR = Path(__file__).resolve().parent.parent / "lambda" / "serve_probe"
+from stacks.lambda_code import PYTHON_RUNTIME, handler_code
+
 METRIC_NAMESPACE = "RayServeHA"
 PROBE_REQUESTS = 3
 
@@ -44,9 +43,9 @@ class ServeProbe(Construct):
         self.function = lambda_.Function(
             self,
             "Function",
-            runtime=lambda_.Runtime.PYTHON_3_14,
+            runtime=PYTHON_RUNTIME,
             handler="index.handler",
-            code=lambda_.Code.from_asset(str(HANDLER_DIR), exclude=["__pycache__"]),
+            code=handler_code("serve_probe"),
             description="Availability probe of the Ray Serve endpoint",
             # The endpoint is an internal NLB: probe from inside the VPC.
             vpc=vpc,

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import aws_cdk as cdk
+from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_codepipeline as codepipeline
 from aws_cdk import aws_iam as iam
 from aws_cdk import pipelines
@@ -20,7 +21,15 @@ from stacks.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 # The CDK CLI the project pins (package.json) is the one the pipeline synthesizes and
 # self-mutates with.
-CDK_CLI_VERSION = json.loads((ROOT / "package.json").read_text())["devDependencies"]["aws-cdk"]
+_NODE_PINS = json.loads((ROOT / "package.json").read_text())["devDependencies"]
+CDK_CLI_VERSION = _NODE_PINS["aws-cdk"]
+# The asset publishing steps install this cdk-assets (CDK Pipelines' default is the latest).
+CDK_ASSETS_VERSION = _NODE_PINS["cdk-assets"]
+# Docker image assets build on the Neuron DLC and Ray LLM bases, about 10 GB each (some
+# 30 GB unpacked, plus the build's layers): the default small CodeBuild (3 GB memory,
+# 64 GB disk) runs out; medium has 7 GB and 128 GB. CDK Pipelines applies one size to all
+# asset projects; the file assets take seconds on it.
+ASSET_BUILD_COMPUTE = codebuild.ComputeType.MEDIUM
 
 # Starts the drill's CodeBuild project (in the VPC, where the private API endpoint and the
 # internal load balancer are) and waits for it; its failure fails the pipeline.
@@ -46,6 +55,10 @@ class PipelineStack(cdk.Stack):
             "Pipeline",
             pipeline_type=codepipeline.PipelineType.V2,
             cli_version=CDK_CLI_VERSION,
+            cdk_assets_cli_version=CDK_ASSETS_VERSION,
+            asset_publishing_code_build_defaults=pipelines.CodeBuildOptions(
+                build_environment=codebuild.BuildEnvironment(compute_type=ASSET_BUILD_COMPUTE)
+            ),
             # Artifacts encrypted with a KMS key of their own (rotated), as cdk-nag asks.
             cross_account_keys=True,
             enable_key_rotation=True,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+import re
 from typing import Any
 
 import aws_cdk as cdk
@@ -19,11 +19,9 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from charts.rbac import RAYSERVICE_READERS_GROUP, rayservice_reader_rbac
+from stacks.lambda_code import PYTHON_RUNTIME, handler_code
 from stacks.settings import READINESS_TIMEOUT_MAX_MINUTES
 
-HANDLER_DIR = Path(__file__).resolve().parent.parent / "lambda" / "rayservice_ready"
-# The handlers use only the standard library and the runtime's boto3: no bundling, no Docker.
-RUNTIME = lambda_.Runtime.PYTHON_3_14
 POLL_INTERVAL = cdk.Duration.seconds(30)
 # CloudFormation waits at most this long for a custom resource (ServiceTimeout 1-3600 s).
 CUSTOM_RESOURCE_MAX_WAIT = cdk.Duration.seconds(3600)
@@ -40,13 +38,19 @@ if MAX_TIMEOUT.to_seconds() + CLOUDFORMATION_HEADROOM.to_seconds() > CUSTOM_RESO
     )
 
 
+# How CDK writes an unresolved value into a string at synth ("${Token[NAME.123]}").
+_TOKEN_MARKER = re.compile(r"\$\{Token\[[^\]]+\]\}")
+
+
 def rayservice_fingerprint(stack: cdk.Stack, manifest: Any) -> tuple[str, list[Any]]:
     """What makes the gate run again: a content hash of the RayService manifest as written at
-    synth, and the deploy-time values inside it (image URIs, the Redis endpoint, secret
-    ARNs), which CloudFormation resolves. A change in either changes the custom resource's
-    properties, so CloudFormation sends an Update and the gate waits for the new spec.
+    synth, and the deploy-time values inside it (image URIs, the Redis endpoint, the cache
+    bucket), which CloudFormation resolves. A change in either changes the custom
+    resource's properties, so CloudFormation sends an Update and the gate waits for the
+    new spec.
 
-    In the hash each deploy-time value is a numbered placeholder: token strings depend on
+    In the hash each token is a placeholder and the text around it stays (a serve config
+    that names the cache bucket still hashes its model id): token names depend on
     construction order, not on content."""
     values: list[Any] = []
 
@@ -55,14 +59,17 @@ def rayservice_fingerprint(stack: cdk.Stack, manifest: Any) -> tuple[str, list[A
             return {key: mask(item) for key, item in value.items()}
         if isinstance(value, list):
             return [mask(item) for item in value]
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and cdk.Token.is_unresolved(value):
+        if isinstance(value, str) and cdk.Token.is_unresolved(value):
             values.append(value)
-            return f"<deploy-time value {len(values)}>"
+            return _TOKEN_MARKER.sub("<deploy-time value>", value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and cdk.Token.is_unresolved(value):
+            values.append(stack.to_json_string(value))
+            return "<deploy-time value>"
         return value
 
     masked = mask(manifest)
     digest = hashlib.sha256(json.dumps(masked, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    return digest, [stack.to_json_string(value) if not isinstance(value, str) else value for value in values]
+    return digest, values
 
 
 class RayServiceReadiness(Construct):
@@ -93,8 +100,8 @@ class RayServiceReadiness(Construct):
                 "CloudFormation waits at most 60 minutes for a custom resource"
             )
         common = dict(
-            runtime=RUNTIME,
-            code=lambda_.Code.from_asset(str(HANDLER_DIR), exclude=["__pycache__"]),
+            runtime=PYTHON_RUNTIME,
+            code=handler_code("rayservice_ready"),
             # A private API endpoint is reachable from the VPC only: run in it, in a group
             # of its own that reaches the API endpoint and nothing else (helper_access.py).
             vpc=vpc,

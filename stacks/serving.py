@@ -15,7 +15,9 @@ from constructs import Construct
 from charts import constants
 from charts.gradio import GRADIO_NAME
 from charts.profiles import EksDeployment, eks_charts
-from charts.rayservice import serve_service_name
+from charts.rayservice import accelerator_workers, serve_service_name
+from charts.serve_config import COMPILED_ARTIFACT_ENGINES
+from stacks.artifact_cache import CompiledArtifactCache
 from stacks.cluster import ClusterStack
 from stacks.drill_runner import HaDrillProject
 from stacks.gcs_store import GcsStoreStack
@@ -60,6 +62,20 @@ class ServingStack(cdk.Stack):
             platform=ecr_assets.Platform.LINUX_AMD64,
             exclude=IMAGE_EXCLUDES,
         )
+        # Engines that compile the model for the accelerator (Neuron) get the cache: every
+        # worker start after the first downloads the compiled model instead of compiling.
+        self.artifact_cache: CompiledArtifactCache | None = None
+        engine = accelerator_workers(
+            capacity.accelerator, capacity.instance_types, capacity.min_nodes, capacity.max_nodes
+        ).engine
+        if engine in COMPILED_ARTIFACT_ENGINES:
+            self.artifact_cache = CompiledArtifactCache(
+                self,
+                "CompiledArtifacts",
+                cluster=cluster.cluster,
+                namespace=constants.SERVING_NAMESPACE,
+                service_account=constants.RAY_WORKER_SERVICE_ACCOUNT,
+            )
         self.charts = eks_charts(
             cdk8s.App(),
             EksDeployment(
@@ -76,6 +92,7 @@ class ServingStack(cdk.Stack):
                 max_workers=capacity.max_nodes,
                 model_id=settings.serving.model_id,
                 capacity_mode=capacity.mode,
+                compiled_artifacts=self.artifact_cache.location if self.artifact_cache else None,
             ),
         )
         # The manifests live in this stack, not under the cluster construct as
@@ -101,6 +118,9 @@ class ServingStack(cdk.Stack):
         rayservice.node.add_dependency(cluster.kuberay_operator)
         rayservice.node.add_dependency(cluster.external_secrets.chart)
         self.manifests["secrets"].node.add_dependency(cluster.external_secrets.chart)
+        if self.artifact_cache is not None:
+            # Pod Identity credentials are injected at pod start: associate before the pods exist.
+            rayservice.node.add_dependency(self.artifact_cache.pod_identity)
         # The Redis itself outlives the RayService: this stack depends on the GCS store stack.
         self.add_stack_dependency(gcs_store, "the RayService's finalizer needs Redis while it is deleted")
 

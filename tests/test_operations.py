@@ -141,7 +141,7 @@ def test_readiness_role_may_only_read_in_the_serving_namespace(serving):
 
 
 def test_probe_runs_every_minute_against_the_internal_load_balancer(serving):
-    probe_id, probe = only(serving, "AWS::Lambda::Function", {"Handler": "index.handler"})
+    probe_id, probe = only(serving, "AWS::Lambda::Function", {"Handler": "index.handler", "Runtime": "python3.14"})
     environment = probe["Properties"]["Environment"]["Variables"]
     assert environment["METRIC_NAMESPACE"] == "RayServeHA"
     assert environment["SERVICE_NAME"] == "ray-serve-ha/ray-serve-llm"
@@ -221,9 +221,11 @@ def describe_peer(rule: dict) -> str:
 def helper_groups(template) -> dict[str, list[str]]:
     """Helper (readiness handlers, probe, drill) -> the security groups it runs in."""
     found = {}
-    for logical_id, function in template.find_resources("AWS::Lambda::Function").items():
+    for function in template.find_resources("AWS::Lambda::Function").values():
         handler = function["Properties"].get("Handler", "")
-        if handler in ("index.on_event", "index.is_complete", "index.handler"):
+        if function["Properties"].get("Runtime") == "python3.14" and handler in (
+            "index.on_event", "index.is_complete", "index.handler"
+        ):
             found[handler] = function["Properties"]["VpcConfig"]["SecurityGroupIds"]
     (project,) = template.find_resources("AWS::CodeBuild::Project").values()
     found["drill"] = project["Properties"]["VpcConfig"]["SecurityGroupIds"]
@@ -306,3 +308,16 @@ def test_readme_names_everything_destroy_leaves_behind(default_system):
     teardown = readme[readme.index("What `cdk destroy --all` leaves"):readme.index("### Delivery with CDK Pipelines")]
     for words in ("KMS keys", "log groups", "VPC flow log", "kubectl", "Provider framework"):
         assert words in teardown, words
+
+
+def test_handler_docstrings_name_the_runtime_they_are_deployed_on(serving):
+    from stacks.lambda_code import HANDLERS, PYTHON_RUNTIME
+
+    deployed = {f["Properties"]["Runtime"] for f in serving.find_resources("AWS::Lambda::Function").values()
+                if f["Properties"].get("Handler", "").startswith("index.") and "python" in f["Properties"]["Runtime"]}
+    assert deployed == {PYTHON_RUNTIME.name}
+    version = PYTHON_RUNTIME.name.removeprefix("python")
+    for folder in ("rayservice_ready", "serve_probe"):
+        doc = (HANDLERS / folder / "index.py").read_text().split('"""')[1]
+        assert f"Python {version} runtime" in doc, folder
+        assert not re.search(r"Python 3\.\d+ runtime", doc.replace(f"Python {version} runtime", "")), folder

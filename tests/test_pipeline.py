@@ -152,3 +152,36 @@ def test_cdk_nag_and_cfn_lint_are_clean_for_the_pipeline(assembly):
     )
     rules = {line.split(":")[5] for line in result.stdout.splitlines() if line.strip()}
     assert rules <= LIBRARY_FINDINGS, result.stdout
+
+
+def test_asset_builds_fit_the_large_base_images_and_use_the_pinned_cdk_assets(pipeline):
+    projects = pipeline.find_resources("AWS::CodeBuild::Project")
+    docker = {k: p for k, p in projects.items() if k.startswith("PipelineAssetsDockerAsset")}
+    assert len(docker) == 2  # the Ray Serve and Gradio images
+    publishing = {k: p for k, p in projects.items() if k.startswith("PipelineAssets")}
+    for name, project in publishing.items():
+        # Medium: 7 GB memory, 128 GB disk for ~10 GB base images (small has 64 GB).
+        assert project["Properties"]["Environment"]["ComputeType"] == "BUILD_GENERAL1_MEDIUM", name
+        spec = json.dumps(project["Properties"]["Source"]["BuildSpec"])
+        assert "npm install -g cdk-assets@4.7.3" in spec, name
+    assert all(p["Properties"]["Environment"]["PrivilegedMode"] for p in docker.values())
+    package = json.loads((Path(__file__).resolve().parent.parent / "package.json").read_text())
+    assert package["devDependencies"]["cdk-assets"] == "4.7.3"
+
+
+# Bases on Docker Hub that have no public ECR mirror (Ray publishes there only).
+DOCKER_HUB_ONLY = {"rayproject/ray", "rayproject/ray-llm"}
+
+
+def test_base_images_come_from_a_registry_without_anonymous_pull_limits_where_one_exists():
+    # Docker Hub limits anonymous pulls per address; CodeBuild builds share NAT addresses.
+    # Docker's official images are mirrored at public.ecr.aws/docker/library.
+    images = Path(__file__).resolve().parent.parent / "images"
+    bases = {}
+    for dockerfile in images.rglob("Dockerfile*"):
+        for line in dockerfile.read_text().splitlines():
+            if line.startswith("FROM "):
+                bases[dockerfile.relative_to(images).as_posix()] = line.split()[1]
+    docker_hub = {name: base for name, base in bases.items() if "." not in base.split("/")[0]}
+    assert {base.split(":")[0] for base in docker_hub.values()} <= DOCKER_HUB_ONLY, docker_hub
+    assert bases["gradio/Dockerfile"].startswith("public.ecr.aws/docker/library/python:")

@@ -140,3 +140,64 @@ def test_no_secret_value_is_embedded(default_system):
     for chart in CHART_ORDER:
         for obj in objects(default_system.serving, chart):
             assert not (obj["kind"] == "Secret" and (obj.get("data") or obj.get("stringData"))), obj
+
+
+def test_neuron_workers_share_compiled_artifacts_through_a_private_bucket(default_system):
+    serving = default_system.serving
+    (bucket_id, bucket), = serving.find_resources("AWS::S3::Bucket").items()
+    properties = bucket["Properties"]
+    assert properties["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True,
+    }
+    assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "AES256"
+    }
+    # TLS only; and emptied and deleted with the stack (a re-creatable cache).
+    (policy,) = serving.find_resources("AWS::S3::BucketPolicy").values()
+    assert {"Action": "s3:*", "Condition": {"Bool": {"aws:SecureTransport": "false"}}, "Effect": "Deny",
+            "Principal": {"AWS": "*"}} in [
+        {k: v for k, v in s.items() if k != "Resource"} for s in policy["Properties"]["PolicyDocument"]["Statement"]]
+    assert bucket["DeletionPolicy"] == "Delete"
+    assert serving.find_resources("Custom::S3AutoDeleteObjects")
+
+    # The serve config points the engine at the bucket's prefix (the engine adds a folder
+    # per model, SDK, tensor parallel degree and sequence settings).
+    (manifest,) = [r["Properties"]["Manifest"] for k, r in chart_resources(serving).values() if k.startswith("Rayservice")]
+    rayservice = the_rayservice(serving)
+    args = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"][0]["args"]
+    assert re.fullmatch(r"s3://token-\d+/neuron-compiled-artifacts", args["neuron_compiled_artifacts"])
+    assert {"Ref": bucket_id} in tokens(manifest)
+
+    # The worker pods run as the service account that Pod Identity maps to the cache role.
+    (worker_group,) = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    account = worker_group["template"]["spec"]["serviceAccountName"]
+    assert "serviceAccountName" not in rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    (service_account,) = [o for o in objects(serving, "RayserviceChart") if o["kind"] == "ServiceAccount"]
+    assert (service_account["metadata"]["name"], service_account["metadata"]["namespace"]) == (account, "ray-serving")
+    (association_id, association), = serving.find_resources("AWS::EKS::PodIdentityAssociation").items()
+    assert (association["Properties"]["Namespace"], association["Properties"]["ServiceAccount"]) == ("ray-serving", account)
+    _, rayservice_resource = chart_resources(serving)["RayserviceChart"]
+    assert association_id in rayservice_resource["DependsOn"]
+
+    # That role may list, read and write under the prefix, nothing else.
+    role_id = association["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    statements = [s for p in serving.find_resources("AWS::IAM::Policy").values()
+                  if {"Ref": role_id} in p["Properties"]["Roles"]
+                  for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    assert statements == [
+        {"Action": "s3:ListBucket", "Condition": {"StringLike": {"s3:prefix": ["neuron-compiled-artifacts/*"]}},
+         "Effect": "Allow", "Resource": {"Fn::GetAtt": [bucket_id, "Arn"]}},
+        {"Action": ["s3:GetObject", "s3:PutObject"], "Effect": "Allow",
+         "Resource": {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/neuron-compiled-artifacts/*"]]}},
+    ]
+
+
+def test_gpu_workers_have_no_compile_cache(node_groups_nvidia):
+    serving = node_groups_nvidia.serving
+    assert serving.find_resources("AWS::S3::Bucket") == {}
+    assert serving.find_resources("AWS::EKS::PodIdentityAssociation") == {}
+    rayservice = the_rayservice(serving)
+    args = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"][0]["args"]
+    assert "neuron_compiled_artifacts" not in args
+    (worker_group,) = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert "serviceAccountName" not in worker_group["template"]["spec"]

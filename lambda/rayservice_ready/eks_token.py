@@ -10,7 +10,6 @@ from typing import Any
 import botocore.session
 from botocore.auth import SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
-
 from gate_errors import GateError
 
 TOKEN_PREFIX = "k8s-aws-v1."

@@ -3,8 +3,9 @@ its conditions and its recent events, short enough for a stack event."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from rayservice_status import conditions
 
@@ -44,8 +45,8 @@ def _event_time(event: Mapping[str, Any]) -> datetime:
             except ValueError:
                 continue
             # Sorting mixes sources: make every time zone-aware (the API server writes UTC).
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    return datetime.min.replace(tzinfo=timezone.utc)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return datetime.min.replace(tzinfo=UTC)
 
 
 def recent_events(events: list[Mapping[str, Any]], limit: int = MAX_EVENTS) -> list[Mapping[str, Any]]:

@@ -23,13 +23,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from eks_token import eks_token_from_environment
-from gate_errors import GateError, KubeApiError
 from failure_report import clip, timeout_report
-from kube_api import KubeApi, events_path, rayclusters_path, rayservice_path, services_path
+from gate_errors import GateError, KubeApiError
+from kube_api import (
+    KubeApi,
+    events_path,
+    rayclusters_path,
+    rayservice_path,
+    services_path,
+)
 from rayservice_status import evaluate, ready_data
 from teardown import leftovers
 
@@ -56,7 +63,7 @@ class GateProperties:
     spec_hash: str
 
     @classmethod
-    def from_event(cls, event: Mapping[str, Any]) -> "GateProperties":
+    def from_event(cls, event: Mapping[str, Any]) -> GateProperties:
         props = event.get("ResourceProperties") or {}
         missing = [key for key in REQUIRED_PROPERTIES if not str(props.get(key, "")).strip()]
         if missing:

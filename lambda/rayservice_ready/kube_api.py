@@ -22,7 +22,7 @@ HTTP_TIMEOUT_S = 10.0
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     # The API server does not redirect these reads; following one would send the bearer
     # token to wherever it points.
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None
 
 

@@ -3,8 +3,9 @@ served, with nothing pending?"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 # Condition reasons after which KubeRay stops trying until the spec changes (the operator's
 # validation, and the initializing time-out): waiting longer cannot help.

@@ -5,7 +5,8 @@ groups). Until both are gone, the Secret, Redis, the cluster and the VPC must st
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 def _describe(kind: str, item: Mapping[str, Any]) -> str:

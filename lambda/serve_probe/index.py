@@ -1,8 +1,8 @@
 """Availability probe of the Ray Serve OpenAI-compatible endpoint, run every minute by
 EventBridge: a few small chat requests, one after another, then CloudWatch metrics.
 
-Runs on the AWS Lambda Python 3.12 runtime with the standard library and the runtime's
-boto3 only: no bundling.
+Runs on the AWS Lambda Python 3.14 runtime (stacks/lambda_code.py) with the standard
+library and the runtime's boto3 only: no bundling.
 
 Entry point: `index.handler`. Environment: SERVE_URL (required), SERVICE_NAME (required,
 the `Service` dimension), MODEL (default: the first id of GET /v1/models), PROBE_REQUESTS

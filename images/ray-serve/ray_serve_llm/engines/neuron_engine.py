@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from pathlib import Path
 from typing import Any, MutableMapping
 
-from ..compiled_artifacts import ArtifactCache, CompileKey
+from ..compiled_artifacts import DEFAULT_LOCAL_ROOT, ArtifactCache, CompileKey
 from .vllm_engine import VllmEngine
 
 logger = logging.getLogger(__name__)
@@ -78,11 +79,17 @@ class NeuronEngine(VllmEngine):
         tensor_parallel_degree: int,
         max_model_len: int,
         compiled_artifacts: str | None,
+        local_root: Path = DEFAULT_LOCAL_ROOT,
     ) -> "NeuronEngine":
+        """Loads the engine with NxD Inference pointed at the cache's folder for this
+        configuration: downloaded from S3 when another worker compiled it (NxD Inference
+        then loads instead of compiling), published after a fresh compile. `local_root`:
+        where S3 artifacts are kept on this node."""
         cache = None
         if compiled_artifacts:
             cache = ArtifactCache(
                 location=compiled_artifacts,
+                local_root=local_root,
                 key=CompileKey(
                     model_id=model_id,
                     tensor_parallel_degree=tensor_parallel_degree,
