@@ -161,7 +161,9 @@ class TestWithFaultTolerance:
         processes.kill_namespace(worker.namespace)
         record = stack.wait_restarted(worker, before.generation, timeout=60)
         assert record.restarts[-1]["why"].startswith("exited with code")
-        assert temp_dir(worker, record.generation).is_dir() and record.generation == before.generation + 1
+        assert record.generation == before.generation + 1
+        command = open(f"/proc/{record.pid}/cmdline", "rb").read().split(b"\0")
+        assert str(temp_dir(worker, record.generation)).encode() in command  # a fresh temp dir
         assert wait_stack_healthy(stack, 240)
 
     def test_ray_is_locked_down(self, stack):
