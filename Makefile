@@ -1,6 +1,6 @@
 # Reproducible set-up and the project's commands. Everything installs into the project:
 # a Python venv (.venv, with Node 24 from PyPI) and the pinned CDK CLI (node_modules); the
-# local stack and the UI test also need Debian's redis-server, iproute2 and chromium.
+# local stack and the UI test also need Debian's redis-server, iproute2, nftables and chromium.
 # Targets are quick when nothing changed (stamp files track the inputs).
 
 PYTHON ?= python3
@@ -13,7 +13,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 
 CDK := cdk
 
-.PHONY: setup system-packages demo demo-down drill batch-local synth lint check test bench bench-drill clean
+.PHONY: setup system-packages demo demo-down drill chaos batch-local synth lint check test bench bench-drill clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -35,6 +35,7 @@ system-packages:
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v nft >/dev/null || missing="$$missing nftables"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -53,6 +54,11 @@ demo-down: setup
 ## The HA drill against the running demo (or a stack of its own): kill the head under load.
 drill: setup system-packages
 	$(BIN)/python -m local.drill $(DRILL_ARGS)
+
+## The chaos matrix on the running demo: head kills, graceful stops, Redis restarts, worker
+## kills and a head partition, one after the other (MATRIX_ARGS="--head-kills 3" to shorten).
+chaos: setup system-packages
+	$(BIN)/python -m local.drill.matrix $(MATRIX_ARGS)
 
 ## A batch benchmark on the running demo's Ray cluster: JOB=xgboost|pytorch, ARGS="--rows 2000".
 batch-local: setup
@@ -80,7 +86,7 @@ test: setup system-packages
 bench: setup
 	$(BIN)/python bench/synth_time.py --runs $(or $(RUNS),5)
 
-## Medians of K local head drills (RUNS=5 by default).
+## Medians of K local head drills and where the restarted head's time goes (RUNS=5 by default).
 bench-drill: setup system-packages
 	$(BIN)/python bench/drill.py --runs $(or $(RUNS),5)
 

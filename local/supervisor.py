@@ -59,6 +59,7 @@ BACKOFF_MAX_S = 8.0
 # A node that stayed live this long has recovered: its next failure starts a new back-off.
 STABLE_AFTER_S = 60.0
 TICK_S = 0.25
+HEAD_NICENESS = -10
 
 
 def backoff_s(consecutive_failures: int) -> float:
@@ -157,6 +158,10 @@ def node_command(node: RayNode, settings: NodeSettings, generation: int) -> list
               "--disable-usage-stats"]
     if node.head:
         command = [
+            # The head pod has its CPUs reserved (requests = limits); on this shared machine a
+            # higher CPU priority stands in for that, or a restart under load can starve the
+            # head's dashboard agent past the raylet's wait for it.
+            "nice", "-n", str(HEAD_NICENESS),
             str(BIN / "ray"), "start", "--head", *common, "--port", str(GCS_PORT),
             # No replicas on the head: it can crash without taking one down.
             "--num-cpus", "0",

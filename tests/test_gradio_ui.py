@@ -142,6 +142,26 @@ def test_streams_the_answer_as_it_grows():
     assert list(backend.respond("Capital of France?", [])) == ["Par", "Paris"]
     assert calls[0]["stream"] is True and calls[0]["model"] == "m"
     assert calls[0]["messages"] == [{"role": "user", "content": "Capital of France?"}]
+    # No answer length of the UI's own: the server's limit (the serve config's) applies.
+    assert "max_tokens" not in calls[0]
+
+
+def test_a_configured_answer_length_is_sent():
+    settings = Settings(openai_base_url=f"http://{LOOPBACK}:9/v1", model_name="m", max_tokens=32)
+    backend, calls, _ = _backend([_stream(_sse("ok"))], settings)
+    list(backend.respond("hi", []))
+    assert calls[0]["max_tokens"] == 32
+
+
+@pytest.mark.parametrize(
+    "model_name,title",
+    [("mistralai/Mistral-7B-Instruct-v0.2", "Mistral-7B-Instruct-v0.2 on Ray Serve"),
+     ("tiny-mistral", "tiny-mistral on Ray Serve")],
+)
+def test_the_title_names_the_served_model(model_name, title):
+    settings = Settings(openai_base_url=f"http://{LOOPBACK}:9/v1", model_name=model_name)
+    assert ChatBackend(settings).title() == title
+    assert ChatBackend(Settings(model_name=model_name, title="Our chat")).title() == "Our chat"
 
 
 def test_retries_with_backoff_while_the_backend_restarts():
@@ -211,7 +231,7 @@ def _launch(settings: Settings):
 
 @pytest.fixture(scope="module")
 def live_ui(serve_backend):
-    settings = Settings(openai_base_url=serve_backend.openai_url, model_name=None, max_tokens=24,
+    settings = Settings(openai_base_url=serve_backend.openai_url, model_name=None,
                         server_name=LOOPBACK, server_port=free_port())
     ui = _launch(settings)
     yield f"http://{LOOPBACK}:{settings.server_port}"
@@ -308,6 +328,8 @@ def _wait_for_answers(page, count: int) -> str:
 
 def test_ui_streams_an_answer_and_keeps_the_conversation(live_ui, page):
     page.goto(live_ui)
+    # Asked from /v1/models: the page names the model actually served.
+    page.wait_for_function("t => document.title === t", arg=f"{SERVED_MODEL} on Ray Serve", timeout=30_000)
     page.evaluate(_WATCH_ANSWER)
     _ask(page, "What is the capital of France?")
     answer = _wait_for_answers(page, 1)

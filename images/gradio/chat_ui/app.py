@@ -22,8 +22,9 @@ API_NAME = "chat"
 
 def build_ui(settings: Settings, *, backend: ChatBackend | None = None) -> gr.Blocks:
     backend = backend or ChatBackend(settings)
-    with gr.Blocks(title=settings.title, fill_height=True) as ui:
-        gr.Markdown(f"## {settings.title}\nAnswers stream from the OpenAI-compatible API at `{settings.openai_base_url}`.")
+    title = backend.title()
+    with gr.Blocks(title=title, fill_height=True) as ui:
+        gr.Markdown(f"## {title}\nAnswers stream from the OpenAI-compatible API at `{settings.openai_base_url}`.")
         gr.ChatInterface(
             fn=backend.respond,
             chatbot=gr.Chatbot(label="Conversation", placeholder="Ask the model anything.", scale=1),

@@ -116,13 +116,27 @@ class ChatBackend:
             self._model = self.client.models.list().data[0].id
         return self._model
 
+    def title(self) -> str:
+        """UI_TITLE, or the served model's name (asked from the API when MODEL_NAME is unset;
+        a generic title while the API does not answer yet)."""
+        if self.settings.title:
+            return self.settings.title
+        try:
+            model = self.model()
+        except openai.OpenAIError:
+            return "LLM chat on Ray Serve"
+        # A Hugging Face id ("org/name") or a local folder: the name is the last part.
+        return f"{model.rstrip('/').rsplit('/', 1)[-1]} on Ray Serve"
+
     def _stream_once(self, messages: list[dict[str, str]]) -> Iterator[str]:
+        # No max_tokens unless configured: the server answers up to its own limit.
+        limit = {} if self.settings.max_tokens is None else {"max_tokens": self.settings.max_tokens}
         stream = self.client.chat.completions.create(
             model=self.model(),
             messages=messages,  # type: ignore[arg-type]
-            max_tokens=self.settings.max_tokens,
             temperature=self.settings.temperature,
             stream=True,
+            **limit,
         )
         with stream:
             for chunk in stream:

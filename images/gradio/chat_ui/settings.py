@@ -7,13 +7,16 @@
 | OPENAI_API_KEY          | (none: the API is open)     | sent as a bearer token if the API wants one     |
 | GRADIO_SERVER_NAME      | 0.0.0.0                     | bind address (0.0.0.0 in a container)           |
 | GRADIO_SERVER_PORT      | 7860                        | bind port                                       |
-| CHAT_MAX_TOKENS         | 512                         | max_tokens of each answer                       |
+| CHAT_MAX_TOKENS         | (the server's limit)        | max_tokens of each answer, if set               |
 | CHAT_TEMPERATURE        | 0.7                         | sampling temperature                            |
 | REQUEST_TIMEOUT_S       | 120                         | read timeout of one request                     |
 | RETRY_ATTEMPTS          | 6                           | tries of one message before giving up           |
 | RETRY_INITIAL_DELAY_S   | 1                           | wait before the 2nd try; doubles each time ...  |
 | RETRY_MAX_DELAY_S       | 8                           | ... up to this                                  |
-| UI_TITLE                | Mistral-7B-Instruct on Ray Serve | page title                                 |
+| UI_TITLE                | <served model> on Ray Serve | page title                                      |
+
+Unset, CHAT_MAX_TOKENS sends no `max_tokens`: the Serve app then answers up to its own
+limit (the serve config's `max_tokens`), so the UI can never ask for more than is served.
 
 With the defaults a message is retried for about 23 s (1+2+4+8+8): longer than a Serve
 replica's or a proxy's restart, short enough that a real outage is reported promptly.
@@ -37,13 +40,13 @@ class Settings:
     openai_api_key: str | None = None
     server_name: str = "0.0.0.0"
     server_port: int = 7860
-    max_tokens: int = 512
+    max_tokens: int | None = None
     temperature: float = 0.7
     request_timeout_s: float = 120.0
     retry_attempts: int = 6
     retry_initial_delay_s: float = 1.0
     retry_max_delay_s: float = 8.0
-    title: str = "Mistral-7B-Instruct on Ray Serve"
+    title: str | None = None
 
     def __post_init__(self) -> None:
         url = urlparse(self.openai_base_url)
@@ -51,7 +54,7 @@ class Settings:
             raise SettingsError(f"OPENAI_BASE_URL={self.openai_base_url!r}: must be an http(s) URL, e.g. http://host:8000/v1")
         checks = [
             ("GRADIO_SERVER_PORT", self.server_port, 1 <= self.server_port <= 65535, "1-65535"),
-            ("CHAT_MAX_TOKENS", self.max_tokens, self.max_tokens >= 1, "at least 1"),
+            ("CHAT_MAX_TOKENS", self.max_tokens, self.max_tokens is None or self.max_tokens >= 1, "at least 1"),
             ("CHAT_TEMPERATURE", self.temperature, 0 <= self.temperature <= 2, "0-2"),
             ("REQUEST_TIMEOUT_S", self.request_timeout_s, self.request_timeout_s > 0, "above 0"),
             ("RETRY_ATTEMPTS", self.retry_attempts, 1 <= self.retry_attempts <= 100, "1-100"),
@@ -91,11 +94,11 @@ class Settings:
                 continue
             kind = types[field]
             try:
-                values[field] = int(raw) if kind == "int" else float(raw) if kind == "float" else raw
+                values[field] = int(raw) if kind.startswith("int") else float(raw) if kind == "float" else raw
             except ValueError:
                 # Never echo a key, whatever variable it was put in by mistake.
                 shown = "<not shown>" if field == "openai_api_key" else repr(raw)
-                raise SettingsError(f"{env}={shown}: must be a {kind}") from None
+                raise SettingsError(f"{env}={shown}: must be a {kind.split(' ')[0]}") from None
         return cls(**values)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:  # the API key stays out of logs

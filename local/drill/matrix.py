@@ -1,0 +1,204 @@
+"""`python -m local.drill.matrix`: the chaos matrix, on ONE running local stack, in sequence:
+head SIGKILLs, graceful head stops, Redis restarts, worker-node SIGKILLs, and a network
+partition of the head (its link down). Traffic flows through the API port (both workers'
+proxies, as through the serve Service) during every fault; after each fault the stack must
+be healthy again (every node live, Serve healthy) before the next one.
+
+Prints a table per fault kind (runs, requests, failed, retried, p99 during the fault, time
+to Serve healthy median and max, head recoveries that needed a second start, nodes
+restarted that the fault did not touch, stuck recoveries) and writes it as JSON and
+Markdown. Exit 0 only with 0 failed requests, 0 stuck recoveries and 0 untouched nodes
+restarted.
+
+    python -m local.drill.matrix                       # 10 head, 3 graceful, 3 redis, 2 worker, 1 partition
+    python -m local.drill.matrix --head-kills 2 --head-graceful 1 --redis 1 --worker-kills 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from local.drill.__main__ import _bounded, _check_out, _HelpWithDefaults, run_drill
+from local.drill.backends import LocalBackend
+from local.drill.stats import percentile
+
+# How long each kind's outage lasts: the partition is the matrix's 30 s cut; the others are
+# crashes that the supervisor (the kubelet) answers after the drill's --outage.
+KINDS = ("head", "head-graceful", "redis", "worker", "partition")
+
+
+@dataclass
+class KindResult:
+    fault: str
+    runs: int = 0
+    requests: int = 0
+    failed: int = 0
+    retried: int = 0
+    during_latencies_ms: list[float] = field(default_factory=list, repr=False)
+    to_healthy_s: list[float] = field(default_factory=list)
+    second_starts: int = 0
+    untouched_restarts: int = 0
+    stuck: int = 0
+
+    def row(self) -> dict[str, object]:
+        healthy = self.to_healthy_s
+        return {
+            "fault": self.fault,
+            "runs": self.runs,
+            "requests": self.requests,
+            "failed": self.failed,
+            "retried": self.retried,
+            "p99_during_ms": _round(percentile(self.during_latencies_ms, 99)),
+            "to_healthy_median_s": _round(statistics.median(healthy)) if healthy else None,
+            "to_healthy_max_s": _round(max(healthy)) if healthy else None,
+            "head_second_starts": self.second_starts,
+            "untouched_nodes_restarted": self.untouched_restarts,
+            "stuck": self.stuck,
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+COLUMNS = [
+    ("fault", "fault"), ("runs", "runs"), ("requests", "requests"), ("failed", "failed"), ("retried", "retried"),
+    ("p99_during_ms", "p99 during ms"), ("to_healthy_median_s", "to healthy median s"),
+    ("to_healthy_max_s", "to healthy max s"), ("head_second_starts", "head 2nd starts"),
+    ("untouched_nodes_restarted", "untouched nodes restarted"), ("stuck", "stuck"),
+]
+
+
+def markdown(rows: list[dict[str, object]]) -> str:
+    def cell(value: object) -> str:
+        return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row[key]) for key, _ in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def wait_stack_healthy(stack, timeout_s: float) -> bool:
+    """Every node live (the supervisor's probe passing) and Serve healthy."""
+    from local.topology import NODES
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        records = [stack.node_record(node) for node in NODES]
+        if all(r and r.state == "live" and r.probe_ok for r in records) and stack.serve_healthy():
+            return True
+        time.sleep(1)
+    return False
+
+
+def run_matrix(stack, plan: list[tuple[str, int]], *, clients: int, outage_s: float, partition_s: float,
+               before_s: float, after_s: float, recovery_timeout_s: float, progress=print) -> list[KindResult]:
+    results = []
+    for fault, runs in plan:
+        result = KindResult(fault)
+        results.append(result)
+        for run in range(1, runs + 1):
+            if not wait_stack_healthy(stack, recovery_timeout_s):
+                result.stuck += 1
+                progress(f"{fault} {run}/{runs}: the stack was not healthy before the fault; stopping")
+                return results
+            backend = LocalBackend(stack)
+            report, samples = asyncio.run(run_drill(
+                backend, fault=fault, clients=clients, before_s=before_s,
+                outage_s=partition_s if fault == "partition" else outage_s,
+                grace_s=5, after_s=after_s, recovery_timeout_s=recovery_timeout_s, progress=lambda *a, **k: None,
+            ))
+            result.runs += 1
+            result.requests += report.total.requests
+            result.failed += report.total.failed
+            result.retried += report.total.retried
+            timeline = report.timeline
+            result.during_latencies_ms += [
+                s.latency * 1000 for s in samples
+                if s.ok and s.started >= timeline.fault_at and (timeline.healthy_at is None or s.started < timeline.healthy_at)
+            ]
+            if report.restart_to_healthy_s is not None:
+                result.to_healthy_s.append(report.restart_to_healthy_s)
+            if report.fault_to_healthy_s is None:
+                result.stuck += 1
+            if (report.recovery.get("head_starts_to_recover") or 0) > 1:
+                result.second_starts += 1
+            if report.recovery.get("unplanned_restarts"):
+                result.untouched_restarts += 1
+            progress(
+                f"{fault} {run}/{runs}: {report.total.requests} requests, {report.total.failed} failed, "
+                f"{report.total.retried} retried, healthy {report.restart_to_healthy_s} s after the "
+                f"{'heal' if fault == 'partition' else 'restart'}; {report.recovery}"
+            )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.drill.matrix", description=__doc__.splitlines()[0],
+                                     formatter_class=_HelpWithDefaults)
+    count = _bounded(0, 100, int)
+    seconds = _bounded(0, 600)
+    parser.add_argument("--head-kills", type=count, default=10, help="head SIGKILLs")
+    parser.add_argument("--head-graceful", type=count, default=3, help="graceful head stops (SIGTERM, grace 5 s)")
+    parser.add_argument("--redis", type=count, default=3, help="Redis restarts")
+    parser.add_argument("--worker-kills", type=count, default=2, help="worker-node SIGKILLs")
+    parser.add_argument("--partitions", type=count, default=1, help="network partitions of the head")
+    parser.add_argument("--partition-s", type=seconds, default=30.0, help="seconds the head's link stays down")
+    parser.add_argument("--outage", type=seconds, default=5.0, help="seconds a killed part stays down")
+    parser.add_argument("--clients", type=_bounded(1, 64, int), default=4, help="concurrent clients, plus one sequential")
+    parser.add_argument("--before", type=seconds, default=3.0, help="seconds of traffic before each fault")
+    parser.add_argument("--after", type=seconds, default=3.0, help="seconds of traffic after each recovery")
+    parser.add_argument("--recovery-timeout", type=_bounded(0, 3600, low_open=True), default=180.0,
+                        help="seconds within which Serve (and, before the next fault, every node) must be healthy")
+    parser.add_argument("--out", type=Path, default=Path("drill-results"), help="folder for matrix.json and matrix.md")
+    args = parser.parse_args(argv)
+    problem = _check_out(args.out)
+    if problem:
+        parser.error(problem)
+    plan = [(k, n) for k, n in zip(KINDS, (args.head_kills, args.head_graceful, args.redis, args.worker_kills,
+                                           args.partitions)) if n]
+    if not plan:
+        parser.error("nothing to run: every fault count is 0")
+
+    from local.stack import LocalStack, StackError, running_state
+
+    state = running_state()
+    if state is None:
+        print("error: no local stack is running: start it with `make demo` (or `python -m local up --detach`)",
+              file=sys.stderr)
+        return 2
+    if not state.fault_tolerance:
+        print("error: the matrix needs GCS fault tolerance: restart the stack without --no-ft", file=sys.stderr)
+        return 2
+    try:
+        results = run_matrix(LocalStack(state), plan, clients=args.clients, outage_s=args.outage,
+                             partition_s=args.partition_s, before_s=args.before, after_s=args.after,
+                             recovery_timeout_s=args.recovery_timeout)
+    except StackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    rows = [r.row() for r in results]
+    table = markdown(rows)
+    print("\n" + table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "matrix.json").write_text(json.dumps(
+        {"rows": rows, "runs": [{k: v for k, v in asdict(r).items() if k != "during_latencies_ms"} for r in results]},
+        indent=2))
+    (args.out / "matrix.md").write_text(table + "\n")
+    bad = {key: sum(int(row[key]) for row in rows) for key in ("failed", "stuck", "untouched_nodes_restarted")}
+    if any(bad.values()):
+        print("FAILED: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in bad.items() if v), file=sys.stderr)
+        return 1
+    print("PASSED: 0 failed requests, 0 stuck recoveries, 0 untouched nodes restarted")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
