@@ -12,11 +12,23 @@ from charts import constants
 from charts.accelerators import Accelerator
 
 
+# Auto Mode's own node lifetime (its built-in pools expire nodes after 14 days; nodes are
+# also replaced when they drift to a new AMI, about weekly), written here so it is visible.
+EXPIRE_AFTER = "336h"
+# How long a node's drain respects the workers' PodDisruptionBudget before Karpenter forces it:
+# a replacement replica has this long to load before the second replica may go.
+TERMINATION_GRACE_PERIOD = "24h"
+
+
 def accelerator_node_pool(
-    accelerator: Accelerator, instance_types: tuple[str, ...], max_nodes: int
+    accelerator: Accelerator, instance_types: tuple[str, ...], max_nodes: int, upgrade_surge_nodes: int
 ) -> dict[str, Any]:
+    """`upgrade_surge_nodes`: the nodes a NewCluster upgrade adds next to the running cluster
+    (its workers' minimum) until traffic switches and the old cluster goes."""
     shapes = [accelerator.instance_types[t] for t in instance_types]
-    # Limits bound the pool by what `max_nodes` of its largest instance type would add up to.
+    # Limits bound the pool by what its largest instance type would add up to, for the
+    # workers at their maximum plus an upgrade's new cluster.
+    nodes = max_nodes + upgrade_surge_nodes
     largest_vcpus = max(s.vcpus for s in shapes)
     largest_memory = max(s.memory_gib for s in shapes)
     return {
@@ -25,7 +37,7 @@ def accelerator_node_pool(
         "metadata": {"name": constants.accelerator_pool_name(accelerator.name)},
         "spec": {
             "template": {
-                "metadata": {"labels": {constants.ACCELERATOR_LABEL: accelerator.name}},
+                "metadata": {"labels": accelerator.node_labels()},
                 "spec": {
                     "nodeClassRef": {"group": "eks.amazonaws.com", "kind": "NodeClass", "name": "default"},
                     "requirements": [
@@ -39,18 +51,25 @@ def accelerator_node_pool(
                         {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
                         {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
                     ],
-                    "taints": [{"key": accelerator.taint_key, "effect": "NoSchedule"}],
+                    "taints": [accelerator.taint()],
+                    # Expiry is forceful in Karpenter v1 (no budget applies), but a drain
+                    # still waits on the workers' PodDisruptionBudget (one worker at a time,
+                    # and a worker counts only once its replica serves) for up to this long.
+                    "expireAfter": EXPIRE_AFTER,
+                    "terminationGracePeriod": TERMINATION_GRACE_PERIOD,
                 },
             },
             "limits": {
-                "cpu": str(max_nodes * largest_vcpus),
-                "memory": f"{max_nodes * largest_memory}Gi",
+                "cpu": str(nodes * largest_vcpus),
+                "memory": f"{nodes * largest_memory}Gi",
             },
             "disruption": {
                 # Only empty nodes are removed: consolidating a busy node would move a model
                 # replica (minutes of load) for a small saving.
                 "consolidationPolicy": "WhenEmpty",
                 "consolidateAfter": "10m",
+                # One accelerator node at a time, for every reason a budget governs (Empty,
+                # Drifted - a new Auto Mode AMI - and Underutilized): never both replicas.
                 "budgets": [{"nodes": "1"}],
             },
         },

@@ -20,6 +20,7 @@ from constructs import Construct
 from charts import constants
 from charts.accelerators import Accelerator, WorkerSize
 from charts.objects import add_api_object
+from charts.worker_readiness import worker_readiness_probe
 from charts.serve_config import (
     CPU_ENGINE,
     GRACEFUL_SHUTDOWN_TIMEOUT_S,
@@ -334,6 +335,8 @@ def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
                 "image": inputs.image,
                 "resources": _resources(workers.resources, workers.accelerator),
                 "env": env,
+                # Ready only once this worker's own replica serves (charts/worker_readiness.py).
+                "readinessProbe": worker_readiness_probe(),
             }
         ],
         "terminationGracePeriodSeconds": DRAIN_SECONDS,

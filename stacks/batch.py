@@ -124,10 +124,10 @@ def _team_node_group(
             eks.TaintSpec(effect=eks.TaintEffect.NO_SCHEDULE, key=taint.key, value=taint.value)
             for taint in team_node_group_taints(team)
         ],
-        # Managed node groups do not follow pending pods (no Cluster Autoscaler here, unlike
-        # Auto Mode's Karpenter): hold room for max_workers, the Ray autoscaler fills it.
+        # The cluster stack's Cluster Autoscaler adds nodes when the Ray autoscaler adds worker
+        # pods, and removes them when the pods go (Auto Mode's Karpenter does both itself).
         min_size=team.min_workers,
-        desired_size=team.max_workers,
+        desired_size=team.min_workers,
         max_size=team.max_workers,
         subnets=ec2.SubnetSelection(subnets=subnets),
     )
