@@ -16,13 +16,13 @@ from constructs import Construct
 from charts.accelerators import CPU_BATCH_DOCKERFILE, accelerator_of_instance_type, cpu_instance_type
 from charts.batch import (
     AcceleratorWorkerShape,
-    BatchJobsChart,
     BatchTeam,
     BatchTeamChart,
     team_node_group_capacity_type,
     team_node_group_labels,
     team_node_group_taints,
 )
+from charts.batch_jobs import BatchJobsChart
 from stacks.cluster import ClusterStack, install_device_plugin
 from stacks.settings import BatchTeamSettings, CapacitySettings, batch_team
 

@@ -4,7 +4,7 @@ stack relies on (KubeRay, External Secrets)."""
 from __future__ import annotations
 
 import importlib
-from typing import Sequence
+from typing import Any, Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
@@ -362,7 +362,7 @@ def _install(
     wait: bool = False,
     scope: Construct | None = None,
 ) -> eks.HelmChart:
-    options = dict(
+    options: dict[str, Any] = dict(
         repository=ref.repository,
         chart=ref.chart,
         # A stable release name: what `helm list -A` shows and upgrades target.
