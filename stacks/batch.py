@@ -23,7 +23,7 @@ from charts.batch import (
     team_node_group_taints,
 )
 from charts.batch_jobs import BatchJobsChart
-from stacks.cluster import ClusterStack, install_device_plugin
+from stacks.cluster import ClusterStack, autoscaler_node_template_tags, install_device_plugin
 from stacks.settings import BatchTeamSettings, CapacitySettings, batch_team
 
 BATCH_DIR = Path(__file__).resolve().parent.parent / "batch"
@@ -100,9 +100,12 @@ def _team_node_group(
     scope: Construct, label: str, cluster: eks.Cluster, team: BatchTeam, subnets: list[ec2.ISubnet]
 ) -> eks.Nodegroup:
     shape = team.worker_shape
+    tags: dict[str, str] = {}
     if isinstance(shape, AcceleratorWorkerShape):
         instance_type = shape.instance_type
         ami_type = eks.NodegroupAmiType[shape.accelerator.node_group_ami_type]
+        # A team group scales from zero: the autoscaler must know its nodes' devices.
+        tags = autoscaler_node_template_tags(shape.accelerator, (instance_type,))
     else:
         fitting = cpu_instance_type(shape.cpus, shape.memory_gib)
         if fitting is None:
@@ -130,4 +133,5 @@ def _team_node_group(
         desired_size=team.min_workers,
         max_size=team.max_workers,
         subnets=ec2.SubnetSelection(subnets=subnets),
+        tags=tags or None,
     )

@@ -193,6 +193,7 @@ class NodeGroupCapacity(Construct):
             max_unavailable=1,
             disk_size=ACCELERATOR_DISK_GIB,
             subnets=subnets,
+            tags=autoscaler_node_template_tags(accelerator, capacity.instance_types),
         )
         self.device_plugin = install_device_plugin(cluster, accelerator)
 
@@ -274,6 +275,15 @@ class ClusterAutoscaler(Construct):
         )
         # Pod Identity credentials are injected at pod start: associate before the pod exists.
         self.chart.node.add_dependency(association)
+
+
+def autoscaler_node_template_tags(accelerator: Accelerator, instance_types: Sequence[str]) -> dict[str, str]:
+    """Tags that tell the Cluster Autoscaler a node group's nodes carry the accelerator's
+    devices before any node exists (it reads a managed node group's own tags): without them
+    it cannot scale a group up from zero for a pod that requests `aws.amazon.com/neuron`,
+    which its instance table does not know (it knows NVIDIA GPUs)."""
+    devices = min(accelerator.instance_types[t].devices for t in instance_types)
+    return {f"k8s.io/cluster-autoscaler/node-template/resources/{accelerator.device_resource}": str(devices)}
 
 
 def cluster_autoscaler_values(cluster_settings: ClusterSettings, region: str) -> dict:

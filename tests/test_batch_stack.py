@@ -102,6 +102,10 @@ def test_node_groups_mode_gives_each_team_a_tainted_node_group(node_groups):
     assert groups["analytics"]["CapacityType"] == "SPOT"
     assert groups["analytics"]["Taints"] == [{"Effect": "NO_SCHEDULE", "Key": TEAM_KEY, "Value": "analytics"}]
     assert groups["vision"]["AmiType"] == "AL2023_x86_64_NEURON"
+    # The Cluster Autoscaler's instance table knows no Neuron devices: the group's own tag
+    # tells it, so the team's group can grow from zero nodes for a pending Neuron worker.
+    assert groups["vision"]["Tags"] == {"k8s.io/cluster-autoscaler/node-template/resources/aws.amazon.com/neuron": "1"}
+    assert "Tags" not in groups["analytics"]
     assert {"Effect": "NO_SCHEDULE", "Key": "aws.amazon.com/neuron"} in groups["vision"]["Taints"]
     assert not of_kind(batch_objects(node_groups), "NodePool")
     # The Cluster Autoscaler grows a team's group from its minimum as the Ray autoscaler adds workers.

@@ -235,6 +235,8 @@ def test_node_groups_mode_adds_a_tainted_accelerator_group_with_the_al2023_ami(
             "ScalingConfig": {"MinSize": 2, "DesiredSize": 2, "MaxSize": 6},
             # An AMI update replaces one node at a time.
             "UpdateConfig": {"MaxUnavailable": 1},
+            # What the Cluster Autoscaler needs to add a node before one exists.
+            "Tags": {f"k8s.io/cluster-autoscaler/node-template/resources/{accelerator.device_resource}": "1"},
         },
     )
     template.has_resource_properties(
