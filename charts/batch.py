@@ -1,6 +1,6 @@
 """Ray on EKS for batch work: one long-lived, autoscaling Ray cluster per data-science team,
-in the team's own namespace, on nodes only that team's pods may use, and benchmark RayJobs
-submitted to it.
+in the team's own namespace, on nodes only that team's pods may use. The jobs submitted to
+it are in charts/batch_jobs.py.
 
 Isolation rests on one label and one taint per team, both `ray-serve-ha.dev/team=<team>`:
 the team's capacity (a Karpenter NodePool in EKS Auto Mode, or a managed node group) carries
@@ -15,7 +15,6 @@ the cluster, its autoscaler and its warm nodes outlive each job.
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence, Union
 
@@ -26,11 +25,18 @@ from batch import BATCH_DIR, JOB_SCRIPTS, SHARED_MODULES
 from charts import constants
 from charts.accelerators import ACCELERATORS, Accelerator
 from charts.namespace import namespace_manifest
+from charts.node_pool import capacity_requirements, instance_type_requirements, node_pool
 from charts.objects import add_api_object
-from charts.rayservice import (
+from charts.ray_pods import (
+    DNS_1035_LABEL,
+    MAX_RAYJOB_NAME_LENGTH,
     RAY_VERSION,
     PodResources,
+    autoscaling,
+    container_resources,
+    head_group,
     on_demand_capacity_affinity,
+    worker_group,
     worker_pod_resources,
 )
 
@@ -48,12 +54,9 @@ NODE_GROUP_CAPACITY_TYPES = {"on-demand": "ON_DEMAND", "spot": "SPOT"}
 SCRIPTS_CONFIG_MAP = "batch-scripts"
 SCRIPTS_MOUNT_PATH = "/home/ray/batch"
 
-# KubeRay refuses RayCluster names over 53 characters and RayJob names over 47
-# (ray-operator/controllers/ray/utils/constant.go); the longest name made from a team name is
-# `<team>-pytorch`, a RayJob.
-MAX_RAYJOB_NAME_LENGTH = 47
-MAX_TEAM_NAME_LENGTH = MAX_RAYJOB_NAME_LENGTH - len("-pytorch")
-_DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# The longest name made from a team name is a RayJob's, `<team>-<job>` (KubeRay refuses
+# RayJob names over 47 characters, RayCluster names over 53), for the longest job name.
+MAX_TEAM_NAME_LENGTH = MAX_RAYJOB_NAME_LENGTH - max(len(f"-{job}") for job in JOB_SCRIPTS)
 _DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MAX_DNS_LABEL_LENGTH = 63
 # Namespaces a team must not share: the serving system's, the operators' and Kubernetes'.
@@ -135,7 +138,7 @@ class BatchTeam:
                 f"team name {self.name!r} is {len(self.name)} characters long; at most {MAX_TEAM_NAME_LENGTH} "
                 "are allowed because the team's RayCluster and RayJob names are made from it"
             )
-        if not _DNS_1035_LABEL.match(self.name):
+        if not DNS_1035_LABEL.match(self.name):
             raise ValueError(
                 f"team name {self.name!r} is not a DNS-1035 label: use lowercase letters, digits and '-', "
                 "starting with a letter and ending with a letter or digit"
@@ -272,14 +275,6 @@ def worker_resources(team: BatchTeam) -> PodResources:
     return worker_pod_resources(shape.accelerator.worker_size((shape.instance_type,)))
 
 
-def _resources(resources: PodResources, accelerator: Accelerator | None) -> dict[str, Any]:
-    amounts: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
-    if accelerator is not None:
-        amounts[accelerator.device_resource] = str(resources.devices)
-    # Requests equal limits: Guaranteed QoS, and Ray counts exactly what the pod gets.
-    return {"requests": dict(amounts), "limits": dict(amounts)}
-
-
 # --- manifests -------------------------------------------------------------------------
 
 def team_namespace(team: BatchTeam) -> dict[str, Any]:
@@ -291,25 +286,14 @@ def team_namespace(team: BatchTeam) -> dict[str, Any]:
 def _node_pool_requirements(team: BatchTeam) -> list[dict[str, Any]]:
     shape = team.worker_shape
     if isinstance(shape, AcceleratorWorkerShape):
-        placement = [
-            {
-                "key": "eks.amazonaws.com/instance-family",
-                "operator": "In",
-                "values": [shape.accelerator.family(shape.instance_type)],
-            },
-            {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [shape.instance_type]},
-        ]
+        placement = instance_type_requirements(shape.accelerator, (shape.instance_type,))
     else:
         # What Auto Mode's own general-purpose pool offers; Karpenter picks the size.
         placement = [
             {"key": "eks.amazonaws.com/instance-category", "operator": "In", "values": ["c", "m", "r"]},
             {"key": "eks.amazonaws.com/instance-generation", "operator": "Gt", "values": ["4"]},
         ]
-    return [
-        *placement,
-        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": [team.capacity_type]},
-        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
-    ]
+    return [*placement, *capacity_requirements(team.capacity_type)]
 
 
 def _node_pool_limits(team: BatchTeam) -> dict[str, str]:
@@ -326,87 +310,61 @@ def _node_pool_limits(team: BatchTeam) -> dict[str, str]:
 
 def team_node_pool(team: BatchTeam) -> dict[str, Any]:
     """The team's Karpenter NodePool for EKS Auto Mode (cluster-scoped)."""
-    return {
-        "apiVersion": "karpenter.sh/v1",
-        "kind": "NodePool",
-        "metadata": {"name": node_pool_name(team), "labels": {TEAM_LABEL: team.name}},
-        "spec": {
-            "template": {
-                "metadata": {"labels": team_node_labels(team)},
-                "spec": {
-                    "nodeClassRef": {"group": "eks.amazonaws.com", "kind": "NodeClass", "name": "default"},
-                    "requirements": _node_pool_requirements(team),
-                    "taints": [taint.manifest() for taint in team_node_taints(team)],
-                },
-            },
-            "limits": _node_pool_limits(team),
-            "disruption": {
-                # Only empty nodes go: consolidating a busy node would restart a training run.
-                "consolidationPolicy": "WhenEmpty",
-                "consolidateAfter": NODE_CONSOLIDATE_AFTER,
-            },
-        },
-    }
+    return node_pool(
+        node_pool_name(team),
+        labels={TEAM_LABEL: team.name},
+        node_labels=team_node_labels(team),
+        taints=[taint.manifest() for taint in team_node_taints(team)],
+        requirements=_node_pool_requirements(team),
+        limits=_node_pool_limits(team),
+        # Only empty nodes go: consolidating a busy node would restart a training run.
+        disruption={"consolidationPolicy": "WhenEmpty", "consolidateAfter": NODE_CONSOLIDATE_AFTER},
+    )
 
 
 def _head_group(team: BatchTeam) -> dict[str, Any]:
-    return {
-        # No work on the head: tasks and Ray Train workers go to the team's workers, and the
-        # head (the whole cluster) never sits on a team's Spot node.
-        "rayStartParams": {"num-cpus": "0"},
-        "template": {
-            "metadata": {
-                "labels": {TEAM_LABEL: team.name},
-                # Karpenter leaves the head's node alone while it runs: moving it ends every job.
-                "annotations": {"karpenter.sh/do-not-disrupt": "true"},
-            },
-            "spec": {
-                "containers": [
-                    {
-                        "name": "ray-head",
-                        "image": team.ray_image,
-                        "resources": _resources(team.head_resources, None),
-                        # RayJob entrypoints run here, from the scripts in this mount.
-                        "volumeMounts": [
-                            {"name": SCRIPTS_CONFIG_MAP, "mountPath": SCRIPTS_MOUNT_PATH, "readOnly": True}
-                        ],
-                    }
-                ],
-                "volumes": [{"name": SCRIPTS_CONFIG_MAP, "configMap": {"name": SCRIPTS_CONFIG_MAP}}],
-                "affinity": on_demand_capacity_affinity(),
-            },
+    # No work on the head (ray_pods.head_group): tasks and Ray Train workers go to the
+    # team's workers, and the head (the whole cluster) never sits on a team's Spot node.
+    return head_group(
+        {
+            "name": "ray-head",
+            "image": team.ray_image,
+            "resources": container_resources(team.head_resources, None),
+            # RayJob entrypoints run here, from the scripts in this mount.
+            "volumeMounts": [{"name": SCRIPTS_CONFIG_MAP, "mountPath": SCRIPTS_MOUNT_PATH, "readOnly": True}],
         },
-    }
+        labels={TEAM_LABEL: team.name},
+        # Karpenter leaves the head's node alone while it runs: moving it ends every job.
+        annotations={"karpenter.sh/do-not-disrupt": "true"},
+        pod_spec={
+            "volumes": [{"name": SCRIPTS_CONFIG_MAP, "configMap": {"name": SCRIPTS_CONFIG_MAP}}],
+            "affinity": on_demand_capacity_affinity(),
+        },
+    )
 
 
 def _worker_group(team: BatchTeam) -> dict[str, Any]:
     accelerator = team.accelerator
     resources = worker_resources(team)
-    group: dict[str, Any] = {
-        "groupName": accelerator.name if accelerator else "cpu",
-        "replicas": team.min_workers,
-        "minReplicas": team.min_workers,
-        "maxReplicas": team.max_workers,
-        "rayStartParams": {},
-    }
-    if accelerator is not None:
-        # What Ray cannot derive from the pod's device request (Neuron: the cores per chip).
-        ray_resources = accelerator.ray_device.worker_group_resources(resources.devices)
-        if ray_resources:
-            group["resources"] = ray_resources
-    group["template"] = {
-        "metadata": {"labels": {TEAM_LABEL: team.name}},
-        "spec": {
-            "containers": [
-                {"name": "ray-worker", "image": team.ray_image, "resources": _resources(resources, accelerator)}
-            ],
+    return worker_group(
+        group_name=accelerator.name if accelerator else "cpu",
+        min_replicas=team.min_workers,
+        max_replicas=team.max_workers,
+        container={
+            "name": "ray-worker",
+            "image": team.ray_image,
+            "resources": container_resources(resources, accelerator),
+        },
+        labels={TEAM_LABEL: team.name},
+        accelerator=accelerator,
+        devices=resources.devices,
+        pod_spec={
             # The team's nodes and no others: the label only the team's nodes carry, and
             # tolerations for exactly the taints those nodes have.
             "nodeSelector": team_node_labels(team),
             "tolerations": [taint.toleration() for taint in team_node_taints(team)],
         },
-    }
-    return group
+    )
 
 
 def team_raycluster(team: BatchTeam) -> dict[str, Any]:
@@ -419,17 +377,9 @@ def team_raycluster(team: BatchTeam) -> dict[str, Any]:
             # The operator makes a token Secret and sets it on every Ray container and on RayJob
             # submitters (KubeRay >= 1.5.1): other teams' pods cannot drive this dashboard.
             "authOptions": {"mode": "token"},
-            # Jobs ask for workers; Ray's autoscaler adds pods, Karpenter adds nodes for them,
-            # and both go away when the workers are idle.
-            "enableInTreeAutoscaling": True,
-            "autoscalerOptions": {
-                "idleTimeoutSeconds": WORKER_IDLE_TIMEOUT_S,
-                "upscalingMode": "Default",
-                "resources": {
-                    "requests": {"cpu": "500m", "memory": "512Mi"},
-                    "limits": {"cpu": "500m", "memory": "512Mi"},
-                },
-            },
+            # Jobs ask for workers; Ray's autoscaler adds pods, Karpenter (or the Cluster
+            # Autoscaler) adds nodes for them, and both go away when the workers are idle.
+            **autoscaling(WORKER_IDLE_TIMEOUT_S, upscaling_mode="Default"),
             "headGroupSpec": _head_group(team),
             "workerGroupSpecs": [_worker_group(team)],
         },
@@ -446,136 +396,11 @@ def team_job_scripts(team: BatchTeam) -> dict[str, Any]:
     }
 
 
-# --- jobs ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class XGBoostBenchmark:
-    """batch/xgboost_benchmark.py's arguments. Workers and CPUs default to the team's workers."""
-
-    rows: int = 100_000
-    features: int = 20
-    rounds: int = 50
-    workers: int | None = None
-    cpus_per_worker: int | None = None
-
-    def __post_init__(self) -> None:
-        _check_positive("XGBoost benchmark", self, ("rows", "features", "rounds", "workers", "cpus_per_worker"))
-
-
-@dataclass(frozen=True)
-class PyTorchBenchmark:
-    """batch/pytorch_benchmark.py's arguments. Workers and CPUs default to the team's workers."""
-
-    rows: int = 100_000
-    features: int = 20
-    epochs: int = 5
-    batch_size: int = 256
-    workers: int | None = None
-    cpus_per_worker: int | None = None
-
-    def __post_init__(self) -> None:
-        _check_positive(
-            "PyTorch benchmark", self, ("rows", "features", "epochs", "batch_size", "workers", "cpus_per_worker")
-        )
-
-
-def _check_positive(what: str, benchmark: Any, fields: tuple[str, ...]) -> None:
-    for field in fields:
-        value = getattr(benchmark, field)
-        if value is not None and value < 1:
-            raise ValueError(f"{what} {field}={value} must be at least 1")
-
-
-@dataclass(frozen=True)
-class _Placement:
-    workers: int
-    cpus_per_worker: int
-    use_gpu: bool
-
-
-def _placement(team: BatchTeam, workers: int | None, cpus_per_worker: int | None, rows: int) -> _Placement:
-    """Ray Train workers for a job: by default one per worker pod (one per GPU on NVIDIA)."""
-    pod_cpus = int(worker_resources(team).cpu)
-    accelerator = team.accelerator
-    use_gpu = accelerator is not None and accelerator.train_on_devices
-    per_pod = worker_resources(team).devices if use_gpu else 1
-    cpus = cpus_per_worker or pod_cpus // per_pod
-    count = workers or team.max_workers * per_pod
-    fit_per_pod = min(pod_cpus // cpus, per_pod if use_gpu else pod_cpus)
-    if count > team.max_workers * fit_per_pod:
-        raise ValueError(
-            f"{count} Ray Train workers of {cpus} CPUs do not fit on team {team.name!r}'s "
-            f"{team.max_workers} worker pods of {pod_cpus} CPUs"
-        )
-    if rows < count:
-        raise ValueError(f"{rows} rows are fewer than the {count} Ray Train workers: every worker needs rows")
-    return _Placement(workers=count, cpus_per_worker=cpus, use_gpu=use_gpu)
-
-
-def _rayjob(team: BatchTeam, name: str, job: str, args: list[str]) -> dict[str, Any]:
-    if len(name) > MAX_RAYJOB_NAME_LENGTH or not _DNS_1035_LABEL.match(name):
-        raise ValueError(
-            f"RayJob name {name!r} must be a DNS-1035 label of at most {MAX_RAYJOB_NAME_LENGTH} characters"
-        )
-    return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayJob",
-        "metadata": {"name": name, "namespace": team.namespace, "labels": {TEAM_LABEL: team.name}},
-        "spec": {
-            # The team's long-lived cluster, not one made for this job.
-            "clusterSelector": {"ray.io/cluster": raycluster_name(team)},
-            # No entrypoint resources: the driver then runs on the head, where the scripts are.
-            "entrypoint": shlex.join(["python", f"{SCRIPTS_MOUNT_PATH}/{JOB_SCRIPTS[job]}", *args]),
-            # A submitter Job runs `ray job submit` and tails the job's logs, so the results
-            # are in `kubectl logs job/<name>` as well as on the dashboard. (SidecarMode
-            # needs a cluster of the job's own; the operator refuses it with clusterSelector.)
-            "submissionMode": "K8sJobMode",
-            # The cluster is the team's: never deleted with a job. With this false the operator
-            # refuses any ttlSecondsAfterFinished above 0, so none is set.
-            "shutdownAfterJobFinishes": False,
-            # A benchmark is not retried: a second attempt would blur what the numbers mean.
-            "backoffLimit": 0,
-        },
-    }
-
-
-def xgboost_rayjob(
-    team: BatchTeam, benchmark: XGBoostBenchmark = XGBoostBenchmark(), *, name: str | None = None
-) -> dict[str, Any]:
-    """A RayJob that runs batch/xgboost_benchmark.py on the team's cluster."""
-    placement = _placement(team, benchmark.workers, benchmark.cpus_per_worker, benchmark.rows)
-    args = [
-        "--rows", str(benchmark.rows),
-        "--features", str(benchmark.features),
-        "--rounds", str(benchmark.rounds),
-        "--workers", str(placement.workers),
-        "--cpus-per-worker", str(placement.cpus_per_worker),
-    ]  # fmt: skip
-    return _rayjob(team, name or f"{team.name}-xgboost", "xgboost", args)
-
-
-def pytorch_rayjob(
-    team: BatchTeam, benchmark: PyTorchBenchmark = PyTorchBenchmark(), *, name: str | None = None
-) -> dict[str, Any]:
-    """A RayJob that runs batch/pytorch_benchmark.py on the team's cluster (GPUs on NVIDIA workers)."""
-    placement = _placement(team, benchmark.workers, benchmark.cpus_per_worker, benchmark.rows)
-    args = [
-        "--rows", str(benchmark.rows),
-        "--features", str(benchmark.features),
-        "--epochs", str(benchmark.epochs),
-        "--batch-size", str(benchmark.batch_size),
-        "--workers", str(placement.workers),
-        "--cpus-per-worker", str(placement.cpus_per_worker),
-    ]  # fmt: skip
-    if placement.use_gpu:
-        args.append("--use-gpu")
-    return _rayjob(team, name or f"{team.name}-pytorch", "pytorch", args)
-
-
 # --- charts ----------------------------------------------------------------------------
 
 class BatchTeamChart(cdk8s.Chart):
     """A team's namespace, job scripts and Ray cluster, and (EKS Auto Mode) its NodePool.
+    Its jobs are charts.batch_jobs.BatchJobsChart.
 
     In node-groups mode (`node_pool=False`) the stack gives the team a managed node group
     with `team_node_group_labels`, `team_node_group_taints` and `team_node_group_capacity_type`.
@@ -591,24 +416,3 @@ class BatchTeamChart(cdk8s.Chart):
         # Emitted after the namespace, and the head mounts the scripts at start.
         self.job_scripts.add_dependency(self.namespace_object)
         self.raycluster.add_dependency(self.job_scripts)
-
-
-class BatchJobsChart(cdk8s.Chart):
-    """Benchmark RayJobs on a team's cluster (a RayJob runs once: delete it to run it again)."""
-
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        team: BatchTeam,
-        xgboost: XGBoostBenchmark | None = XGBoostBenchmark(),
-        pytorch: PyTorchBenchmark | None = PyTorchBenchmark(),
-    ) -> None:
-        super().__init__(scope, construct_id, disable_resource_name_hashes=True)
-        self.team = team
-        self.rayjobs = []
-        if xgboost is not None:
-            self.rayjobs.append(add_api_object(self, xgboost_rayjob(team, xgboost)))
-        if pytorch is not None:
-            self.rayjobs.append(add_api_object(self, pytorch_rayjob(team, pytorch)))

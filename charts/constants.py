@@ -31,11 +31,16 @@ EXTERNAL_SECRETS_NAMESPACE = "external-secrets"
 
 # Service accounts that receive AWS identities.
 EXTERNAL_SECRETS_SERVICE_ACCOUNT = "external-secrets"
+# node-groups mode: the Cluster Autoscaler, beside the cluster's own system components.
+CLUSTER_AUTOSCALER_NAMESPACE = "kube-system"
+CLUSTER_AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
 
 # Ports.
 REDIS_PORT = 6379
 SERVE_PORT = 8000
 DASHBOARD_PORT = 8265
+# The Ray dashboard agent on every node (KubeRay's default `dashboard-agent-listen-port`).
+DASHBOARD_AGENT_PORT = 52365
 GCS_PORT = 6379
 GRADIO_PORT = 7860
 # The service account of the Ray worker pods when they get AWS access (EKS Pod Identity):

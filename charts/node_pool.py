@@ -1,4 +1,5 @@
-"""The Karpenter NodePool that gives EKS Auto Mode accelerator capacity for the Ray workers.
+"""Karpenter NodePools for EKS Auto Mode: the serving accelerator pool, and the builder the
+batch teams' pools share with it.
 
 Auto Mode's built-in pools launch only C/M/R families, so inf2 or GPU nodes need a pool of
 their own (karpenter.sh/v1, node class `eks.amazonaws.com/NodeClass`).
@@ -12,46 +13,93 @@ from charts import constants
 from charts.accelerators import Accelerator
 
 
-def accelerator_node_pool(
-    accelerator: Accelerator, instance_types: tuple[str, ...], max_nodes: int
+# Auto Mode's own node lifetime (its built-in pools expire nodes after 14 days; nodes are
+# also replaced when they drift to a new AMI, about weekly), written here so it is visible.
+EXPIRE_AFTER = "336h"
+# How long a node's drain respects the workers' PodDisruptionBudget before Karpenter forces it:
+# a replacement replica has this long to load before the second replica may go.
+TERMINATION_GRACE_PERIOD = "24h"
+
+
+def node_pool(
+    name: str,
+    *,
+    node_labels: dict[str, str],
+    taints: list[dict[str, str]],
+    requirements: list[dict[str, Any]],
+    limits: dict[str, str],
+    disruption: dict[str, Any],
+    labels: dict[str, str] | None = None,
+    node_spec: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    shapes = [accelerator.instance_types[t] for t in instance_types]
-    # Limits bound the pool by what `max_nodes` of its largest instance type would add up to.
-    largest_vcpus = max(s.vcpus for s in shapes)
-    largest_memory = max(s.memory_gib for s in shapes)
+    """A NodePool on Auto Mode's default node class: what every pool here has in common."""
+    metadata: dict[str, Any] = {"name": name}
+    if labels:
+        metadata["labels"] = labels
     return {
         "apiVersion": "karpenter.sh/v1",
         "kind": "NodePool",
-        "metadata": {"name": constants.accelerator_pool_name(accelerator.name)},
+        "metadata": metadata,
         "spec": {
             "template": {
-                "metadata": {"labels": {constants.ACCELERATOR_LABEL: accelerator.name}},
+                "metadata": {"labels": node_labels},
                 "spec": {
                     "nodeClassRef": {"group": "eks.amazonaws.com", "kind": "NodeClass", "name": "default"},
-                    "requirements": [
-                        {
-                            "key": "eks.amazonaws.com/instance-family",
-                            "operator": "In",
-                            "values": accelerator.families(instance_types),
-                        },
-                        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": list(instance_types)},
-                        # Model replicas take minutes to load: no Spot interruptions.
-                        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
-                        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
-                    ],
-                    "taints": [{"key": accelerator.taint_key, "effect": "NoSchedule"}],
+                    "requirements": requirements,
+                    "taints": taints,
+                    **(node_spec or {}),
                 },
             },
-            "limits": {
-                "cpu": str(max_nodes * largest_vcpus),
-                "memory": f"{max_nodes * largest_memory}Gi",
-            },
-            "disruption": {
-                # Only empty nodes are removed: consolidating a busy node would move a model
-                # replica (minutes of load) for a small saving.
-                "consolidationPolicy": "WhenEmpty",
-                "consolidateAfter": "10m",
-                "budgets": [{"nodes": "1"}],
-            },
+            "limits": limits,
+            "disruption": disruption,
         },
     }
+
+
+def instance_type_requirements(accelerator: Accelerator, instance_types: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [
+        {"key": "eks.amazonaws.com/instance-family", "operator": "In", "values": accelerator.families(instance_types)},
+        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": list(instance_types)},
+    ]
+
+
+def capacity_requirements(capacity_type: str) -> list[dict[str, Any]]:
+    return [
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": [capacity_type]},
+        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+    ]
+
+
+def accelerator_node_pool(
+    accelerator: Accelerator, instance_types: tuple[str, ...], max_nodes: int, upgrade_surge_nodes: int
+) -> dict[str, Any]:
+    """The serving workers' pool. `upgrade_surge_nodes`: the nodes a NewCluster upgrade adds
+    next to the running cluster (its workers' minimum) until traffic switches."""
+    shapes = [accelerator.instance_types[t] for t in instance_types]
+    # Limits bound the pool by what its largest instance type would add up to, for the
+    # workers at their maximum plus an upgrade's new cluster.
+    nodes = max_nodes + upgrade_surge_nodes
+    return node_pool(
+        constants.accelerator_pool_name(accelerator.name),
+        node_labels=accelerator.node_labels(),
+        taints=[accelerator.taint()],
+        # Model replicas take minutes to load: no Spot interruptions.
+        requirements=[*instance_type_requirements(accelerator, instance_types), *capacity_requirements("on-demand")],
+        # Expiry is forceful in Karpenter v1 (no budget applies), but a drain still waits on
+        # the workers' PodDisruptionBudget (one worker at a time, and a worker counts only once
+        # its replica serves) for up to the grace period.
+        node_spec={"expireAfter": EXPIRE_AFTER, "terminationGracePeriod": TERMINATION_GRACE_PERIOD},
+        limits={
+            "cpu": str(nodes * max(s.vcpus for s in shapes)),
+            "memory": f"{nodes * max(s.memory_gib for s in shapes)}Gi",
+        },
+        disruption={
+            # Only empty nodes are removed: consolidating a busy node would move a model
+            # replica (minutes of load) for a small saving.
+            "consolidationPolicy": "WhenEmpty",
+            "consolidateAfter": "10m",
+            # One accelerator node at a time, for every reason a budget governs (Empty,
+            # Drifted - a new Auto Mode AMI - and Underutilized): never both replicas.
+            "budgets": [{"nodes": "1"}],
+        },
+    )

@@ -10,7 +10,6 @@ operator rejects (see `charts.kuberay_rules`).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +17,23 @@ import cdk8s
 from constructs import Construct
 
 from charts import constants, ray_env
-from charts.accelerators import Accelerator, WorkerSize
+from charts.accelerators import Accelerator
 from charts.objects import add_api_object
+from charts.ray_pods import (
+    DEFAULT_RAY_IMAGE,
+    DNS_1035_LABEL,
+    MAX_RAYSERVICE_NAME_LENGTH,
+    RAY_VERSION,
+    GcsStore,
+    PodResources,
+    SecretKeyRef,
+    autoscaling,
+    container_resources,
+    head_group,
+    on_demand_capacity_affinity,
+    worker_group,
+    worker_pod_resources,
+)
 from charts.serve_config import (
     CPU_ENGINE,
     GRACEFUL_SHUTDOWN_TIMEOUT_S,
@@ -28,14 +42,9 @@ from charts.serve_config import (
     LlmServing,
     serve_config_yaml,
 )
+from charts.worker_readiness import worker_readiness_probe
 
-RAY_VERSION = "2.60.0"
-# Ray's own CPU image; accelerator images (Neuron, vLLM) are built from images/ray-serve.
-DEFAULT_RAY_IMAGE = f"rayproject/ray:{RAY_VERSION}-py312"
 RAYSERVICE_NAME = "ray-serve-llm"
-# KubeRay derives the RayCluster, Service and Pod names from the RayService name.
-MAX_RAYSERVICE_NAME_LENGTH = 47
-_DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 # Set on every pod of a RayService (KubeRay keeps template labels): the RayCluster name
 # KubeRay puts in `ray.io/cluster` is generated and changes with every cluster upgrade.
@@ -58,43 +67,6 @@ SERVE_LOAD_BALANCERS = {
         "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
         "service.beta.kubernetes.io/aws-load-balancer-internal": "true"}},
 }
-
-
-@dataclass(frozen=True)
-class SecretKeyRef:
-    """One key of a Kubernetes Secret (synced from Secrets Manager by an ExternalSecret)."""
-
-    name: str
-    key: str
-
-    def env_source(self) -> dict[str, Any]:
-        return {"secretKeyRef": {"name": self.name, "key": self.key}}
-
-
-@dataclass(frozen=True)
-class GcsStore:
-    """The Redis that the Ray GCS writes to. `host` and `port` may be CDK tokens."""
-
-    host: str
-    port: int | str
-    password: SecretKeyRef
-    # ElastiCache enforces TLS in transit; the in-cluster Redis of the kind profile has none.
-    tls: bool = True
-
-    @property
-    def address(self) -> str:
-        # No credentials in the URL: Ray reads the password from `redisPassword`.
-        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class PodResources:
-    """Requests, equal to limits: Guaranteed QoS, and Ray counts exactly what it gets."""
-
-    cpu: str
-    memory: str
-    # Accelerator devices (Inferentia2 chips, NVIDIA GPUs); only on accelerator workers.
-    devices: int = 0
 
 
 @dataclass(frozen=True)
@@ -145,10 +117,6 @@ def accelerator_workers(
         min_replicas=min_replicas,
         max_replicas=max_replicas,
     )
-
-
-def worker_pod_resources(size: WorkerSize) -> PodResources:
-    return PodResources(cpu=str(size.cpus), memory=f"{size.memory_gib}Gi", devices=size.devices)
 
 
 # The head runs the GCS, the dashboard and the Serve controller, and no replicas.
@@ -214,7 +182,7 @@ def validate_rayservice_name(name: str) -> None:
             f"RayService name {name!r} is {len(name)} characters long; KubeRay allows at most "
             f"{MAX_RAYSERVICE_NAME_LENGTH} because it derives the RayCluster, Service and Pod names from it"
         )
-    if not _DNS_1035_LABEL.match(name):
+    if not DNS_1035_LABEL.match(name):
         raise ValueError(
             f"RayService name {name!r} is not a DNS-1035 label: use lowercase letters, digits and "
             "'-', starting with a letter and ending with a letter or digit"
@@ -251,70 +219,27 @@ def worker_selector(rayservice_name: str) -> dict[str, str]:
     return {"ray.io/node-type": "worker", RAYSERVICE_LABEL: rayservice_name}
 
 
-def on_demand_capacity_affinity() -> dict[str, Any]:
-    """Where Ray heads run: on-demand capacity without accelerators. The terms are ORed:
-    EKS Auto Mode's general-purpose pool (Karpenter labels) or, in node-groups mode, the
-    system node group (on-demand managed nodes)."""
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchExpressions": [
-                            {"key": "karpenter.sh/nodepool", "operator": "In", "values": ["general-purpose"]},
-                            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
-                        ]
-                    },
-                    {
-                        "matchExpressions": [
-                            {
-                                "key": constants.NODE_ROLE_LABEL,
-                                "operator": "In",
-                                "values": [constants.SYSTEM_NODE_ROLE],
-                            },
-                            {"key": "eks.amazonaws.com/capacityType", "operator": "In", "values": ["ON_DEMAND"]},
-                        ]
-                    },
-                ]
-            }
-        }
-    }
-
-
-def _resources(resources: PodResources, accelerator: Accelerator | None) -> dict[str, Any]:
-    amounts: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
-    if accelerator is not None:
-        amounts[accelerator.device_resource] = str(resources.devices)
-    return {"requests": dict(amounts), "limits": dict(amounts)}
-
-
 def _head_group(inputs: RayServiceInputs) -> dict[str, Any]:
     # Reconnect timeout and GCS health checks: the same env as the local stack's head.
     env = ray_env.as_container_env(ray_env.head_env())
     if inputs.gcs_store.tls:
         env.append({"name": "RAY_REDIS_CA_CERT", "value": REDIS_CA_CERT})
-    pod_spec: dict[str, Any] = {
-        "containers": [
-            {
-                "name": "ray-head",
-                "image": inputs.image,
-                "resources": _resources(inputs.head_resources, None),
-                "env": env,
-            }
-        ]
+    container = {
+        "name": "ray-head",
+        "image": inputs.image,
+        "resources": container_resources(inputs.head_resources, None),
+        "env": env,
     }
-    metadata: dict[str, Any] = {"labels": {RAYSERVICE_LABEL: inputs.name}}
-    if inputs.head_on_stable_capacity:
-        pod_spec["affinity"] = on_demand_capacity_affinity()
+    if not inputs.head_on_stable_capacity:
+        return head_group(container, labels={RAYSERVICE_LABEL: inputs.name})
+    return head_group(
+        container,
+        labels={RAYSERVICE_LABEL: inputs.name},
         # Karpenter (EKS Auto Mode) leaves the node alone while the head runs on it; node
         # expiry and a deleted pod still move it, as the HA design allows.
-        metadata["annotations"] = {"karpenter.sh/do-not-disrupt": "true"}
-    return {
-        # No CPUs for Ray on the head: Serve replicas (and any task) go to workers, so a head
-        # restart never takes a replica with it.
-        "rayStartParams": {"num-cpus": "0"},
-        "template": {"metadata": metadata, "spec": pod_spec},
-    }
+        annotations={"karpenter.sh/do-not-disrupt": "true"},
+        pod_spec={"affinity": on_demand_capacity_affinity()},
+    )
 
 
 def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
@@ -323,15 +248,15 @@ def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
     env = ray_env.as_container_env(ray_env.worker_env())
     if inputs.hugging_face_token is not None:
         env.append({"name": "HF_TOKEN", "valueFrom": inputs.hugging_face_token.env_source()})
+    container = {
+        "name": "ray-worker",
+        "image": inputs.image,
+        "resources": container_resources(workers.resources, workers.accelerator),
+        "env": env,
+        # Ready only once this worker's own replica serves (charts/worker_readiness.py).
+        "readinessProbe": worker_readiness_probe(),
+    }
     pod_spec: dict[str, Any] = {
-        "containers": [
-            {
-                "name": "ray-worker",
-                "image": inputs.image,
-                "resources": _resources(workers.resources, workers.accelerator),
-                "env": env,
-            }
-        ],
         "terminationGracePeriodSeconds": DRAIN_SECONDS,
         "topologySpreadConstraints": [
             # Hard: two replicas on one node would make that node a single point of failure.
@@ -354,39 +279,30 @@ def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
     if inputs.worker_service_account:
         pod_spec["serviceAccountName"] = inputs.worker_service_account
     accelerator = workers.accelerator
-    group: dict[str, Any] = {
-        "groupName": workers.group_name,
-        "replicas": workers.min_replicas,
-        "minReplicas": workers.min_replicas,
-        "maxReplicas": workers.max_replicas,
-        "rayStartParams": {},
-    }
     if accelerator is not None:
         pod_spec["nodeSelector"] = accelerator.node_labels()
         pod_spec["tolerations"] = [accelerator.toleration()]
-        # What Ray cannot derive from the pod's device request (Neuron: the cores per chip).
-        ray_resources = accelerator.ray_device.worker_group_resources(workers.resources.devices)
-        if ray_resources:
-            group["resources"] = ray_resources
-    group["template"] = {"metadata": {"labels": {RAYSERVICE_LABEL: inputs.name}}, "spec": pod_spec}
-    return group
+    return worker_group(
+        group_name=workers.group_name,
+        min_replicas=workers.min_replicas,
+        max_replicas=workers.max_replicas,
+        container=container,
+        labels={RAYSERVICE_LABEL: inputs.name},
+        accelerator=accelerator,
+        devices=workers.resources.devices,
+        pod_spec=pod_spec,
+    )
+
+
+# A model replica takes minutes to load: do not give a node back for a short lull.
+WORKER_IDLE_TIMEOUT_S = 600
 
 
 def _autoscaling(workers: RayWorkers) -> dict[str, Any]:
     if workers.max_replicas == workers.min_replicas:
         return {"enableInTreeAutoscaling": False}
-    return {
-        # Ray's autoscaler adds worker pods when Serve autoscaling asks for more replicas.
-        "enableInTreeAutoscaling": True,
-        "autoscalerOptions": {
-            # A model replica takes minutes to load: do not give a node back for a short lull.
-            "idleTimeoutSeconds": 600,
-            "resources": {
-                "requests": {"cpu": "500m", "memory": "512Mi"},
-                "limits": {"cpu": "500m", "memory": "512Mi"},
-            },
-        },
-    }
+    # Ray's autoscaler adds worker pods when Serve autoscaling asks for more replicas.
+    return autoscaling(WORKER_IDLE_TIMEOUT_S)
 
 
 def rayservice_spec(inputs: RayServiceInputs) -> dict[str, Any]:

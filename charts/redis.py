@@ -11,7 +11,7 @@ from constructs import Construct
 
 from charts import constants
 from charts.objects import add_api_object
-from charts.rayservice import GcsStore
+from charts.ray_pods import GcsStore
 from charts.secrets import GCS_STORE_PASSWORD
 
 REDIS_IMAGE = "redis:7.4.5"

@@ -15,7 +15,7 @@ from constructs import Construct
 
 from charts import constants
 from charts.objects import add_api_object
-from charts.rayservice import SecretKeyRef
+from charts.ray_pods import SecretKeyRef
 
 SECRET_STORE_NAME = "aws-secrets-manager"
 # The Kubernetes Secrets the RayService reads, and their keys.

@@ -16,14 +16,14 @@ from constructs import Construct
 from charts.accelerators import CPU_BATCH_DOCKERFILE, accelerator_of_instance_type, cpu_instance_type
 from charts.batch import (
     AcceleratorWorkerShape,
-    BatchJobsChart,
     BatchTeam,
     BatchTeamChart,
     team_node_group_capacity_type,
     team_node_group_labels,
     team_node_group_taints,
 )
-from stacks.cluster import ClusterStack, install_device_plugin
+from charts.batch_jobs import BatchJobsChart
+from stacks.cluster import ClusterStack, autoscaler_node_template_tags, install_device_plugin
 from stacks.settings import BatchTeamSettings, CapacitySettings, batch_team
 
 BATCH_DIR = Path(__file__).resolve().parent.parent / "batch"
@@ -100,9 +100,12 @@ def _team_node_group(
     scope: Construct, label: str, cluster: eks.Cluster, team: BatchTeam, subnets: list[ec2.ISubnet]
 ) -> eks.Nodegroup:
     shape = team.worker_shape
+    tags: dict[str, str] = {}
     if isinstance(shape, AcceleratorWorkerShape):
         instance_type = shape.instance_type
         ami_type = eks.NodegroupAmiType[shape.accelerator.node_group_ami_type]
+        # A team group scales from zero: the autoscaler must know its nodes' devices.
+        tags = autoscaler_node_template_tags(shape.accelerator, (instance_type,))
     else:
         fitting = cpu_instance_type(shape.cpus, shape.memory_gib)
         if fitting is None:
@@ -124,10 +127,11 @@ def _team_node_group(
             eks.TaintSpec(effect=eks.TaintEffect.NO_SCHEDULE, key=taint.key, value=taint.value)
             for taint in team_node_group_taints(team)
         ],
-        # Managed node groups do not follow pending pods (no Cluster Autoscaler here, unlike
-        # Auto Mode's Karpenter): hold room for max_workers, the Ray autoscaler fills it.
+        # The cluster stack's Cluster Autoscaler adds nodes when the Ray autoscaler adds worker
+        # pods, and removes them when the pods go (Auto Mode's Karpenter does both itself).
         min_size=team.min_workers,
-        desired_size=team.max_workers,
+        desired_size=team.min_workers,
         max_size=team.max_workers,
         subnets=ec2.SubnetSelection(subnets=subnets),
+        tags=tags or None,
     )

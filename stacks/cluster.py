@@ -4,7 +4,7 @@ stack relies on (KubeRay, External Secrets)."""
 from __future__ import annotations
 
 import importlib
-from typing import Sequence
+from typing import Any, Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
@@ -93,6 +93,7 @@ class ClusterStack(cdk.Stack):
 
         self.accelerator_pool: AutoModeAcceleratorPool | None = None
         self.node_groups: NodeGroupCapacity | None = None
+        self.cluster_autoscaler: ClusterAutoscaler | None = None
         if capacity.auto_mode:
             self.accelerator_pool = AutoModeAcceleratorPool(
                 self, "AcceleratorPool", cluster=self.cluster, capacity=capacity
@@ -109,6 +110,17 @@ class ClusterStack(cdk.Stack):
         self.external_secrets = ExternalSecretsOperator(
             self, "ExternalSecrets", cluster=self.cluster, auto_mode=capacity.auto_mode
         )
+        if not capacity.auto_mode:
+            # Managed node groups do not follow pending pods: without an autoscaler a
+            # NewCluster upgrade's second set of workers (and batch teams' workers) would wait
+            # for nodes forever.
+            self.cluster_autoscaler = ClusterAutoscaler(
+                self,
+                "ClusterAutoscaler",
+                cluster=self.cluster,
+                cluster_settings=cluster_settings,
+                pod_identity_agent=self.external_secrets.pod_identity_agent,
+            )
         hugging_face_token = secretsmanager.Secret.from_secret_name_v2(
             self, "HuggingFaceToken", secrets.hugging_face_token_secret_name
         )
@@ -127,7 +139,9 @@ class AutoModeAcceleratorPool(Construct):
         super().__init__(scope, construct_id)
         self.manifest = cluster.add_manifest(
             "AcceleratorNodePool",
-            accelerator_node_pool(capacity.accelerator, capacity.instance_types, capacity.max_nodes),
+            accelerator_node_pool(
+                capacity.accelerator, capacity.instance_types, capacity.max_nodes, upgrade_surge_nodes=capacity.min_nodes
+            ),
         )
 
 
@@ -171,11 +185,125 @@ class NodeGroupCapacity(Construct):
             taints=[eks.TaintSpec(effect=eks.TaintEffect.NO_SCHEDULE, key=accelerator.taint_key)],
             min_size=capacity.min_nodes,
             desired_size=capacity.min_nodes,
-            max_size=capacity.max_nodes,
+            # Room for a NewCluster upgrade: the new cluster's workers (at their minimum) start
+            # beside the running ones, up to their maximum; the Cluster Autoscaler adds them.
+            max_size=capacity.max_nodes + capacity.min_nodes,
+            # A managed node group update (new AMI) replaces one node at a time, and waits on
+            # the workers' PodDisruptionBudget: never both replicas.
+            max_unavailable=1,
             disk_size=ACCELERATOR_DISK_GIB,
             subnets=subnets,
+            tags=autoscaler_node_template_tags(accelerator, capacity.instance_types),
         )
         self.device_plugin = install_device_plugin(cluster, accelerator)
+
+
+class ClusterAutoscaler(Construct):
+    """The Cluster Autoscaler (pinned chart, image matching the cluster's minor) for managed
+    node groups, found by the tags EKS puts on their Auto Scaling groups, with an EKS Pod
+    Identity role that may resize only this cluster's groups."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster: eks.Cluster,
+        cluster_settings: ClusterSettings,
+        pod_identity_agent: eks.Addon | None,
+    ):
+        super().__init__(scope, construct_id)
+        name = self.cluster_name = cluster_settings.name
+        self.role = iam.Role(
+            self,
+            "Role",
+            description=f"Cluster Autoscaler of EKS cluster {name}: resizes its managed node groups",
+            assumed_by=iam.SessionTagsPrincipal(iam.ServicePrincipal("pods.eks.amazonaws.com")),
+        )
+        # Reads have no resource-level permissions (AWS documents "*" for them).
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "autoscaling:DescribeAutoScalingGroups",
+                    "autoscaling:DescribeAutoScalingInstances",
+                    "autoscaling:DescribeLaunchConfigurations",
+                    "autoscaling:DescribeScalingActivities",
+                    "autoscaling:DescribeTags",
+                    "ec2:DescribeImages",
+                    "ec2:DescribeInstanceTypes",
+                    "ec2:DescribeLaunchTemplateVersions",
+                    "ec2:GetInstanceTypesFromInstanceRequirements",
+                ],
+                resources=["*"],
+            )
+        )
+        # Labels and taints of a group scaled to zero, from its managed node group.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["eks:DescribeNodegroup"],
+                resources=[
+                    cdk.Stack.of(self).format_arn(
+                        service="eks", resource="nodegroup", resource_name=f"{name}/*",
+                    )
+                ],
+            )
+        )
+        # Changes only to groups EKS tagged as this cluster's.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+                resources=["*"],
+                conditions={"StringEquals": {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{name}": "owned"}},
+            )
+        )
+        association = eks.CfnPodIdentityAssociation(
+            self,
+            "PodIdentity",
+            cluster_name=cluster.cluster_name,
+            namespace=constants.CLUSTER_AUTOSCALER_NAMESPACE,
+            service_account=constants.CLUSTER_AUTOSCALER_SERVICE_ACCOUNT,
+            role_arn=self.role.role_arn,
+        )
+        if pod_identity_agent is not None:
+            association.node.add_dependency(pod_identity_agent)
+        self.chart = _install(
+            cluster,
+            "ClusterAutoscaler",
+            helm_charts.CLUSTER_AUTOSCALER,
+            constants.CLUSTER_AUTOSCALER_NAMESPACE,
+            values=cluster_autoscaler_values(cluster_settings, cdk.Stack.of(self).region),
+        )
+        # Pod Identity credentials are injected at pod start: associate before the pod exists.
+        self.chart.node.add_dependency(association)
+
+
+def autoscaler_node_template_tags(accelerator: Accelerator, instance_types: Sequence[str]) -> dict[str, str]:
+    """Tags that tell the Cluster Autoscaler a node group's nodes carry the accelerator's
+    devices before any node exists (it reads a managed node group's own tags): without them
+    it cannot scale a group up from zero for a pod that requests `aws.amazon.com/neuron`,
+    which its instance table does not know (it knows NVIDIA GPUs)."""
+    devices = min(accelerator.instance_types[t].devices for t in instance_types)
+    return {f"k8s.io/cluster-autoscaler/node-template/resources/{accelerator.device_resource}": str(devices)}
+
+
+def cluster_autoscaler_values(cluster_settings: ClusterSettings, region: str) -> dict:
+    return {
+        "cloudProvider": "aws",
+        "awsRegion": region,
+        # Finds the groups tagged k8s.io/cluster-autoscaler/enabled and
+        # k8s.io/cluster-autoscaler/<cluster> (EKS tags every managed node group so).
+        "autoDiscovery": {"clusterName": cluster_settings.name},
+        "image": {"tag": helm_charts.CLUSTER_AUTOSCALER_IMAGE_TAGS[cluster_settings.kubernetes_version]},
+        "rbac": {"serviceAccount": {"name": constants.CLUSTER_AUTOSCALER_SERVICE_ACCOUNT}},
+        # On the system nodes, never on the accelerator or team nodes it scales.
+        "nodeSelector": {constants.NODE_ROLE_LABEL: constants.SYSTEM_NODE_ROLE},
+        "extraArgs": {
+            # Several accelerator instance types: add the node that wastes least.
+            "expander": "least-waste",
+            # Replicas spread over zones: keep same-shaped groups balanced.
+            "balance-similar-node-groups": "true",
+        },
+    }
 
 
 def install_device_plugin(
@@ -215,10 +343,13 @@ class ExternalSecretsOperator(Construct):
             service_account=constants.EXTERNAL_SECRETS_SERVICE_ACCOUNT,
             role_arn=self.role.role_arn,
         )
+        self.pod_identity_agent: eks.Addon | None = None
         if not auto_mode:
             # Auto Mode runs the Pod Identity agent itself; managed node groups need the add-on.
-            agent = eks.Addon(self, "PodIdentityAgent", cluster=cluster, addon_name="eks-pod-identity-agent")
-            association.node.add_dependency(agent)
+            self.pod_identity_agent = eks.Addon(
+                self, "PodIdentityAgent", cluster=cluster, addon_name="eks-pod-identity-agent"
+            )
+            association.node.add_dependency(self.pod_identity_agent)
         self.chart = _install(
             cluster,
             "ExternalSecretsOperator",
@@ -241,7 +372,7 @@ def _install(
     wait: bool = False,
     scope: Construct | None = None,
 ) -> eks.HelmChart:
-    options = dict(
+    options: dict[str, Any] = dict(
         repository=ref.repository,
         chart=ref.chart,
         # A stable release name: what `helm list -A` shows and upgrades target.

@@ -166,6 +166,23 @@ def acknowledge_findings(system) -> None:
             "have no resource-level permissions before the interface exists.",
         )
 
+    autoscaler = system.cluster.cluster_autoscaler
+    if autoscaler is not None:
+        _acknowledge(
+            autoscaler.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "Cluster Autoscaler: the Auto Scaling and EC2 Describe* reads have no resource-level "
+            "permissions; SetDesiredCapacity and TerminateInstanceInAutoScalingGroup are limited "
+            "to groups tagged k8s.io/cluster-autoscaler/<cluster>=owned by a condition.",
+        )
+        partition, region, account = _environment(autoscaler)
+        _acknowledge(
+            autoscaler.role,
+            f"AwsSolutions-IAM5[Resource::arn:{partition}:eks:{region}:{account}:nodegroup/{autoscaler.cluster_name}/*]",
+            "Cluster Autoscaler reads the labels and taints of this cluster's managed node groups "
+            "(eks:DescribeNodegroup), whose names and ids are generated.",
+        )
+
     gcs_store = system.gcs_store
     _acknowledge(
         gcs_store.auth_token,

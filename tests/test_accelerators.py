@@ -128,7 +128,7 @@ def device_plugin_charts(template) -> dict[str, dict]:
     return {
         r["Properties"]["Chart"]: r["Properties"]
         for r in template.find_resources("Custom::AWSCDK-EKS-HelmChart").values()
-        if r["Properties"]["Chart"] not in ("kuberay-operator", "external-secrets")
+        if r["Properties"]["Chart"] not in ("kuberay-operator", "external-secrets", "cluster-autoscaler")
     }
 
 

@@ -18,16 +18,12 @@ from charts.batch import (
     TEAM_LABEL,
     TEAM_TAINT_KEY,
     AcceleratorWorkerShape,
-    BatchJobsChart,
     BatchTeam,
     BatchTeamChart,
     CpuWorkerShape,
     NodeTaint,
-    PyTorchBenchmark,
-    XGBoostBenchmark,
     check_distinct_teams,
     dashboard_url,
-    pytorch_rayjob,
     raycluster_name,
     team_job_scripts,
     team_namespace,
@@ -37,6 +33,12 @@ from charts.batch import (
     team_node_group_taints,
     team_node_pool,
     team_raycluster,
+)
+from charts.batch_jobs import (
+    BatchJobsChart,
+    PyTorchBenchmark,
+    XGBoostBenchmark,
+    pytorch_rayjob,
     xgboost_rayjob,
 )
 from tests.crd_schemas import schema_errors
@@ -499,3 +501,84 @@ def test_bad_job_inputs_are_refused():
     with pytest.raises(ValueError) as error:
         xgboost_rayjob(CPU_TEAM, name="Nightly_XGBoost")
     assert str(error.value) == "RayJob name 'Nightly_XGBoost' must be a DNS-1035 label of at most 47 characters"
+
+
+# --- the job registry ------------------------------------------------------------------
+
+def test_every_job_script_has_a_registry_entry():
+    from batch import JOB_SCRIPTS
+    from charts.batch_jobs import JOBS
+
+    assert set(JOBS) == set(JOB_SCRIPTS)
+    assert all((BATCH_DIR / job.script).is_file() for job in JOBS.values())
+
+
+def test_a_new_job_is_one_registry_entry(monkeypatch):
+    from dataclasses import dataclass as frozen
+
+    from batch import JOB_SCRIPTS
+    from charts.batch_jobs import JOBS, BatchJob
+
+    @frozen(frozen=True)
+    class Echo:
+        rows: int = 10
+        workers: int | None = None
+        cpus_per_worker: int | None = None
+
+    monkeypatch.setitem(JOB_SCRIPTS, "echo", "echo_benchmark.py")
+    monkeypatch.setitem(JOBS, "echo", BatchJob("echo", Echo, lambda args, where: ["--rows", str(args.rows)]))
+    rayjobs = [o for o in BatchJobsChart(cdk8s.App(), "jobs", team=CPU_TEAM).to_json() if o["kind"] == "RayJob"]
+    assert [job["metadata"]["name"] for job in rayjobs] == ["analytics-xgboost", "analytics-pytorch", "analytics-echo"]
+    echo = rayjobs[-1]
+    assert schema_errors(echo) == []
+    assert shlex.split(echo["spec"]["entrypoint"]) == ["python", f"{SCRIPTS_MOUNT_PATH}/echo_benchmark.py", "--rows", "10"]
+
+
+def test_a_chart_of_chosen_jobs_and_their_arguments():
+    chart = BatchJobsChart(cdk8s.App(), "jobs", team=CPU_TEAM, jobs={"pytorch": PyTorchBenchmark(epochs=2)})
+    (job,) = chart.to_json()
+    assert job["metadata"]["name"] == "analytics-pytorch"
+    assert "--epochs 2" in job["spec"]["entrypoint"]
+
+
+def test_unknown_jobs_and_wrong_arguments_are_refused():
+    from charts.batch_jobs import rayjob
+
+    with pytest.raises(ValueError, match=r"^unknown job\(s\) lightgbm; jobs: xgboost, pytorch$"):
+        BatchJobsChart(cdk8s.App(), "jobs", team=CPU_TEAM, jobs={"lightgbm": None})
+    with pytest.raises(ValueError, match=r"^job 'xgboost' takes XGBoostBenchmark, not PyTorchBenchmark$"):
+        rayjob(CPU_TEAM, "xgboost", PyTorchBenchmark())
+
+
+def test_team_names_leave_room_for_the_longest_job_suffix():
+    from batch import JOB_SCRIPTS
+    from charts.batch import MAX_TEAM_NAME_LENGTH
+    from charts.ray_pods import MAX_RAYJOB_NAME_LENGTH
+
+    longest = max(JOB_SCRIPTS, key=len)
+    team = replace(CPU_TEAM, name="t" * MAX_TEAM_NAME_LENGTH)
+    assert len(f"{team.name}-{longest}") == MAX_RAYJOB_NAME_LENGTH
+    assert xgboost_rayjob(team) and pytorch_rayjob(team)
+
+
+def test_the_ray_pod_module_needs_no_cdk8s():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = "import sys, charts.ray_pods; sys.exit('cdk8s' in sys.modules or 'constructs' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_the_rayservice_and_team_clusters_share_their_pod_builders():
+    # One builder for each: resources, head group, worker group, autoscaler (charts/ray_pods.py).
+    from charts import batch, rayservice
+    from charts.ray_pods import autoscaling, container_resources, head_group, worker_group
+
+    for module in (batch, rayservice):
+        assert module.container_resources is container_resources
+        assert module.head_group is head_group
+        assert module.worker_group is worker_group
+        assert module.autoscaling is autoscaling
+        assert not hasattr(module, "_resources")

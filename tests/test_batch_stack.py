@@ -102,8 +102,34 @@ def test_node_groups_mode_gives_each_team_a_tainted_node_group(node_groups):
     assert groups["analytics"]["CapacityType"] == "SPOT"
     assert groups["analytics"]["Taints"] == [{"Effect": "NO_SCHEDULE", "Key": TEAM_KEY, "Value": "analytics"}]
     assert groups["vision"]["AmiType"] == "AL2023_x86_64_NEURON"
+    # The Cluster Autoscaler's instance table knows no Neuron devices: the group's own tag
+    # tells it, so the team's group can grow from zero nodes for a pending Neuron worker.
+    assert groups["vision"]["Tags"] == {"k8s.io/cluster-autoscaler/node-template/resources/aws.amazon.com/neuron": "1"}
+    assert "Tags" not in groups["analytics"]
     assert {"Effect": "NO_SCHEDULE", "Key": "aws.amazon.com/neuron"} in groups["vision"]["Taints"]
     assert not of_kind(batch_objects(node_groups), "NodePool")
+    # The Cluster Autoscaler grows a team's group from its minimum as the Ray autoscaler adds workers.
+    assert groups["analytics"]["ScalingConfig"] == {"MinSize": 0, "DesiredSize": 0, "MaxSize": 4}
+
+
+def test_a_gpu_team_next_to_neuron_serving_gets_the_nvidia_device_plugin():
+    from aws_cdk.assertions import Template
+
+    gpu_team = {"name": "llm-ft", "namespace": "team-llm-ft", "instanceType": "g6e.xlarge", "maxWorkers": 2}
+    synthesized = synthesize(batchTeams=[gpu_team, TEAMS[1]], capacityMode="node-groups")
+    charts = {
+        r["Properties"]["Chart"]: r["Properties"]
+        for r in Template.from_stack(synthesized.system.batch).find_resources("Custom::AWSCDK-EKS-HelmChart").values()
+    }
+    # The Neuron plugin comes with the serving capacity (cluster stack); the team's g6e
+    # nodes need NVIDIA's, pinned, on its accelerator label, tolerating the team taint.
+    assert set(charts) == {"nvidia-device-plugin"}
+    values = json.loads(charts["nvidia-device-plugin"]["Values"])
+    assert charts["nvidia-device-plugin"]["Version"] == "0.19.3"
+    assert {"key": TEAM_KEY, "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
+    terms = values["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [{"key": "ray-serve-ha.dev/accelerator", "operator": "In", "values": ["nvidia"]}]}]
 
 
 def test_cpu_node_size_leaves_room_for_the_node_itself():

@@ -127,14 +127,80 @@ def test_auto_mode_adds_an_on_demand_accelerator_node_pool(request, system_fixtu
     assert requirements["karpenter.sh/capacity-type"] == ["on-demand"]
 
 
-def test_node_pool_limits_follow_the_max_node_setting():
-    pool = accelerator_node_pool(NEURON, ("inf2.8xlarge",), max_nodes=6)
-    # inf2.8xlarge: 32 vCPU, 128 GiB.
-    assert pool["spec"]["limits"] == {"cpu": "192", "memory": "768Gi"}
+def test_node_pool_limits_hold_the_max_nodes_and_an_upgrades_new_cluster():
+    pool = accelerator_node_pool(NEURON, ("inf2.8xlarge",), max_nodes=6, upgrade_surge_nodes=2)
+    # inf2.8xlarge: 32 vCPU, 128 GiB; 6 nodes plus 2 for a NewCluster upgrade's workers.
+    assert pool["spec"]["limits"] == {"cpu": "256", "memory": "1024Gi"}
+
+
+def test_a_default_deploy_can_upgrade_in_auto_mode(default_system):
+    # min 2 / max 4 workers: a NewCluster upgrade at full scale needs 4 + 2 nodes.
+    (pool,) = [m for m in manifests(default_system.cluster) if m["kind"] == "NodePool"]
+    assert pool["spec"]["limits"] == {"cpu": str(6 * 32), "memory": f"{6 * 128}Gi"}
+
+
+def test_node_churn_replaces_one_accelerator_node_at_a_time(default_system):
+    (pool,) = [m for m in manifests(default_system.cluster) if m["kind"] == "NodePool"]
+    assert schema_errors(pool) == []
+    disruption = pool["spec"]["disruption"]
+    # One budget, no reasons: it governs Empty, Drifted (a new Auto Mode AMI) and
+    # Underutilized alike.
+    assert disruption["budgets"] == [{"nodes": "1"}]
+    assert disruption["consolidationPolicy"] == "WhenEmpty"
+    # Expiry is not budgeted in Karpenter v1: the drain waits on the workers' PDB (whose
+    # workers are Ready only while their replica serves) for up to a day.
+    spec = pool["spec"]["template"]["spec"]
+    assert (spec["expireAfter"], spec["terminationGracePeriod"]) == ("336h", "24h")
+
+
+def test_budgets_for_expiry_are_refused_by_the_karpenter_crd():
+    # Karpenter v1 budgets know Underutilized, Empty and Drifted only; "Expired" is not one.
+    pool = copy.deepcopy(accelerator_node_pool(NEURON, ("inf2.8xlarge",), max_nodes=4, upgrade_surge_nodes=2))
+    pool["spec"]["disruption"]["budgets"] = [{"nodes": "1", "reasons": ["Drifted", "Expired"]}]
+    assert any("'Expired' is not one of" in e for e in schema_errors(pool))
+
+
+def test_node_groups_mode_runs_a_pinned_cluster_autoscaler_for_upgrades(node_groups_neuron):
+    template = node_groups_neuron.cluster
+    chart = helm_charts(template)["cluster-autoscaler"]
+    assert (chart["Repository"], chart["Version"], chart["Namespace"]) == (
+        "https://kubernetes.github.io/autoscaler", "9.59.0", "kube-system",
+    )
+    values = json.loads(chart["Values"]) if isinstance(chart["Values"], str) else None
+    if values is None:  # the region is a token: render it
+        separator, parts = chart["Values"]["Fn::Join"]
+        values = json.loads(separator.join(p if isinstance(p, str) else "us-east-2" for p in parts))
+    # Auto-discovery by the tags EKS puts on every managed node group's Auto Scaling group.
+    assert values["autoDiscovery"] == {"clusterName": "ray-serve-ha"}
+    # The autoscaler's minor matches the cluster's (1.35).
+    assert values["image"]["tag"].startswith("v1.35.")
+    assert values["nodeSelector"] == {constants.NODE_ROLE_LABEL: constants.SYSTEM_NODE_ROLE}
+    template.has_resource_properties(
+        "AWS::EKS::PodIdentityAssociation",
+        {"Namespace": "kube-system", "ServiceAccount": values["rbac"]["serviceAccount"]["name"]},
+    )
+    statements = [
+        s for p in template.find_resources("AWS::IAM::Policy").values()
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        if "autoscaling:SetDesiredCapacity" in s["Action"]
+    ]
+    # It may resize only this cluster's groups.
+    assert statements == [
+        {
+            "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+            "Condition": {"StringEquals": {"aws:ResourceTag/k8s.io/cluster-autoscaler/ray-serve-ha": "owned"}},
+            "Effect": "Allow",
+            "Resource": "*",
+        }
+    ]
+
+
+def test_auto_mode_needs_no_cluster_autoscaler(default_system):
+    assert "cluster-autoscaler" not in helm_charts(default_system.cluster)
 
 
 def test_node_pool_schema_check_catches_a_broken_pool():
-    pool = copy.deepcopy(accelerator_node_pool(NEURON, ("inf2.8xlarge",), max_nodes=4))
+    pool = copy.deepcopy(accelerator_node_pool(NEURON, ("inf2.8xlarge",), max_nodes=4, upgrade_surge_nodes=2))
     del pool["spec"]["template"]["spec"]["nodeClassRef"]
     pool["spec"]["template"]["spec"]["taints"][0]["effect"] = "Sometimes"
     errors = schema_errors(pool)
@@ -165,7 +231,12 @@ def test_node_groups_mode_adds_a_tainted_accelerator_group_with_the_al2023_ami(
             "CapacityType": "ON_DEMAND",
             "Labels": {constants.ACCELERATOR_LABEL: accelerator.name},
             "Taints": [{"Effect": "NO_SCHEDULE", "Key": accelerator.taint_key}],
-            "ScalingConfig": {"MinSize": 2, "DesiredSize": 2, "MaxSize": 4},
+            # Max: the workers' maximum (4) plus an upgrade's new cluster at its minimum (2).
+            "ScalingConfig": {"MinSize": 2, "DesiredSize": 2, "MaxSize": 6},
+            # An AMI update replaces one node at a time.
+            "UpdateConfig": {"MaxUnavailable": 1},
+            # What the Cluster Autoscaler needs to add a node before one exists.
+            "Tags": {f"k8s.io/cluster-autoscaler/node-template/resources/{accelerator.device_resource}": "1"},
         },
     )
     template.has_resource_properties(
@@ -195,6 +266,18 @@ def test_nvidia_device_plugin_is_pinned_and_targets_the_accelerator_label(node_g
 
 def test_auto_mode_installs_no_device_plugin(default_system):
     assert set(helm_charts(default_system.cluster)) == {"kuberay-operator", "external-secrets"}
+
+
+@pytest.mark.parametrize(
+    ("fixture", "chart", "path"),
+    [("node_groups_neuron", "neuron-helm-chart", ("devicePlugin",)), ("node_groups_nvidia", "nvidia-device-plugin", ())],
+)
+def test_device_plugins_tolerate_batch_team_taints(request, fixture, chart, path):
+    values = json.loads(helm_charts(request.getfixturevalue(fixture).cluster)[chart]["Values"])
+    for key in path:
+        values = values[key]
+    # Team nodes of this accelerator carry the team's taint too: the plugin must run there.
+    assert {"key": constants.TEAM_LABEL, "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
 
 
 def test_operators_are_installed_from_pinned_charts(default_system):
