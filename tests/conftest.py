@@ -97,3 +97,19 @@ def node_groups_nvidia() -> Synthesized:
 @pytest.fixture(scope="session")
 def auto_mode_nvidia() -> Synthesized:
     return synthesize(accelerator="nvidia")
+
+
+# Fixtures that start something `make check` leaves out: a test that uses one (directly or
+# through another fixture) gets the marker, so selection follows what a test really needs.
+_FIXTURE_MARKERS = {
+    "backend": "ray",  # the Serve app on a Ray cluster in this process (tests/serve_backend.py)
+    "serve_backend": "ray",
+    "ray_cluster": "ray",
+    "browser": "browser",  # Debian's Chromium through Playwright
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in set(getattr(item, "fixturenames", ())) & set(_FIXTURE_MARKERS):
+            item.add_marker(_FIXTURE_MARKERS[fixture])
