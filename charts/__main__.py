@@ -107,7 +107,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gradio-image", type=_checked(_IMAGE, "an image reference"),
                    help=f"Gradio UI image (kind default: {KindDeployment.gradio_image})")
     eks = p.add_argument_group("eks profile")
-    eks.add_argument("--accelerator", choices=sorted(ACCELERATORS), help="default: neuron")
+    eks.add_argument("--accelerator", choices=sorted(ACCELERATORS), help=f"default: {DEFAULT_ACCELERATOR}")
     eks.add_argument("--instance-type", help="accelerator instance type the workers are sized for "
                      f"(default: {', '.join(f'{a.name} {a.default_instance_type}' for a in ACCELERATORS.values())})")
     eks.add_argument("--min-workers", type=_worker_count, help="default: 2")

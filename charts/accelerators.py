@@ -14,6 +14,7 @@ type satisfied resources") even when the real node would hold it.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -256,7 +257,7 @@ class Accelerator:
     def device_plugin_values(self, tolerated_taint_keys: tuple[str, ...] = ()) -> dict[str, Any]:
         """The device plugin chart's values: on this accelerator's nodes only (by label),
         tolerating its taint and `tolerated_taint_keys` (batch teams' taints)."""
-        values = _deep_copy(self.device_plugin.values)
+        values = copy.deepcopy(self.device_plugin.values)
         tolerations = [
             # Critical add-ons tolerate this (as the charts' defaults do).
             {"key": "CriticalAddonsOnly", "operator": "Exists"},
@@ -266,14 +267,6 @@ class Accelerator:
         _set(values, self.device_plugin.tolerations_path, tolerations)
         _set(values, self.device_plugin.affinity_path, _label_affinity(self.node_labels()))
         return values
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
 
 
 def _set(values: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

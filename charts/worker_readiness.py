@@ -76,8 +76,9 @@ def readiness_command(
         title=replica_title or replica_process_title(),
         starting=REPLICA_STARTING_METHODS,
         proc_root=proc_root,
-        # The dashboard agent's node health (raylet included), what KubeRay probes for Ray >= 2.53.
-        raylet_url=f"http://localhost:{agent_port}/api/healthz",
+        # The raylet's health from the node's dashboard agent, as KubeRay 1.7 probes RayService
+        # workers (it answers 200 while only the GCS, on the head, is unreachable).
+        raylet_url=f"http://localhost:{agent_port}/api/local_raylet_healthz",
         proxy_url=f"http://localhost:{serve_port}/-/healthz",
     )
     # python3 from the image: every Ray image has it (KubeRay's own fallback probe uses Python).

@@ -189,8 +189,12 @@ class NodeGroupCapacity(Construct):
             # beside the running ones, up to their maximum; the Cluster Autoscaler adds them.
             max_size=capacity.max_nodes + capacity.min_nodes,
             # A managed node group update (new AMI) replaces one node at a time, and waits on
-            # the workers' PodDisruptionBudget: never both replicas.
+            # the workers' PodDisruptionBudget: never both replicas. Not forced: a forced update
+            # terminates a node whose worker the PDB protects (after EKS's drain time-out, which
+            # a Neuron replica that compiles can outlast); unforced, the update fails instead and
+            # can be retried once the other replica serves.
             max_unavailable=1,
+            force_update=False,
             disk_size=ACCELERATOR_DISK_GIB,
             subnets=subnets,
             tags=autoscaler_node_template_tags(accelerator, capacity.instance_types),

@@ -106,6 +106,10 @@ def test_the_rayservice_workers_carry_the_probe_and_the_head_keeps_kuberays():
     assert probe_spec["exec"]["command"] == readiness_command()
     assert (probe_spec["periodSeconds"], probe_spec["failureThreshold"]) == (5, 1)
     assert f"{APP_NAME}:{DEPLOYMENT_NAME}" in probe_spec["exec"]["command"][2]
+    # KubeRay's own checks for RayService workers, kept: the raylet (healthy while only the
+    # head's GCS is away) and the Serve proxy.
+    assert "http://localhost:52365/api/local_raylet_healthz" in probe_spec["exec"]["command"][2]
+    assert "http://localhost:8000/-/healthz" in probe_spec["exec"]["command"][2]
     (head,) = cluster["headGroupSpec"]["template"]["spec"]["containers"]
     assert "readinessProbe" not in head
 
