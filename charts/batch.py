@@ -56,7 +56,16 @@ SCRIPTS_MOUNT_PATH = "/home/ray/batch"
 
 # The longest name made from a team name is a RayJob's, `<team>-<job>` (KubeRay refuses
 # RayJob names over 47 characters, RayCluster names over 53), for the longest job name.
-MAX_TEAM_NAME_LENGTH = MAX_RAYJOB_NAME_LENGTH - max(len(f"-{job}") for job in JOB_SCRIPTS)
+# Computed when asked, so that a job added to the registry (batch/) shortens it at once.
+def longest_job_suffix() -> str:
+    """The longest suffix a team's RayJob names get: `-<job>` for each job in batch/."""
+    return max((f"-{job}" for job in JOB_SCRIPTS), key=len)
+
+
+def max_team_name_length() -> int:
+    return MAX_RAYJOB_NAME_LENGTH - len(longest_job_suffix())
+
+
 _DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MAX_DNS_LABEL_LENGTH = 63
 # Namespaces a team must not share: the serving system's, the operators' and Kubernetes'.
@@ -133,9 +142,9 @@ class BatchTeam:
     head_resources: PodResources = BATCH_HEAD_RESOURCES
 
     def __post_init__(self) -> None:
-        if len(self.name) > MAX_TEAM_NAME_LENGTH:
+        if len(self.name) > max_team_name_length():
             raise ValueError(
-                f"team name {self.name!r} is {len(self.name)} characters long; at most {MAX_TEAM_NAME_LENGTH} "
+                f"team name {self.name!r} is {len(self.name)} characters long; at most {max_team_name_length()} "
                 "are allowed because the team's RayCluster and RayJob names are made from it"
             )
         if not DNS_1035_LABEL.match(self.name):

@@ -29,8 +29,14 @@ from typing import Annotated, Any, Callable, Iterable, Mapping, get_args
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
-import batch as batch_jobs
-from charts.accelerators import ACCELERATORS, CPU_INSTANCE_TYPES, Accelerator, cpu_instance_type
+from charts.accelerators import (
+    ACCELERATORS,
+    CPU_INSTANCE_TYPES,
+    DEFAULT_ACCELERATOR,
+    Accelerator,
+    accelerator_of_instance_type,
+    cpu_instance_type,
+)
 from charts.batch import (
     CAPACITY_TYPES,
     MAX_RAYJOB_NAME_LENGTH,
@@ -38,6 +44,7 @@ from charts.batch import (
     BatchTeam,
     CpuWorkerShape,
     check_distinct_teams,
+    longest_job_suffix,
 )
 from charts.profiles import HF_MODEL_ID, HF_MODEL_ID_RULE, MISTRAL_7B_INSTRUCT
 from charts.serve_config import MIN_REPLICAS
@@ -137,11 +144,11 @@ def _matching(pattern: re.Pattern[str], rule: str) -> Callable[[str], str]:
 
 
 def _one_of(choices: Iterable[str]) -> Callable[[str], str]:
-    allowed = tuple(choices)
-
+    # Read when a value is checked, not when the model is defined: the accelerator table is a
+    # dict that a new entry extends.
     def check(value: str) -> str:
-        if value not in allowed:
-            raise ValueError("must be one of: " + ", ".join(allowed))
+        if value not in choices:
+            raise ValueError("must be one of: " + ", ".join(choices))
         return value
 
     return check
@@ -352,7 +359,7 @@ class BatchTeamSettings(BaseModel):
         """The first rule of one team that fails, as the charts would refuse it at synth."""
         if (self.instance_type is None) == (self.cpus is None or self.memory_gib is None):
             return "give either cpus and memoryGib (CPU workers) or instanceType (accelerator workers)"
-        if self.instance_type is not None and _team_accelerator(self.instance_type) is None:
+        if self.instance_type is not None and accelerator_of_instance_type(self.instance_type) is None:
             types = [t for a in ACCELERATORS.values() for t in a.instance_types]
             return f"instanceType={self.instance_type!r} is not an accelerator instance type; allowed: {', '.join(types)}"
         suffix = longest_job_suffix()
@@ -367,11 +374,6 @@ class BatchTeamSettings(BaseModel):
         except ValueError as error:
             return str(error)
         return None
-
-
-def longest_job_suffix() -> str:
-    """The longest suffix a team's RayJob names get: `-<job>` for each job in batch/."""
-    return max((f"-{job}" for job in batch_jobs.JOB_SCRIPTS), key=len)
 
 
 _ACCELERATOR_NAMES = ", ".join(ACCELERATORS)
@@ -404,7 +406,7 @@ class SettingsModel(BaseModel):
         description="IPv4 CIDRs allowed to the public API endpoint; empty: private endpoint",
     )
     accelerator: AcceleratorName = Field(
-        "neuron", alias="accelerator", description=_ACCELERATOR_NAMES
+        DEFAULT_ACCELERATOR, alias="accelerator", description=_ACCELERATOR_NAMES
     )
     capacity_mode: CapacityMode = Field(
         "auto-mode", alias="capacityMode", description=", ".join(CAPACITY_MODES)
@@ -529,7 +531,7 @@ class SettingsModel(BaseModel):
         problems = []
         for instance_type in self.instance_types:
             if instance_type not in accelerator.instance_types:
-                other = _team_accelerator(instance_type)
+                other = accelerator_of_instance_type(instance_type)
                 why = f" ({instance_type} is a {other.name} instance type)" if other else ""
                 problems.append(
                     f"{key}={instance_type!r}: is not a {accelerator.name} instance type{why}; allowed for "
@@ -845,14 +847,10 @@ def _describe(error: ValidationError, given: Mapping[str, Any]) -> list[str]:
 
 # --- batch teams: the charts' view and the node-group fit ----------------------------------
 
-def _team_accelerator(instance_type: str) -> Accelerator | None:
-    return next((a for a in ACCELERATORS.values() if instance_type in a.instance_types), None)
-
-
 def batch_team(team: BatchTeamSettings, ray_image: str) -> BatchTeam:
     """The charts' BatchTeam (which validates itself) for a team of the settings."""
     if team.instance_type is not None:
-        accelerator = _team_accelerator(team.instance_type)
+        accelerator = accelerator_of_instance_type(team.instance_type)
         if accelerator is None:
             raise ValueError(f"team {team.name!r} instanceType {team.instance_type!r} is no accelerator's")
         shape: AcceleratorWorkerShape | CpuWorkerShape = AcceleratorWorkerShape(accelerator, team.instance_type)

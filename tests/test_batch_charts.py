@@ -552,11 +552,11 @@ def test_unknown_jobs_and_wrong_arguments_are_refused():
 
 def test_team_names_leave_room_for_the_longest_job_suffix():
     from batch import JOB_SCRIPTS
-    from charts.batch import MAX_TEAM_NAME_LENGTH
+    from charts.batch import max_team_name_length
     from charts.ray_pods import MAX_RAYJOB_NAME_LENGTH
 
     longest = max(JOB_SCRIPTS, key=len)
-    team = replace(CPU_TEAM, name="t" * MAX_TEAM_NAME_LENGTH)
+    team = replace(CPU_TEAM, name="t" * max_team_name_length())
     assert len(f"{team.name}-{longest}") == MAX_RAYJOB_NAME_LENGTH
     assert xgboost_rayjob(team) and pytorch_rayjob(team)
 
