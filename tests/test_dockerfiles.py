@@ -27,7 +27,7 @@ BASE_IMAGES = {
     "images/ray-serve/Dockerfile.cpu": "rayproject/ray:2.60.0-py312-cpu",
     "images/ray-serve/Dockerfile.nvidia": "rayproject/ray-llm:2.60.0-py312-cu130",
     "images/ray-serve/Dockerfile.neuron": NEURON_BASE,
-    "images/gradio/Dockerfile": "python:3.11.14-slim-bookworm",
+    "images/gradio/Dockerfile": "public.ecr.aws/docker/library/python:3.11.14-slim-bookworm",
     "batch/Dockerfile": "rayproject/ray:2.60.0-py312-cpu",
     "batch/Dockerfile.cuda": "rayproject/ray:2.60.0-py312-cu130",
 }
