@@ -19,7 +19,8 @@ from charts.accelerators import Accelerator
 from charts.helm import HelmChartRef
 from charts.node_pool import accelerator_node_pool
 from stacks import helm_charts
-from stacks.settings import CapacitySettings, ClusterSettings, SecretsSettings
+from stacks.existing_network import ExistingNetwork
+from stacks.settings import CapacitySettings, ClusterSettings, NetworkSettings, SecretsSettings
 
 # node-groups mode: where the operators, the Ray head and the UI run.
 SYSTEM_INSTANCE_TYPE = "m7i.xlarge"
@@ -40,11 +41,19 @@ class ClusterStack(cdk.Stack):
         cluster_settings: ClusterSettings,
         capacity: CapacitySettings,
         secrets: SecretsSettings,
-        vpc: ec2.IVpc,
-        subnets: Sequence[ec2.ISubnet],
+        vpc: ec2.IVpc | None = None,
+        subnets: Sequence[ec2.ISubnet] | None = None,
+        existing_network: NetworkSettings | None = None,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        # An existing VPC (instead of vpc and subnets) is looked up in this stack, the first
+        # that needs it; the stacks after it share what it found.
+        self.existing_network: ExistingNetwork | None = None
+        if existing_network is not None:
+            self.existing_network = ExistingNetwork(self, "ExistingVpc", settings=existing_network)
+            vpc, subnets = self.existing_network.vpc, self.existing_network.private_subnets
+        assert vpc is not None and subnets is not None, "a VPC and subnets, or an existing network"
         subnet_selection = ec2.SubnetSelection(subnets=list(subnets))
         secrets_key = kms.Key(
             self,

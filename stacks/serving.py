@@ -20,7 +20,7 @@ from stacks.cluster import ClusterStack
 from stacks.drill_runner import HaDrillProject
 from stacks.gcs_store import GcsStoreStack
 from stacks.helper_access import HelperReach, HelperSecurityGroup
-from stacks.network import NetworkStack
+from stacks.existing_network import Network
 from stacks.observability import AvailabilityAlarm, ServeProbe, serving_dashboard
 from stacks.readiness import RayServiceReadiness
 from stacks.settings import Settings
@@ -37,7 +37,7 @@ class ServingStack(cdk.Stack):
         construct_id: str,
         *,
         settings: Settings,
-        network: NetworkStack,
+        network: Network,
         cluster: ClusterStack,
         gcs_store: GcsStoreStack,
         **kwargs,

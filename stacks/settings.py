@@ -315,6 +315,34 @@ TeamMaxWorkers = Annotated[int, _strict, Field(ge=1, le=MAX_TEAM_WORKERS)]
 TeamCapacityType = Annotated[str, _strict, AfterValidator(_one_of(CAPACITY_TYPES))]
 Image = Annotated[str, _strict, AfterValidator(_matching(_IMAGE, "must be an image reference"))]
 
+# --- bring your own VPC or cluster: value types -----------------------------------------
+# EC2 ids: the prefix and 8 (older) or 17 hex digits.
+_VPC_ID = re.compile(r"^vpc-([0-9a-f]{8}|[0-9a-f]{17})$")
+_SUBNET_ID = re.compile(r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$")
+# EKS spreads the control plane's ENIs, and the GCS store its replica, over two AZs at least.
+MIN_EXISTING_SUBNET_AZS = 2
+
+
+def _distinct_subnets(ids: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(ids)) < MIN_EXISTING_SUBNET_AZS:
+        raise ValueError(
+            f"must name at least {MIN_EXISTING_SUBNET_AZS} distinct private subnets, in at least "
+            f"{MIN_EXISTING_SUBNET_AZS} AZs; leave it unset to use every private subnet of the VPC"
+        )
+    return ids
+
+
+VpcId = Annotated[
+    str, _strict, AfterValidator(_matching(_VPC_ID, "must be a VPC id: vpc- and 8 or 17 hex digits (vpc-0a1b2c3d4e5f60718)"))
+]
+SubnetIds = Annotated[
+    tuple[Annotated[str, _strict, AfterValidator(_matching(
+        _SUBNET_ID, "must be a subnet id: subnet- and 8 or 17 hex digits (subnet-0a1b2c3d4e5f60718)"
+    ))], ...],
+    BeforeValidator(_cli_list),
+    AfterValidator(_distinct_subnets),
+]
+
 
 def _tls_versions(engine: str) -> tuple[str, ...]:
     """The engine's versions Ray works with that also allow TLS-required mode."""
@@ -488,6 +516,31 @@ class SettingsModel(BaseModel):
         description="region name; unset: environment-agnostic (required with `pipeline=true`)",
     )
 
+    # --- bring your own VPC or cluster (README: "Bring your own VPC or cluster") -----------
+    vpc_id: VpcId | None = Field(
+        None, alias="vpcId",
+        description="an existing VPC to deploy into (no network stack; looked up at synth, so `account` and "
+        "`region` are required); unset: a new VPC",
+    )
+    private_subnet_ids: SubnetIds | None = Field(
+        None, alias="privateSubnetIds",
+        description=f"with `vpcId`: the private subnets (with a NAT route) in ≥ {MIN_EXISTING_SUBNET_AZS} AZs "
+        "for nodes, pods, Redis and the helpers; unset: every private subnet of the VPC",
+    )
+
+    def _existing_infrastructure_problems(self, ok: Callable[..., bool]) -> list[str]:
+        problems = []
+        if self.vpc_id is not None and ok("vpcId"):
+            missing = [key for key, value in (("account", self.account), ("region", self.region)) if value is None]
+            if missing and ok(*missing):
+                problems.append(
+                    f"vpcId={self.vpc_id!r}: an existing VPC is looked up at synth in one account and region; "
+                    f"set {' and '.join(missing)} too (-c account=<12 digits> -c region=<name>)"
+                )
+        if self.private_subnet_ids is not None and self.vpc_id is None and ok("privateSubnetIds", "vpcId"):
+            problems.append("privateSubnetIds: names subnets of an existing VPC; set vpcId too, or leave it unset")
+        return problems
+
     # --- rules across fields: each skips inputs that were already refused ------------------
 
     def problems_across_fields(self, refused: set[str], team_indexes: list[int] | None = None) -> list[str]:
@@ -515,6 +568,7 @@ class SettingsModel(BaseModel):
                     problems.append(f"{key}: must be set when pipeline=true")
         if ok("batchTeams", "capacityMode"):
             problems += self._team_problems(team_indexes or list(range(len(self.batch_teams))))
+        problems += self._existing_infrastructure_problems(ok)
         return problems
 
     @property
@@ -609,6 +663,7 @@ class SettingsModel(BaseModel):
                 connection_arn=self.pipeline_connection_arn,
             ),
             batch_teams=self.batch_teams,
+            network=NetworkSettings(vpc_id=self.vpc_id, private_subnet_ids=self.private_subnet_ids),
         )
 
 
@@ -694,6 +749,15 @@ class PipelineSettings:
 
 
 @dataclass(frozen=True)
+class NetworkSettings:
+    """Where the system lives: a new VPC (vpc_id None) or an existing one, looked up at synth."""
+
+    vpc_id: str | None
+    # None: every private subnet of the existing VPC.
+    private_subnet_ids: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
 class Settings:
     environment: DeploymentEnvironment
     cluster: ClusterSettings
@@ -704,6 +768,7 @@ class Settings:
     operations: OperationsSettings
     pipeline: PipelineSettings
     batch_teams: tuple[BatchTeamSettings, ...]
+    network: NetworkSettings
 
     @staticmethod
     def from_context(context: Mapping[str, Any]) -> Settings:
