@@ -14,7 +14,14 @@ import pytest
 from app import main
 from stacks.existing_network import ExistingNetwork
 from stacks.settings import NetworkSettings, Settings, SettingsError
-from tests.conftest import EXISTING_VPC_CONTEXT, EXISTING_VPC_ID, EXISTING_VPC_SETTINGS, context, existing_vpc, synthesize
+from tests.conftest import (
+    EXISTING_VPC_CONTEXT,
+    EXISTING_VPC_ID,
+    EXISTING_VPC_SETTINGS,
+    context,
+    existing_vpc,
+    synthesize,
+)
 
 PRIVATE = ["subnet-0bbb00000000000a2", "subnet-0bbb00000000000b2", "subnet-0bbb00000000000c2"]
 PUBLIC_SUBNET = "subnet-0aaa00000000000a1"
