@@ -208,7 +208,10 @@ class ExternalSecretsOperator(Construct):
     """External Secrets Operator with an EKS Pod Identity role that starts with no
     permissions: each secret the project syncs is granted to `role` where it is defined."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, cluster: eks.Cluster, auto_mode: bool):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, cluster: eks.ICluster, auto_mode: bool,
+        pod_identity_agent: bool | None = None,
+    ):
         super().__init__(scope, construct_id)
         self.role = iam.Role(
             self,
@@ -224,7 +227,9 @@ class ExternalSecretsOperator(Construct):
             service_account=constants.EXTERNAL_SECRETS_SERVICE_ACCOUNT,
             role_arn=self.role.role_arn,
         )
-        if not auto_mode:
+        # Default: the add-on where the nodes are managed node groups (an imported cluster
+        # brings its own agent: pod_identity_agent=False).
+        if pod_identity_agent if pod_identity_agent is not None else not auto_mode:
             # Auto Mode runs the Pod Identity agent itself; managed node groups need the add-on.
             agent = eks.Addon(self, "PodIdentityAgent", cluster=cluster, addon_name="eks-pod-identity-agent")
             association.node.add_dependency(agent)

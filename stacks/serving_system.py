@@ -10,6 +10,7 @@ from constructs import Construct
 
 from stacks.batch import BatchStack
 from stacks.cluster import ClusterStack
+from stacks.existing_cluster import ExistingClusterStack
 from stacks.existing_network import Network
 from stacks.gcs_store import GcsStoreStack
 from stacks.network import NetworkStack
@@ -21,7 +22,7 @@ from stacks.settings import Settings
 class ServingSystem:
     # None with an existing VPC (settings vpcId): the cluster stack looks it up.
     network: NetworkStack | None
-    cluster: ClusterStack
+    cluster: ClusterStack | ExistingClusterStack
     gcs_store: GcsStoreStack
     serving: ServingStack
     # Per-team batch Ray clusters, when the settings name teams.
@@ -45,18 +46,33 @@ def add_serving_system(scope: Construct, settings: Settings) -> ServingSystem:
             scope, f"{name}-network", cluster_name=name, env=env,
             description="Ray Serve HA on EKS: VPC over three AZs",
         )
-    cluster = ClusterStack(
-        scope,
-        f"{name}-cluster",
-        cluster_settings=settings.cluster,
-        capacity=settings.capacity,
-        secrets=settings.secrets,
-        vpc=network_stack.vpc if network_stack else None,
-        subnets=network_stack.private_subnets if network_stack else None,
-        existing_network=None if network_stack else settings.network,
-        env=env,
-        description="Ray Serve HA on EKS: EKS cluster, accelerator capacity, KubeRay and External Secrets",
-    )
+    cluster: ClusterStack | ExistingClusterStack
+    if settings.existing_cluster is not None:
+        cluster = ExistingClusterStack(
+            scope,
+            f"{name}-cluster",
+            existing=settings.existing_cluster,
+            cluster_settings=settings.cluster,
+            capacity=settings.capacity,
+            secrets=settings.secrets,
+            existing_network=settings.network,
+            env=env,
+            description="Ray Serve HA on EKS: an existing EKS cluster with accelerator capacity, KubeRay and "
+            "External Secrets added",
+        )
+    else:
+        cluster = ClusterStack(
+            scope,
+            f"{name}-cluster",
+            cluster_settings=settings.cluster,
+            capacity=settings.capacity,
+            secrets=settings.secrets,
+            vpc=network_stack.vpc if network_stack else None,
+            subnets=network_stack.private_subnets if network_stack else None,
+            existing_network=None if network_stack else settings.network,
+            env=env,
+            description="Ray Serve HA on EKS: EKS cluster, accelerator capacity, KubeRay and External Secrets",
+        )
     network: Network = network_stack or cluster.existing_network  # type: ignore[assignment]
     if network_stack is None:
         # eks_v2 tags the subnets of a VPC it is given for the load balancer controller, but

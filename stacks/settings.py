@@ -332,9 +332,29 @@ def _distinct_subnets(ids: tuple[str, ...]) -> tuple[str, ...]:
     return ids
 
 
-VpcId = Annotated[
-    str, _strict, AfterValidator(_matching(_VPC_ID, "must be a VPC id: vpc- and 8 or 17 hex digits (vpc-0a1b2c3d4e5f60718)"))
-]
+_SECURITY_GROUP_ID = re.compile(r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$")
+# EKS cluster names: 1-100 letters, digits, hyphens and underscores, starting alphanumeric.
+_EKS_CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
+_EKS_ENDPOINT = re.compile(r"^https://[A-Za-z0-9.-]+\.eks\.amazonaws\.com(\.cn)?$")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+
+VpcId = Annotated[str, _strict, AfterValidator(_matching(
+    _VPC_ID, "must be a VPC id: vpc- and 8 or 17 hex digits (vpc-0a1b2c3d4e5f60718)"
+))]
+SecurityGroupId = Annotated[str, _strict, AfterValidator(_matching(
+    _SECURITY_GROUP_ID, "must be a security group id: sg- and 8 or 17 hex digits (sg-0a1b2c3d4e5f60718)"
+))]
+EksClusterName = Annotated[str, _strict, AfterValidator(_matching(
+    _EKS_CLUSTER_NAME, "must be an EKS cluster name: 1-100 letters, digits, hyphens or underscores"
+))]
+EksEndpoint = Annotated[str, _strict, AfterValidator(_matching(
+    _EKS_ENDPOINT, "must be the cluster's API endpoint, https://<id>.<zone>.<region>.eks.amazonaws.com "
+    "(aws eks describe-cluster --query cluster.endpoint)"
+))]
+CertificateAuthority = Annotated[str, _strict, AfterValidator(_matching(
+    _BASE64, "must be the cluster's base64 certificate authority data "
+    "(aws eks describe-cluster --query cluster.certificateAuthority.data)"
+))]
 SubnetIds = Annotated[
     tuple[Annotated[str, _strict, AfterValidator(_matching(
         _SUBNET_ID, "must be a subnet id: subnet- and 8 or 17 hex digits (subnet-0a1b2c3d4e5f60718)"
@@ -528,8 +548,48 @@ class SettingsModel(BaseModel):
         "for nodes, pods, Redis and the helpers; unset: every private subnet of the VPC",
     )
 
+    existing_cluster_name: EksClusterName | None = Field(
+        None, alias="existingClusterName",
+        description="an existing EKS cluster to deploy into (no cluster is created); needs `vpcId` (its VPC), "
+        "`existingClusterSecurityGroupId`, `existingClusterEndpoint`, `existingClusterCertificateAuthorityData`; "
+        "its version must be `kubernetesVersion`, its capacity `capacityMode`",
+    )
+    existing_cluster_security_group_id: SecurityGroupId | None = Field(
+        None, alias="existingClusterSecurityGroupId",
+        description="with `existingClusterName`: the cluster security group EKS created "
+        "(`aws eks describe-cluster --query cluster.resourcesVpcConfig.clusterSecurityGroupId`)",
+    )
+    existing_cluster_endpoint: EksEndpoint | None = Field(
+        None, alias="existingClusterEndpoint",
+        description="with `existingClusterName`: its API endpoint, `https://….eks.amazonaws.com`",
+    )
+    existing_cluster_certificate_authority_data: CertificateAuthority | None = Field(
+        None, alias="existingClusterCertificateAuthorityData",
+        description="with `existingClusterName`: its certificate authority data (base64)",
+    )
+
     def _existing_infrastructure_problems(self, ok: Callable[..., bool]) -> list[str]:
         problems = []
+        cluster_keys = ("existingClusterSecurityGroupId", "existingClusterEndpoint",
+                        "existingClusterCertificateAuthorityData")
+        cluster_values = (self.existing_cluster_security_group_id, self.existing_cluster_endpoint,
+                          self.existing_cluster_certificate_authority_data)
+        if self.existing_cluster_name is not None and ok("existingClusterName"):
+            name = f"existingClusterName={self.existing_cluster_name!r}"
+            missing = [k for k, v in zip(cluster_keys, cluster_values, strict=True) if v is None and ok(k)]
+            if missing:
+                problems.append(f"{name}: set {', '.join(missing)} too (from aws eks describe-cluster)")
+            if self.vpc_id is None and ok("vpcId"):
+                problems.append(f"{name}: set vpcId to the cluster's VPC (and account and region)")
+            if self.endpoint_public_access_cidrs and ok("endpointPublicAccessCidrs"):
+                problems.append(
+                    f"{name}: endpointPublicAccessCidrs configures a cluster this app creates; an existing "
+                    "cluster keeps its own endpoint access (aws eks update-cluster-config)"
+                )
+        else:
+            given = [k for k, v in zip(cluster_keys, cluster_values, strict=True) if v is not None and ok(k)]
+            if given and ok("existingClusterName"):
+                problems.append(f"{', '.join(given)}: describe an existing cluster; set existingClusterName too")
         if self.vpc_id is not None and ok("vpcId"):
             missing = [key for key, value in (("account", self.account), ("region", self.region)) if value is None]
             if missing and ok(*missing):
@@ -664,6 +724,12 @@ class SettingsModel(BaseModel):
             ),
             batch_teams=self.batch_teams,
             network=NetworkSettings(vpc_id=self.vpc_id, private_subnet_ids=self.private_subnet_ids),
+            existing_cluster=None if self.existing_cluster_name is None else ExistingClusterSettings(
+                name=self.existing_cluster_name,
+                security_group_id=self.existing_cluster_security_group_id or "",
+                endpoint=self.existing_cluster_endpoint or "",
+                certificate_authority_data=self.existing_cluster_certificate_authority_data or "",
+            ),
         )
 
 
@@ -758,6 +824,18 @@ class NetworkSettings:
 
 
 @dataclass(frozen=True)
+class ExistingClusterSettings:
+    """An EKS cluster this app deploys into instead of creating one (eks_v2 import)."""
+
+    name: str
+    # The cluster security group EKS created: the GCS store admits it, the helpers reach
+    # the API endpoint through it.
+    security_group_id: str
+    endpoint: str
+    certificate_authority_data: str
+
+
+@dataclass(frozen=True)
 class Settings:
     environment: DeploymentEnvironment
     cluster: ClusterSettings
@@ -769,6 +847,8 @@ class Settings:
     pipeline: PipelineSettings
     batch_teams: tuple[BatchTeamSettings, ...]
     network: NetworkSettings
+    # None: the cluster stack creates the cluster.
+    existing_cluster: ExistingClusterSettings | None
 
     @staticmethod
     def from_context(context: Mapping[str, Any]) -> Settings:

@@ -54,6 +54,20 @@ def existing_vpc(**overrides) -> dict:
     return {**EXISTING_VPC_CONTEXT, **EXISTING_VPC_SETTINGS, **overrides}
 
 
+# What `aws eks describe-cluster` gives for an existing cluster in that VPC.
+EXISTING_CLUSTER_SETTINGS = {
+    "existingClusterName": "team-platform",
+    "existingClusterSecurityGroupId": "sg-0123456789abcdef0",
+    "existingClusterEndpoint": "https://0123456789ABCDEF0123456789ABCDEF.gr7.us-east-2.eks.amazonaws.com",
+    "existingClusterCertificateAuthorityData": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t",
+}
+
+
+def existing_cluster(**overrides) -> dict:
+    """Setting overrides for the system in the fixture's existing cluster (and VPC)."""
+    return existing_vpc(**EXISTING_CLUSTER_SETTINGS, **overrides)
+
+
 @dataclass
 class Synthesized:
     system: ServingSystem
@@ -116,3 +130,9 @@ def auto_mode_nvidia() -> Synthesized:
 def in_existing_vpc() -> Synthesized:
     """The default system in the fixture's existing VPC (from its cached lookup)."""
     return synthesize(**existing_vpc())
+
+
+@pytest.fixture(scope="session")
+def in_existing_cluster() -> Synthesized:
+    """The default system (Auto Mode) in the fixture's existing cluster."""
+    return synthesize(**existing_cluster())
