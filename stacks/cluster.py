@@ -19,7 +19,8 @@ from charts.accelerators import Accelerator
 from charts.helm import HelmChartRef
 from charts.node_pool import accelerator_node_pool
 from stacks import helm_charts
-from stacks.settings import CapacitySettings, ClusterSettings, SecretsSettings
+from stacks.existing_network import ExistingNetwork
+from stacks.settings import CapacitySettings, ClusterSettings, NetworkSettings, SecretsSettings
 
 # node-groups mode: where the operators, the Ray head and the UI run.
 SYSTEM_INSTANCE_TYPE = "m7i.xlarge"
@@ -40,11 +41,19 @@ class ClusterStack(cdk.Stack):
         cluster_settings: ClusterSettings,
         capacity: CapacitySettings,
         secrets: SecretsSettings,
-        vpc: ec2.IVpc,
-        subnets: Sequence[ec2.ISubnet],
+        vpc: ec2.IVpc | None = None,
+        subnets: Sequence[ec2.ISubnet] | None = None,
+        existing_network: NetworkSettings | None = None,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        # An existing VPC (instead of vpc and subnets) is looked up in this stack, the first
+        # that needs it; the stacks after it share what it found.
+        self.existing_network: ExistingNetwork | None = None
+        if existing_network is not None:
+            self.existing_network = ExistingNetwork(self, "ExistingVpc", settings=existing_network)
+            vpc, subnets = self.existing_network.vpc, self.existing_network.private_subnets
+        assert vpc is not None and subnets is not None, "a VPC and subnets, or an existing network"
         subnet_selection = ec2.SubnetSelection(subnets=list(subnets))
         secrets_key = kms.Key(
             self,
@@ -331,7 +340,10 @@ class ExternalSecretsOperator(Construct):
     """External Secrets Operator with an EKS Pod Identity role that starts with no
     permissions: each secret the project syncs is granted to `role` where it is defined."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, cluster: eks.Cluster, auto_mode: bool):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, cluster: eks.ICluster, auto_mode: bool,
+        pod_identity_agent: bool | None = None,
+    ):
         super().__init__(scope, construct_id)
         self.role = iam.Role(
             self,
@@ -347,8 +359,10 @@ class ExternalSecretsOperator(Construct):
             service_account=constants.EXTERNAL_SECRETS_SERVICE_ACCOUNT,
             role_arn=self.role.role_arn,
         )
+        # Default: the add-on where the nodes are managed node groups (an imported cluster
+        # brings its own agent: pod_identity_agent=False).
         self.pod_identity_agent: eks.Addon | None = None
-        if not auto_mode:
+        if pod_identity_agent if pod_identity_agent is not None else not auto_mode:
             # Auto Mode runs the Pod Identity agent itself; managed node groups need the add-on.
             self.pod_identity_agent = eks.Addon(
                 self, "PodIdentityAgent", cluster=cluster, addon_name="eks-pod-identity-agent"

@@ -322,6 +322,54 @@ TeamMaxWorkers = Annotated[int, _strict, Field(ge=1, le=MAX_TEAM_WORKERS)]
 TeamCapacityType = Annotated[str, _strict, AfterValidator(_one_of(CAPACITY_TYPES))]
 Image = Annotated[str, _strict, AfterValidator(_matching(_IMAGE, "must be an image reference"))]
 
+# --- bring your own VPC or cluster: value types -----------------------------------------
+# EC2 ids: the prefix and 8 (older) or 17 hex digits.
+_VPC_ID = re.compile(r"^vpc-([0-9a-f]{8}|[0-9a-f]{17})$")
+_SUBNET_ID = re.compile(r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$")
+# EKS spreads the control plane's ENIs, and the GCS store its replica, over two AZs at least.
+MIN_EXISTING_SUBNET_AZS = 2
+
+
+def _distinct_subnets(ids: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(ids)) < MIN_EXISTING_SUBNET_AZS:
+        raise ValueError(
+            f"must name at least {MIN_EXISTING_SUBNET_AZS} distinct private subnets, in at least "
+            f"{MIN_EXISTING_SUBNET_AZS} AZs; leave it unset to use every private subnet of the VPC"
+        )
+    return ids
+
+
+_SECURITY_GROUP_ID = re.compile(r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$")
+# EKS cluster names: 1-100 letters, digits, hyphens and underscores, starting alphanumeric.
+_EKS_CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
+_EKS_ENDPOINT = re.compile(r"^https://[A-Za-z0-9.-]+\.eks\.amazonaws\.com(\.cn)?$")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+
+VpcId = Annotated[str, _strict, AfterValidator(_matching(
+    _VPC_ID, "must be a VPC id: vpc- and 8 or 17 hex digits (vpc-0a1b2c3d4e5f60718)"
+))]
+SecurityGroupId = Annotated[str, _strict, AfterValidator(_matching(
+    _SECURITY_GROUP_ID, "must be a security group id: sg- and 8 or 17 hex digits (sg-0a1b2c3d4e5f60718)"
+))]
+EksClusterName = Annotated[str, _strict, AfterValidator(_matching(
+    _EKS_CLUSTER_NAME, "must be an EKS cluster name: 1-100 letters, digits, hyphens or underscores"
+))]
+EksEndpoint = Annotated[str, _strict, AfterValidator(_matching(
+    _EKS_ENDPOINT, "must be the cluster's API endpoint, https://<id>.<zone>.<region>.eks.amazonaws.com "
+    "(aws eks describe-cluster --query cluster.endpoint)"
+))]
+CertificateAuthority = Annotated[str, _strict, AfterValidator(_matching(
+    _BASE64, "must be the cluster's base64 certificate authority data "
+    "(aws eks describe-cluster --query cluster.certificateAuthority.data)"
+))]
+SubnetIds = Annotated[
+    tuple[Annotated[str, _strict, AfterValidator(_matching(
+        _SUBNET_ID, "must be a subnet id: subnet- and 8 or 17 hex digits (subnet-0a1b2c3d4e5f60718)"
+    ))], ...],
+    BeforeValidator(_cli_list),
+    AfterValidator(_distinct_subnets),
+]
+
 
 def _tls_versions(engine: str) -> tuple[str, ...]:
     """The engine's versions Ray works with that also allow TLS-required mode."""
@@ -490,6 +538,71 @@ class SettingsModel(BaseModel):
         description="region name; unset: environment-agnostic (required with `pipeline=true`)",
     )
 
+    # --- bring your own VPC or cluster (README: "Bring your own VPC or cluster") -----------
+    vpc_id: VpcId | None = Field(
+        None, alias="vpcId",
+        description="an existing VPC to deploy into (no network stack; looked up at synth, so `account` and "
+        "`region` are required); unset: a new VPC",
+    )
+    private_subnet_ids: SubnetIds | None = Field(
+        None, alias="privateSubnetIds",
+        description=f"with `vpcId`: the private subnets (with a NAT route) in ≥ {MIN_EXISTING_SUBNET_AZS} AZs "
+        "for nodes, pods, Redis and the helpers; unset: every private subnet of the VPC",
+    )
+
+    existing_cluster_name: EksClusterName | None = Field(
+        None, alias="existingClusterName",
+        description="an existing EKS cluster to deploy into (no cluster is created); needs `vpcId` (its VPC), "
+        "`existingClusterSecurityGroupId`, `existingClusterEndpoint`, `existingClusterCertificateAuthorityData`; "
+        "its version must be `kubernetesVersion`, its capacity `capacityMode`",
+    )
+    existing_cluster_security_group_id: SecurityGroupId | None = Field(
+        None, alias="existingClusterSecurityGroupId",
+        description="with `existingClusterName`: the cluster security group EKS created "
+        "(`aws eks describe-cluster --query cluster.resourcesVpcConfig.clusterSecurityGroupId`)",
+    )
+    existing_cluster_endpoint: EksEndpoint | None = Field(
+        None, alias="existingClusterEndpoint",
+        description="with `existingClusterName`: its API endpoint, `https://….eks.amazonaws.com`",
+    )
+    existing_cluster_certificate_authority_data: CertificateAuthority | None = Field(
+        None, alias="existingClusterCertificateAuthorityData",
+        description="with `existingClusterName`: its certificate authority data (base64)",
+    )
+
+    def _existing_infrastructure_problems(self, ok: Callable[..., bool]) -> list[str]:
+        problems = []
+        cluster_keys = ("existingClusterSecurityGroupId", "existingClusterEndpoint",
+                        "existingClusterCertificateAuthorityData")
+        cluster_values = (self.existing_cluster_security_group_id, self.existing_cluster_endpoint,
+                          self.existing_cluster_certificate_authority_data)
+        if self.existing_cluster_name is not None and ok("existingClusterName"):
+            name = f"existingClusterName={self.existing_cluster_name!r}"
+            missing = [k for k, v in zip(cluster_keys, cluster_values, strict=True) if v is None and ok(k)]
+            if missing:
+                problems.append(f"{name}: set {', '.join(missing)} too (from aws eks describe-cluster)")
+            if self.vpc_id is None and ok("vpcId"):
+                problems.append(f"{name}: set vpcId to the cluster's VPC (and account and region)")
+            if self.endpoint_public_access_cidrs and ok("endpointPublicAccessCidrs"):
+                problems.append(
+                    f"{name}: endpointPublicAccessCidrs configures a cluster this app creates; an existing "
+                    "cluster keeps its own endpoint access (aws eks update-cluster-config)"
+                )
+        else:
+            given = [k for k, v in zip(cluster_keys, cluster_values, strict=True) if v is not None and ok(k)]
+            if given and ok("existingClusterName"):
+                problems.append(f"{', '.join(given)}: describe an existing cluster; set existingClusterName too")
+        if self.vpc_id is not None and ok("vpcId"):
+            missing = [key for key, value in (("account", self.account), ("region", self.region)) if value is None]
+            if missing and ok(*missing):
+                problems.append(
+                    f"vpcId={self.vpc_id!r}: an existing VPC is looked up at synth in one account and region; "
+                    f"set {' and '.join(missing)} too (-c account=<12 digits> -c region=<name>)"
+                )
+        if self.private_subnet_ids is not None and self.vpc_id is None and ok("privateSubnetIds", "vpcId"):
+            problems.append("privateSubnetIds: names subnets of an existing VPC; set vpcId too, or leave it unset")
+        return problems
+
     # --- rules across fields: each skips inputs that were already refused ------------------
 
     def problems_across_fields(self, refused: set[str], team_indexes: list[int] | None = None) -> list[str]:
@@ -517,6 +630,7 @@ class SettingsModel(BaseModel):
                     problems.append(f"{key}: must be set when pipeline=true")
         if ok("batchTeams", "capacityMode"):
             problems += self._team_problems(team_indexes or list(range(len(self.batch_teams))))
+        problems += self._existing_infrastructure_problems(ok)
         return problems
 
     @property
@@ -611,6 +725,13 @@ class SettingsModel(BaseModel):
                 connection_arn=self.pipeline_connection_arn,
             ),
             batch_teams=self.batch_teams,
+            network=NetworkSettings(vpc_id=self.vpc_id, private_subnet_ids=self.private_subnet_ids),
+            existing_cluster=None if self.existing_cluster_name is None else ExistingClusterSettings(
+                name=self.existing_cluster_name,
+                security_group_id=self.existing_cluster_security_group_id or "",
+                endpoint=self.existing_cluster_endpoint or "",
+                certificate_authority_data=self.existing_cluster_certificate_authority_data or "",
+            ),
         )
 
 
@@ -696,6 +817,27 @@ class PipelineSettings:
 
 
 @dataclass(frozen=True)
+class NetworkSettings:
+    """Where the system lives: a new VPC (vpc_id None) or an existing one, looked up at synth."""
+
+    vpc_id: str | None
+    # None: every private subnet of the existing VPC.
+    private_subnet_ids: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class ExistingClusterSettings:
+    """An EKS cluster this app deploys into instead of creating one (eks_v2 import)."""
+
+    name: str
+    # The cluster security group EKS created: the GCS store admits it, the helpers reach
+    # the API endpoint through it.
+    security_group_id: str
+    endpoint: str
+    certificate_authority_data: str
+
+
+@dataclass(frozen=True)
 class Settings:
     environment: DeploymentEnvironment
     cluster: ClusterSettings
@@ -706,6 +848,9 @@ class Settings:
     operations: OperationsSettings
     pipeline: PipelineSettings
     batch_teams: tuple[BatchTeamSettings, ...]
+    network: NetworkSettings
+    # None: the cluster stack creates the cluster.
+    existing_cluster: ExistingClusterSettings | None
 
     @staticmethod
     def from_context(context: Mapping[str, Any]) -> Settings:

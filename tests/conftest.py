@@ -42,10 +42,37 @@ def context(**overrides) -> dict:
     return {**CDK_JSON_CONTEXT, **overrides}
 
 
+# A `cdk.context.json` as the first `cdk synth` with credentials writes it for an existing
+# VPC (vpc-provider lookup: three private subnets with NAT routes, public and isolated ones).
+EXISTING_VPC_ID = "vpc-0a1b2c3d4e5f60718"
+EXISTING_VPC_CONTEXT: dict = json.loads((ROOT / "tests" / "fixtures" / "existing-vpc.cdk.context.json").read_text())
+EXISTING_VPC_SETTINGS = {"vpcId": EXISTING_VPC_ID, "account": "111122223333", "region": "us-east-2"}
+
+
+def existing_vpc(**overrides) -> dict:
+    """Setting overrides (and the cached lookup) for the system in the fixture's VPC."""
+    return {**EXISTING_VPC_CONTEXT, **EXISTING_VPC_SETTINGS, **overrides}
+
+
+# What `aws eks describe-cluster` gives for an existing cluster in that VPC.
+EXISTING_CLUSTER_SETTINGS = {
+    "existingClusterName": "team-platform",
+    "existingClusterSecurityGroupId": "sg-0123456789abcdef0",
+    "existingClusterEndpoint": "https://0123456789ABCDEF0123456789ABCDEF.gr7.us-east-2.eks.amazonaws.com",
+    "existingClusterCertificateAuthorityData": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t",
+}
+
+
+def existing_cluster(**overrides) -> dict:
+    """Setting overrides for the system in the fixture's existing cluster (and VPC)."""
+    return existing_vpc(**EXISTING_CLUSTER_SETTINGS, **overrides)
+
+
 @dataclass
 class Synthesized:
     system: ServingSystem
-    network: Template
+    # None with an existing VPC: no network stack.
+    network: Template | None
     cluster: Template
     gcs_store: Template
     serving: Template
@@ -56,7 +83,7 @@ def synthesize(**overrides) -> Synthesized:
     system = add_serving_system(app, Settings.from_context(app.node.get_all_context()))
     return Synthesized(
         system=system,
-        network=Template.from_stack(system.network),
+        network=Template.from_stack(system.network) if system.network else None,
         cluster=Template.from_stack(system.cluster),
         gcs_store=Template.from_stack(system.gcs_store),
         serving=Template.from_stack(system.serving),
@@ -97,6 +124,18 @@ def node_groups_nvidia() -> Synthesized:
 @pytest.fixture(scope="session")
 def auto_mode_nvidia() -> Synthesized:
     return synthesize(accelerator="nvidia")
+
+
+@pytest.fixture(scope="session")
+def in_existing_vpc() -> Synthesized:
+    """The default system in the fixture's existing VPC (from its cached lookup)."""
+    return synthesize(**existing_vpc())
+
+
+@pytest.fixture(scope="session")
+def in_existing_cluster() -> Synthesized:
+    """The default system (Auto Mode) in the fixture's existing cluster."""
+    return synthesize(**existing_cluster())
 
 
 # Fixtures that start something `make check` leaves out: a test that uses one (directly or

@@ -12,7 +12,7 @@ import aws_cdk as cdk
 import pytest
 
 from app import build_app
-from tests.conftest import context
+from tests.conftest import context, existing_cluster, existing_vpc
 
 CONFIGURATIONS = {
     "neuron-auto-mode": {},
@@ -25,6 +25,11 @@ CONFIGURATIONS = {
                        {"name": "vision", "namespace": "team-vision", "instanceType": "inf2.xlarge",
                         "capacityType": "spot"}],
     },
+    # An existing VPC from a cached lookup (cdk.context.json): no network stack.
+    "neuron-auto-mode-existing-vpc": existing_vpc(),
+    # An existing cluster in that VPC, in both capacity modes.
+    "neuron-auto-mode-existing-cluster": existing_cluster(),
+    "nvidia-node-groups-existing-cluster": existing_cluster(capacityMode="node-groups", accelerator="nvidia"),
 }
 STACKS = ["cluster", "gcs-store", "network", "serving"]
 # cfn-lint warnings that come from aws-cdk-lib's own constructs (a DependsOn next to a GetAtt
@@ -52,6 +57,8 @@ def test_cdk_nag_reports_nothing_unacknowledged(assemblies, name):
     assert violations == []
     templates = sorted(p.name for p in assemblies[name].glob("*.template.json"))
     stacks = sorted(STACKS + (["batch"] if "batchTeams" in CONFIGURATIONS[name] else []))
+    if "vpcId" in CONFIGURATIONS[name]:
+        stacks.remove("network")
     assert templates == [f"ray-serve-ha-{stack}.template.json" for stack in stacks]
 
 
@@ -70,7 +77,8 @@ def test_cdk_nag_fails_synth_on_a_new_finding(tmp_path):
 
 def test_cfn_lint_finds_no_errors(assemblies):
     templates = [str(p) for outdir in assemblies.values() for p in sorted(outdir.glob("*.template.json"))]
-    assert len(templates) == 4 * len(CONFIGURATIONS) + 1  # one configuration has teams
+    # One configuration has teams; three have no network stack.
+    assert len(templates) == 4 * len(CONFIGURATIONS) + 1 - 3
     result = subprocess.run(
         [str(Path(sys.executable).parent / "cfn-lint"), "--format", "parseable", "--", *templates],
         capture_output=True,

@@ -58,7 +58,7 @@ def the_rayservice(template) -> dict:
     return rayservice
 
 
-@pytest.fixture(scope="module", params=["default_system", "node_groups_nvidia"])
+@pytest.fixture(scope="module", params=["default_system", "node_groups_nvidia", "in_existing_vpc", "in_existing_cluster"])
 def serving(request):
     return request.getfixturevalue(request.param).serving
 

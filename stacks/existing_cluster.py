@@ -1,0 +1,119 @@
+"""ExistingClusterStack: an EKS cluster the user already runs, imported (`aws_eks_v2`), with
+what the serving system needs added to it, in place of the cluster stack.
+
+Supported: the Kubernetes minors the settings allow (`kubernetesVersion`, which must be the
+cluster's version: the kubectl layer follows it) and both capacity modes, as the cluster
+runs them: `auto-mode` (Auto Mode enabled on the cluster; the accelerator NodePool is
+added) and `node-groups` (managed node groups and the device plugin are added; the cluster
+must already run the eks-pod-identity-agent add-on). Not touched: the cluster's own
+configuration (version, endpoint access, logging, encryption, access entries).
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from charts import constants
+from stacks import helm_charts
+from stacks.cluster import (
+    AutoModeAcceleratorPool,
+    ExternalSecretsOperator,
+    NodeGroupCapacity,
+    _install,
+    _kubectl_layer,
+)
+from stacks.existing_network import ExistingNetwork
+from stacks.settings import (
+    CapacitySettings,
+    ClusterSettings,
+    ExistingClusterSettings,
+    NetworkSettings,
+    SecretsSettings,
+)
+
+
+class ExistingClusterStack(cdk.Stack):
+    """The imported cluster (`cluster`), a kubectl provider of this stack with a cluster-admin
+    access entry, the accelerator capacity, and the KubeRay and External Secrets operators:
+    the same attributes as `ClusterStack`, so the stacks after it do not tell them apart."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        existing: ExistingClusterSettings,
+        cluster_settings: ClusterSettings,
+        capacity: CapacitySettings,
+        secrets: SecretsSettings,
+        existing_network: NetworkSettings,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.existing_network = ExistingNetwork(self, "ExistingVpc", settings=existing_network)
+        subnets = self.existing_network.private_subnets
+        attributes = dict(
+            cluster_name=existing.name,
+            vpc=self.existing_network.vpc,
+            cluster_security_group_id=existing.security_group_id,
+            cluster_endpoint=existing.endpoint,
+            cluster_certificate_authority_data=existing.certificate_authority_data,
+        )
+        # The provider is built against the cluster, and the cluster is then imported with it.
+        # In the private subnets with the cluster security group: a private endpoint answers
+        # from the VPC only.
+        self.kubectl_provider = eks.KubectlProvider(
+            self,
+            "KubectlProvider",
+            cluster=eks.Cluster.from_cluster_attributes(self, "ClusterForProvider", **attributes),
+            kubectl_layer=_kubectl_layer(self, cluster_settings),
+            private_subnets=subnets,
+        )
+        self.cluster = eks.Cluster.from_cluster_attributes(
+            self, "Cluster", kubectl_provider=self.kubectl_provider, **attributes
+        )
+        # Helm and manifests run as the provider's role: it needs the cluster (API mode access entries).
+        self.kubectl_access = eks.AccessEntry(
+            self,
+            "KubectlProviderAccess",
+            cluster=self.cluster,
+            principal=self.kubectl_provider.role.role_arn,
+            access_policies=[
+                eks.AccessPolicy.from_access_policy_name(
+                    "AmazonEKSClusterAdminPolicy", access_scope_type=eks.AccessScopeType.CLUSTER
+                )
+            ],
+        )
+        subnet_selection = ec2.SubnetSelection(subnets=list(subnets))
+        self.accelerator_pool: AutoModeAcceleratorPool | None = None
+        self.node_groups: NodeGroupCapacity | None = None
+        if capacity.auto_mode:
+            self.accelerator_pool = AutoModeAcceleratorPool(
+                self, "AcceleratorPool", cluster=self.cluster, capacity=capacity  # type: ignore[arg-type]
+            )
+        else:
+            self.node_groups = NodeGroupCapacity(
+                self, "NodeGroups", cluster=self.cluster, capacity=capacity, subnets=subnet_selection  # type: ignore[arg-type]
+            )
+        self.kuberay_operator = _install(
+            self.cluster, "KubeRayOperator", helm_charts.KUBERAY_OPERATOR, constants.KUBERAY_NAMESPACE, wait=True  # type: ignore[arg-type]
+        )
+        self.external_secrets = ExternalSecretsOperator(
+            self, "ExternalSecrets", cluster=self.cluster, auto_mode=capacity.auto_mode, pod_identity_agent=False
+        )
+        hugging_face_token = secretsmanager.Secret.from_secret_name_v2(
+            self, "HuggingFaceToken", secrets.hugging_face_token_secret_name
+        )
+        hugging_face_token.grant_read(self.external_secrets.role)
+        # Every chart and manifest applied through the provider (all under the imported
+        # cluster) waits for its access entry, and goes before it on delete.
+        self.cluster.node.add_dependency(self.kubectl_access)
+
+    @property
+    def cluster_security_group(self) -> ec2.ISecurityGroup:
+        """The cluster security group EKS created, as the settings name it."""
+        return self.cluster.cluster_security_group

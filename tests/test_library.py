@@ -1,0 +1,212 @@
+"""The constructs an app of its own uses (ray_serve_ha), through the example app that puts
+them into an existing cluster: what each builds, a snapshot of each, and the package that
+`pip install` makes of the repository."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk.assertions import Template
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from stacks.settings import SettingsModel
+from tests.conftest import EXISTING_VPC_CONTEXT, EXISTING_VPC_SETTINGS, ROOT, context, normalise_asset_hashes
+from tests.crd_schemas import schema_errors
+from tests.test_serving import render
+
+sys.path.insert(0, str(ROOT / "examples"))
+import existing_cluster
+
+CLUSTER_SECURITY_GROUP = "sg-0123456789abcdef0"
+KUBECTL_SERVICE_TOKEN = "arn:aws:lambda:us-east-2:111122223333:function:kubectl-provider-handler"
+EXTERNAL_SECRETS_ROLE = "arn:aws:iam::111122223333:role/external-secrets"
+EXAMPLE_CONTEXT = {
+    **EXISTING_VPC_CONTEXT,
+    **EXISTING_VPC_SETTINGS,
+    "clusterName": "team-platform",
+    "clusterEndpoint": "https://0123456789ABCDEF0123456789ABCDEF.gr7.us-east-2.eks.amazonaws.com",
+    "clusterCertificateAuthorityData": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t",
+    "clusterSecurityGroupId": CLUSTER_SECURITY_GROUP,
+    "kubectlProviderServiceToken": KUBECTL_SERVICE_TOKEN,
+    "kubectlProviderRoleArn": "arn:aws:iam::111122223333:role/kubectl-provider",
+    "externalSecretsRoleArn": EXTERNAL_SECRETS_ROLE,
+    "rayImage": "111122223333.dkr.ecr.us-east-2.amazonaws.com/ray-serve:1",
+    "gradioImage": "111122223333.dkr.ecr.us-east-2.amazonaws.com/gradio:1",
+}
+PRIVATE = ["subnet-0bbb00000000000a2", "subnet-0bbb00000000000b2", "subnet-0bbb00000000000c2"]
+CHART_ORDER = ["NamespaceChart", "SecretsChart", "RayserviceChart", "GradioChart"]
+
+
+@pytest.fixture(scope="module")
+def example() -> Template:
+    """The example app, synthesized with the feature flags of cdk.json and a cached lookup."""
+    app = cdk.App(context=context(**EXAMPLE_CONTEXT))
+    return Template.from_stack(existing_cluster.build(app))
+
+
+def of(template: Template, prefix: str) -> dict:
+    """The resources of one construct (its id is the first part of their logical ids)."""
+    return {k: v for k, v in template.to_json()["Resources"].items() if k.startswith(prefix)}
+
+
+@pytest.fixture
+def snapshot_json(snapshot):
+    return snapshot.use_extension(JSONSnapshotExtension)
+
+
+@pytest.mark.parametrize("construct", ["GcsStore", "RayService", "Probe", "Availability"])
+def test_snapshot(example, snapshot_json, construct):
+    assert normalise_asset_hashes(of(example, construct)) == snapshot_json
+
+
+def test_the_example_is_about_thirty_lines_of_code():
+    source = (ROOT / "examples" / "existing_cluster.py").read_text()
+    body = source.split('"""', 2)[2]
+    code = [line for line in body.splitlines() if line.strip() and not line.strip().startswith("#")]
+    assert len(code) <= 45
+
+
+# --- GcsStore ----------------------------------------------------------------------------
+
+def test_gcs_store_admits_only_the_given_group_on_the_redis_port(example):
+    resources = of(example, "GcsStore")
+    ((group_id, group),) = [(k, v) for k, v in resources.items() if v["Type"] == "AWS::EC2::SecurityGroup"]
+    assert "SecurityGroupIngress" not in group["Properties"]
+    # CDK's "no egress" marker: a rule to 255.255.255.255/32 that matches nothing.
+    assert [r["CidrIp"] for r in group["Properties"]["SecurityGroupEgress"]] == ["255.255.255.255/32"]
+    # The rule that admits the given group is a resource of its own (the group is imported).
+    (ingress,) = [r for r in resources.values() if r["Type"] == "AWS::EC2::SecurityGroupIngress"]
+    assert ingress["Properties"] == {
+        "IpProtocol": "tcp", "FromPort": 6379, "ToPort": 6379, "SourceSecurityGroupId": CLUSTER_SECURITY_GROUP,
+        "GroupId": {"Fn::GetAtt": [group_id, "GroupId"]}, "Description": "Redis (TLS) from Ray pods and nodes",
+    }
+
+
+def test_gcs_store_is_a_tls_multi_az_pair_in_the_private_subnets(example):
+    resources = of(example, "GcsStore")
+    (store,) = [r for r in resources.values() if r["Type"] == "AWS::ElastiCache::ReplicationGroup"]
+    props = store["Properties"]
+    defaults = SettingsModel()
+    assert (props["Engine"], props["CacheNodeType"]) == (defaults.gcs_store_engine, defaults.gcs_store_node_type)
+    assert props["EngineVersion"] == defaults.engine_version
+    assert props["NumCacheClusters"] == 2 and props["MultiAZEnabled"] and props["AutomaticFailoverEnabled"]
+    assert props["TransitEncryptionMode"] == "required" and props["AtRestEncryptionEnabled"]
+    (subnets,) = [r for r in resources.values() if r["Type"] == "AWS::ElastiCache::SubnetGroup"]
+    assert subnets["Properties"]["SubnetIds"] == PRIVATE
+
+
+def test_gcs_store_lets_the_given_role_read_its_auth_token(example):
+    (policy,) = [r for r in of(example, "GcsStore").values() if r["Type"] == "AWS::IAM::Policy"]
+    assert policy["Properties"]["Roles"] == ["external-secrets"]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert sorted(statement["Action"]) == ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]
+    assert "GcsStoreAuthToken" in json.dumps(statement["Resource"])
+
+
+# --- FaultTolerantRayService ----------------------------------------------------------------
+
+def manifests(example) -> dict[str, tuple[str, dict]]:
+    found = {}
+    for logical_id, resource in of(example, "RayService").items():
+        for chart in CHART_ORDER:
+            if logical_id.startswith(f"RayService{chart}"):
+                found[chart] = (logical_id, resource)
+    return found
+
+
+def test_rayservice_charts_apply_in_order_through_the_given_kubectl_provider(example):
+    charts = manifests(example)
+    assert sorted(charts) == sorted(CHART_ORDER)
+    for before, after in itertools.pairwise(CHART_ORDER):
+        assert charts[before][0] in charts[after][1]["DependsOn"]
+    for _, resource in charts.values():
+        assert resource["Properties"]["ServiceToken"] == KUBECTL_SERVICE_TOKEN
+        assert resource["Properties"]["ClusterName"] == "team-platform"
+
+
+def test_rayservice_objects_are_valid_and_use_the_gcs_store(example):
+    charts = manifests(example)
+    objects = [o for chart in CHART_ORDER for o in json.loads(render(charts[chart][1]["Properties"]["Manifest"]))]
+    errors = {f"{o['kind']}/{o['metadata']['name']}": schema_errors(o) for o in objects}
+    assert {name: e for name, e in errors.items() if e} == {}
+    manifest = json.dumps(charts["RayserviceChart"][1]["Properties"]["Manifest"])
+    assert "GcsStoreReplicationGroup" in manifest and "PrimaryEndPoint.Address" in manifest
+
+
+def test_readiness_gate_waits_for_the_rayservice_and_reaches_only_the_api_endpoint(example):
+    resources = of(example, "RayService")
+    (gate_id,) = [k for k, r in resources.items() if r["Type"] == "Custom::RayServiceReady"]
+    assert manifests(example)["RayserviceChart"][0] in resources[gate_id]["DependsOn"]
+    (_, gradio) = manifests(example)["GradioChart"]
+    assert gate_id in gradio["DependsOn"]
+    groups = [r for r in resources.values() if r["Type"] == "AWS::EC2::SecurityGroup"]
+    (gate_group,) = groups
+    assert gate_group["Properties"]["SecurityGroupEgress"] == [{
+        "IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "DestinationSecurityGroupId": CLUSTER_SECURITY_GROUP,
+        "Description": "the cluster's private API endpoint",
+    }]
+    (ingress,) = [r for r in resources.values() if r["Type"] == "AWS::EC2::SecurityGroupIngress"]
+    assert ingress["Properties"]["GroupId"] == CLUSTER_SECURITY_GROUP and ingress["Properties"]["FromPort"] == 443
+    functions = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Function"
+                 and r["Properties"].get("Handler", "").startswith("index.")]
+    assert functions and all(f["Properties"]["VpcConfig"]["SubnetIds"] == PRIVATE for f in functions)
+
+
+# --- ServeAvailabilityProbe and ServeAvailabilityAlarm -------------------------------------
+
+def test_probe_sends_to_the_rayservice_endpoint_every_minute_from_the_private_subnets(example):
+    resources = of(example, "Probe")
+    (function,) = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Function"]
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert variables["SERVICE_NAME"] == "team-platform/ray-serve-llm"
+    assert "RayServiceServeEndpoint" in json.dumps(variables["SERVE_URL"])
+    assert function["Properties"]["VpcConfig"]["SubnetIds"] == PRIVATE
+    (rule,) = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    assert rule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+
+
+def test_alarm_defaults_to_the_projects_slo(example):
+    (alarm,) = [r for r in of(example, "Availability").values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert alarm["Properties"]["Threshold"] == SettingsModel().availability_slo_percent
+    assert alarm["Properties"]["ComparisonOperator"] == "LessThanThreshold"
+    assert alarm["Properties"]["TreatMissingData"] == "breaching"
+
+
+# --- the package -----------------------------------------------------------------------------
+
+# What `pip install .` reads (setuptools builds inside the source tree: a copy keeps the
+# checkout clean).
+PACKAGE_SOURCES = ["pyproject.toml", "README.md", "requirements.txt", "ray_serve_ha", "stacks", "charts", "batch",
+                   "lambda"]
+
+
+def test_pip_installs_the_constructs_with_their_lambda_sources(tmp_path):
+    source, target = tmp_path / "source", tmp_path / "site"
+    source.mkdir()
+    for name in PACKAGE_SOURCES:
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                            if (ROOT / name).is_dir() else {}))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+         "--target", str(target), str(source)],
+        check=True, capture_output=True, cwd=tmp_path,
+    )
+    # Imported from the install, not the checkout: the handlers the constructs package lie beside it.
+    probe = (
+        "import ray_serve_ha, stacks.readiness as r, stacks.observability as o; print(ray_serve_ha.__file__);"
+        "print((r.HANDLER_DIR / 'index.py').is_file(), (o.HANDLER_DIR / 'index.py').is_file())"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                            env={"PYTHONPATH": str(target), "PATH": os.environ["PATH"]}, check=True)
+    location, handlers = result.stdout.splitlines()
+    assert Path(location).is_relative_to(target)
+    assert handlers == "True True"
