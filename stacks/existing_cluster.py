@@ -5,7 +5,8 @@ Supported: the Kubernetes minors the settings allow (`kubernetesVersion`, which 
 cluster's version: the kubectl layer follows it) and both capacity modes, as the cluster
 runs them: `auto-mode` (Auto Mode enabled on the cluster; the accelerator NodePool is
 added) and `node-groups` (managed node groups and the device plugin are added; the cluster
-must already run the eks-pod-identity-agent add-on). Not touched: the cluster's own
+must already run the eks-pod-identity-agent add-on and the autoscaler it scales its node
+groups with: a second Cluster Autoscaler would fight the first, so none is added). Not touched: the cluster's own
 configuration (version, endpoint access, logging, encryption, access entries).
 """
 
@@ -21,6 +22,7 @@ from charts import constants
 from stacks import helm_charts
 from stacks.cluster import (
     AutoModeAcceleratorPool,
+    ClusterAutoscaler,
     ExternalSecretsOperator,
     NodeGroupCapacity,
     _install,
@@ -91,6 +93,8 @@ class ExistingClusterStack(cdk.Stack):
         subnet_selection = ec2.SubnetSelection(subnets=list(subnets))
         self.accelerator_pool: AutoModeAcceleratorPool | None = None
         self.node_groups: NodeGroupCapacity | None = None
+        # The cluster's own autoscaler resizes the added node group (see the module docstring).
+        self.cluster_autoscaler: ClusterAutoscaler | None = None
         if capacity.auto_mode:
             self.accelerator_pool = AutoModeAcceleratorPool(
                 self, "AcceleratorPool", cluster=self.cluster, capacity=capacity  # type: ignore[arg-type]

@@ -202,8 +202,8 @@ def test_pip_installs_the_constructs_with_their_lambda_sources(tmp_path):
     )
     # Imported from the install, not the checkout: the handlers the constructs package lie beside it.
     probe = (
-        "import ray_serve_ha, stacks.readiness as r, stacks.observability as o; print(ray_serve_ha.__file__);"
-        "print((r.HANDLER_DIR / 'index.py').is_file(), (o.HANDLER_DIR / 'index.py').is_file())"
+        "import ray_serve_ha, stacks.lambda_code as c; print(ray_serve_ha.__file__);"
+        "print(*((c.HANDLERS / name / 'index.py').is_file() for name in ('rayservice_ready', 'serve_probe')))"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                             env={"PYTHONPATH": str(target), "PATH": os.environ["PATH"]}, check=True)
