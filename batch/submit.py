@@ -19,7 +19,8 @@ import shlex
 import sys
 import time
 import uuid
-from typing import Callable, Literal, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -69,7 +70,7 @@ def submit(
     deadline = time.monotonic() + timeout_s
     try:
         asyncio.run(asyncio.wait_for(_stream_logs(client, job_id, on_log), timeout=timeout_s))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     status = _wait_for_end(client, job_id, deadline)
     if not status.is_terminal():

@@ -3,7 +3,7 @@ and come back without the workers, the Serve applications or any request being l
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2

@@ -9,7 +9,7 @@ nothing. Here an unknown field is an error.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import jsonschema
@@ -48,7 +48,7 @@ def _closed(schema):
     return schema
 
 
-@lru_cache(maxsize=None)
+@cache
 def crd_schema(api_version: str, kind: str) -> dict:
     # libyaml: the KubeRay CRDs are ~1 MB each, seconds to parse in pure Python.
     path = Path(schemas_dir()) / CRD_FILES[(api_version, kind)]
@@ -57,7 +57,7 @@ def crd_schema(api_version: str, kind: str) -> dict:
     return next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def strict_crd_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
     return jsonschema.Draft7Validator(_closed(crd_schema(api_version, kind)))
 

@@ -200,9 +200,7 @@ def name_branches(source: str, names: set[str]) -> list[str]:
             dict_key = before in ("{", ",") and after == ":"
             if compared or subscript or dict_key or _in_membership_test(tokens, index):
                 found.append(token.line.strip())
-        elif token.type == tokenize.NAME and token.string in ("NEURON", "NVIDIA"):
-            found.append(token.line.strip())
-        elif token.string == "name" and before == "." and after in ("==", "!="):
+        elif (token.type == tokenize.NAME and token.string in ("NEURON", "NVIDIA")) or (token.string == "name" and before == "." and after in ("==", "!=")):
             found.append(token.line.strip())
     return list(dict.fromkeys(found))
 

@@ -160,7 +160,7 @@ def _stop_unfinished_jobs(cluster: Cluster) -> None:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and any(not j.status.is_terminal() for j in client.list_jobs()):
             time.sleep(0.5)
-    except Exception:  # noqa: BLE001 - best effort: the cluster may already be gone
+    except Exception:
         pass
 
 

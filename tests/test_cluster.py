@@ -10,8 +10,8 @@ import pytest
 from aws_cdk.assertions import Match
 
 from charts import constants
-from charts.node_pool import accelerator_node_pool
 from charts.accelerators import NEURON, NVIDIA
+from charts.node_pool import accelerator_node_pool
 from tests.conftest import synthesize
 from tests.crd_schemas import schema_errors
 

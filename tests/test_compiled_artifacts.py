@@ -19,10 +19,9 @@ from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "images" / "ray-serve"))
 
-from ray_serve_llm.compiled_artifacts import MARKER, CompileKey  # noqa: E402 (path set above)
-from ray_serve_llm.engines import neuron_engine  # noqa: E402
-from ray_serve_llm.engines.neuron_engine import NEURON_MAX_NUM_SEQS, NeuronEngine  # noqa: E402
-
+from ray_serve_llm.compiled_artifacts import MARKER, CompileKey
+from ray_serve_llm.engines import neuron_engine
+from ray_serve_llm.engines.neuron_engine import NEURON_MAX_NUM_SEQS, NeuronEngine
 from stacks.artifact_cache import ARTIFACTS_PREFIX
 
 BUCKET = "compiled-artifacts"

@@ -86,7 +86,7 @@ class FakeKube:
 
 def _serve(kube: FakeKube, tls: ssl.SSLContext | None = None) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             with kube.lock:
                 kube.requests.append({"path": self.path, "headers": dict(self.headers)})
             status, body = kube.answer(self.path)

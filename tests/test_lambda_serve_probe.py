@@ -16,12 +16,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-
-from tests.lambda_handlers import load_handler
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-
+from tests.lambda_handlers import load_handler
 
 probe = load_handler("serve_probe")
 
@@ -74,14 +72,14 @@ def server():
             self.end_headers()
             self.wfile.write(payload)
 
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             serve.received.append(("GET", self.path, None))
             if self.path == "/v1/models":
                 self._reply(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in serve.models]})
             else:
                 self._reply(404, {"detail": "Not Found"})
 
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             serve.received.append(("POST", self.path, body))
             answer = serve.next_answer()
@@ -164,7 +162,7 @@ class StepClock:
         return self.now
 
 
-def config(url: str, **overrides) -> "probe.ProbeConfig":
+def config(url: str, **overrides) -> probe.ProbeConfig:
     values = dict(serve_url=url, service_name=SERVICE, model=None, requests=3, timeout_s=TIMEOUT_S, namespace="RayServeHA")
     return probe.ProbeConfig(**{**values, **overrides})
 

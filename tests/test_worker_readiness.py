@@ -26,7 +26,7 @@ class Health(BaseHTTPRequestHandler):
 
     healthy: dict[str, bool] = {}
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+    def do_GET(self) -> None:
         ok = self.server.healthy  # type: ignore[attr-defined]
         self.send_response(200 if ok else 503)
         self.end_headers()
