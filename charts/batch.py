@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import cdk8s
 from constructs import Construct
@@ -124,7 +124,7 @@ class AcceleratorWorkerShape:
             )
 
 
-WorkerShape = Union[CpuWorkerShape, AcceleratorWorkerShape]
+WorkerShape = CpuWorkerShape | AcceleratorWorkerShape
 
 
 @dataclass(frozen=True)
