@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shlex
 import sys
 import time
@@ -68,10 +69,8 @@ def submit(
         metadata={"benchmark": job},
     )
     deadline = time.monotonic() + timeout_s
-    try:
+    with contextlib.suppress(TimeoutError):
         asyncio.run(asyncio.wait_for(_stream_logs(client, job_id, on_log), timeout=timeout_s))
-    except TimeoutError:
-        pass
     status = _wait_for_end(client, job_id, deadline)
     if not status.is_terminal():
         client.stop_job(job_id)

@@ -28,7 +28,10 @@ CRD_FILES = {
     ("ray.io/v1", "RayJob"): "kuberay/v1.7.0/ray.io_rayjobs.yaml",
     ("external-secrets.io/v1", "ExternalSecret"): "external-secrets/v2.9.0/external-secrets.io_externalsecrets.yaml",
     ("external-secrets.io/v1", "SecretStore"): "external-secrets/v2.9.0/external-secrets.io_secretstores.yaml",
-    ("external-secrets.io/v1", "ClusterSecretStore"): "external-secrets/v2.9.0/external-secrets.io_clustersecretstores.yaml",
+    (
+        "external-secrets.io/v1",
+        "ClusterSecretStore",
+    ): "external-secrets/v2.9.0/external-secrets.io_clustersecretstores.yaml",
 }
 
 

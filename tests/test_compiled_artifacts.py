@@ -55,7 +55,7 @@ def s3_endpoint():
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
                 server.kill()
-                raise RuntimeError(f"moto_server did not start on {endpoint}")
+                raise RuntimeError(f"moto_server did not start on {endpoint}") from None
             time.sleep(0.1)
     yield endpoint
     server.terminate()

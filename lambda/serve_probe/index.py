@@ -59,7 +59,9 @@ class ProbeConfig:
     def from_env(cls, env: Mapping[str, str]) -> ProbeConfig:
         serve_url = env.get("SERVE_URL", "").strip().rstrip("/")
         if urllib.parse.urlsplit(serve_url).scheme not in ("http", "https"):
-            raise ProbeConfigError(f"SERVE_URL must be an http(s) base URL such as http://internal-lb:8000, got {serve_url!r}")
+            raise ProbeConfigError(
+                f"SERVE_URL must be an http(s) base URL such as http://internal-lb:8000, got {serve_url!r}"
+            )
         service_name = env.get("SERVICE_NAME", "").strip()
         if not service_name:
             raise ProbeConfigError("SERVICE_NAME must be set (the value of the metrics' Service dimension)")
