@@ -11,7 +11,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # On an autoscaling cluster the workers' nodes may take minutes to appear (Karpenter, then the
 # image pull); with Ray Train's 60 s default every such wait is a logged startup failure.
@@ -42,7 +43,7 @@ def run_benchmark(
     try:
         connect(args.workers * args.cpus_per_worker)
         summary = run(args)
-    except Exception as error:  # noqa: BLE001 - any failure is the job's verdict
+    except Exception as error:
         print(f"{benchmark} benchmark failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         return 1
     print(f"training time: {summary['training_time_s']:.2f} s")

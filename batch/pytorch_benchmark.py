@@ -22,7 +22,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 # Shipped beside this script (the job runs with this folder on sys.path).
 from job_runner import run_benchmark

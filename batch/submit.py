@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shlex
 import sys
 import time
 import uuid
-from typing import Callable, Literal, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -67,10 +69,8 @@ def submit(
         metadata={"benchmark": job},
     )
     deadline = time.monotonic() + timeout_s
-    try:
+    with contextlib.suppress(TimeoutError):
         asyncio.run(asyncio.wait_for(_stream_logs(client, job_id, on_log), timeout=timeout_s))
-    except asyncio.TimeoutError:
-        pass
     status = _wait_for_end(client, job_id, deadline)
     if not status.is_terminal():
         client.stop_job(job_id)

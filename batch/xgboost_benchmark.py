@@ -22,9 +22,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
 # Shipped beside this script (the job runs with this folder on sys.path).
 from job_runner import run_benchmark
 

@@ -15,8 +15,9 @@ the cluster, its autoscaler and its warm nodes outlive each job.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence, Union
+from typing import Any, Literal
 
 import cdk8s
 from constructs import Construct
@@ -123,7 +124,7 @@ class AcceleratorWorkerShape:
             )
 
 
-WorkerShape = Union[CpuWorkerShape, AcceleratorWorkerShape]
+WorkerShape = CpuWorkerShape | AcceleratorWorkerShape
 
 
 @dataclass(frozen=True)

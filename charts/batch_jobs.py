@@ -9,8 +9,9 @@ placement of its Ray Train workers and the name limits are common to every job.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import cdk8s
 from constructs import Construct

@@ -12,7 +12,6 @@ from typing import Any
 from charts import constants
 from charts.accelerators import Accelerator
 
-
 # Auto Mode's own node lifetime (its built-in pools expire nodes after 14 days; nodes are
 # also replaced when they drift to a new AMI, about weekly), written here so it is visible.
 EXPIRE_AFTER = "336h"

@@ -19,10 +19,9 @@ from charts.accelerators import Accelerator
 from charts.gradio import GradioChart, GradioInputs
 from charts.namespace import NamespaceChart
 from charts.query_job import QueryJobChart
+from charts.ray_pods import GcsStore, PodResources
 from charts.rayservice import (
     RAYSERVICE_NAME,
-    GcsStore,
-    PodResources,
     RayServiceChart,
     RayServiceInputs,
     RayWorkers,

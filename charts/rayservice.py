@@ -11,7 +11,7 @@ operator rejects (see `charts.kuberay_rules`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import cdk8s
 from constructs import Construct
@@ -60,7 +60,9 @@ DRAIN_SECONDS = GRACEFUL_SHUTDOWN_TIMEOUT_S + 30
 
 # Annotations for an internal NLB per capacity mode: EKS Auto Mode provisions it for the
 # `eks.amazonaws.com/nlb` class; with managed node groups the EKS cloud provider does.
-SERVE_LOAD_BALANCERS = {
+# What the serve Service asks of the load balancer: its class (None: the controller's default) and annotations.
+ServeLoadBalancer = TypedDict("ServeLoadBalancer", {"class": str | None, "annotations": dict[str, str]})
+SERVE_LOAD_BALANCERS: dict[str, ServeLoadBalancer] = {
     "auto-mode": {"class": "eks.amazonaws.com/nlb", "annotations": {
         "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"}},
     "node-groups": {"class": None, "annotations": {
@@ -245,7 +247,8 @@ def _head_group(inputs: RayServiceInputs) -> dict[str, Any]:
 def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
     workers = inputs.workers
     selector = {"matchLabels": worker_selector(inputs.name)}
-    env = ray_env.as_container_env(ray_env.worker_env())
+    # Plain values, and the token's secret reference below.
+    env: list[dict[str, Any]] = ray_env.as_container_env(ray_env.worker_env())
     if inputs.hugging_face_token is not None:
         env.append({"name": "HF_TOKEN", "valueFrom": inputs.hugging_face_token.env_source()})
     container = {

@@ -5,6 +5,7 @@ otherwise), and the XGBoost and PyTorch benchmark RayJobs submitted to it."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 import cdk8s
@@ -39,7 +40,7 @@ class BatchStack(cdk.Stack):
         capacity: CapacitySettings,
         cluster: ClusterStack,
         subnets: list[ec2.ISubnet],
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         # One image per Dockerfile the teams need (batch/: PyTorch's CPU or CUDA build).
@@ -97,7 +98,7 @@ class BatchStack(cdk.Stack):
 
 
 def _team_node_group(
-    scope: Construct, label: str, cluster: eks.Cluster, team: BatchTeam, subnets: list[ec2.ISubnet]
+    scope: Construct, label: str, cluster: eks.ICluster, team: BatchTeam, subnets: list[ec2.ISubnet]
 ) -> eks.Nodegroup:
     shape = team.worker_shape
     tags: dict[str, str] = {}

@@ -4,13 +4,15 @@ stack relies on (KubeRay, External Secrets)."""
 from __future__ import annotations
 
 import importlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
@@ -44,7 +46,7 @@ class ClusterStack(cdk.Stack):
         vpc: ec2.IVpc | None = None,
         subnets: Sequence[ec2.ISubnet] | None = None,
         existing_network: NetworkSettings | None = None,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         # An existing VPC (instead of vpc and subnets) is looked up in this stack, the first
@@ -61,7 +63,7 @@ class ClusterStack(cdk.Stack):
             description=f"Envelope encryption of Kubernetes secrets in EKS cluster {cluster_settings.name}",
             enable_key_rotation=True,
         )
-        self.cluster = eks.Cluster(
+        cluster = eks.Cluster(
             self,
             "Cluster",
             cluster_name=cluster_settings.name,
@@ -90,7 +92,7 @@ class ClusterStack(cdk.Stack):
             ),
         )
         for index, arn in enumerate(cluster_settings.admin_principal_arns):
-            self.cluster.grant_access(
+            cluster.grant_access(
                 f"Admin{index}",
                 arn,
                 [
@@ -99,6 +101,9 @@ class ClusterStack(cdk.Stack):
                     )
                 ],
             )
+        # aws-cdk-lib's Python `Cluster` implements ICluster through jsii but its class lacks
+        # the interface's `kubectl_provider_options` member, so mypy does not match it.
+        self.cluster: eks.ICluster = cluster  # type: ignore[assignment]
 
         self.accelerator_pool: AutoModeAcceleratorPool | None = None
         self.node_groups: NodeGroupCapacity | None = None
@@ -144,12 +149,15 @@ class ClusterStack(cdk.Stack):
 class AutoModeAcceleratorPool(Construct):
     """A Karpenter NodePool for the accelerator next to Auto Mode's built-in pools."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, cluster: eks.Cluster, capacity: CapacitySettings):
+    def __init__(self, scope: Construct, construct_id: str, *, cluster: eks.ICluster, capacity: CapacitySettings):
         super().__init__(scope, construct_id)
         self.manifest = cluster.add_manifest(
             "AcceleratorNodePool",
             accelerator_node_pool(
-                capacity.accelerator, capacity.instance_types, capacity.max_nodes, upgrade_surge_nodes=capacity.min_nodes
+                capacity.accelerator,
+                capacity.instance_types,
+                capacity.max_nodes,
+                upgrade_surge_nodes=capacity.min_nodes,
             ),
         )
 
@@ -163,7 +171,7 @@ class NodeGroupCapacity(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        cluster: eks.Cluster,
+        cluster: eks.ICluster,
         capacity: CapacitySettings,
         subnets: ec2.SubnetSelection,
     ):
@@ -221,7 +229,7 @@ class ClusterAutoscaler(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        cluster: eks.Cluster,
+        cluster: eks.ICluster,
         cluster_settings: ClusterSettings,
         pod_identity_agent: eks.Addon | None,
     ):
@@ -299,7 +307,7 @@ def autoscaler_node_template_tags(accelerator: Accelerator, instance_types: Sequ
     return {f"k8s.io/cluster-autoscaler/node-template/resources/{accelerator.device_resource}": str(devices)}
 
 
-def cluster_autoscaler_values(cluster_settings: ClusterSettings, region: str) -> dict:
+def cluster_autoscaler_values(cluster_settings: ClusterSettings, region: str) -> dict[str, Any]:
     return {
         "cloudProvider": "aws",
         "awsRegion": region,
@@ -320,7 +328,7 @@ def cluster_autoscaler_values(cluster_settings: ClusterSettings, region: str) ->
 
 
 def install_device_plugin(
-    cluster: eks.Cluster, accelerator: Accelerator, scope: Construct | None = None
+    cluster: eks.ICluster, accelerator: Accelerator, scope: Construct | None = None
 ) -> eks.HelmChart:
     """The accelerator's device plugin (node-groups mode: Auto Mode brings its own), on the
     accelerator's nodes, serving and batch teams' alike: it tolerates every team's taint.
@@ -343,7 +351,7 @@ class ExternalSecretsOperator(Construct):
     def __init__(
         self, scope: Construct, construct_id: str, *, cluster: eks.ICluster, auto_mode: bool,
         pod_identity_agent: bool | None = None,
-    ):
+    ) -> None:
         super().__init__(scope, construct_id)
         self.role = iam.Role(
             self,
@@ -382,11 +390,11 @@ class ExternalSecretsOperator(Construct):
 
 
 def _install(
-    cluster: eks.Cluster,
+    cluster: eks.ICluster,
     construct_id: str,
     ref: HelmChartRef,
     namespace: str,
-    values: dict | None = None,
+    values: dict[str, Any] | None = None,
     wait: bool = False,
     scope: Construct | None = None,
 ) -> eks.HelmChart:
@@ -406,10 +414,11 @@ def _install(
     return eks.HelmChart(scope, construct_id, cluster=cluster, **options)
 
 
-def _kubectl_layer(scope: Construct, cluster_settings: ClusterSettings):
+def _kubectl_layer(scope: Construct, cluster_settings: ClusterSettings) -> lambda_.ILayerVersion:
     minor = cluster_settings.kubernetes_version.split(".")[1]
     module = importlib.import_module(cluster_settings.kubectl_layer_module)
-    return getattr(module, f"KubectlV{minor}Layer")(scope, "KubectlLayer")
+    layer: lambda_.ILayerVersion = getattr(module, f"KubectlV{minor}Layer")(scope, "KubectlLayer")
+    return layer
 
 
 def _endpoint_access(public_cidrs: tuple[str, ...]) -> eks.EndpointAccess:

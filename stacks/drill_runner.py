@@ -88,8 +88,9 @@ class HaDrillProject(Construct):
                     "build": {
                         "commands": [
                             'aws eks update-kubeconfig --name "$CLUSTER_NAME" --region "$AWS_REGION"',
-                            'python -m local.drill --backend kubernetes --url "$SERVE_URL" --load-balancer "$SERVE_URL" '
-                            '--namespace "$NAMESPACE" --rayservice "$RAYSERVICE" --out drill-results --max-failed 0',
+                            'python -m local.drill --backend kubernetes --url "$SERVE_URL" '
+                            '--load-balancer "$SERVE_URL" --namespace "$NAMESPACE" --rayservice "$RAYSERVICE" '
+                            '--out drill-results --max-failed 0',
                         ]
                     },
                 },
@@ -100,6 +101,8 @@ class HaDrillProject(Construct):
         self.project.add_to_role_policy(
             iam.PolicyStatement(actions=["eks:DescribeCluster"], resources=[cluster.cluster_arn])
         )
+        # A Project made without `role=` creates its own; only imported projects have none.
+        assert self.project.role is not None
         # Kubernetes access: a group bound to a Role that may read the RayService and list or
         # delete pods in the serving namespace, nothing else (charts/rbac.py).
         self.access = eks.CfnAccessEntry(

@@ -4,6 +4,7 @@ and come back without the workers, the Serve applications or any request being l
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
@@ -29,7 +30,7 @@ class GcsStoreStack(cdk.Stack):
         subnets: Sequence[ec2.ISubnet],
         cluster_security_group: ec2.ISecurityGroup,
         secret_readers: list[iam.IRole],
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         # "Default": the resources keep the logical ids they had before they moved into the

@@ -5,6 +5,7 @@ or Redis that the cluster security group opens up."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
@@ -30,6 +31,14 @@ class HelperReach:
     api_endpoint: bool = False
     serve_load_balancer: bool = False
     aws_apis: bool = False
+
+
+class HelperPlacement(TypedDict):
+    """Where a helper function or project runs: the keyword arguments its construct takes."""
+
+    vpc: ec2.IVpc
+    subnets: list[ec2.ISubnet]
+    security_group: ec2.ISecurityGroup
 
 
 class HelperSecurityGroup(Construct):

@@ -4,12 +4,15 @@ reason, in one place. An unacknowledged finding fails synth."""
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
 from stacks.artifact_cache import ARTIFACTS_PREFIX
+from stacks.pipeline import PipelineStack
+from stacks.serving_system import ServingSystem
 
 EKS_SERVICE_POLICIES = (
     "AWS managed policies EKS documents for this role (cluster role with Auto Mode: cluster, "
@@ -37,7 +40,7 @@ LAMBDA_EXECUTION = (
 )
 
 
-def enable_nag(app: cdk.Stage, system, pipeline=None) -> None:
+def enable_nag(app: cdk.Stage, system: ServingSystem, pipeline: PipelineStack | None = None) -> None:
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     acknowledge_findings(system)
     if pipeline is not None:
@@ -48,7 +51,7 @@ def _acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
     cdk.Validations.of(scope).acknowledge(cdk.Acknowledgment(id=f"AwsSolutions::{rule}", reason=reason))
 
 
-def acknowledge_findings(system) -> None:
+def acknowledge_findings(system: ServingSystem) -> None:
     cluster = system.cluster.cluster
     # The cluster role and Auto Mode's node role.
     for policy in (
@@ -67,6 +70,8 @@ def acknowledge_findings(system) -> None:
             _acknowledge(scope, _managed_policy(policy), EKS_SERVICE_POLICIES)
 
     provider = cluster.kubectl_provider
+    # The cluster is made with kubectl provider options (stacks/cluster.py), so it has one.
+    assert provider is not None
     for policy in (
         "AmazonEC2ContainerRegistryReadOnly",
         "service-role/AWSLambdaBasicExecutionRole",
@@ -93,25 +98,25 @@ def acknowledge_findings(system) -> None:
     for function in lambda_roles:
         for policy in ("service-role/AWSLambdaBasicExecutionRole", "service-role/AWSLambdaVPCAccessExecutionRole"):
             _acknowledge(function, _managed_policy(policy), LAMBDA_EXECUTION)
-    provider = serving.readiness.node.find_child("Provider")
-    _acknowledge(provider, _managed_policy("service-role/AWSLambdaBasicExecutionRole"), LAMBDA_EXECUTION)
-    for function in serving.readiness.node.find_all():
-        if isinstance(function, cdk.aws_lambda.CfnFunction):
+    gate_provider = serving.readiness.node.find_child("Provider")
+    _acknowledge(gate_provider, _managed_policy("service-role/AWSLambdaBasicExecutionRole"), LAMBDA_EXECUTION)
+    for child in serving.readiness.node.find_all():
+        if isinstance(child, cdk.aws_lambda.CfnFunction):
             _acknowledge(
-                provider,
-                f"AwsSolutions-IAM5[Resource::<{_logical_id(function)}.Arn>:*]",
+                gate_provider,
+                f"AwsSolutions-IAM5[Resource::<{_logical_id(child)}.Arn>:*]",
                 "The custom resource Provider framework invokes any version of the readiness gate's "
                 "own functions (<function ARN>:*); the wildcard covers versions, not other functions.",
             )
 
     _acknowledge(
-        provider,
+        gate_provider,
         "AwsSolutions-SF2",
         "The Provider framework's waiter state machine has no X-Ray option; its executions are "
         "logged (level ALL) instead.",
     )
     _acknowledge(
-        provider,
+        gate_provider,
         "AwsSolutions-IAM5[Resource::*]",
         "Step Functions log delivery (logs:CreateLogDelivery, PutResourcePolicy and the like) "
         "has no resource-level permissions; CDK grants it for the waiter's execution logs.",
@@ -216,7 +221,9 @@ def _managed_policy(name: str) -> str:
 
 
 def _logical_id(construct: IConstruct) -> str:
-    resource = construct.node.default_child or construct
+    # An L2 construct's default child is its CfnResource; the others passed here (a
+    # CfnCondition, a CfnProject) are CloudFormation elements themselves.
+    resource = cast(cdk.CfnElement, construct.node.default_child or construct)
     return cdk.Stack.of(construct).get_logical_id(resource)
 
 
@@ -224,12 +231,17 @@ def _conditional_ecr_public_policy(provider: IConstruct) -> str:
     # The handler attaches ECR Public read-only only in partitions that have ECR Public;
     # cdk-nag names the finding by the whole Fn::If.
     condition = next(c for c in provider.node.find_all() if isinstance(c, cdk.CfnCondition))
-    arn = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":iam::aws:policy/AmazonElasticContainerRegistryPublicReadOnly"]]}
+    arn = {
+        "Fn::Join": [
+            "",
+            ["arn:", {"Ref": "AWS::Partition"}, ":iam::aws:policy/AmazonElasticContainerRegistryPublicReadOnly"],
+        ]
+    }
     finding = {"Fn::If": [_logical_id(condition), arn, {"Ref": "AWS::NoValue"}]}
     return f"AwsSolutions-IAM4[Policy::{json.dumps(finding, separators=(',', ':'))}]"
 
 
-def acknowledge_pipeline_findings(pipeline_stack) -> None:
+def acknowledge_pipeline_findings(pipeline_stack: PipelineStack) -> None:
     """Findings on what CDK Pipelines builds for itself: its roles, artifact bucket and
     CodeBuild projects (synth, self-mutation, asset publishing, the drill trigger)."""
     partition, region, account = _environment(pipeline_stack)

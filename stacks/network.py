@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
@@ -14,7 +16,7 @@ class NetworkStack(cdk.Stack):
     pods (the VPC CNI gives pods VPC addresses, hence /19s) and the cache.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, cluster_name: str, **kwargs) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, cluster_name: str, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.vpc = ec2.Vpc(
             self,

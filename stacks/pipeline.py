@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_codebuild as codebuild
@@ -44,9 +45,13 @@ RUN_DRILL = [
 
 
 class PipelineStack(cdk.Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         delivery = settings.pipeline
+        if delivery.repository is None or delivery.connection_arn is None:
+            raise ValueError(
+                "pipelineRepository, pipelineConnectionArn: must be set when pipeline=true"
+            )
         source = pipelines.CodePipelineSource.connection(
             delivery.repository, delivery.branch, connection_arn=delivery.connection_arn
         )

@@ -99,27 +99,25 @@ class RayServiceReadiness(Construct):
                 f"readiness timeout {timeout.to_minutes():g} min exceeds {READINESS_TIMEOUT_MAX_MINUTES} min: "
                 "CloudFormation waits at most 60 minutes for a custom resource"
             )
-        common = dict(
-            runtime=PYTHON_RUNTIME,
-            code=handler_code("rayservice_ready"),
-            # A private API endpoint is reachable from the VPC only: run in it, in a group
-            # of its own that reaches the API endpoint and nothing else (helper_access.py).
-            vpc=vpc,
-            vpc_subnets=ec2.SubnetSelection(subnets=subnets),
-            security_groups=[security_group],
-            timeout=cdk.Duration.seconds(60),
-            memory_size=256,
-        )
-        self.on_event = lambda_.Function(
-            self, "OnEvent", handler="index.on_event",
-            description="RayService readiness gate: records when the wait started",
-            log_group=_log_group(self, "OnEventLogs"), **common,
-        )
-        self.is_complete = lambda_.Function(
-            self, "IsComplete", handler="index.is_complete",
-            description="RayService readiness gate: Ready=True yet?",
-            log_group=_log_group(self, "IsCompleteLogs"), **common,
-        )
+        def handler(construct_id: str, entry_point: str, description: str) -> lambda_.Function:
+            return lambda_.Function(
+                self, construct_id, handler=entry_point, description=description,
+                log_group=_log_group(self, f"{construct_id}Logs"),
+                runtime=PYTHON_RUNTIME,
+                code=handler_code("rayservice_ready"),
+                # A private API endpoint is reachable from the VPC only: run in it, in a group
+                # of its own that reaches the API endpoint and nothing else (helper_access.py).
+                vpc=vpc,
+                vpc_subnets=ec2.SubnetSelection(subnets=subnets),
+                security_groups=[security_group],
+                timeout=cdk.Duration.seconds(60),
+                memory_size=256,
+            )
+
+        self.on_event = handler("OnEvent", "index.on_event", "RayService readiness gate: records when the wait started")
+        self.is_complete = handler("IsComplete", "index.is_complete", "RayService readiness gate: Ready=True yet?")
+        # A Function made without `role=` creates its own; only imported functions have none.
+        assert self.is_complete.role is not None
         # EKS's view policy covers built-in kinds only; the Kubernetes group gets a Role
         # that may read RayServices and their events in this namespace (charts/rbac.py).
         self.access = eks.CfnAccessEntry(

@@ -5,6 +5,7 @@ images built from images/ at deploy time."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -24,7 +25,7 @@ from stacks.cluster import ClusterStack
 from stacks.drill_runner import HaDrillProject
 from stacks.existing_network import Network
 from stacks.gcs_store import GcsStoreStack
-from stacks.helper_access import HelperReach, HelperSecurityGroup
+from stacks.helper_access import HelperPlacement, HelperReach, HelperSecurityGroup
 from stacks.observability import serving_dashboard
 from stacks.settings import Settings
 
@@ -43,7 +44,7 @@ class ServingStack(cdk.Stack):
         network: Network,
         cluster: ClusterStack,
         gcs_store: GcsStoreStack,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         capacity = settings.capacity
@@ -107,14 +108,16 @@ class ServingStack(cdk.Stack):
 
         namespace = self.rayservice.namespace
         rayservice_name = self.rayservice.rayservice_name
-        def in_vpc(name: str, reach: HelperReach, description: str) -> dict:
+        def in_vpc(name: str, reach: HelperReach, description: str) -> HelperPlacement:
             """The helper's place in the VPC: the private subnets and a group of its own."""
             group = HelperSecurityGroup(
                 self, f"{name}Access", vpc=network.vpc, cluster_security_group=cluster.cluster_security_group,
                 reach=reach, description=description,
             )
             self.helper_access[name] = group
-            return dict(vpc=network.vpc, subnets=network.private_subnets, security_group=group.security_group)
+            return HelperPlacement(
+                vpc=network.vpc, subnets=network.private_subnets, security_group=group.security_group
+            )
 
         self.helper_access: dict[str, HelperSecurityGroup] = {"Readiness": self.rayservice.readiness_access}
         serve_url = self.rayservice.serve_url
@@ -167,7 +170,9 @@ class ServingStack(cdk.Stack):
             "UpdateKubeconfig": f"aws eks update-kubeconfig --name {name} --region {self.region}",
             "ChatUiPortForward": f"kubectl -n {namespace} port-forward svc/{GRADIO_NAME} 7860:7860",
             "RayDashboardPortForward": f"kubectl -n {namespace} port-forward svc/{rayservice_name}-head-svc 8265:8265",
-            "ApiPortForward": f"kubectl -n {namespace} port-forward svc/{serve_service_name(rayservice_name)} 8000:8000",
+            "ApiPortForward": (
+                f"kubectl -n {namespace} port-forward svc/{serve_service_name(rayservice_name)} 8000:8000"
+            ),
             "ServeApiUrl": f"{serve_url}/v1",
             "HaDrillCommand": (
                 "python -m local.drill --backend kubernetes --url http://127.0.0.1:8000 "

@@ -4,6 +4,7 @@ settings -> network -> cluster -> GCS store -> serving."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import aws_cdk as cdk
 from constructs import Construct
@@ -120,6 +121,6 @@ def add_serving_system(scope: Construct, settings: Settings) -> ServingSystem:
 class ServingStage(cdk.Stage):
     """The serving system as a deployable unit of a CDK Pipeline."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.system = add_serving_system(self, settings)

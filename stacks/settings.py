@@ -23,8 +23,9 @@ import importlib.util
 import ipaddress
 import json
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Iterable, Mapping, get_args
+from typing import Annotated, Any, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
@@ -39,7 +40,6 @@ from charts.accelerators import (
 )
 from charts.batch import (
     CAPACITY_TYPES,
-    MAX_RAYJOB_NAME_LENGTH,
     AcceleratorWorkerShape,
     BatchTeam,
     CpuWorkerShape,
@@ -47,6 +47,7 @@ from charts.batch import (
     longest_job_suffix,
 )
 from charts.profiles import HF_MODEL_ID, HF_MODEL_ID_RULE, MISTRAL_7B_INSTRUCT
+from charts.ray_pods import MAX_RAYJOB_NAME_LENGTH
 from charts.serve_config import MIN_REPLICAS
 
 # Kubernetes minors EKS can still create clusters on (2026-11: 1.31 leaves extended support
@@ -305,7 +306,9 @@ ModelId = Annotated[str, _strict, AfterValidator(_matching(HF_MODEL_ID, HF_MODEL
 ReadinessMinutes = Annotated[CliInt, Field(ge=READINESS_TIMEOUT_MIN_MINUTES, le=READINESS_TIMEOUT_MAX_MINUTES)]
 Percent = Annotated[CliFloat, Field(ge=50.0, le=99.99)]
 Email = Annotated[str, _strict, AfterValidator(_matching(_EMAIL, "must be an e-mail address"))]
-Repository = Annotated[str, _strict, AfterValidator(_matching(_REPOSITORY, "must be a repository name, <owner>/<name>"))]
+Repository = Annotated[
+    str, _strict, AfterValidator(_matching(_REPOSITORY, "must be a repository name, <owner>/<name>"))
+]
 Branch = Annotated[str, _strict, AfterValidator(_matching(_BRANCH, "must be a git branch name"))]
 ConnectionArn = Annotated[
     str, _strict,
@@ -409,7 +412,9 @@ class BatchTeamSettings(BaseModel):
             return "give either cpus and memoryGib (CPU workers) or instanceType (accelerator workers)"
         if self.instance_type is not None and accelerator_of_instance_type(self.instance_type) is None:
             types = [t for a in ACCELERATORS.values() for t in a.instance_types]
-            return f"instanceType={self.instance_type!r} is not an accelerator instance type; allowed: {', '.join(types)}"
+            return (
+                f"instanceType={self.instance_type!r} is not an accelerator instance type; allowed: {', '.join(types)}"
+            )
         suffix = longest_job_suffix()
         if len(self.name) + len(suffix) > MAX_RAYJOB_NAME_LENGTH:
             return (
@@ -676,7 +681,7 @@ class SettingsModel(BaseModel):
 
     def _team_problems(self, indexes: list[int]) -> list[str]:
         problems = []
-        for index, team in zip(indexes, self.batch_teams):
+        for index, team in zip(indexes, self.batch_teams, strict=False):
             where = f"batchTeams[{index}]"
             problem = team.team_problem()
             if problem is None and self.capacity_mode == "node-groups" and team.cpus is not None:
@@ -980,7 +985,8 @@ def _describe(error: ValidationError, given: Mapping[str, Any]) -> list[str]:
         problems.append(f"{key}={_show(value)}: {allowed}")
     for index, names in unknown_team_fields.items():
         hints = [
-            f"{name} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(name, _TEAM_FIELDS_BY_KEY, n=1, cutoff=0.8))
+            f"{name} (did you mean {close[0]!r}?)"
+            if (close := difflib.get_close_matches(name, _TEAM_FIELDS_BY_KEY, n=1, cutoff=0.8))
             else name
             for name in names
         ]
@@ -1036,7 +1042,9 @@ def settings_table() -> str:
     rows = ["| key | default | allowed |", "|---|---|---|"]
     for key, field in _FIELDS_BY_KEY.items():
         default = field.default
-        shown = "unset" if default is None else f"`{json.dumps(list(default) if isinstance(default, tuple) else default)}`"
+        shown = (
+            "unset" if default is None else f"`{json.dumps(list(default) if isinstance(default, tuple) else default)}`"
+        )
         rows.append(f"| `{key}` | {shown} | {field.description} |")
     return "\n".join(rows)
 

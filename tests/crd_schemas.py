@@ -9,7 +9,7 @@ nothing. Here an unknown field is an error.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import jsonschema
@@ -28,7 +28,10 @@ CRD_FILES = {
     ("ray.io/v1", "RayJob"): "kuberay/v1.7.0/ray.io_rayjobs.yaml",
     ("external-secrets.io/v1", "ExternalSecret"): "external-secrets/v2.9.0/external-secrets.io_externalsecrets.yaml",
     ("external-secrets.io/v1", "SecretStore"): "external-secrets/v2.9.0/external-secrets.io_secretstores.yaml",
-    ("external-secrets.io/v1", "ClusterSecretStore"): "external-secrets/v2.9.0/external-secrets.io_clustersecretstores.yaml",
+    (
+        "external-secrets.io/v1",
+        "ClusterSecretStore",
+    ): "external-secrets/v2.9.0/external-secrets.io_clustersecretstores.yaml",
 }
 
 
@@ -48,7 +51,7 @@ def _closed(schema):
     return schema
 
 
-@lru_cache(maxsize=None)
+@cache
 def crd_schema(api_version: str, kind: str) -> dict:
     # libyaml: the KubeRay CRDs are ~1 MB each, seconds to parse in pure Python.
     path = Path(schemas_dir()) / CRD_FILES[(api_version, kind)]
@@ -57,7 +60,7 @@ def crd_schema(api_version: str, kind: str) -> dict:
     return next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def strict_crd_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
     return jsonschema.Draft7Validator(_closed(crd_schema(api_version, kind)))
 

@@ -78,6 +78,7 @@ def _start() -> tuple[Backend, Callable[[], None]]:
     import ray
     from ray import serve
     from ray._private import ray_constants
+
     from ray_serve_llm.app import build_app
     from ray_serve_llm.tiny_model import save_tiny_model
 

@@ -40,7 +40,9 @@ ACME = replace(
     train_on_devices=False,
     node_group_ami_type="AL2023_X86_64_STANDARD",
     device_plugin=DevicePlugin(
-        chart=HelmChartRef(repository="oci://registry.acme.example/charts", chart="acme-device-plugin", version="3.1.4"),
+        chart=HelmChartRef(
+            repository="oci://registry.acme.example/charts", chart="acme-device-plugin", version="3.1.4"
+        ),
         namespace="acme-system",
         values={"driver": {"enabled": False}},
         tolerations_path=("daemonset", "tolerations"),
@@ -182,7 +184,10 @@ def test_a_team_on_it_next_to_neuron_serving_gets_its_device_plugin(acme_team_ne
 
 # The CDK app, the charts, the local stack, the Lambdas and the batch jobs. The Serve app
 # (images/) dispatches on its *engine* names, its own contract, which the table maps.
-SCANNED = [ROOT / "app.py", *(p for d in ("stacks", "charts", "local", "lambda", "batch") for p in (ROOT / d).rglob("*.py"))]
+SCANNED = [
+    ROOT / "app.py",
+    *(p for d in ("stacks", "charts", "local", "lambda", "batch") for p in (ROOT / d).rglob("*.py")),
+]
 
 
 def name_branches(source: str, names: set[str]) -> list[str]:
@@ -200,9 +205,9 @@ def name_branches(source: str, names: set[str]) -> list[str]:
             dict_key = before in ("{", ",") and after == ":"
             if compared or subscript or dict_key or _in_membership_test(tokens, index):
                 found.append(token.line.strip())
-        elif token.type == tokenize.NAME and token.string in ("NEURON", "NVIDIA"):
-            found.append(token.line.strip())
-        elif token.string == "name" and before == "." and after in ("==", "!="):
+        elif (token.type == tokenize.NAME and token.string in ("NEURON", "NVIDIA")) or (
+            token.string == "name" and before == "." and after in ("==", "!=")
+        ):
             found.append(token.line.strip())
     return list(dict.fromkeys(found))
 

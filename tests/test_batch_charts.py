@@ -125,7 +125,9 @@ def synthesized() -> dict[str, list[dict]]:
 # --- schemas ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
-    "obj", ALL_OBJECTS, ids=[f"{o['kind']}-{o['metadata'].get('namespace', '')}-{o['metadata']['name']}" for o in ALL_OBJECTS]
+    "obj",
+    ALL_OBJECTS,
+    ids=[f"{o['kind']}-{o['metadata'].get('namespace', '')}-{o['metadata']['name']}" for o in ALL_OBJECTS],
 )
 def test_every_object_validates_against_its_schema(obj):
     assert schema_errors(obj) == []
@@ -352,7 +354,9 @@ def test_rayjob_entrypoints_run_a_mounted_script_with_arguments_it_accepts(team)
 
 
 def test_data_size_and_epochs_are_configurable():
-    xgb = xgboost_rayjob(CPU_TEAM, XGBoostBenchmark(rows=5_000_000, features=50, rounds=200, workers=2, cpus_per_worker=2))
+    xgb = xgboost_rayjob(
+        CPU_TEAM, XGBoostBenchmark(rows=5_000_000, features=50, rounds=200, workers=2, cpus_per_worker=2)
+    )
     parsed = xgboost_benchmark.parse_args(shlex.split(xgb["spec"]["entrypoint"])[2:])
     assert (parsed.rows, parsed.features, parsed.rounds, parsed.workers, parsed.cpus_per_worker) == (
         5_000_000, 50, 200, 2, 2,
@@ -531,7 +535,12 @@ def test_a_new_job_is_one_registry_entry(monkeypatch):
     assert [job["metadata"]["name"] for job in rayjobs] == ["analytics-xgboost", "analytics-pytorch", "analytics-echo"]
     echo = rayjobs[-1]
     assert schema_errors(echo) == []
-    assert shlex.split(echo["spec"]["entrypoint"]) == ["python", f"{SCRIPTS_MOUNT_PATH}/echo_benchmark.py", "--rows", "10"]
+    assert shlex.split(echo["spec"]["entrypoint"]) == [
+        "python",
+        f"{SCRIPTS_MOUNT_PATH}/echo_benchmark.py",
+        "--rows",
+        "10",
+    ]
 
 
 def test_a_chart_of_chosen_jobs_and_their_arguments():

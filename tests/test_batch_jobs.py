@@ -93,33 +93,36 @@ def ray_cluster():
         "RAY_USAGE_STATS_ENABLED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
-    log = open(Path(temp_dir) / "ray-start.log", "wb")
-    head = subprocess.Popen(
-        [
-            str(VENV_BIN / "ray"), "start", "--head", "--block",
-            "--node-ip-address", "127.0.0.1",
-            "--port", str(gcs),
-            "--num-cpus", str(CLUSTER_CPUS), "--num-gpus", "0",
-            "--object-store-memory", str(256 * 1024**2),
-            "--include-dashboard", "true",
-            "--dashboard-host", "127.0.0.1",
-            "--dashboard-port", str(dashboard),
-            "--node-manager-port", str(node_manager),
-            "--object-manager-port", str(object_manager),
-            "--dashboard-agent-listen-port", str(agent),
-            "--dashboard-agent-grpc-port", str(agent_grpc),
-            "--runtime-env-agent-port", str(runtime_env),
-            "--metrics-export-port", str(metrics),
-            "--ray-client-server-port", str(client),
-            "--temp-dir", temp_dir,
-        ],  # fmt: skip
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        # Its own process group: every Ray process it starts is in it, so the teardown can
-        # signal exactly these processes.
-        start_new_session=True,
-    )
+    # The head writes its log through its own copy of the descriptor.
+    # fmt: off
+    with open(Path(temp_dir) / "ray-start.log", "wb") as log:
+        head = subprocess.Popen(
+            [
+                str(VENV_BIN / "ray"), "start", "--head", "--block",
+                "--node-ip-address", "127.0.0.1",
+                "--port", str(gcs),
+                "--num-cpus", str(CLUSTER_CPUS), "--num-gpus", "0",
+                "--object-store-memory", str(256 * 1024**2),
+                "--include-dashboard", "true",
+                "--dashboard-host", "127.0.0.1",
+                "--dashboard-port", str(dashboard),
+                "--node-manager-port", str(node_manager),
+                "--object-manager-port", str(object_manager),
+                "--dashboard-agent-listen-port", str(agent),
+                "--dashboard-agent-grpc-port", str(agent_grpc),
+                "--runtime-env-agent-port", str(runtime_env),
+                "--metrics-export-port", str(metrics),
+                "--ray-client-server-port", str(client),
+                "--temp-dir", temp_dir,
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Its own process group: every Ray process it starts is in it, so the teardown can
+            # signal exactly these processes.
+            start_new_session=True,
+        )
+    # fmt: on
     url = f"http://127.0.0.1:{dashboard}"
     cluster = Cluster(dashboard_url=url, token=token)
     try:
@@ -141,7 +144,6 @@ def ray_cluster():
     finally:
         _stop_unfinished_jobs(cluster)
         _stop_process_group(head)
-        log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -160,7 +162,7 @@ def _stop_unfinished_jobs(cluster: Cluster) -> None:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and any(not j.status.is_terminal() for j in client.list_jobs()):
             time.sleep(0.5)
-    except Exception:  # noqa: BLE001 - best effort: the cluster may already be gone
+    except Exception:
         pass
 
 

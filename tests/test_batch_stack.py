@@ -129,7 +129,9 @@ def test_a_gpu_team_next_to_neuron_serving_gets_the_nvidia_device_plugin():
     assert {"key": TEAM_KEY, "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
     terms = values["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert terms == [{"matchExpressions": [{"key": "ray-serve-ha.dev/accelerator", "operator": "In", "values": ["nvidia"]}]}]
+    assert terms == [
+        {"matchExpressions": [{"key": "ray-serve-ha.dev/accelerator", "operator": "In", "values": ["nvidia"]}]}
+    ]
 
 
 def test_cpu_node_size_leaves_room_for_the_node_itself():

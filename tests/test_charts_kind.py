@@ -101,7 +101,7 @@ def run_query_script(answers: list) -> subprocess.CompletedProcess:
     pending = iter(answers)
 
     class StubServe(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's naming)
+        def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             assert self.path == "/v1/chat/completions" and body["model"] == TINY_MODEL_ID
             answer = next(pending)

@@ -12,7 +12,6 @@ import yaml
 from charts import constants
 from charts.accelerators import NEURON, NVIDIA
 from charts.profiles import eks_rayservice_inputs
-from tests.chart_inputs import example_eks_deployment
 from charts.rayservice import (
     RAYSERVICE_LABEL,
     PodResources,
@@ -26,6 +25,7 @@ from charts.rayservice import (
 )
 from charts.secrets import HUGGING_FACE_TOKEN
 from charts.serve_config import serve_config
+from tests.chart_inputs import example_eks_deployment
 
 ACCELERATORS = {"neuron": NEURON, "nvidia": NVIDIA}
 INSTANCE_TYPES = {"neuron": "inf2.8xlarge", "nvidia": "g6e.xlarge"}

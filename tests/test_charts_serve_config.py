@@ -15,6 +15,8 @@ from pydantic import BaseModel, ValidationError
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
+from charts.accelerators import NEURON as NEURON_ACCELERATOR
+from charts.accelerators import NVIDIA as NVIDIA_ACCELERATOR
 from charts.profiles import KindDeployment, eks_rayservice_inputs, kind_rayservice_inputs
 from charts.rayservice import RayServiceChart
 from charts.serve_config import (
@@ -25,8 +27,6 @@ from charts.serve_config import (
     serve_config,
     serve_config_yaml,
 )
-from charts.accelerators import NEURON as NEURON_ACCELERATOR
-from charts.accelerators import NVIDIA as NVIDIA_ACCELERATOR
 from local.stack import LocalStack, StackState
 from tests.chart_inputs import example_eks_deployment
 from tests.conftest import ROOT

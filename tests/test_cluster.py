@@ -10,8 +10,8 @@ import pytest
 from aws_cdk.assertions import Match
 
 from charts import constants
-from charts.node_pool import accelerator_node_pool
 from charts.accelerators import NEURON, NVIDIA
+from charts.node_pool import accelerator_node_pool
 from tests.conftest import synthesize
 from tests.crd_schemas import schema_errors
 
@@ -271,7 +271,10 @@ def test_auto_mode_installs_no_device_plugin(default_system):
 
 @pytest.mark.parametrize(
     ("fixture", "chart", "path"),
-    [("node_groups_neuron", "neuron-helm-chart", ("devicePlugin",)), ("node_groups_nvidia", "nvidia-device-plugin", ())],
+    [
+        ("node_groups_neuron", "neuron-helm-chart", ("devicePlugin",)),
+        ("node_groups_nvidia", "nvidia-device-plugin", ()),
+    ],
 )
 def test_device_plugins_tolerate_batch_team_taints(request, fixture, chart, path):
     values = json.loads(helm_charts(request.getfixturevalue(fixture).cluster)[chart]["Values"])
@@ -298,7 +301,10 @@ def test_external_secrets_runs_with_a_pod_identity_that_reads_only_project_secre
     template = default_system.cluster
     template.has_resource_properties(
         "AWS::EKS::PodIdentityAssociation",
-        {"Namespace": constants.EXTERNAL_SECRETS_NAMESPACE, "ServiceAccount": constants.EXTERNAL_SECRETS_SERVICE_ACCOUNT},
+        {
+            "Namespace": constants.EXTERNAL_SECRETS_NAMESPACE,
+            "ServiceAccount": constants.EXTERNAL_SECRETS_SERVICE_ACCOUNT,
+        },
     )
     values = json.loads(helm_charts(template)["external-secrets"]["Values"])
     assert values["serviceAccount"]["name"] == constants.EXTERNAL_SECRETS_SERVICE_ACCOUNT

@@ -19,10 +19,9 @@ from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "images" / "ray-serve"))
 
-from ray_serve_llm.compiled_artifacts import MARKER, CompileKey  # noqa: E402 (path set above)
-from ray_serve_llm.engines import neuron_engine  # noqa: E402
-from ray_serve_llm.engines.neuron_engine import NEURON_MAX_NUM_SEQS, NeuronEngine  # noqa: E402
-
+from ray_serve_llm.compiled_artifacts import MARKER, CompileKey
+from ray_serve_llm.engines import neuron_engine
+from ray_serve_llm.engines.neuron_engine import NEURON_MAX_NUM_SEQS, NeuronEngine
 from stacks.artifact_cache import ARTIFACTS_PREFIX
 
 BUCKET = "compiled-artifacts"
@@ -56,7 +55,7 @@ def s3_endpoint():
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
                 server.kill()
-                raise RuntimeError(f"moto_server did not start on {endpoint}")
+                raise RuntimeError(f"moto_server did not start on {endpoint}") from None
             time.sleep(0.1)
     yield endpoint
     server.terminate()

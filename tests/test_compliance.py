@@ -18,12 +18,17 @@ CONFIGURATIONS = {
     "neuron-auto-mode": {},
     "nvidia-auto-mode": {"accelerator": "nvidia"},
     "neuron-node-groups": {"capacityMode": "node-groups"},
-    "nvidia-node-groups": {"capacityMode": "node-groups", "accelerator": "nvidia", "endpointPublicAccessCidrs": "203.0.113.0/24"},
+    "nvidia-node-groups": {
+        "capacityMode": "node-groups",
+        "accelerator": "nvidia",
+        "endpointPublicAccessCidrs": "203.0.113.0/24",
+    },
     "neuron-node-groups-with-teams": {
         "capacityMode": "node-groups",
-        "batchTeams": [{"name": "analytics", "namespace": "team-analytics", "cpus": 4, "memoryGib": 16},
-                       {"name": "vision", "namespace": "team-vision", "instanceType": "inf2.xlarge",
-                        "capacityType": "spot"}],
+        "batchTeams": [
+            {"name": "analytics", "namespace": "team-analytics", "cpus": 4, "memoryGib": 16},
+            {"name": "vision", "namespace": "team-vision", "instanceType": "inf2.xlarge", "capacityType": "spot"},
+        ],
     },
     # An existing VPC from a cached lookup (cdk.context.json): no network stack.
     "neuron-auto-mode-existing-vpc": existing_vpc(),

@@ -189,7 +189,9 @@ def test_requirements_are_pinned(folder):
         lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
         requirements = [line for line in lines if line]
         assert requirements, path
-        unpinned = [line for line in requirements if not re.fullmatch(r"[A-Za-z0-9_.\-\[\],]+==[0-9][0-9A-Za-z.+\-]*", line)]
+        unpinned = [
+            line for line in requirements if not re.fullmatch(r"[A-Za-z0-9_.\-\[\],]+==[0-9][0-9A-Za-z.+\-]*", line)
+        ]
         assert unpinned == [], f"{path.name}: not pinned with ==: {unpinned}"
 
 
@@ -231,21 +233,63 @@ def test_digest_pins_and_registry_ports_are_understood():
         (("python:3.11.14-slim-bookworm", "python:latest"), "FROM python:latest: not pinned to an exact tag or digest"),
         (("python:3.11.14-slim-bookworm", "python"), "FROM python: not pinned to an exact tag or digest"),
         (("python:3.11.14-slim-bookworm", "python:slim"), "FROM python:slim: not pinned to an exact tag or digest"),
-        (("python:3.11.14-slim-bookworm", "python:3.11-slim"), "FROM python:3.11-slim: not pinned to an exact tag or digest"),
+        (
+            ("python:3.11.14-slim-bookworm", "python:3.11-slim"),
+            "FROM python:3.11-slim: not pinned to an exact tag or digest",
+        ),
         (("USER 10001", "USER root"), "USER root: the image must end as a non-root user"),
         (("USER 10001", "USER 0:0"), "USER 0:0: the image must end as a non-root user"),
         (("USER 10001\n", ""), "no USER: the image would run as root"),
-        (("ENV HF_HOME", "ARG HF_TOKEN\nENV HF_HOME"), "ARG HF_TOKEN: a secret must not be a build argument or baked into the image"),
-        (("GRADIO_SERVER_PORT=7860", "OPENAI_API_KEY=abc"), "ENV OPENAI_API_KEY: a secret must not be a build argument or baked into the image"),
-        (("GRADIO_SERVER_PORT=7860", "HUGGING_FACE_HUB_TOKEN=x"), "ENV HUGGING_FACE_HUB_TOKEN: a secret must not be a build argument or baked into the image"),
-        (("GRADIO_SERVER_PORT=7860", "MODEL_CONFIG=hf_" + "x1" * 12), "ENV MODEL_CONFIG: its value looks like a credential"),
-        (("COPY --chown=10001:10001 chat_ui ./chat_ui", "COPY .env /app/.env"), "COPY .env: copies a credentials file into the image"),
-        (("COPY --chown=10001:10001 chat_ui ./chat_ui", "COPY .cache/huggingface/token /root/"), "COPY .cache/huggingface/token: copies a credentials file into the image"),
-        (("COPY --chown=10001:10001 chat_ui ./chat_ui", "ADD certs/server.pem /etc/"), "ADD certs/server.pem: copies a credentials file into the image"),
-        (("gradio==6.31.0", "gradio==6.31.0 && huggingface-cli login --token hf_" + "y2" * 12), "RUN: contains what looks like a credential"),
+        (
+            ("ENV HF_HOME", "ARG HF_TOKEN\nENV HF_HOME"),
+            "ARG HF_TOKEN: a secret must not be a build argument or baked into the image",
+        ),
+        (
+            ("GRADIO_SERVER_PORT=7860", "OPENAI_API_KEY=abc"),
+            "ENV OPENAI_API_KEY: a secret must not be a build argument or baked into the image",
+        ),
+        (
+            ("GRADIO_SERVER_PORT=7860", "HUGGING_FACE_HUB_TOKEN=x"),
+            "ENV HUGGING_FACE_HUB_TOKEN: a secret must not be a build argument or baked into the image",
+        ),
+        (
+            ("GRADIO_SERVER_PORT=7860", "MODEL_CONFIG=hf_" + "x1" * 12),
+            "ENV MODEL_CONFIG: its value looks like a credential",
+        ),
+        (
+            ("COPY --chown=10001:10001 chat_ui ./chat_ui", "COPY .env /app/.env"),
+            "COPY .env: copies a credentials file into the image",
+        ),
+        (
+            ("COPY --chown=10001:10001 chat_ui ./chat_ui", "COPY .cache/huggingface/token /root/"),
+            "COPY .cache/huggingface/token: copies a credentials file into the image",
+        ),
+        (
+            ("COPY --chown=10001:10001 chat_ui ./chat_ui", "ADD certs/server.pem /etc/"),
+            "ADD certs/server.pem: copies a credentials file into the image",
+        ),
+        (
+            ("gradio==6.31.0", "gradio==6.31.0 && huggingface-cli login --token hf_" + "y2" * 12),
+            "RUN: contains what looks like a credential",
+        ),
     ],
-    ids=["latest", "no tag", "floating tag", "minor tag", "root", "uid 0", "no user", "token arg", "api key env",
-         "token env", "token value", "dotenv", "hf token file", "pem", "token in run"],
+    ids=[
+        "latest",
+        "no tag",
+        "floating tag",
+        "minor tag",
+        "root",
+        "uid 0",
+        "no user",
+        "token arg",
+        "api key env",
+        "token env",
+        "token value",
+        "dotenv",
+        "hf token file",
+        "pem",
+        "token in run",
+    ],
 )
 def test_a_broken_dockerfile_fails_with_the_exact_problem(change, problem):
     old, new = change

@@ -48,7 +48,9 @@ def test_auth_token_is_resolved_from_a_generated_secret(default_system, group):
     generator = secret["Properties"]["GenerateSecretString"]
     assert generator["ExcludePunctuation"] is True
     assert 16 <= generator["PasswordLength"] <= 128
-    assert group["AuthToken"] == {"Fn::Join": ["", ["{{resolve:secretsmanager:", {"Ref": secret_id}, ":SecretString:::}}"]]}
+    assert group["AuthToken"] == {
+        "Fn::Join": ["", ["{{resolve:secretsmanager:", {"Ref": secret_id}, ":SecretString:::}}"]]
+    }
 
 
 def test_subnet_group_spans_the_cluster_private_subnets(default_system, group):

@@ -51,7 +51,12 @@ SERVICES_PATH = f"/api/v1/namespaces/{NAMESPACE}/services"
 @pytest.fixture(autouse=True)
 def fake_aws(monkeypatch, tmp_path):
     """Static fake credentials from the environment only: no profile, no instance metadata."""
-    for key in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
+    for key in (
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    ):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
@@ -86,7 +91,7 @@ class FakeKube:
 
 def _serve(kube: FakeKube, tls: ssl.SSLContext | None = None) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             with kube.lock:
                 kube.requests.append({"path": self.path, "headers": dict(self.headers)})
             status, body = kube.answer(self.path)
@@ -138,10 +143,18 @@ def endpoint(server):
 
 
 def condition(type_: str, status: str, reason: str, message: str = "") -> dict:
-    return {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": "2026-11-23T04:00:00Z"}
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": "2026-11-23T04:00:00Z",
+    }
 
 
-def rayservice(*conditions: dict, generation: int = 1, observed: int | None = 1, active: str = "mistral-raycluster-abcde") -> dict:
+def rayservice(
+    *conditions: dict, generation: int = 1, observed: int | None = 1, active: str = "mistral-raycluster-abcde"
+) -> dict:
     status: dict = {
         "conditions": list(conditions),
         "numServeEndpoints": 2,
@@ -175,7 +188,8 @@ REJECTED = rayservice(
         "Ready",
         "False",
         "ValidationFailed",
-        "The RayService spec is invalid serving/mistral: ray.io/ft-enabled annotation and GcsFaultToleranceOptions are both set.",
+        "The RayService spec is invalid serving/mistral: "
+        "ray.io/ft-enabled annotation and GcsFaultToleranceOptions are both set.",
     ),
 )
 
@@ -261,7 +275,9 @@ def sigv4_matches(url: str, cluster: str, secret: str, region: str) -> bool:
     )
     amz_date = dict(params)["X-Amz-Date"]
     scope = f"{amz_date[:8]}/{region}/sts/aws4_request"
-    string_to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical_request.encode()).hexdigest()])
+    string_to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
+    )
     key = ("AWS4" + secret).encode()
     for part in (amz_date[:8], region, "sts", "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
@@ -327,7 +343,7 @@ def test_on_event_delete_keeps_the_physical_id():
 def test_on_event_refuses_missing_properties():
     event = poll_event("https://example.eks.amazonaws.com")
     del event["ResourceProperties"]["RayServiceName"]
-    with pytest.raises(ValueError, match="^ResourceProperties is missing RayServiceName$"):
+    with pytest.raises(ValueError, match=r"^ResourceProperties is missing RayServiceName$"):
         gate.on_event(event, None)
 
 
@@ -377,7 +393,9 @@ def test_ready_while_upgrading_is_not_enough(kube, endpoint):
     # A zero-downtime upgrade keeps the old cluster Ready while the new one comes up.
     upgrading = rayservice(
         condition("Ready", "True", "NonZeroServeEndpoints"),
-        condition("UpgradeInProgress", "True", "BothActivePendingClustersExist", "Both active and pending Ray clusters exist"),
+        condition(
+            "UpgradeInProgress", "True", "BothActivePendingClustersExist", "Both active and pending Ray clusters exist"
+        ),
     )
     kube.answers[RAYSERVICE_PATH] = [(200, upgrading)]
     assert gate.is_complete(poll_event(endpoint, request_type="Update"), None) == {"IsComplete": False}
@@ -440,7 +458,9 @@ def test_a_pending_cluster_is_waited_for_even_without_the_upgrade_condition():
     status["status"]["conditions"] = [c for c in status["status"]["conditions"] if c["type"] == "Ready"]
     verdict = rayservice_status.evaluate(status)
     assert not verdict.ready
-    assert verdict.detail == f"upgrade in progress: pending RayCluster {NEW} (no applications yet); {OLD} serves meanwhile"
+    assert (
+        verdict.detail == f"upgrade in progress: pending RayCluster {NEW} (no applications yet); {OLD} serves meanwhile"
+    )
 
 
 def test_an_in_place_serve_config_update_waits_for_running_applications(kube, endpoint):
@@ -477,7 +497,8 @@ def test_initializing_timeout_fails_at_once(kube, endpoint):
         condition("Ready", "False", "InitializingTimeout", "RayService failed to initialize within 10m"), active=""
     )
     kube.answers[RAYSERVICE_PATH] = [(200, timed_out)]
-    with pytest.raises(errors.GateError, match=r"^RayService serving/mistral was rejected by KubeRay \(InitializingTimeout\): "):
+    rejected = r"^RayService serving/mistral was rejected by KubeRay \(InitializingTimeout\): "
+    with pytest.raises(errors.GateError, match=rejected):
         gate.is_complete(poll_event(endpoint), None)
 
 
@@ -565,7 +586,7 @@ def test_forbidden_is_waited_out_briefly_then_fails(kube, endpoint):
     forbidden = {"kind": "Status", "message": 'rayservices.ray.io "mistral" is forbidden', "code": 403}
     kube.answers[RAYSERVICE_PATH] = [(403, forbidden)]
     assert gate.is_complete(poll_event(endpoint, started_ago_s=10), None) == {"IsComplete": False}
-    with pytest.raises(errors.GateError, match="is forbidden .*must allow get on rayservices.ray.io"):
+    with pytest.raises(errors.GateError, match=r"is forbidden .*must allow get on rayservices.ray.io"):
         gate.is_complete(poll_event(endpoint, started_ago_s=gate.AUTH_GRACE_S + 5), None)
 
 
@@ -585,7 +606,7 @@ def test_delete_completes_without_calling_the_cluster(kube, endpoint):
 @pytest.mark.parametrize("endpoint_url", ["http://kube.example:8080", "http://10.0.0.1", "ftp://127.0.0.1"])
 def test_plain_http_only_to_loopback(kube, endpoint_url):
     # Refused before any connection: a bearer token never travels in the clear.
-    with pytest.raises(errors.GateError, match="^Endpoint must be an https:// URL"):
+    with pytest.raises(errors.GateError, match=r"^Endpoint must be an https:// URL"):
         gate.is_complete(poll_event(endpoint_url), None)
     assert kube.requests == []
 
@@ -644,9 +665,13 @@ def test_delete_waits_until_the_clusters_and_load_balancers_are_gone(kube, endpo
 def test_delete_that_does_not_finish_names_what_is_left(kube, endpoint):
     kube.answers[RAYSERVICE_PATH] = [(200, k8s_object(NAME, "ray.io/rayservice-finalizer"))]
     kube.answers[RAYCLUSTERS_PATH] = [(200, listing(k8s_object("ray-serve-llm-raycluster-x1", REDIS_CLEANUP)))]
-    kube.answers[SERVICES_PATH] = [(200, listing(k8s_object("ray-serve-llm-serve-svc", LB_CLEANUP, service_type="LoadBalancer")))]
+    kube.answers[SERVICES_PATH] = [
+        (200, listing(k8s_object("ray-serve-llm-serve-svc", LB_CLEANUP, service_type="LoadBalancer")))
+    ]
     with pytest.raises(errors.GateError) as raised:
-        gate.is_complete(poll_event(endpoint, request_type="Delete", resource_type=GONE, started_ago_s=120, timeout_s=60), None)
+        gate.is_complete(
+            poll_event(endpoint, request_type="Delete", resource_type=GONE, started_ago_s=120, timeout_s=60), None
+        )
     # The waited seconds are 120 or 121 (StartedAt is whole seconds).
     assert re.sub(r"in 12[01] s;", "in 120 s;", str(raised.value)) == (
         "RayService serving/mistral teardown did not finish in 120 s; still there: "
@@ -704,7 +729,7 @@ def test_https_refuses_a_server_outside_the_cluster_ca(tls_server):
 
 
 def test_certificate_authority_must_be_base64_pem():
-    with pytest.raises(errors.GateError, match="^CertificateAuthority is not base64-encoded PEM"):
+    with pytest.raises(errors.GateError, match=r"^CertificateAuthority is not base64-encoded PEM"):
         kube_api.ssl_context_for(base64.b64encode(b"not a certificate").decode())
 
 
@@ -719,8 +744,12 @@ def test_handler_imports_only_the_standard_library_botocore_and_its_own_modules(
     imported = set()
     for path in folder.glob("*.py"):
         tree = ast.parse(path.read_text())
-        imported |= {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-        imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {
+            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        }
+        imported |= {
+            node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+        }
     assert imported - sys.stdlib_module_names - {"__future__"} - own <= {"boto3", "botocore"}
     # Every sibling the handler imports ships beside it (the asset is the folder).
     assert {"eks_token", "gate_errors", "kube_api", "rayservice_status", "failure_report", "teardown"} <= own

@@ -16,12 +16,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-
-from tests.lambda_handlers import load_handler
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-
+from tests.lambda_handlers import load_handler
 
 probe = load_handler("serve_probe")
 
@@ -74,14 +72,14 @@ def server():
             self.end_headers()
             self.wfile.write(payload)
 
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             serve.received.append(("GET", self.path, None))
             if self.path == "/v1/models":
                 self._reply(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in serve.models]})
             else:
                 self._reply(404, {"detail": "Not Found"})
 
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             serve.received.append(("POST", self.path, body))
             answer = serve.next_answer()
@@ -164,14 +162,21 @@ class StepClock:
         return self.now
 
 
-def config(url: str, **overrides) -> "probe.ProbeConfig":
-    values = dict(serve_url=url, service_name=SERVICE, model=None, requests=3, timeout_s=TIMEOUT_S, namespace="RayServeHA")
+def config(url: str, **overrides) -> probe.ProbeConfig:
+    values = dict(
+        serve_url=url, service_name=SERVICE, model=None, requests=3, timeout_s=TIMEOUT_S, namespace="RayServeHA"
+    )
     return probe.ProbeConfig(**{**values, **overrides})
 
 
 def expected_metrics(requests: int, failed: int, latencies: dict[float, int] | None = None) -> list[dict]:
     data = [
-        {"MetricName": "Availability", "Dimensions": DIMENSIONS, "Value": 100.0 * (requests - failed) / requests, "Unit": "Percent"},
+        {
+            "MetricName": "Availability",
+            "Dimensions": DIMENSIONS,
+            "Value": 100.0 * (requests - failed) / requests,
+            "Unit": "Percent",
+        },
         {"MetricName": "Requests", "Dimensions": DIMENSIONS, "Value": float(requests), "Unit": "Count"},
         {"MetricName": "FailedRequests", "Dimensions": DIMENSIONS, "Value": float(failed), "Unit": "Count"},
     ]
@@ -340,7 +345,15 @@ def test_handler_reads_the_environment(serve, url, cloudwatch, monkeypatch):
         monkeypatch.setenv(key, value)
     data = expected_metrics(1, 0)
     # Measured with the real clock: a local answer takes well under a second.
-    data.append({"MetricName": "Latency", "Dimensions": DIMENSIONS, "Values": [Between(0.0, 1000.0)], "Counts": [1.0], "Unit": "Milliseconds"})
+    data.append(
+        {
+            "MetricName": "Latency",
+            "Dimensions": DIMENSIONS,
+            "Values": [Between(0.0, 1000.0)],
+            "Counts": [1.0],
+            "Unit": "Milliseconds",
+        }
+    )
     expect_put(stubber, data)
     summary = probe.handler({"source": "aws.events"}, None)
     assert (summary["requests"], summary["failed"], summary["model"]) == (1, 0, MODEL)
@@ -349,7 +362,12 @@ def test_handler_reads_the_environment(serve, url, cloudwatch, monkeypatch):
 def test_config_defaults():
     cfg = probe.ProbeConfig.from_env({"SERVE_URL": "http://internal-lb:8000", "SERVICE_NAME": SERVICE})
     assert cfg == probe.ProbeConfig(
-        serve_url="http://internal-lb:8000", service_name=SERVICE, model=None, requests=3, timeout_s=20.0, namespace="RayServeHA"
+        serve_url="http://internal-lb:8000",
+        service_name=SERVICE,
+        model=None,
+        requests=3,
+        timeout_s=20.0,
+        namespace="RayServeHA",
     )
 
 
@@ -359,9 +377,18 @@ def test_config_defaults():
         ({"SERVICE_NAME": SERVICE}, "SERVE_URL must be an http(s) base URL such as http://internal-lb:8000, got ''"),
         ({"SERVE_URL": "internal-lb:8000", "SERVICE_NAME": SERVICE}, "SERVE_URL must be an http(s) base URL"),
         ({"SERVE_URL": "http://lb:8000"}, "SERVICE_NAME must be set (the value of the metrics' Service dimension)"),
-        ({"SERVE_URL": "http://lb:8000", "SERVICE_NAME": SERVICE, "PROBE_REQUESTS": "three"}, "PROBE_REQUESTS must be a number (int), got 'three'"),
-        ({"SERVE_URL": "http://lb:8000", "SERVICE_NAME": SERVICE, "PROBE_REQUESTS": "0"}, "PROBE_REQUESTS must be between 1 and 20, got 0"),
-        ({"SERVE_URL": "http://lb:8000", "SERVICE_NAME": SERVICE, "REQUEST_TIMEOUT_S": "-1"}, "REQUEST_TIMEOUT_S must be positive, got -1"),
+        (
+            {"SERVE_URL": "http://lb:8000", "SERVICE_NAME": SERVICE, "PROBE_REQUESTS": "three"},
+            "PROBE_REQUESTS must be a number (int), got 'three'",
+        ),
+        (
+            {"SERVE_URL": "http://lb:8000", "SERVICE_NAME": SERVICE, "PROBE_REQUESTS": "0"},
+            "PROBE_REQUESTS must be between 1 and 20, got 0",
+        ),
+        (
+            {"SERVE_URL": "http://lb:8000", "SERVICE_NAME": SERVICE, "REQUEST_TIMEOUT_S": "-1"},
+            "REQUEST_TIMEOUT_S must be positive, got -1",
+        ),
     ],
 )
 def test_config_errors_name_the_variable(env, message):
@@ -372,6 +399,10 @@ def test_config_errors_name_the_variable(env, message):
 
 def test_handler_imports_only_the_standard_library_and_boto3():
     tree = ast.parse(Path(probe.__file__).read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert imported - sys.stdlib_module_names - {"__future__"} <= {"boto3", "botocore"}

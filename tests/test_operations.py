@@ -104,7 +104,8 @@ def test_readiness_gate_runs_again_when_the_rayservice_spec_changes(serving, cha
 
 def test_readiness_gate_runs_in_the_vpc_on_the_lambda_runtime_without_bundling(serving):
     functions = serving.find_resources(
-        "AWS::Lambda::Function", {"Properties": {"Handler": Match.string_like_regexp(r"^index\.(on_event|is_complete)$")}}
+        "AWS::Lambda::Function",
+        {"Properties": {"Handler": Match.string_like_regexp(r"^index\.(on_event|is_complete)$")}},
     )
     assert len(functions) == 2
     for function in functions.values():
@@ -195,7 +196,9 @@ def test_outputs_tell_the_next_commands(serving):
     texts = {key: json.dumps(value["Value"]) for key, value in outputs.items()}
     assert "aws eks update-kubeconfig --name ray-serve-ha --region" in texts["UpdateKubeconfig"]
     assert texts["ChatUiPortForward"] == '"kubectl -n ray-serving port-forward svc/gradio 7860:7860"'
-    assert texts["RayDashboardPortForward"] == '"kubectl -n ray-serving port-forward svc/ray-serve-llm-head-svc 8265:8265"'
+    assert (
+        texts["RayDashboardPortForward"] == '"kubectl -n ray-serving port-forward svc/ray-serve-llm-head-svc 8265:8265"'
+    )
     assert texts["ApiPortForward"] == '"kubectl -n ray-serving port-forward svc/ray-serve-llm-serve-svc 8000:8000"'
     assert "python -m local.drill --backend kubernetes --url http://127.0.0.1:8000" in texts["HaDrillCommand"]
     assert "ServeEndpoint" in texts["ServeApiUrl"]
@@ -212,7 +215,9 @@ def test_ui_is_applied_after_the_rayservice_is_ready(serving):
 def describe_peer(rule: dict) -> str:
     """An egress rule's destination in words: the cluster SG, the VPC CIDR or anywhere."""
     if "DestinationSecurityGroupId" in rule:
-        return "cluster-sg" if "ClusterSecurityGroupId" in json.dumps(rule["DestinationSecurityGroupId"]) else "other-sg"
+        return (
+            "cluster-sg" if "ClusterSecurityGroupId" in json.dumps(rule["DestinationSecurityGroupId"]) else "other-sg"
+        )
     if rule.get("CidrIp") == "0.0.0.0/0":
         return "anywhere"
     return "vpc-cidr" if "CidrBlock" in json.dumps(rule["CidrIp"]) else json.dumps(rule["CidrIp"])
@@ -242,7 +247,9 @@ def test_helpers_run_in_groups_of_their_own_with_only_the_egress_they_need(servi
         assert "ClusterSecurityGroupId" not in json.dumps(group), helper
         properties = groups[group["Fn::GetAtt"][0]]["Properties"]
         assert "SecurityGroupIngress" not in properties
-        reach[helper] = sorted((describe_peer(r), r["FromPort"], r["ToPort"]) for r in properties["SecurityGroupEgress"])
+        reach[helper] = sorted(
+            (describe_peer(r), r["FromPort"], r["ToPort"]) for r in properties["SecurityGroupEgress"]
+        )
     assert reach == {
         "index.on_event": [("cluster-sg", 443, 443)],
         "index.is_complete": [("cluster-sg", 443, 443)],
@@ -299,7 +306,12 @@ def test_readme_names_everything_destroy_leaves_behind(default_system):
     # Every resource a template keeps on delete is of a kind the README's teardown list names.
     retained = {
         resource["Type"]
-        for template in (default_system.network, default_system.cluster, default_system.gcs_store, default_system.serving)
+        for template in (
+            default_system.network,
+            default_system.cluster,
+            default_system.gcs_store,
+            default_system.serving,
+        )
         for resource in template.to_json()["Resources"].values()
         if resource.get("DeletionPolicy") == "Retain"
     }

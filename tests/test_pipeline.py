@@ -21,7 +21,9 @@ PIPELINE = {
     "account": "111122223333",
     "region": "us-east-2",
     "pipelineRepository": "example/ray-serve-ha",
-    "pipelineConnectionArn": "arn:aws:codeconnections:us-east-2:111122223333:connection/0b4e7d2a-1111-2222-3333-444455556666",
+    "pipelineConnectionArn": (
+        "arn:aws:codeconnections:us-east-2:111122223333:connection/0b4e7d2a-1111-2222-3333-444455556666"
+    ),
 }
 # cfn-lint findings in what aws-cdk-lib and CDK Pipelines generate, not in this project:
 # a DependsOn next to a GetAtt (W3005); Fn::Join with "" in CDK Pipelines' deploy-role ARNs (E3703).
@@ -132,7 +134,7 @@ def test_drill_project_runs_in_the_vpc_with_namespaced_kubernetes_access(default
     rbac = [json.loads(r["Properties"]["Manifest"])
             for k, r in serving.find_resources("Custom::AWSCDK-EKS-KubernetesResource").items()
             if k.startswith("HaDrillRbac")]
-    ((role, binding),) = rbac
+    ((role, _binding),) = rbac
     assert role["rules"] == [
         {"apiGroups": ["ray.io"], "resources": ["rayservices"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},

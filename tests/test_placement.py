@@ -26,7 +26,9 @@ def accelerator_capacity(synthesized) -> tuple[dict[str, str], list[dict]]:
         (pool,) = pools
         template = pool["spec"]["template"]
         return template["metadata"]["labels"], template["spec"]["taints"]
-    groups = [g["Properties"] for g in cluster.find_resources("AWS::EKS::Nodegroup").values() if g["Properties"].get("Taints")]
+    groups = [
+        g["Properties"] for g in cluster.find_resources("AWS::EKS::Nodegroup").values() if g["Properties"].get("Taints")
+    ]
     (group,) = groups
     taints = [{"key": t["Key"], "effect": TAINT_EFFECTS[t["Effect"]], **({"value": t["Value"]} if "Value" in t else {})}
               for t in group["Taints"]]

@@ -20,7 +20,9 @@ SETTINGS = NodeSettings(fault_tolerance=True, redis_password="pw", storage_names
 
 @pytest.fixture(scope="module")
 def pod_envs() -> tuple[dict[str, str], dict[str, str]]:
-    objects = RayServiceChart(cdk8s.App(), "rs", inputs=eks_rayservice_inputs(example_eks_deployment("neuron"))).to_json()
+    objects = RayServiceChart(
+        cdk8s.App(), "rs", inputs=eks_rayservice_inputs(example_eks_deployment("neuron"))
+    ).to_json()
     (rayservice,) = [o for o in objects if o["kind"] == "RayService"]
     cluster = rayservice["spec"]["rayClusterConfig"]
     head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
@@ -44,7 +46,10 @@ def test_the_chart_head_and_the_local_head_share_the_recovery_settings(pod_envs)
         assert chart_worker[name] == local_worker[name] == value
     # What KubeRay sets itself is not repeated in the chart; the local nodes get it as KubeRay would.
     assert not set(ray_env.KUBERAY_SET_ENV) & set(chart_head)
-    assert ray_env.KUBERAY_SET_ENV.items() <= local_head.items() and ray_env.KUBERAY_SET_ENV.items() <= local_worker.items()
+    assert (
+        ray_env.KUBERAY_SET_ENV.items() <= local_head.items()
+        and ray_env.KUBERAY_SET_ENV.items() <= local_worker.items()
+    )
 
 
 def test_a_dead_head_is_found_fast_a_busy_worker_is_not_declared_dead_for_a_partition():

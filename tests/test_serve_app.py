@@ -32,7 +32,7 @@ from tests.serve_backend import (
 )
 
 # isort: split
-from ray_serve_llm.args import AppArgs, ArgsError  # noqa: E402 (path set by serve_backend)
+from ray_serve_llm.args import AppArgs, ArgsError
 from ray_serve_llm.compiled_artifacts import MARKER, ArtifactCache, CompileKey, split_s3_uri
 from ray_serve_llm.engines import ChatTemplateError, Prompt, SamplingParams, load_engine
 from ray_serve_llm.engines.neuron_engine import NEURON_MAX_NUM_SEQS, NeuronEngine
@@ -831,6 +831,7 @@ def test_token_is_masked_and_kept_out_of_load_errors(monkeypatch, tmp_path):
 
 def test_the_token_goes_to_the_hub_download_only(monkeypatch):
     import huggingface_hub
+
     from ray_serve_llm.model_source import resolve_model_path
 
     calls = []
@@ -979,8 +980,9 @@ def test_engine_stops_generating_when_the_consumer_goes_away(engine):
 
 
 def test_tiny_model_cli_writes_a_mistral_folder(tmp_path):
-    from ray_serve_llm.tiny_model import main
     from transformers import AutoConfig, AutoTokenizer
+
+    from ray_serve_llm.tiny_model import main
 
     assert main([str(tmp_path / "tiny")]) == 0
     folder = tmp_path / "tiny"
@@ -1041,7 +1043,7 @@ class FakeS3:
         self.objects: dict[tuple[str, str], bytes] = {}
         self.writes: list[str] = []
 
-    def list_objects_v2(self, Bucket, Prefix, **_):  # noqa: N803 - boto3's names
+    def list_objects_v2(self, Bucket, Prefix, **_):
         keys = sorted(k for b, k in self.objects if b == Bucket and k.startswith(Prefix))
         return {"Contents": [{"Key": k} for k in keys], "IsTruncated": False}
 
@@ -1054,7 +1056,7 @@ class FakeS3:
             self.objects[(bucket, key)] = f.read()
         self.writes.append(key)
 
-    def put_object(self, Bucket, Key, Body):  # noqa: N803
+    def put_object(self, Bucket, Key, Body):
         self.objects[(Bucket, Key)] = Body
         self.writes.append(Key)
 

@@ -3,6 +3,7 @@ and for a safe teardown, and valid against the real schemas."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -66,14 +67,22 @@ def serving(request):
 def test_charts_apply_in_order_namespace_secrets_rayservice_ui(serving):
     charts = chart_resources(serving)
     assert sorted(charts) == sorted(CHART_ORDER)
-    for before, after in zip(CHART_ORDER, CHART_ORDER[1:]):
+    for before, after in itertools.pairwise(CHART_ORDER):
         assert charts[before][0] in charts[after][1]["DependsOn"]
 
 
 def test_every_embedded_object_is_valid_against_the_real_schemas(serving):
     embedded = [o for chart in CHART_ORDER for o in objects(serving, chart)]
     kinds = {o["kind"] for o in embedded}
-    assert {"Namespace", "SecretStore", "ExternalSecret", "RayService", "PodDisruptionBudget", "Deployment", "Service"} <= kinds
+    assert {
+        "Namespace",
+        "SecretStore",
+        "ExternalSecret",
+        "RayService",
+        "PodDisruptionBudget",
+        "Deployment",
+        "Service",
+    } <= kinds
     errors = {f"{o['kind']}/{o['metadata']['name']}": schema_errors(o) for o in embedded}
     assert {name: e for name, e in errors.items() if e} == {}
 
@@ -162,7 +171,9 @@ def test_neuron_workers_share_compiled_artifacts_through_a_private_bucket(defaul
 
     # The serve config points the engine at the bucket's prefix (the engine adds a folder
     # per model, SDK, tensor parallel degree and sequence settings).
-    (manifest,) = [r["Properties"]["Manifest"] for k, r in chart_resources(serving).values() if k.startswith("Rayservice")]
+    (manifest,) = [
+        r["Properties"]["Manifest"] for k, r in chart_resources(serving).values() if k.startswith("Rayservice")
+    ]
     rayservice = the_rayservice(serving)
     args = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"][0]["args"]
     assert re.fullmatch(r"s3://token-\d+/neuron-compiled-artifacts", args["neuron_compiled_artifacts"])
@@ -175,7 +186,10 @@ def test_neuron_workers_share_compiled_artifacts_through_a_private_bucket(defaul
     (service_account,) = [o for o in objects(serving, "RayserviceChart") if o["kind"] == "ServiceAccount"]
     assert (service_account["metadata"]["name"], service_account["metadata"]["namespace"]) == (account, "ray-serving")
     (association_id, association), = serving.find_resources("AWS::EKS::PodIdentityAssociation").items()
-    assert (association["Properties"]["Namespace"], association["Properties"]["ServiceAccount"]) == ("ray-serving", account)
+    assert (association["Properties"]["Namespace"], association["Properties"]["ServiceAccount"]) == (
+        "ray-serving",
+        account,
+    )
     _, rayservice_resource = chart_resources(serving)["RayserviceChart"]
     assert association_id in rayservice_resource["DependsOn"]
 

@@ -44,7 +44,11 @@ def test_defaults_come_from_the_model_and_cdk_json_holds_only_feature_flags():
     assert s.capacity.mode == "auto-mode"
     assert s.capacity.instance_types == ("inf2.8xlarge",)
     assert (s.capacity.min_nodes, s.capacity.max_nodes) == (2, 4)
-    assert (s.gcs_store.engine, s.gcs_store.engine_version, s.gcs_store.node_type) == ("redis", "7.1", "cache.r7g.large")
+    assert (s.gcs_store.engine, s.gcs_store.engine_version, s.gcs_store.node_type) == (
+        "redis",
+        "7.1",
+        "cache.r7g.large",
+    )
     assert s.operations.readiness_timeout_minutes == READINESS_TIMEOUT_MAX_MINUTES == 55
     assert s.environment.account is None and s.environment.region is None
     assert s.pipeline.enabled is False and s.batch_teams == ()
@@ -186,7 +190,8 @@ BAD_INPUTS = {
     ),
     "instance with no accelerator": (
         {"acceleratorInstanceTypes": ["m5.large"]},
-        f"acceleratorInstanceTypes='m5.large': is not a neuron instance type; allowed for accelerator=neuron: {NEURON_TYPES}",
+        "acceleratorInstanceTypes='m5.large': is not a neuron instance type; "
+        f"allowed for accelerator=neuron: {NEURON_TYPES}",
     ),
     "inferentia too small for the model": (
         {"acceleratorInstanceTypes": "inf2.xlarge,inf2.8xlarge"},
@@ -410,7 +415,7 @@ BAD_INPUTS = {
     ),
     "teams not a list": (
         {"batchTeams": '{"name": "analytics"}'},
-        "batchTeams='{\"name\": \"analytics\"}': must be a JSON list of team objects",
+        'batchTeams=\'{"name": "analytics"}\': must be a JSON list of team objects',
     ),
     "teams not JSON": (
         {"batchTeams": "[{name: analytics}]"},
@@ -432,10 +437,14 @@ BAD_INPUTS = {
         "starting with a letter and ending with a letter or digit",
     ),
     "two teams in one namespace": (
-        {"batchTeams": json.dumps([
-            {"name": "a", "namespace": "team-x", "cpus": 2, "memoryGib": 4},
-            {"name": "b", "namespace": "team-x", "cpus": 2, "memoryGib": 4},
-        ])},
+        {
+            "batchTeams": json.dumps(
+                [
+                    {"name": "a", "namespace": "team-x", "cpus": 2, "memoryGib": 4},
+                    {"name": "b", "namespace": "team-x", "cpus": 2, "memoryGib": 4},
+                ]
+            )
+        },
         "batchTeams: two teams have the namespace 'team-x'; each team needs its own",
     ),
 }

@@ -126,7 +126,7 @@ def test_the_synthesized_rayservice_workers_fit_their_nodes(request, fixture, in
 def test_the_old_sizing_would_stay_pending_on_inf2_8xlarge():
     # 31 CPU / 119 GiB (the whole node less 1 vCPU, 5% and 2 GiB) is over Karpenter's 115.5 GiB.
     _, allocatable_memory = karpenter_allocatable(NEURON.instance_types["inf2.8xlarge"])
-    assert 119 * 1024 > allocatable_memory
+    assert allocatable_memory < 119 * 1024
     assert round(allocatable_memory / 1024, 1) == 115.5
 
 

@@ -4,6 +4,7 @@ our making, and against a real Ray Serve replica whose constructor takes a while
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -24,9 +25,7 @@ TITLE = replica_process_title()
 class Health(BaseHTTPRequestHandler):
     """Answers 200 on the raylet's and the proxy's health paths while `healthy` is set."""
 
-    healthy: dict[str, bool] = {}
-
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+    def do_GET(self) -> None:
         ok = self.server.healthy  # type: ignore[attr-defined]
         self.send_response(200 if ok else 503)
         self.end_headers()
@@ -117,10 +116,9 @@ def test_the_rayservice_workers_carry_the_probe_and_the_head_keeps_kuberays():
 def running_titles() -> set[str]:
     found = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
+        # A process may end between the listing and the read.
+        with contextlib.suppress(OSError):
             found.add((Path("/proc") / pid / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").strip())
-        except OSError:
-            pass
     return found
 
 

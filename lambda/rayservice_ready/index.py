@@ -49,7 +49,14 @@ logger.setLevel(logging.INFO)
 AUTH_GRACE_S = 120.0
 READY_TYPE = "Custom::RayServiceReady"
 GONE_TYPE = "Custom::RayServiceGone"
-REQUIRED_PROPERTIES = ("ClusterName", "Endpoint", "CertificateAuthority", "Namespace", "RayServiceName", "TimeoutSeconds")
+REQUIRED_PROPERTIES = (
+    "ClusterName",
+    "Endpoint",
+    "CertificateAuthority",
+    "Namespace",
+    "RayServiceName",
+    "TimeoutSeconds",
+)
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,8 @@ def is_complete(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         readiness = evaluate(rayservice)
         if readiness.rejected:
             raise GateError(
-                f"RayService {props.resource_id} was rejected by KubeRay ({readiness.reason}): {clip(readiness.detail, 3000)}"
+                f"RayService {props.resource_id} was rejected by KubeRay ({readiness.reason}): "
+                f"{clip(readiness.detail, 3000)}"
             )
         if readiness.ready:
             data = ready_data(rayservice)

@@ -90,7 +90,9 @@ class KubeApi:
             # 5xx and 429 are the API server's trouble and pass; 401/403 are judged by the
             # caller (grace period); any other 4xx is a request it will never accept.
             transient = error.code >= 500 or error.code == 429
-            raise KubeApiError(f"GET {path}: HTTP {error.code} {detail}", status=error.code, transient=transient) from None
+            raise KubeApiError(
+                f"GET {path}: HTTP {error.code} {detail}", status=error.code, transient=transient
+            ) from None
         except urllib.error.URLError as error:
             reason = error.reason
             if isinstance(reason, ssl.SSLCertVerificationError):

@@ -78,7 +78,8 @@ def evaluate(rayservice: Mapping[str, Any]) -> Readiness:
         return Readiness(
             False,
             f"upgrade in progress: pending RayCluster {pending['rayClusterName']} "
-            f"({_applications(pending) or 'no applications yet'}); {active.get('rayClusterName') or 'no cluster'} serves meanwhile",
+            f"({_applications(pending) or 'no applications yet'}); "
+            f"{active.get('rayClusterName') or 'no cluster'} serves meanwhile",
         )
     upgrade = _condition(rayservice, "UpgradeInProgress")
     if upgrade is not None and upgrade.get("status") == "True":
@@ -89,7 +90,9 @@ def evaluate(rayservice: Mapping[str, Any]) -> Readiness:
     applications = active.get("applicationStatuses") or {}
     if not applications:
         return Readiness(False, f"RayCluster {active['rayClusterName']} reports no Serve application yet")
-    not_running = {name: app.get("status") for name, app in applications.items() if app.get("status") != APPLICATION_RUNNING}
+    not_running = {
+        name: app.get("status") for name, app in applications.items() if app.get("status") != APPLICATION_RUNNING
+    }
     if not_running:
         return Readiness(False, f"Serve applications not running yet: {_applications(active)}")
     if int(status.get("numServeEndpoints") or 0) < 1:

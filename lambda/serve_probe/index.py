@@ -23,9 +23,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import boto3
 
@@ -55,10 +56,12 @@ class ProbeConfig:
     namespace: str = DEFAULT_NAMESPACE
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "ProbeConfig":
+    def from_env(cls, env: Mapping[str, str]) -> ProbeConfig:
         serve_url = env.get("SERVE_URL", "").strip().rstrip("/")
         if urllib.parse.urlsplit(serve_url).scheme not in ("http", "https"):
-            raise ProbeConfigError(f"SERVE_URL must be an http(s) base URL such as http://internal-lb:8000, got {serve_url!r}")
+            raise ProbeConfigError(
+                f"SERVE_URL must be an http(s) base URL such as http://internal-lb:8000, got {serve_url!r}"
+            )
         service_name = env.get("SERVICE_NAME", "").strip()
         if not service_name:
             raise ProbeConfigError("SERVICE_NAME must be set (the value of the metrics' Service dimension)")

@@ -158,7 +158,7 @@ class LLMServer:
     async def healthz(self) -> JSONResponse:
         try:
             await self.engine.check_health()
-        except Exception as error:  # noqa: BLE001 - reported, not raised
+        except Exception as error:
             raise OpenAIError(f"engine unhealthy: {error}", status_code=503, type="server_error") from None
         return JSONResponse({"status": "ok", "model": self.model_name, "engine": self.args.engine})
 
@@ -175,7 +175,7 @@ class LLMServer:
         return JSONResponse(self._model_card())
 
     @api.post("/v1/chat/completions")
-    async def chat_completions(self, request: Request):  # noqa: ANN201 - JSON or a stream
+    async def chat_completions(self, request: Request):
         body = parse_json_body(await self._read_body(request))
         chat = parse_chat_request(body, max_tokens_limit=self.args.max_tokens_limit)
         if chat.model is not None and chat.model != self.model_name:
@@ -306,7 +306,7 @@ class LLMServer:
                     yield sse(chunk_body(**meta, delta={"content": chunk.text}))
                 completion_tokens = chunk.completion_tokens or completion_tokens
                 finish_reason = chunk.finish_reason or finish_reason
-        except Exception:  # noqa: BLE001 - the status line is sent already: report in-band
+        except Exception:
             logger.exception("generation failed mid-stream")
             failure = OpenAIError("generation failed; please retry", status_code=500, type="server_error")
             yield sse(failure.body())

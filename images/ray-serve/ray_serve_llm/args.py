@@ -9,7 +9,8 @@ environment variable that holds it does.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Mapping, get_args
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -81,7 +82,7 @@ class AppArgs(BaseModel):
         return value.rstrip("/") or "/"
 
     @model_validator(mode="after")
-    def _consistent(self) -> "AppArgs":
+    def _consistent(self) -> AppArgs:
         if self.max_tokens_limit >= self.max_model_len:
             raise ValueError(
                 f"max_tokens_limit={self.max_tokens_limit} must be below max_model_len={self.max_model_len} "
@@ -99,7 +100,7 @@ class AppArgs(BaseModel):
         return self
 
     @classmethod
-    def parse(cls, args: "Mapping[str, Any] | AppArgs | None") -> "AppArgs":
+    def parse(cls, args: Mapping[str, Any] | AppArgs | None) -> AppArgs:
         """Validates the args of a serve config; raises `ArgsError` listing every problem."""
         if isinstance(args, AppArgs):
             return args

@@ -8,8 +8,8 @@ never an argument, a log line or part of an exception message.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Iterator, Mapping
 
 from pydantic import SecretStr
 
@@ -39,6 +39,6 @@ def token_scrubbed(token: SecretStr | None, what: str) -> Iterator[None]:
     carry the token; the type and the scrubbed message keep the diagnosis."""
     try:
         yield
-    except Exception as error:  # noqa: BLE001 - everything is re-raised, scrubbed
+    except Exception as error:
         message = redact(f"{what} failed: {type(error).__name__}: {error}", token)
         raise ModelLoadError(message) from None

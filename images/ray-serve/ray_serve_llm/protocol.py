@@ -28,7 +28,7 @@ class OpenAIError(Exception):
         message: str,
         *,
         status_code: int = 400,
-        type: str = "invalid_request_error",  # noqa: A002 - OpenAI's field name
+        type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
     ) -> None:

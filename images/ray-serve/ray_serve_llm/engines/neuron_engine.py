@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any, MutableMapping
+from typing import Any
 
 from ..compiled_artifacts import DEFAULT_LOCAL_ROOT, ArtifactCache, CompileKey
 from .vllm_engine import VllmEngine
@@ -80,7 +81,7 @@ class NeuronEngine(VllmEngine):
         max_model_len: int,
         compiled_artifacts: str | None,
         local_root: Path = DEFAULT_LOCAL_ROOT,
-    ) -> "NeuronEngine":
+    ) -> NeuronEngine:
         """Loads the engine with NxD Inference pointed at the cache's folder for this
         configuration: downloaded from S3 when another worker compiled it (NxD Inference
         then loads instead of compiling), published after a fresh compile. `local_root`:
@@ -100,7 +101,7 @@ class NeuronEngine(VllmEngine):
             )
             try:
                 cache.fetch()
-            except Exception as error:  # noqa: BLE001 - a cache miss must not stop serving
+            except Exception as error:
                 logger.warning("compiled artifacts cache unusable (%s): compiling instead", error)
                 shutil.rmtree(cache.local_dir, ignore_errors=True)
                 cache.local_dir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +115,6 @@ class NeuronEngine(VllmEngine):
         if cache is not None:
             try:
                 cache.publish()
-            except Exception as error:  # noqa: BLE001 - serving works; only the next start is slower
+            except Exception as error:
                 logger.warning("could not publish compiled artifacts to %s: %s", compiled_artifacts, error)
         return engine

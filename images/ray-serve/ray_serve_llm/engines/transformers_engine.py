@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from .base import Chunk, Engine, Prompt, SamplingParams
 
@@ -23,7 +24,7 @@ class TransformersEngine(Engine):
         self._counters = threading.Lock()
 
     @classmethod
-    def load(cls, model_path: str) -> "TransformersEngine":
+    def load(cls, model_path: str) -> TransformersEngine:
         """Loads from a local folder (see `model_source.resolve_model_path`)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -40,7 +41,7 @@ class TransformersEngine(Engine):
         cancelled = threading.Event()
 
         class _StopWhenCancelled(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):  # noqa: ANN001
+            def __call__(self, input_ids, scores, **kwargs):
                 return cancelled.is_set()
 
         streamer = AsyncTextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)

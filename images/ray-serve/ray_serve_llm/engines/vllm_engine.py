@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from .base import Chunk, Engine, Prompt, SamplingParams
 
@@ -44,7 +45,7 @@ class VllmEngine(Engine):
         }
 
     @classmethod
-    def load(cls, model_path: str, *, tensor_parallel_degree: int, max_model_len: int) -> "VllmEngine":
+    def load(cls, model_path: str, *, tensor_parallel_degree: int, max_model_len: int) -> VllmEngine:
         from transformers import AutoTokenizer
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
