@@ -55,7 +55,8 @@ class ClusterStack(cdk.Stack):
         if existing_network is not None:
             self.existing_network = ExistingNetwork(self, "ExistingVpc", settings=existing_network)
             vpc, subnets = self.existing_network.vpc, self.existing_network.private_subnets
-        assert vpc is not None and subnets is not None, "a VPC and subnets, or an existing network"
+        if vpc is None or subnets is None:
+            raise ValueError("ClusterStack needs vpc and subnets, or existing_network")
         subnet_selection = ec2.SubnetSelection(subnets=list(subnets))
         secrets_key = kms.Key(
             self,
@@ -367,10 +368,12 @@ class ExternalSecretsOperator(Construct):
             service_account=constants.EXTERNAL_SECRETS_SERVICE_ACCOUNT,
             role_arn=self.role.role_arn,
         )
-        # Default: the add-on where the nodes are managed node groups (an imported cluster
-        # brings its own agent: pod_identity_agent=False).
+        # Unset: the add-on where the nodes are managed node groups. An imported cluster
+        # brings its own agent (pod_identity_agent=False): a second add-on would fail.
         self.pod_identity_agent: eks.Addon | None = None
-        if pod_identity_agent if pod_identity_agent is not None else not auto_mode:
+        if pod_identity_agent is None:
+            pod_identity_agent = not auto_mode
+        if pod_identity_agent:
             # Auto Mode runs the Pod Identity agent itself; managed node groups need the add-on.
             self.pod_identity_agent = eks.Addon(
                 self, "PodIdentityAgent", cluster=cluster, addon_name="eks-pod-identity-agent"

@@ -557,7 +557,8 @@ class SettingsModel(BaseModel):
 
     existing_cluster_name: EksClusterName | None = Field(
         None, alias="existingClusterName",
-        description="an existing EKS cluster to deploy into (no cluster is created); needs `vpcId` (its VPC), "
+        description="an existing EKS cluster to deploy into (no cluster is created), named as `clusterName`; "
+        "needs `vpcId` (its VPC), "
         "`existingClusterSecurityGroupId`, `existingClusterEndpoint`, `existingClusterCertificateAuthorityData`; "
         "its version must be `kubernetesVersion`, its capacity `capacityMode`",
     )
@@ -588,6 +589,11 @@ class SettingsModel(BaseModel):
                 problems.append(f"{name}: set {', '.join(missing)} too (from aws eks describe-cluster)")
             if self.vpc_id is None and ok("vpcId"):
                 problems.append(f"{name}: set vpcId to the cluster's VPC (and account and region)")
+            if self.existing_cluster_name != self.cluster_name and ok("clusterName"):
+                problems.append(
+                    f"{name}: set clusterName to the same name (the kubeconfig and drill commands and the "
+                    f"stack names use it; clusterName={self.cluster_name!r})"
+                )
             if self.endpoint_public_access_cidrs and ok("endpointPublicAccessCidrs"):
                 problems.append(
                     f"{name}: endpointPublicAccessCidrs configures a cluster this app creates; an existing "

@@ -56,6 +56,7 @@ def existing_vpc(**overrides) -> dict:
 
 # What `aws eks describe-cluster` gives for an existing cluster in that VPC.
 EXISTING_CLUSTER_SETTINGS = {
+    "clusterName": "team-platform",
     "existingClusterName": "team-platform",
     "existingClusterSecurityGroupId": "sg-0123456789abcdef0",
     "existingClusterEndpoint": "https://0123456789ABCDEF0123456789ABCDEF.gr7.us-east-2.eks.amazonaws.com",

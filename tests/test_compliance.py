@@ -64,7 +64,8 @@ def test_cdk_nag_reports_nothing_unacknowledged(assemblies, name):
     stacks = sorted(STACKS + (["batch"] if "batchTeams" in CONFIGURATIONS[name] else []))
     if "vpcId" in CONFIGURATIONS[name]:
         stacks.remove("network")
-    assert templates == [f"ray-serve-ha-{stack}.template.json" for stack in stacks]
+    prefix = CONFIGURATIONS[name].get("clusterName", "ray-serve-ha")
+    assert templates == [f"{prefix}-{stack}.template.json" for stack in stacks]
 
 
 def test_cdk_nag_fails_synth_on_a_new_finding(tmp_path):

@@ -27,7 +27,7 @@ def settings_problems(**overrides) -> list[str]:
 
 BAD_SETTINGS = {
     "only the name": (
-        {**EXISTING_VPC_SETTINGS, "existingClusterName": NAME},
+        {**EXISTING_VPC_SETTINGS, "clusterName": NAME, "existingClusterName": NAME},
         [f"existingClusterName='{NAME}': set {', '.join(DESCRIBE)} too (from aws eks describe-cluster)"],
     ),
     "no VPC": (
@@ -38,6 +38,11 @@ BAD_SETTINGS = {
         {**EXISTING_VPC_SETTINGS, **EXISTING_CLUSTER_SETTINGS, "endpointPublicAccessCidrs": "203.0.113.0/24"},
         [f"existingClusterName='{NAME}': endpointPublicAccessCidrs configures a cluster this app creates; an "
          "existing cluster keeps its own endpoint access (aws eks update-cluster-config)"],
+    ),
+    "another name than clusterName": (
+        {**EXISTING_VPC_SETTINGS, **EXISTING_CLUSTER_SETTINGS, "clusterName": "ray-serve-ha"},
+        [f"existingClusterName='{NAME}': set clusterName to the same name (the kubeconfig and drill commands "
+         "and the stack names use it; clusterName='ray-serve-ha')"],
     ),
     "attributes without a name": (
         {**EXISTING_VPC_SETTINGS, "existingClusterSecurityGroupId": SECURITY_GROUP},
