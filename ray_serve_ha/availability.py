@@ -16,7 +16,7 @@ from stacks.settings import SettingsModel
 
 def default_slo_percent() -> float:
     """The availability SLO as the settings model defaults it."""
-    return SettingsModel().availability_slo_percent
+    return SettingsModel.model_validate({}).availability_slo_percent
 
 
 @dataclass(frozen=True)

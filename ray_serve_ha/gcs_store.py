@@ -18,7 +18,7 @@ from stacks.settings import GcsStoreSettings, SettingsModel
 
 def default_gcs_store_settings() -> GcsStoreSettings:
     """Engine, version and node type as the settings model defaults them (one place)."""
-    return SettingsModel().settings().gcs_store
+    return SettingsModel.model_validate({}).settings().gcs_store
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from stacks.settings import SettingsModel
 
 def default_readiness_timeout() -> cdk.Duration:
     """How long a deploy waits for a Ready RayService, as the settings model defaults it."""
-    return cdk.Duration.minutes(SettingsModel().readiness_timeout_minutes)
+    return cdk.Duration.minutes(SettingsModel.model_validate({}).readiness_timeout_minutes)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from charts.batch import (
     team_node_group_taints,
 )
 from charts.batch_jobs import BatchJobsChart
-from stacks.cluster import ClusterStack, autoscaler_node_template_tags, install_device_plugin
+from stacks.cluster import autoscaler_node_template_tags, install_device_plugin
+from stacks.existing_cluster import AnyClusterStack
 from stacks.settings import BatchTeamSettings, CapacitySettings, batch_team
 
 BATCH_DIR = Path(__file__).resolve().parent.parent / "batch"
@@ -38,7 +39,7 @@ class BatchStack(cdk.Stack):
         *,
         teams: tuple[BatchTeamSettings, ...],
         capacity: CapacitySettings,
-        cluster: ClusterStack,
+        cluster: AnyClusterStack,
         subnets: list[ec2.ISubnet],
         **kwargs: Any,
     ) -> None:

@@ -12,6 +12,8 @@ configuration (version, endpoint access, logging, encryption, access entries).
 
 from __future__ import annotations
 
+from typing import Any
+
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
@@ -23,6 +25,7 @@ from stacks import helm_charts
 from stacks.cluster import (
     AutoModeAcceleratorPool,
     ClusterAutoscaler,
+    ClusterStack,
     ExternalSecretsOperator,
     NodeGroupCapacity,
     _install,
@@ -53,31 +56,36 @@ class ExistingClusterStack(cdk.Stack):
         capacity: CapacitySettings,
         secrets: SecretsSettings,
         existing_network: NetworkSettings,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.existing_network = ExistingNetwork(self, "ExistingVpc", settings=existing_network)
         subnets = self.existing_network.private_subnets
-        attributes = dict(
-            cluster_name=existing.name,
-            vpc=self.existing_network.vpc,
-            cluster_security_group_id=existing.security_group_id,
-            cluster_endpoint=existing.endpoint,
-            cluster_certificate_authority_data=existing.certificate_authority_data,
-        )
+
+        def imported(construct_id: str, provider: eks.IKubectlProvider | None = None) -> eks.ICluster:
+            return eks.Cluster.from_cluster_attributes(
+                self,
+                construct_id,
+                cluster_name=existing.name,
+                vpc=self.existing_network.vpc,
+                cluster_security_group_id=existing.security_group_id,
+                cluster_endpoint=existing.endpoint,
+                cluster_certificate_authority_data=existing.certificate_authority_data,
+                kubectl_provider=provider,
+            )
+
         # The provider is built against the cluster, and the cluster is then imported with it.
         # In the private subnets with the cluster security group: a private endpoint answers
         # from the VPC only.
         self.kubectl_provider = eks.KubectlProvider(
             self,
             "KubectlProvider",
-            cluster=eks.Cluster.from_cluster_attributes(self, "ClusterForProvider", **attributes),
+            cluster=imported("ClusterForProvider"),
             kubectl_layer=_kubectl_layer(self, cluster_settings),
             private_subnets=subnets,
         )
-        self.cluster = eks.Cluster.from_cluster_attributes(
-            self, "Cluster", kubectl_provider=self.kubectl_provider, **attributes
-        )
+        self.cluster = imported("Cluster", self.kubectl_provider)
+        assert self.kubectl_provider.role is not None  # the provider makes its own role
         # Helm and manifests run as the provider's role: it needs the cluster (API mode access entries).
         self.kubectl_access = eks.AccessEntry(
             self,
@@ -97,14 +105,14 @@ class ExistingClusterStack(cdk.Stack):
         self.cluster_autoscaler: ClusterAutoscaler | None = None
         if capacity.auto_mode:
             self.accelerator_pool = AutoModeAcceleratorPool(
-                self, "AcceleratorPool", cluster=self.cluster, capacity=capacity  # type: ignore[arg-type]
+                self, "AcceleratorPool", cluster=self.cluster, capacity=capacity
             )
         else:
             self.node_groups = NodeGroupCapacity(
-                self, "NodeGroups", cluster=self.cluster, capacity=capacity, subnets=subnet_selection  # type: ignore[arg-type]
+                self, "NodeGroups", cluster=self.cluster, capacity=capacity, subnets=subnet_selection
             )
         self.kuberay_operator = _install(
-            self.cluster, "KubeRayOperator", helm_charts.KUBERAY_OPERATOR, constants.KUBERAY_NAMESPACE, wait=True  # type: ignore[arg-type]
+            self.cluster, "KubeRayOperator", helm_charts.KUBERAY_OPERATOR, constants.KUBERAY_NAMESPACE, wait=True
         )
         self.external_secrets = ExternalSecretsOperator(
             self, "ExternalSecrets", cluster=self.cluster, auto_mode=capacity.auto_mode, pod_identity_agent=False
@@ -121,3 +129,7 @@ class ExistingClusterStack(cdk.Stack):
     def cluster_security_group(self) -> ec2.ISecurityGroup:
         """The cluster security group EKS created, as the settings name it."""
         return self.cluster.cluster_security_group
+
+
+# What the stacks after the cluster take: the cluster stack, or an imported cluster's.
+AnyClusterStack = ClusterStack | ExistingClusterStack

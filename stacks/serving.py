@@ -21,8 +21,8 @@ from ray_serve_ha.availability import (
     ServeAvailabilityProbeProps,
 )
 from ray_serve_ha.rayservice import FaultTolerantRayService, FaultTolerantRayServiceProps
-from stacks.cluster import ClusterStack
 from stacks.drill_runner import HaDrillProject
+from stacks.existing_cluster import AnyClusterStack
 from stacks.existing_network import Network
 from stacks.gcs_store import GcsStoreStack
 from stacks.helper_access import HelperPlacement, HelperReach, HelperSecurityGroup
@@ -42,7 +42,7 @@ class ServingStack(cdk.Stack):
         *,
         settings: Settings,
         network: Network,
-        cluster: ClusterStack,
+        cluster: AnyClusterStack,
         gcs_store: GcsStoreStack,
         **kwargs: Any,
     ) -> None:

@@ -68,10 +68,11 @@ BAD = {
         "accelerator's default (neuron: inf2.8xlarge, nvidia: g6e.xlarge)\n"
         "  - batchTeams[1].cpus=2.5: must be a whole number from 1 to 192\n"
         "  - batchTeams[1].maxWorkers='2': must be a whole number from 1 to 100 (a JSON number, not a string)\n"
-        "  - batchTeams[0]: cpus=64, memoryGib=300: no node-group instance type holds this worker plus the "
-        "node's own 1 vCPU and 2 GiB (capacityMode=node-groups); sizes: m7i.large (2 vCPU, 8 GiB), "
-        "m7i.xlarge (4 vCPU, 16 GiB), m7i.2xlarge (8 vCPU, 32 GiB), m7i.4xlarge (16 vCPU, 64 GiB), "
-        "m7i.8xlarge (32 vCPU, 128 GiB), m7i.16xlarge (64 vCPU, 256 GiB)\n",
+        "  - batchTeams[0]: cpus=64, memoryGib=300: no node-group instance type holds this worker once the "
+        "node's own reservations are taken (capacityMode=node-groups); sizes: m7i.large (1 CPU, 5 GiB for a "
+        "worker), m7i.xlarge (3 CPU, 12 GiB for a worker), m7i.2xlarge (7 CPU, 26 GiB for a worker), "
+        "m7i.4xlarge (15 CPU, 53 GiB for a worker), m7i.8xlarge (31 CPU, 110 GiB for a worker), "
+        "m7i.16xlarge (63 CPU, 219 GiB for a worker)\n",
     ),
 }
 

@@ -94,7 +94,7 @@ def test_gcs_store_is_a_tls_multi_az_pair_in_the_private_subnets(example):
     resources = of(example, "GcsStore")
     (store,) = [r for r in resources.values() if r["Type"] == "AWS::ElastiCache::ReplicationGroup"]
     props = store["Properties"]
-    defaults = SettingsModel()
+    defaults = SettingsModel.model_validate({})
     assert (props["Engine"], props["CacheNodeType"]) == (defaults.gcs_store_engine, defaults.gcs_store_node_type)
     assert props["EngineVersion"] == defaults.engine_version
     assert props["NumCacheClusters"] == 2 and props["MultiAZEnabled"] and props["AutomaticFailoverEnabled"]
@@ -175,7 +175,7 @@ def test_probe_sends_to_the_rayservice_endpoint_every_minute_from_the_private_su
 
 def test_alarm_defaults_to_the_projects_slo(example):
     (alarm,) = [r for r in of(example, "Availability").values() if r["Type"] == "AWS::CloudWatch::Alarm"]
-    assert alarm["Properties"]["Threshold"] == SettingsModel().availability_slo_percent
+    assert alarm["Properties"]["Threshold"] == SettingsModel.model_validate({}).availability_slo_percent
     assert alarm["Properties"]["ComparisonOperator"] == "LessThanThreshold"
     assert alarm["Properties"]["TreatMissingData"] == "breaching"
 
