@@ -122,6 +122,7 @@ def running_titles() -> set[str]:
     return found
 
 
+@pytest.mark.ray
 def test_a_real_replica_is_not_ready_until_its_constructor_returns(endpoints, monkeypatch):
     """Ray 2.60 itself: the process titles the probe reads, while a replica loads and after."""
     # A throwaway local Ray: no token file written to the home directory.
