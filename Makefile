@@ -68,18 +68,19 @@ batch-local: setup
 synth: setup
 	$(CDK) synth --quiet
 
-## Lint and types: ruff over the project, mypy --strict over the CDK app, the charts and the local stack.
+## Lint and types: ruff over the project, mypy --strict over the CDK app, the constructs,
+## the charts and the local stack (incremental: .mypy_cache makes a second run quick).
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy stacks charts local app.py
+	$(BIN)/mypy stacks charts ray_serve_ha local app.py
 
-## The fast check (no Ray cluster, browser or root): lint, then every test not marked as
-## needing one of them (markers in pytest.ini).
+## The fast check: lint, then every test that needs no Ray cluster, browser, root or CDK CLI
+## run (selected by the markers in pytest.ini; `make test` runs those too).
 check: lint
-	$(BIN)/pytest -m "not ray and not browser and not local_stack" -q
+	$(BIN)/pytest -q -m "not ray and not browser and not local_stack and not cli"
 
-## The whole test suite.
-test: setup system-packages
+## The whole test suite: lint, then every test.
+test: setup system-packages lint
 	$(BIN)/pytest
 
 ## Median wall time of full `cdk synth` runs (RUNS=5 by default).
