@@ -34,7 +34,8 @@ from local.stack import LocalStack, StackError, running_state  # noqa: E402
 from local.supervisor import temp_dir  # noqa: E402
 from local.topology import HEAD  # noqa: E402
 
-_STAMP = re.compile(r"^\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
+# Ray's C++ logs start "[2026-11-30 10:00:00,123", Serve's "INFO 2026-11-30 10:00:00,123".
+_STAMP = re.compile(r"^(?:\[|[A-Z]+ )?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
 STEPS = ("gcs_up", "gcs_reloaded", "old_head_dead", "controller_restarted", "serve_healthy")
 
 
@@ -53,7 +54,8 @@ def _first(path: Path, needle: str | None = None) -> float | None:
 
 def breakdown(generation: int, started_wall: float, healthy_wall: float | None) -> dict[str, float | None]:
     """Seconds from the head's start to each step, read from that generation's logs."""
-    logs = temp_dir(HEAD, generation) / "session_latest" / "logs"
+    # A restarted head reuses the cluster's session name (from Redis); no session_latest link.
+    logs = next(temp_dir(HEAD, generation).glob("session_*/logs"), temp_dir(HEAD, generation) / "logs")
     gcs = logs / "gcs_server.out"
     controllers = sorted((logs / "serve").glob("controller_*.log"))
     marks = {

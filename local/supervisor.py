@@ -60,6 +60,12 @@ BACKOFF_MAX_S = 8.0
 STABLE_AFTER_S = 60.0
 TICK_S = 0.25
 HEAD_NICENESS = -10
+AGENT_NICENESS = -20
+AGENT_SCRIPTS = (b"dashboard/agent.py", b"runtime_env/agent/main.py", b"ray::DashboardAgent", b"ray::RuntimeEnvAgent")
+# The dashboard agent's HTTP port, fixed as KubeRay fixes it (the probes ask it). The other
+# agent ports stay Ray's choice: the raylet waits up to 15 s (fixed in Ray 2.60) for each port
+# file in turn, and each port left to Ray gives a slow-starting agent another window.
+AGENT_PORTS = ("--dashboard-agent-listen-port", str(ray_env.DASHBOARD_AGENT_PORT))
 
 
 def backoff_s(consecutive_failures: int) -> float:
@@ -155,7 +161,7 @@ def pod_env(node: RayNode, settings: NodeSettings) -> dict[str, str]:
 
 def node_command(node: RayNode, settings: NodeSettings, generation: int) -> list[str]:
     common = ["--block", "--node-ip-address", node.ip, "--temp-dir", str(temp_dir(node, generation)),
-              "--disable-usage-stats"]
+              "--disable-usage-stats", *AGENT_PORTS]
     if node.head:
         command = [
             # The head pod has its CPUs reserved (requests = limits); on this shared machine a
@@ -166,7 +172,6 @@ def node_command(node: RayNode, settings: NodeSettings, generation: int) -> list
             # No replicas on the head: it can crash without taking one down.
             "--num-cpus", "0",
             "--include-dashboard", "true", "--dashboard-host", "0.0.0.0",
-            "--dashboard-agent-listen-port", str(ray_env.DASHBOARD_AGENT_PORT),
         ]
         if settings.fault_tolerance:
             # Ray 2.60 passes the Redis password to gcs_server only as a command-line flag
@@ -175,7 +180,6 @@ def node_command(node: RayNode, settings: NodeSettings, generation: int) -> list
         return command
     return [
         str(BIN / "ray"), "start", *common, "--address", GCS_ADDRESS, "--num-cpus", str(WORKER_CPUS),
-        "--dashboard-agent-listen-port", str(ray_env.DASHBOARD_AGENT_PORT),
     ]
 
 
@@ -305,7 +309,22 @@ class Supervisor:
                 record.state = "backoff"
                 record.save()
             return
+        if record.state == "starting":
+            self._hurry_agents(node)
         self._check_liveness(node, now)
+
+    def _hurry_agents(self, node: RayNode) -> None:
+        """While a node starts, its raylet waits at most 15 s (fixed in Ray 2.60) for the
+        dashboard agent to write its ports, then aborts the start. On this shared 2-core
+        machine the agent's imports compete with a dozen other Ray processes starting at the
+        same moment (a pod has its own CPUs): give the agents the CPU first."""
+        for pid in processes.namespace_pids(node.namespace):
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if any(agent in command for agent in AGENT_SCRIPTS) and os.getpriority(os.PRIO_PROCESS, pid) > AGENT_NICENESS:
+                    os.setpriority(os.PRIO_PROCESS, pid, AGENT_NICENESS)
+            except (OSError, ProcessLookupError):
+                continue
 
     def _check_liveness(self, node: RayNode, now: float) -> None:
         record, probe = self.records[node.name], self.probe[node.name]

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -162,7 +163,7 @@ class TestWithFaultTolerance:
         record = stack.wait_restarted(worker, before.generation, timeout=60)
         assert record.restarts[-1]["why"].startswith("exited with code")
         assert record.generation == before.generation + 1
-        command = open(f"/proc/{record.pid}/cmdline", "rb").read().split(b"\0")
+        command = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")
         assert str(temp_dir(worker, record.generation)).encode() in command  # a fresh temp dir
         assert wait_stack_healthy(stack, 240)
 
@@ -191,7 +192,7 @@ class TestWithFaultTolerance:
         with socket.create_connection((BRIDGE_IP, 6379), timeout=5) as redis:
             redis.sendall(b"PING\r\n")
             assert redis.recv(100).startswith(b"-NOAUTH")
-        redis_command = open(f"/proc/{stack.state.redis_pid}/cmdline", "rb").read()
+        redis_command = Path(f"/proc/{stack.state.redis_pid}/cmdline").read_bytes()
         assert stack.state.redis_password.encode() not in redis_command
 
     def test_the_chaos_matrix_loses_nothing(self, stack):

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import ipaddress
 import json
+import math
 import os
 import socket
 import sys
@@ -111,7 +112,7 @@ def _bounded(low: float, high: float, kind=float, low_open: bool = False):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if value != value or value > high or value < low or (low_open and value == low):  # NaN too
+        if math.isnan(value) or value > high or value < low or (low_open and value == low):
             lower = f"above {low:g}" if low_open else f"at least {low:g}"
             raise argparse.ArgumentTypeError(f"{text} must be {lower} and at most {high:g}")
         return value

@@ -50,6 +50,8 @@ class LocalBackend:
         self.base_url = check_local_target(target_url or API_URL)
         self._before: dict[str, int] = {}
         self._touched: tuple[str, ...] = ()
+        # A worker fault: healthy only once a replica started after the fault runs on it.
+        self._replaced_on: tuple[str, float] | None = None
         self._head_generation_at_restart: int | None = None
 
     def _generations(self) -> dict[str, int]:
@@ -98,6 +100,8 @@ class LocalBackend:
             return FaultTimes(fault_at, clock())
         node = WORKERS[-1] if fault == "worker" else HEAD
         self._touched = (node.name,)
+        if fault == "worker":
+            self._replaced_on = (node.ip, time.time())
         fault_at = clock()
         try:
             if fault == "head-graceful":
@@ -110,7 +114,19 @@ class LocalBackend:
         return FaultTimes(fault_at, restarted_at)
 
     def serve_healthy(self) -> bool:
-        return self.stack.serve_healthy()
+        if self._replaced_on is None:
+            return self.stack.serve_healthy()
+        # Serve's status may still count the lost replica for a moment: wait for its
+        # replacement on the restarted node.
+        ip, since = self._replaced_on
+        status = self.stack.serve_status()
+        from local.stack import serve_status_healthy
+
+        if not serve_status_healthy(status):
+            return False
+        replicas = [r for d in status["deployments"].values() for r in d.get("replicas", [])]
+        return any(r.get("node_ip") == ip and r.get("state") == "RUNNING" and r.get("start_time_s", 0) > since
+                   for r in replicas)
 
     def recovery(self) -> dict[str, object]:
         """What the supervisor did: starts per node since the fault, how many starts the head
