@@ -305,6 +305,8 @@ def drill_cli(url: str, kubeconfig: str, out) -> int:
     return main([
         "--backend", "kubernetes", "--url", url, "--kubeconfig", kubeconfig, "--clients", "1",
         "--before", "0.3", "--after", "0.3", "--recovery-timeout", "10", "--out", str(out), "--max-failed", "0",
+        # A deleted pod is replaced at once: no outage to wait out after the fault.
+        "--outage", "0",
     ])
 
 
@@ -331,7 +333,8 @@ def test_cli_fails_when_serve_is_not_healthy_within_the_recovery_timeout(fake_cl
     from local.drill.__main__ import main
 
     code = main(["--backend", "kubernetes", "--url", url, "--kubeconfig", kubeconfig, "--clients", "1",
-                 "--before", "0.2", "--after", "0", "--recovery-timeout", "1.5", "--out", str(tmp_path)])
+                 "--before", "0.2", "--after", "0", "--recovery-timeout", "1.5", "--outage", "0",
+                 "--out", str(tmp_path)])
     assert code == 1  # whatever --max-failed says (none given here)
     assert "FAILED: Serve was not healthy again within --recovery-timeout 1.5 s" in capsys.readouterr().err
     report = json.loads((tmp_path / "drill-kubernetes-head.json").read_text())
