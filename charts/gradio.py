@@ -34,6 +34,9 @@ class GradioInputs:
     openai_base_url: str
     # The model the UI asks for (the Serve app's `model_id`).
     model_id: str
+    # What serves the model, in the UI's title (the accelerator table's `ui_device_word`);
+    # None: not named (the CPU engine of the kind profile).
+    device: str | None = None
     namespace: str = constants.SERVING_NAMESPACE
     replicas: int = 2
 
@@ -75,6 +78,7 @@ class GradioChart(cdk8s.Chart):
                         "GRADIO_SERVER_NAME": kplus.EnvValue.from_value("0.0.0.0"),
                         "GRADIO_SERVER_PORT": kplus.EnvValue.from_value(str(constants.GRADIO_PORT)),
                         "GRADIO_TEMP_DIR": kplus.EnvValue.from_value(GRADIO_TEMP_DIR),
+                        **({"UI_DEVICE": kplus.EnvValue.from_value(inputs.device)} if inputs.device else {}),
                     },
                     resources=kplus.ContainerResources(
                         cpu=kplus.CpuResources(request=kplus.Cpu.millis(250), limit=kplus.Cpu.millis(1000)),

@@ -163,6 +163,7 @@ def eks_charts(app: cdk8s.App, deployment: EksDeployment) -> EksCharts:
                 image=deployment.gradio_image,
                 openai_base_url=openai_base_url(rayservice.name, deployment.namespace),
                 model_id=deployment.model_id,
+                device=deployment.accelerator.ui_device_word,
                 namespace=deployment.namespace,
             ),
         ),

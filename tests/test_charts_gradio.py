@@ -6,7 +6,9 @@ import cdk8s
 import pytest
 
 from charts.gradio import GRADIO_LABELS, GradioChart, GradioInputs
+from charts.profiles import eks_charts
 from charts.rayservice import openai_base_url
+from tests.chart_inputs import example_eks_deployment
 
 BASE_URL = openai_base_url("ray-serve-llm", "ray-serving")
 INPUTS = GradioInputs(image="111122223333.dkr.ecr.us-east-2.amazonaws.com/gradio:1", openai_base_url=BASE_URL,
@@ -42,6 +44,18 @@ def test_talks_to_the_serve_service_openai_endpoint(container):
     assert env["GRADIO_ANALYTICS_ENABLED"] == "False"
     assert env["GRADIO_SERVER_NAME"] == "0.0.0.0"
     assert env["GRADIO_SERVER_PORT"] == "7860"
+
+
+@pytest.mark.parametrize("accelerator,word", [("neuron", "Inferentia2"), ("nvidia", "GPU")])
+def test_the_ui_names_the_device_from_the_accelerator_table(accelerator, word):
+    charts = eks_charts(cdk8s.App(), example_eks_deployment(accelerator))
+    (container,) = [o for o in charts.gradio.to_json() if o["kind"] == "Deployment"][0]["spec"]["template"][
+        "spec"]["containers"]
+    assert {"name": "UI_DEVICE", "value": word} in container["env"]
+
+
+def test_without_a_device_the_ui_is_told_none(container):
+    assert "UI_DEVICE" not in {e["name"] for e in container["env"]}
 
 
 def test_readiness_and_startup_probe_the_ui_over_http(container):

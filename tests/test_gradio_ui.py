@@ -164,6 +164,11 @@ def test_the_title_names_the_served_model(model_name, title):
     assert ChatBackend(Settings(model_name=model_name, title="Our chat")).title() == "Our chat"
 
 
+def test_the_title_names_the_device_it_is_told():
+    settings = Settings.from_env({"MODEL_NAME": "mistralai/Mistral-7B-Instruct-v0.2", "UI_DEVICE": "Inferentia2"})
+    assert ChatBackend(settings).title() == "Mistral-7B-Instruct-v0.2 on Ray Serve (Inferentia2)"
+
+
 def test_retries_with_backoff_while_the_backend_restarts():
     backend, calls, sleeps = _backend(
         [httpx.ConnectError("refused"), httpx.Response(503, json={"error": {"message": "no replica"}}),

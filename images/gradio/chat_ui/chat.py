@@ -126,7 +126,8 @@ class ChatBackend:
         except openai.OpenAIError:
             return "LLM chat on Ray Serve"
         # A Hugging Face id ("org/name") or a local folder: the name is the last part.
-        return f"{model.rstrip('/').rsplit('/', 1)[-1]} on Ray Serve"
+        served_on = f"Ray Serve ({self.settings.device})" if self.settings.device else "Ray Serve"
+        return f"{model.rstrip('/').rsplit('/', 1)[-1]} on {served_on}"
 
     def _stream_once(self, messages: list[dict[str, str]]) -> Iterator[str]:
         # No max_tokens unless configured: the server answers up to its own limit.

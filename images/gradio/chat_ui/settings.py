@@ -14,6 +14,7 @@
 | RETRY_INITIAL_DELAY_S   | 1                           | wait before the 2nd try; doubles each time ...  |
 | RETRY_MAX_DELAY_S       | 8                           | ... up to this                                  |
 | UI_TITLE                | <served model> on Ray Serve | page title                                      |
+| UI_DEVICE               | (none)                      | what serves the model, added to the title       |
 
 Unset, CHAT_MAX_TOKENS sends no `max_tokens`: the Serve app then answers up to its own
 limit (the serve config's `max_tokens`), so the UI can never ask for more than is served.
@@ -47,6 +48,8 @@ class Settings:
     retry_initial_delay_s: float = 1.0
     retry_max_delay_s: float = 8.0
     title: str | None = None
+    # The accelerator's word for its device (charts/accelerators.py: "Inferentia2", "GPU").
+    device: str | None = None
 
     def __post_init__(self) -> None:
         url = urlparse(self.openai_base_url)
@@ -85,6 +88,7 @@ class Settings:
             "retry_initial_delay_s": "RETRY_INITIAL_DELAY_S",
             "retry_max_delay_s": "RETRY_MAX_DELAY_S",
             "title": "UI_TITLE",
+            "device": "UI_DEVICE",
         }
         types = {f.name: f.type for f in fields(cls)}
         values: dict[str, object] = {}
