@@ -122,41 +122,54 @@ def running_titles() -> set[str]:
     return found
 
 
-@pytest.mark.ray
-def test_a_real_replica_is_not_ready_until_its_constructor_returns(endpoints, monkeypatch):
-    """Ray 2.60 itself: the process titles the probe reads, while a replica loads and after."""
-    # A throwaway local Ray: no token file written to the home directory.
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    import ray
-    from ray import serve
+# A Ray of its own in a child process: the test process may already run the shared Serve
+# backend (one Ray per process), and this Ray must not bind the machine's port 8000.
+_SLOW_REPLICA = """
+import sys, time
+import ray
+from ray import serve
 
+@serve.deployment(name=sys.argv[2], num_replicas=1, ray_actor_options={"num_cpus": 0})
+class SlowToLoad:
+    def __init__(self):
+        time.sleep(15)  # loading the model
+
+    async def __call__(self, request):
+        return "ok"
+
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+serve.start(proxy_location="Disabled")
+serve.run(SlowToLoad.bind(), name=sys.argv[1], route_prefix=None)
+print("deployed", flush=True)
+sys.stdin.read()  # until the test is done
+serve.shutdown()
+ray.shutdown()
+"""
+
+
+@pytest.mark.ray
+def test_a_real_replica_is_not_ready_until_its_constructor_returns(endpoints):
+    """Ray 2.60 itself: the process titles the probe reads, while a replica loads and after."""
     app_name = f"probe{os.getpid()}"  # a title no other Ray on this machine has
     title = replica_process_title(app_name, DEPLOYMENT_NAME)
-
-    @serve.deployment(name=DEPLOYMENT_NAME, num_replicas=1, ray_actor_options={"num_cpus": 0})
-    class SlowToLoad:
-        def __init__(self) -> None:
-            time.sleep(15)  # loading the model
-
-        async def __call__(self, request) -> str:
-            return "ok"
-
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    # A throwaway local Ray: no token file written to the home directory.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    ray = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_REPLICA, app_name, DEPLOYMENT_NAME],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )
     try:
-        # No HTTP proxy: this test must not bind the machine's port 8000.
-        serve.start(proxy_location="Disabled")
-        deploying = threading.Thread(target=lambda: serve.run(SlowToLoad.bind(), name=app_name, route_prefix=None))
-        deploying.start()
+        deployed = threading.Event()
+        threading.Thread(target=lambda: ray.stdout.readline() and deployed.set(), daemon=True).start()
         seen_loading = False
         deadline = time.monotonic() + 120
-        while deploying.is_alive() and time.monotonic() < deadline:
+        while not deployed.is_set() and ray.poll() is None and time.monotonic() < deadline:
             if f"{title}.initialize_and_get_metadata" in running_titles():
                 assert probe(endpoints, "/proc", title) == 1
                 seen_loading = True
             time.sleep(1)
-        deploying.join(timeout=5)
+        assert deployed.wait(timeout=5), "the slow replica was never deployed"
         assert seen_loading
         assert probe(endpoints, "/proc", title) == 0
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        ray.communicate(input="", timeout=120)
