@@ -131,7 +131,7 @@ def run_in(namespace: str, call: Callable[[], T], timeout: float = 60) -> T:
         try:
             enter(namespace)
             result["value"] = call()
-        except BaseException as error:  # noqa: BLE001 - handed to the caller
+        except BaseException as error:  # handed to the caller
             result["error"] = error
 
     thread = threading.Thread(target=target, name=f"netns-{namespace}", daemon=True)

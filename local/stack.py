@@ -109,7 +109,8 @@ def _private_state_dir() -> None:
     STATE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = STATE_DIR.stat()
     if info.st_uid != os.geteuid():
-        raise StackError(f"{STATE_DIR} belongs to another user (uid {info.st_uid}): remove it or set RAY_SERVE_HA_LOCAL_DIR")
+        raise StackError(f"{STATE_DIR} belongs to another user (uid {info.st_uid}): "
+                         "remove it or set RAY_SERVE_HA_LOCAL_DIR")
     STATE_DIR.chmod(0o700)
 
 

@@ -19,6 +19,7 @@ node and exits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -321,7 +322,8 @@ class Supervisor:
         for pid in processes.namespace_pids(node.namespace):
             try:
                 command = Path(f"/proc/{pid}/cmdline").read_bytes()
-                if any(agent in command for agent in AGENT_SCRIPTS) and os.getpriority(os.PRIO_PROCESS, pid) > AGENT_NICENESS:
+                is_agent = any(agent in command for agent in AGENT_SCRIPTS)
+                if is_agent and os.getpriority(os.PRIO_PROCESS, pid) > AGENT_NICENESS:
                     os.setpriority(os.PRIO_PROCESS, pid, AGENT_NICENESS)
             except (OSError, ProcessLookupError):
                 continue
@@ -372,10 +374,8 @@ class Supervisor:
             processes.terminate_namespace(node.namespace, grace=5)
             child = self.children[node.name]
             if child is not None:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     child.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    pass
             record = self.records[node.name]
             record.pid, record.state = None, "stopped"
             record.save()

@@ -49,14 +49,18 @@ async def run_drill(
 ) -> tuple[DrillReport, list]:
     model = model or await _served_model(backend.base_url)
     zero = time.monotonic()
-    clock = lambda: time.monotonic() - zero
+
+    def clock() -> float:
+        return time.monotonic() - zero
+
     load = LoadGenerator(LoadSpec(base_url=backend.base_url, model=model, clients=clients), zero)
     traffic = asyncio.create_task(load.run())
     ticker = asyncio.create_task(_report_progress(load, clock, progress))
     try:
         await asyncio.sleep(before_s)
         times = await asyncio.to_thread(backend.inject, fault, outage_s, grace_s, clock)
-        healthy_at = await asyncio.to_thread(_wait_healthy, backend, clock, times.fault_at + outage_s, recovery_timeout_s)
+        healthy_at = await asyncio.to_thread(_wait_healthy, backend, clock, times.fault_at + outage_s,
+                                             recovery_timeout_s)
         await asyncio.sleep(after_s)
     finally:
         load.stop()
@@ -162,7 +166,8 @@ def check_kubernetes_target(url: str, load_balancer: str | None) -> str:
         resolved = {info[4][0] for info in socket.getaddrinfo(host, parts.port or 80, proto=socket.IPPROTO_TCP)}
     except OSError as error:
         raise DrillError(f"--load-balancer {host} does not resolve: {error}") from None
-    public = sorted(a for a in resolved if not (ipaddress.ip_address(a).is_private or ipaddress.ip_address(a).is_loopback)
+    public = sorted(a for a in resolved
+                    if not (ipaddress.ip_address(a).is_private or ipaddress.ip_address(a).is_loopback)
                     or ipaddress.ip_address(a).is_link_local)
     if public:
         raise DrillError(f"refusing --load-balancer {host}: it resolves to non-private addresses {public}")
@@ -203,13 +208,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds after the outage within which Serve must be healthy again, else exit 1")
     parser.add_argument("--no-ft", action="store_true", help="local: the same topology without Redis")
     parser.add_argument("--url", default=None,
-                        help="where to send traffic (default: local: the API port http://127.0.0.1:8000; kubernetes: "
-                             "required, the serve Service through a port-forward, a private address, or --load-balancer)")
+                        help="where to send traffic (default: local: the API port http://127.0.0.1:8000; "
+                             "kubernetes: required, the serve Service through a port-forward, a private address, "
+                             "or --load-balancer)")
     parser.add_argument("--load-balancer", default=None,
                         help="kubernetes: the in-VPC load balancer's DNS name that --url may name")
     parser.add_argument("--namespace", default="ray-serving", help="kubernetes: the RayService's namespace")
     parser.add_argument("--rayservice", default="ray-serve-llm", help="kubernetes: the RayService's name")
-    parser.add_argument("--kubeconfig", default=None, help="kubernetes: kubeconfig path (default: $KUBECONFIG, else ~/.kube/config)")
+    parser.add_argument("--kubeconfig", default=None,
+                        help="kubernetes: kubeconfig path (default: $KUBECONFIG, else ~/.kube/config)")
     parser.add_argument("--context", default=None, help="kubernetes: kubeconfig context (default: its current-context)")
     parser.add_argument("--out", type=Path, default=Path("drill-results"), help="folder for the JSON and PNG")
     parser.add_argument("--max-failed", type=_bounded(0, 10**9, int), default=None,

@@ -122,7 +122,8 @@ def run_matrix(stack, plan: list[tuple[str, int]], *, clients: int, outage_s: fl
             timeline = report.timeline
             result.during_latencies_ms += [
                 s.latency * 1000 for s in samples
-                if s.ok and s.started >= timeline.fault_at and (timeline.healthy_at is None or s.started < timeline.healthy_at)
+                if s.ok and s.started >= timeline.fault_at
+                and (timeline.healthy_at is None or s.started < timeline.healthy_at)
             ]
             if report.restart_to_healthy_s is not None:
                 result.to_healthy_s.append(report.restart_to_healthy_s)
@@ -152,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=count, default=1, help="network partitions of the head")
     parser.add_argument("--partition-s", type=seconds, default=30.0, help="seconds the head's link stays down")
     parser.add_argument("--outage", type=seconds, default=5.0, help="seconds a killed part stays down")
-    parser.add_argument("--clients", type=_bounded(1, 64, int), default=4, help="concurrent clients, plus one sequential")
+    parser.add_argument("--clients", type=_bounded(1, 64, int), default=4,
+                        help="concurrent clients, plus one sequential")
     parser.add_argument("--before", type=seconds, default=3.0, help="seconds of traffic before each fault")
     parser.add_argument("--after", type=seconds, default=3.0, help="seconds of traffic after each recovery")
     parser.add_argument("--recovery-timeout", type=_bounded(0, 3600, low_open=True), default=180.0,
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         parser.error(problem)
     plan = [(k, n) for k, n in zip(KINDS, (args.head_kills, args.head_graceful, args.redis, args.worker_kills,
-                                           args.partitions)) if n]
+                                           args.partitions), strict=True) if n]
     if not plan:
         parser.error("nothing to run: every fault count is 0")
 
