@@ -13,7 +13,7 @@ from typing import TypeVar
 from local.topology import BRIDGE, BRIDGE_IP, NODES, SERVE_PORT, SUBNET, RayNode
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
 
 

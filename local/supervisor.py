@@ -29,8 +29,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from charts import ray_env
 from local import netns, processes
@@ -73,7 +75,7 @@ def backoff_s(consecutive_failures: int) -> float:
     """Wait before restart number `consecutive_failures` (1-based) of a failing node."""
     if consecutive_failures <= 0:
         return 0.0
-    return min(BACKOFF_INITIAL_S * 2 ** (consecutive_failures - 1), BACKOFF_MAX_S)
+    return min(BACKOFF_INITIAL_S * 2.0 ** (consecutive_failures - 1), BACKOFF_MAX_S)
 
 
 @dataclass
@@ -92,7 +94,7 @@ class NodeRecord:
     consecutive_failures: int = 0  # failed generations in a row (back-off)
     next_start_at: float = 0.0
     last_exit: str = ""  # why the previous generation ended
-    restarts: list[dict] = field(default_factory=list)  # {"at", "generation", "why"}, newest last
+    restarts: list[dict[str, Any]] = field(default_factory=list)  # {"at", "generation", "why"}, newest last
 
     def save(self) -> None:
         NODE_DIR.mkdir(parents=True, exist_ok=True)
@@ -233,11 +235,11 @@ class Prober(threading.Thread):
 
 
 class Supervisor:
-    def __init__(self, settings: NodeSettings, clock=time.monotonic):
+    def __init__(self, settings: NodeSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.clock = clock
         self.records = {node.name: NodeRecord(node.name) for node in NODES}
-        self.children: dict[str, subprocess.Popen | None] = {node.name: None for node in NODES}
+        self.children: dict[str, subprocess.Popen[bytes] | None] = {node.name: None for node in NODES}
         self.probe = {node.name: ray_env.kuberay_liveness(node.head, DASHBOARD_PORT) for node in NODES}
         self.probers = {node.name: Prober(node, self.probe[node.name]) for node in NODES}
         self.seen_probe = {node.name: 0 for node in NODES}

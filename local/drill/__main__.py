@@ -22,7 +22,9 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,22 +33,26 @@ from local.drill.backends import (
     FAULTS,
     KUBERNETES_FAULTS,
     Backend,
+    Clock,
     DrillError,
     KubernetesBackend,
     LocalBackend,
     kubernetes_fault_refusal,
 )
-from local.drill.load import LoadGenerator, LoadSpec
+from local.drill.load import LoadGenerator, LoadSpec, Sample
 from local.drill.plot import plot_timeline
 from local.drill.stats import DrillReport, Timeline, build_report, format_table
 from local.topology import ForeignTargetError
 
+# Where progress lines go: print, or a caller's print-like function.
+Progress = Callable[..., Any]
+
 
 async def run_drill(
     backend: Backend, *, fault: str, clients: int, before_s: float, outage_s: float, grace_s: float,
-    after_s: float, recovery_timeout_s: float, model: str | None = None, progress=print,
+    after_s: float, recovery_timeout_s: float, model: str | None = None, progress: Progress = print,
     max_failed: int | None = None,
-) -> tuple[DrillReport, list]:
+) -> tuple[DrillReport, list[Sample]]:
     model = model or await _served_model(backend.base_url)
     zero = time.monotonic()
 
@@ -73,7 +79,7 @@ async def run_drill(
     return report, load.samples
 
 
-def _wait_healthy(backend: Backend, clock, not_before: float, timeout_s: float) -> float | None:
+def _wait_healthy(backend: Backend, clock: Clock, not_before: float, timeout_s: float) -> float | None:
     # After a restart, Serve reads healthy from Redis-backed state for a moment before the
     # new controller has checked anything: wait for the outage to be over first.
     while clock() < not_before:
@@ -90,12 +96,13 @@ async def _served_model(base_url: str) -> str:
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
         try:
             response = await http.get("/v1/models")
-            return response.json()["data"][0]["id"]
+            model: str = response.json()["data"][0]["id"]
+            return model
         except (httpx.HTTPError, ValueError, KeyError, IndexError) as error:
             raise DrillError(f"cannot list the served models at {base_url}/v1/models: {error!r}") from None
 
 
-async def _report_progress(load: LoadGenerator, clock, progress) -> None:
+async def _report_progress(load: LoadGenerator, clock: Clock, progress: Progress) -> None:
     while True:
         await asyncio.sleep(1)
         samples = load.samples
@@ -109,9 +116,11 @@ MAX_PHASE_S = 600.0
 MAX_RECOVERY_TIMEOUT_S = 3600.0
 
 
-def _bounded(low: float, high: float, kind=float, low_open: bool = False):
+def _bounded(
+    low: float, high: float, kind: type[float] | type[int] = float, low_open: bool = False,
+) -> Callable[[str], float]:
     """An argparse type: a number in [low, high] (or (low, high]), else a one-line error."""
-    def parse(text: str):
+    def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
