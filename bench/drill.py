@@ -71,7 +71,8 @@ def breakdown(generation: int, started_wall: float, healthy_wall: float | None) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=_bounded(1, 100, int), default=5, help="head drills (default: 5)")
-    parser.add_argument("--outage", type=_bounded(0, 300), default=10.0, help="seconds the head stays down (default: 10)")
+    parser.add_argument("--outage", type=_bounded(0, 300), default=10.0,
+                        help="seconds the head stays down (default: 10)")
     parser.add_argument("--clients", type=_bounded(1, 64, int), default=2,
                         help="concurrent clients, plus one sequential (default: 2)")
     parser.add_argument("--json", type=Path, help="also write every run's report here (default: none)")
@@ -82,7 +83,8 @@ def main() -> int:
         if state is None:
             stack = owned = LocalStack.up(fault_tolerance=True, ui=False)
         elif not state.fault_tolerance:
-            print("error: the running stack has no Redis (--no-ft); the benchmark needs fault tolerance", file=sys.stderr)
+            print("error: the running stack has no Redis (--no-ft); the benchmark needs fault tolerance",
+                  file=sys.stderr)
             return 2
         else:
             stack = LocalStack(state)
@@ -100,11 +102,13 @@ def main() -> int:
             ))
             record = stack.node_record(HEAD)
             started_wall = record.started_at + wall_minus_mono
-            healthy_wall = None if report.timeline.healthy_at is None else zero + report.timeline.healthy_at + wall_minus_mono
+            healthy_at = report.timeline.healthy_at
+            healthy_wall = None if healthy_at is None else zero + healthy_at + wall_minus_mono
             steps = breakdown(record.generation, started_wall, healthy_wall)
             runs.append({"report": report.to_json(), "steps": steps})
             print(f"run {run}/{args.runs}: {report.total.requests} requests, {report.total.failed} failed, "
-                  f"p99 during {report.phases['during'].p99_ms} ms, head starts {report.recovery.get('head_starts_to_recover')}, "
+                  f"p99 during {report.phases['during'].p99_ms} ms, "
+                  f"head starts {report.recovery.get('head_starts_to_recover')}, "
                   f"from the (last) head start: " + ", ".join(f"{k} {v}" for k, v in steps.items()) + " s", flush=True)
     except StackError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -46,7 +46,8 @@ def _up(args: argparse.Namespace) -> int:
         + ("" if stack.state.fault_tolerance else " WITHOUT GCS fault tolerance (--no-ft)")
         + f":\n  Chat UI           {GRADIO_URL}\n"
         f"  OpenAI API        {API_URL}/v1  (model \"{stack.serving.served_model_name}\")\n"
-        f"  Ray dashboard     port {DASHBOARD_PORT} inside namespace {HEAD.namespace} (token: {stack.state.auth_token_path})\n"
+        f"  Ray dashboard     port {DASHBOARD_PORT} inside namespace {HEAD.namespace}"
+        f" (token: {stack.state.auth_token_path})\n"
         f"  Worker proxies    {', '.join(w.proxy_url for w in WORKERS)}\n"
         f"  Logs              {STATE_DIR / 'logs'}\n"
         "Run the HA drill in another terminal: `make drill`. Ctrl-C here (or `make demo-down`) stops everything."

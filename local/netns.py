@@ -13,7 +13,7 @@ from typing import TypeVar
 from local.topology import BRIDGE, BRIDGE_IP, NODES, SERVE_PORT, SUBNET, RayNode
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
 
 
@@ -131,7 +131,7 @@ def run_in(namespace: str, call: Callable[[], T], timeout: float = 60) -> T:
         try:
             enter(namespace)
             result["value"] = call()
-        except BaseException as error:  # noqa: BLE001 - handed to the caller
+        except BaseException as error:  # handed to the caller
             result["error"] = error
 
     thread = threading.Thread(target=target, name=f"netns-{namespace}", daemon=True)

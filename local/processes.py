@@ -3,6 +3,7 @@ would kill every Ray process on the machine, other users' included)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -52,18 +53,14 @@ def namespace_pids(namespace: str) -> list[int]:
 
 def _signal(pids: list[int], sig: signal.Signals) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def _reap(pids: list[int]) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
 
 
 def wait_gone(pids: list[int], timeout: float) -> bool:
@@ -102,8 +99,6 @@ def terminate(pid: int, grace: float = 5) -> None:
     except ProcessLookupError:
         return
     if not wait_gone([pid], grace):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         wait_gone([pid], 10)

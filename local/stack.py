@@ -109,7 +109,8 @@ def _private_state_dir() -> None:
     STATE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = STATE_DIR.stat()
     if info.st_uid != os.geteuid():
-        raise StackError(f"{STATE_DIR} belongs to another user (uid {info.st_uid}): remove it or set RAY_SERVE_HA_LOCAL_DIR")
+        raise StackError(f"{STATE_DIR} belongs to another user (uid {info.st_uid}): "
+                         "remove it or set RAY_SERVE_HA_LOCAL_DIR")
     STATE_DIR.chmod(0o700)
 
 
@@ -319,10 +320,12 @@ class LocalStack:
         except (OSError, TimeoutError):
             return False
 
-    def serve_status(self) -> dict | None:
+    def serve_status(self) -> dict[str, Any] | None:
         """The Serve application's status from the head's dashboard, None while unreachable."""
         try:
-            return self.dashboard("GET", "/api/serve/applications/", timeout=3)["applications"].get(APP_NAME)
+            status: dict[str, Any] | None = self.dashboard(
+                "GET", "/api/serve/applications/", timeout=3)["applications"].get(APP_NAME)
+            return status
         except (StackError, KeyError, TypeError, AttributeError):
             return None
 
@@ -335,7 +338,7 @@ class LocalStack:
             status = self.serve_status()
             if serve_status_healthy(status):
                 return time.monotonic() - started
-            if (status or {}).get("status") == "DEPLOY_FAILED":
+            if status is not None and status.get("status") == "DEPLOY_FAILED":
                 raise StackError(f"the Serve application failed to deploy: {status.get('message', '')[-2000:]}")
             time.sleep(0.5)
         raise StackError(f"Serve did not become healthy within {timeout:.0f} s; see {LOG_DIR}")
@@ -429,21 +432,21 @@ class LocalStack:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def serve_status_healthy(status: dict | None) -> bool:
+def serve_status_healthy(status: dict[str, Any] | None) -> bool:
     """RUNNING, every deployment HEALTHY with as many RUNNING replicas as it targets (a
     lost replica not yet replaced is not healthy, whatever the status word says)."""
     if not status or status.get("status") != "RUNNING":
         return False
     deployments = list(status.get("deployments", {}).values())
 
-    def full(deployment: dict) -> bool:
+    def full(deployment: dict[str, Any]) -> bool:
         running = sum(1 for r in deployment.get("replicas", []) if r.get("state") == "RUNNING")
         return deployment.get("status") == "HEALTHY" and running >= deployment.get("target_num_replicas", 1)
 
     return bool(deployments) and all(full(d) for d in deployments)
 
 
-def _run_python(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _run_python(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, capture_output=True, text=True,
         env={**os.environ, "PYTHONPATH": str(cwd), "HF_HUB_OFFLINE": "1"},

@@ -19,6 +19,7 @@ node and exits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,8 +29,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from charts import ray_env
 from local import netns, processes
@@ -72,7 +75,7 @@ def backoff_s(consecutive_failures: int) -> float:
     """Wait before restart number `consecutive_failures` (1-based) of a failing node."""
     if consecutive_failures <= 0:
         return 0.0
-    return min(BACKOFF_INITIAL_S * 2 ** (consecutive_failures - 1), BACKOFF_MAX_S)
+    return min(BACKOFF_INITIAL_S * 2.0 ** (consecutive_failures - 1), BACKOFF_MAX_S)
 
 
 @dataclass
@@ -91,7 +94,7 @@ class NodeRecord:
     consecutive_failures: int = 0  # failed generations in a row (back-off)
     next_start_at: float = 0.0
     last_exit: str = ""  # why the previous generation ended
-    restarts: list[dict] = field(default_factory=list)  # {"at", "generation", "why"}, newest last
+    restarts: list[dict[str, Any]] = field(default_factory=list)  # {"at", "generation", "why"}, newest last
 
     def save(self) -> None:
         NODE_DIR.mkdir(parents=True, exist_ok=True)
@@ -232,11 +235,11 @@ class Prober(threading.Thread):
 
 
 class Supervisor:
-    def __init__(self, settings: NodeSettings, clock=time.monotonic):
+    def __init__(self, settings: NodeSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.clock = clock
         self.records = {node.name: NodeRecord(node.name) for node in NODES}
-        self.children: dict[str, subprocess.Popen | None] = {node.name: None for node in NODES}
+        self.children: dict[str, subprocess.Popen[bytes] | None] = {node.name: None for node in NODES}
         self.probe = {node.name: ray_env.kuberay_liveness(node.head, DASHBOARD_PORT) for node in NODES}
         self.probers = {node.name: Prober(node, self.probe[node.name]) for node in NODES}
         self.seen_probe = {node.name: 0 for node in NODES}
@@ -321,7 +324,8 @@ class Supervisor:
         for pid in processes.namespace_pids(node.namespace):
             try:
                 command = Path(f"/proc/{pid}/cmdline").read_bytes()
-                if any(agent in command for agent in AGENT_SCRIPTS) and os.getpriority(os.PRIO_PROCESS, pid) > AGENT_NICENESS:
+                is_agent = any(agent in command for agent in AGENT_SCRIPTS)
+                if is_agent and os.getpriority(os.PRIO_PROCESS, pid) > AGENT_NICENESS:
                     os.setpriority(os.PRIO_PROCESS, pid, AGENT_NICENESS)
             except (OSError, ProcessLookupError):
                 continue
@@ -372,10 +376,8 @@ class Supervisor:
             processes.terminate_namespace(node.namespace, grace=5)
             child = self.children[node.name]
             if child is not None:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     child.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    pass
             record = self.records[node.name]
             record.pid, record.state = None, "stopped"
             record.save()

@@ -21,7 +21,6 @@ from local.drill.load import SEQUENTIAL, Sample
 from local.drill.stats import Timeline, build_report, format_table, percentile
 from local.topology import ForeignTargetError, check_local_target
 
-
 # ---- statistics ------------------------------------------------------------------------
 
 def test_percentile_interpolates_between_ranks():
@@ -43,7 +42,7 @@ def test_samples_are_split_into_before_during_and_after_the_fault():
         samples, Timeline(fault_at=10.0, restarted_at=20.0, healthy_at=30.0, ended_at=41.0),
         fault="head", backend="local", fault_tolerance=True,
     )
-    assert (report.phases["before"].requests, report.phases["during"].requests, report.phases["after"].requests) == (1, 3, 1)
+    assert [report.phases[phase].requests for phase in ("before", "during", "after")] == [1, 3, 1]
     assert report.phases["during"].failed == 1
     assert report.phases["during"].retried == 2  # the failed one and the one a retry saved
     assert report.phases["during"].p50_ms == 30.0  # failed requests carry no latency
@@ -185,7 +184,8 @@ def _handler(cluster: FakeCluster):
             length = int(self.headers.get("Content-Length", 0))
             self.rfile.read(length)
             if self.path == "/v1/chat/completions":
-                return self._send(cluster.chat_status, {"choices": [{"message": {"role": "assistant", "content": "hi"}}]})
+                answer = {"choices": [{"message": {"role": "assistant", "content": "hi"}}]}
+                return self._send(cluster.chat_status, answer)
             self._send(404, {})
 
         def do_DELETE(self):
@@ -240,7 +240,7 @@ def test_graceful_fault_passes_the_grace_period(fake_cluster):
 
 
 def test_healthy_only_once_a_new_head_pod_is_ready_and_serve_runs(fake_cluster):
-    cluster, url, kubeconfig = fake_cluster
+    _cluster, url, kubeconfig = fake_cluster
     backend = backend_for(url, kubeconfig)
     backend.inject("head", outage_s=0, grace_s=0, clock=lambda: 0.0)
     answers = [backend.serve_healthy() for _ in range(4)]
@@ -356,7 +356,10 @@ def test_cli_fails_when_serve_is_not_healthy_within_the_recovery_timeout(fake_cl
         (["--recovery-timeout", "0"], "argument --recovery-timeout: 0 must be above 0 and at most 3600"),
         (["--max-failed", "-1"], "argument --max-failed: -1 must be at least 0 and at most 1e+09"),
         (["--out", "/etc/hostname"], "--out /etc/hostname is not a folder"),
-        (["--out", "/etc/hostname/drill"], "--out /etc/hostname/drill cannot be created: /etc/hostname is not a writable folder"),
+        (
+            ["--out", "/etc/hostname/drill"],
+            "--out /etc/hostname/drill cannot be created: /etc/hostname is not a writable folder",
+        ),
         (["--url", "http://10.0.0.5:8000"], "refusing target 'http://10.0.0.5:8000'"),
         (["--no-ft", "--fault", "redis"], "the redis fault needs the GCS store"),
         (["--load-balancer", "lb"], "--load-balancer is for --backend kubernetes"),

@@ -11,6 +11,7 @@ The retry logic is tested on its own with an in-memory transport (no network at 
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -20,7 +21,9 @@ import pytest
 
 from tests.serve_backend import LOOPBACK, ROOT, SERVED_MODEL, free_port, shared_backend
 
-from chat_ui.app import API_NAME, build_ui  # noqa: E402 (path set by serve_backend)
+# isort: split
+# chat_ui is importable only once serve_backend has put images/gradio on sys.path.
+from chat_ui.app import API_NAME, build_ui
 from chat_ui.chat import UNAVAILABLE, ChatBackend, to_openai_messages
 from chat_ui.settings import Settings, SettingsError
 
@@ -78,7 +81,10 @@ def test_settings_from_env():
         ({"GRADIO_SERVER_PORT": "http"}, "GRADIO_SERVER_PORT='http': must be a int"),
         ({"GRADIO_SERVER_PORT": "70000"}, "GRADIO_SERVER_PORT=70000: must be 1-65535"),
         ({"RETRY_ATTEMPTS": "0"}, "RETRY_ATTEMPTS=0: must be 1-100"),
-        ({"RETRY_INITIAL_DELAY_S": "5", "RETRY_MAX_DELAY_S": "1"}, "RETRY_MAX_DELAY_S=1.0: must be at least RETRY_INITIAL_DELAY_S"),
+        (
+            {"RETRY_INITIAL_DELAY_S": "5", "RETRY_MAX_DELAY_S": "1"},
+            "RETRY_MAX_DELAY_S=1.0: must be at least RETRY_INITIAL_DELAY_S",
+        ),
     ],
 )
 def test_bad_settings_are_refused_by_name(env, message):
@@ -210,7 +216,9 @@ def test_a_refused_request_is_not_retried():
     refusal = httpx.Response(400, json={"error": {"message": "Invalid 'max_tokens'", "type": "invalid_request_error",
                                                   "param": "max_tokens", "code": "invalid_value"}})
     backend, calls, _ = _backend([refusal])
-    assert list(backend.respond("hi", [])) == ["⚠️ The model service refused the request: HTTP 400: Invalid 'max_tokens'"]
+    assert list(backend.respond("hi", [])) == [
+        "⚠️ The model service refused the request: HTTP 400: Invalid 'max_tokens'"
+    ]
     assert len(calls) == 1
 
 
@@ -341,7 +349,7 @@ def test_ui_streams_an_answer_and_keeps_the_conversation(live_ui, page):
     assert answer.strip() and "⚠️" not in answer and "⏳" not in answer
     states = [s for s in page.evaluate("window.answerStates") if "Loading content" not in s]
     assert len(states) >= 3, f"the answer should arrive in pieces, saw {states}"
-    assert all(later.startswith(earlier) for earlier, later in zip(states, states[1:])), states
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(states)), states
 
     _ask(page, "Tell me more.")
     _wait_for_answers(page, 2)

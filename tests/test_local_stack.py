@@ -29,8 +29,8 @@ from local.drill.__main__ import run_drill
 from local.drill.backends import LocalBackend
 from local.drill.matrix import run_matrix, wait_stack_healthy
 from local.drill.plot import plot_timeline
-from local.supervisor import temp_dir
 from local.stack import HEAD_DASHBOARD, STATE_DIR, LocalStack, StackError, StackState, check_platform, running_state
+from local.supervisor import temp_dir
 from local.topology import API_URL, BRIDGE_IP, DASHBOARD_PORT, GRADIO_URL, HEAD, WORKERS
 from tests.conftest import ROOT
 

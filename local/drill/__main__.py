@@ -22,7 +22,9 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,32 +33,40 @@ from local.drill.backends import (
     FAULTS,
     KUBERNETES_FAULTS,
     Backend,
+    Clock,
     DrillError,
     KubernetesBackend,
     LocalBackend,
     kubernetes_fault_refusal,
 )
-from local.drill.load import LoadGenerator, LoadSpec
+from local.drill.load import LoadGenerator, LoadSpec, Sample
 from local.drill.plot import plot_timeline
 from local.drill.stats import DrillReport, Timeline, build_report, format_table
 from local.topology import ForeignTargetError
 
+# Where progress lines go: print, or a caller's print-like function.
+Progress = Callable[..., Any]
+
 
 async def run_drill(
     backend: Backend, *, fault: str, clients: int, before_s: float, outage_s: float, grace_s: float,
-    after_s: float, recovery_timeout_s: float, model: str | None = None, progress=print,
+    after_s: float, recovery_timeout_s: float, model: str | None = None, progress: Progress = print,
     max_failed: int | None = None,
-) -> tuple[DrillReport, list]:
+) -> tuple[DrillReport, list[Sample]]:
     model = model or await _served_model(backend.base_url)
     zero = time.monotonic()
-    clock = lambda: time.monotonic() - zero
+
+    def clock() -> float:
+        return time.monotonic() - zero
+
     load = LoadGenerator(LoadSpec(base_url=backend.base_url, model=model, clients=clients), zero)
     traffic = asyncio.create_task(load.run())
     ticker = asyncio.create_task(_report_progress(load, clock, progress))
     try:
         await asyncio.sleep(before_s)
         times = await asyncio.to_thread(backend.inject, fault, outage_s, grace_s, clock)
-        healthy_at = await asyncio.to_thread(_wait_healthy, backend, clock, times.fault_at + outage_s, recovery_timeout_s)
+        healthy_at = await asyncio.to_thread(_wait_healthy, backend, clock, times.fault_at + outage_s,
+                                             recovery_timeout_s)
         await asyncio.sleep(after_s)
     finally:
         load.stop()
@@ -69,7 +79,7 @@ async def run_drill(
     return report, load.samples
 
 
-def _wait_healthy(backend: Backend, clock, not_before: float, timeout_s: float) -> float | None:
+def _wait_healthy(backend: Backend, clock: Clock, not_before: float, timeout_s: float) -> float | None:
     # After a restart, Serve reads healthy from Redis-backed state for a moment before the
     # new controller has checked anything: wait for the outage to be over first.
     while clock() < not_before:
@@ -86,12 +96,13 @@ async def _served_model(base_url: str) -> str:
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
         try:
             response = await http.get("/v1/models")
-            return response.json()["data"][0]["id"]
+            model: str = response.json()["data"][0]["id"]
+            return model
         except (httpx.HTTPError, ValueError, KeyError, IndexError) as error:
             raise DrillError(f"cannot list the served models at {base_url}/v1/models: {error!r}") from None
 
 
-async def _report_progress(load: LoadGenerator, clock, progress) -> None:
+async def _report_progress(load: LoadGenerator, clock: Clock, progress: Progress) -> None:
     while True:
         await asyncio.sleep(1)
         samples = load.samples
@@ -105,9 +116,11 @@ MAX_PHASE_S = 600.0
 MAX_RECOVERY_TIMEOUT_S = 3600.0
 
 
-def _bounded(low: float, high: float, kind=float, low_open: bool = False):
+def _bounded(
+    low: float, high: float, kind: type[float] | type[int] = float, low_open: bool = False,
+) -> Callable[[str], float]:
     """An argparse type: a number in [low, high] (or (low, high]), else a one-line error."""
-    def parse(text: str):
+    def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
@@ -162,7 +175,8 @@ def check_kubernetes_target(url: str, load_balancer: str | None) -> str:
         resolved = {info[4][0] for info in socket.getaddrinfo(host, parts.port or 80, proto=socket.IPPROTO_TCP)}
     except OSError as error:
         raise DrillError(f"--load-balancer {host} does not resolve: {error}") from None
-    public = sorted(a for a in resolved if not (ipaddress.ip_address(a).is_private or ipaddress.ip_address(a).is_loopback)
+    public = sorted(a for a in resolved
+                    if not (ipaddress.ip_address(a).is_private or ipaddress.ip_address(a).is_loopback)
                     or ipaddress.ip_address(a).is_link_local)
     if public:
         raise DrillError(f"refusing --load-balancer {host}: it resolves to non-private addresses {public}")
@@ -203,13 +217,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds after the outage within which Serve must be healthy again, else exit 1")
     parser.add_argument("--no-ft", action="store_true", help="local: the same topology without Redis")
     parser.add_argument("--url", default=None,
-                        help="where to send traffic (default: local: the API port http://127.0.0.1:8000; kubernetes: "
-                             "required, the serve Service through a port-forward, a private address, or --load-balancer)")
+                        help="where to send traffic (default: local: the API port http://127.0.0.1:8000; "
+                             "kubernetes: required, the serve Service through a port-forward, a private address, "
+                             "or --load-balancer)")
     parser.add_argument("--load-balancer", default=None,
                         help="kubernetes: the in-VPC load balancer's DNS name that --url may name")
     parser.add_argument("--namespace", default="ray-serving", help="kubernetes: the RayService's namespace")
     parser.add_argument("--rayservice", default="ray-serve-llm", help="kubernetes: the RayService's name")
-    parser.add_argument("--kubeconfig", default=None, help="kubernetes: kubeconfig path (default: $KUBECONFIG, else ~/.kube/config)")
+    parser.add_argument("--kubeconfig", default=None,
+                        help="kubernetes: kubeconfig path (default: $KUBECONFIG, else ~/.kube/config)")
     parser.add_argument("--context", default=None, help="kubernetes: kubeconfig context (default: its current-context)")
     parser.add_argument("--out", type=Path, default=Path("drill-results"), help="folder for the JSON and PNG")
     parser.add_argument("--max-failed", type=_bounded(0, 10**9, int), default=None,

@@ -4,8 +4,16 @@ network namespaces) or a Kubernetes cluster (the RayService's head pod)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from local.stack import LocalStack
+    from local.topology import RayNode
+
+# The drill's clock: seconds since the drill started.
+Clock = Callable[[], float]
 
 # Faults on the head (crash, graceful stop), its GCS store, a worker node (crash) and the
 # head's network (its link down, processes running).
@@ -28,7 +36,7 @@ class Backend(Protocol):
     fault_tolerance: bool
     base_url: str
 
-    def inject(self, fault: str, outage_s: float, grace_s: float, clock) -> FaultTimes: ...
+    def inject(self, fault: str, outage_s: float, grace_s: float, clock: Clock) -> FaultTimes: ...
 
     def serve_healthy(self) -> bool: ...
 
@@ -42,7 +50,7 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, stack, target_url: str | None = None):
+    def __init__(self, stack: LocalStack, target_url: str | None = None) -> None:
         from local.topology import API_URL, check_local_target
 
         self.stack = stack
@@ -60,7 +68,7 @@ class LocalBackend:
         records = {node.name: self.stack.node_record(node) for node in NODES}
         return {name: record.generation if record else 0 for name, record in records.items()}
 
-    def _restart(self, node, outage_s: float, clock) -> float:
+    def _restart(self, node: RayNode, outage_s: float, clock: Clock) -> float:
         """Ends a held node's outage; returns when (on the drill's clock) the supervisor
         started it again."""
         time.sleep(outage_s)
@@ -69,9 +77,10 @@ class LocalBackend:
         record = self.stack.wait_restarted(node, generation)
         if node.head:
             self._head_generation_at_restart = record.generation - 1
+        assert record.started_at is not None  # wait_restarted returns only a started record
         return clock() - (time.monotonic() - record.started_at)
 
-    def inject(self, fault: str, outage_s: float, grace_s: float, clock) -> FaultTimes:
+    def inject(self, fault: str, outage_s: float, grace_s: float, clock: Clock) -> FaultTimes:
         from local.topology import HEAD, WORKERS
 
         self._before = self._generations()
@@ -124,6 +133,7 @@ class LocalBackend:
 
         if not serve_status_healthy(status):
             return False
+        assert status is not None  # healthy implies a status was read
         replicas = [r for d in status["deployments"].values() for r in d.get("replicas", [])]
         return any(r.get("node_ip") == ip and r.get("state") == "RUNNING" and r.get("start_time_s", 0) > since
                    for r in replicas)
@@ -166,7 +176,7 @@ class KubernetesBackend:
         self.base_url = base_url
         self._old_head_uid: str | None = None
 
-    def rayservice(self) -> dict:
+    def rayservice(self) -> dict[str, Any]:
         from local.drill.kube import KubeError
 
         try:
@@ -174,7 +184,7 @@ class KubernetesBackend:
         except KubeError as error:
             raise DrillError(f"cannot read RayService {self.namespace}/{self.rayservice_name}: {error}") from None
 
-    def head_pod(self) -> dict | None:
+    def head_pod(self) -> dict[str, Any] | None:
         status = self.rayservice().get("status", {})
         cluster = status.get("activeServiceStatus", {}).get("rayClusterName")
         if not cluster:
@@ -182,7 +192,7 @@ class KubernetesBackend:
         pods = self.api.list_pods(self.namespace, f"ray.io/cluster={cluster},ray.io/node-type=head")
         return pods[0] if pods else None
 
-    def inject(self, fault: str, outage_s: float, grace_s: float, clock) -> FaultTimes:
+    def inject(self, fault: str, outage_s: float, grace_s: float, clock: Clock) -> FaultTimes:
         if fault not in KUBERNETES_FAULTS:
             raise DrillError(kubernetes_fault_refusal(fault))
         pod = self.head_pod()

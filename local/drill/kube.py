@@ -39,7 +39,7 @@ class KubeConfig:
     server: str
     verify: ssl.SSLContext | bool
     token: str | None = None
-    exec_spec: dict | None = None
+    exec_spec: dict[str, Any] | None = None
     client_cert: tuple[str, str] | None = None
 
     @staticmethod
@@ -75,17 +75,18 @@ class KubeConfig:
             result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=True)
         except (OSError, subprocess.SubprocessError) as error:
             raise KubeError(f"kubeconfig exec plugin {command[0]!r} failed: {error}") from None
-        return json.loads(result.stdout)["status"]["token"]
+        token: str = json.loads(result.stdout)["status"]["token"]
+        return token
 
 
-def _named(items: list[dict], name: str) -> dict:
+def _named(items: list[dict[str, Any]], name: str) -> dict[str, Any]:
     for item in items:
         if item.get("name") == name:
             return item
     raise KeyError(name)
 
 
-def _tls_context(cluster: dict, base: Path) -> ssl.SSLContext | bool:
+def _tls_context(cluster: dict[str, Any], base: Path) -> ssl.SSLContext | bool:
     if cluster.get("insecure-skip-tls-verify"):
         return False
     if "certificate-authority-data" in cluster:
@@ -95,13 +96,13 @@ def _tls_context(cluster: dict, base: Path) -> ssl.SSLContext | bool:
     return True
 
 
-def _client_cert(user: dict, base: Path) -> tuple[str, str] | None:
+def _client_cert(user: dict[str, Any], base: Path) -> tuple[str, str] | None:
     if "client-certificate" in user:
         return str(base / user["client-certificate"]), str(base / user["client-key"])
     return None
 
 
-def _with_embedded_client_cert(verify: ssl.SSLContext | bool, user: dict) -> ssl.SSLContext | bool:
+def _with_embedded_client_cert(verify: ssl.SSLContext | bool, user: dict[str, Any]) -> ssl.SSLContext | bool:
     """Loads a kubeconfig's embedded client certificate and key into the TLS context.
     `ssl` reads them only from files: they are written to a private folder, loaded, and
     deleted at once, so no key is left on disk."""
@@ -133,7 +134,7 @@ class KubeClient:
             follow_redirects=False, trust_env=False,
         )
 
-    def _call(self, method: str, path: str, **kwargs) -> dict[str, Any]:
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
@@ -144,14 +145,16 @@ class KubeClient:
             except ValueError:
                 reason = response.reason_phrase
             raise KubeApiError(response.status_code, reason, path)
-        return response.json()
+        body: dict[str, Any] = response.json()
+        return body
 
     def get_rayservice(self, namespace: str, name: str) -> dict[str, Any]:
         return self._call("GET", f"/apis/ray.io/v1/namespaces/{quote(namespace)}/rayservices/{quote(name)}")
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         query = urlencode({"labelSelector": label_selector})
-        return self._call("GET", f"/api/v1/namespaces/{quote(namespace)}/pods?{query}")["items"]
+        pods: list[dict[str, Any]] = self._call("GET", f"/api/v1/namespaces/{quote(namespace)}/pods?{query}")["items"]
+        return pods
 
     def delete_pod(self, namespace: str, name: str, grace_period_seconds: int) -> None:
         self._call(

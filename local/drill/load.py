@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -79,7 +80,7 @@ class LoadGenerator:
                 # not hammered with thousands of instant connection errors.
                 await asyncio.sleep(0.05)
 
-    async def _request(self, http: httpx.AsyncClient, body: dict) -> tuple[bool, str, int]:
+    async def _request(self, http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[bool, str, int]:
         """One request as the OpenAI SDK sends it: tries until one succeeds, a refusal that
         no retry can fix, or the retries are spent. Returns (ok, last error, retries)."""
         error = ""

@@ -24,10 +24,14 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from local.drill.__main__ import _bounded, _check_out, _HelpWithDefaults, run_drill
+from local.drill.__main__ import Progress, _bounded, _check_out, _HelpWithDefaults, run_drill
 from local.drill.backends import LocalBackend
 from local.drill.stats import percentile
+
+if TYPE_CHECKING:
+    from local.stack import LocalStack
 
 # How long each kind's outage lasts: the partition is the matrix's 30 s cut; the others are
 # crashes that the supervisor (the kubelet) answers after the drill's --outage.
@@ -85,7 +89,7 @@ def markdown(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def wait_stack_healthy(stack, timeout_s: float) -> bool:
+def wait_stack_healthy(stack: LocalStack, timeout_s: float) -> bool:
     """Every node live (the supervisor's probe passing) and Serve healthy."""
     from local.topology import NODES
 
@@ -98,8 +102,9 @@ def wait_stack_healthy(stack, timeout_s: float) -> bool:
     return False
 
 
-def run_matrix(stack, plan: list[tuple[str, int]], *, clients: int, outage_s: float, partition_s: float,
-               before_s: float, after_s: float, recovery_timeout_s: float, progress=print) -> list[KindResult]:
+def run_matrix(stack: LocalStack, plan: list[tuple[str, int]], *, clients: int, outage_s: float, partition_s: float,
+               before_s: float, after_s: float, recovery_timeout_s: float,
+               progress: Progress = print) -> list[KindResult]:
     results = []
     for fault, runs in plan:
         result = KindResult(fault)
@@ -122,13 +127,15 @@ def run_matrix(stack, plan: list[tuple[str, int]], *, clients: int, outage_s: fl
             timeline = report.timeline
             result.during_latencies_ms += [
                 s.latency * 1000 for s in samples
-                if s.ok and s.started >= timeline.fault_at and (timeline.healthy_at is None or s.started < timeline.healthy_at)
+                if s.ok and s.started >= timeline.fault_at
+                and (timeline.healthy_at is None or s.started < timeline.healthy_at)
             ]
             if report.restart_to_healthy_s is not None:
                 result.to_healthy_s.append(report.restart_to_healthy_s)
             if report.fault_to_healthy_s is None:
                 result.stuck += 1
-            if (report.recovery.get("head_starts_to_recover") or 0) > 1:
+            head_starts = report.recovery.get("head_starts_to_recover")
+            if isinstance(head_starts, int) and head_starts > 1:
                 result.second_starts += 1
             if report.recovery.get("unplanned_restarts"):
                 result.untouched_restarts += 1
@@ -152,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=count, default=1, help="network partitions of the head")
     parser.add_argument("--partition-s", type=seconds, default=30.0, help="seconds the head's link stays down")
     parser.add_argument("--outage", type=seconds, default=5.0, help="seconds a killed part stays down")
-    parser.add_argument("--clients", type=_bounded(1, 64, int), default=4, help="concurrent clients, plus one sequential")
+    parser.add_argument("--clients", type=_bounded(1, 64, int), default=4,
+                        help="concurrent clients, plus one sequential")
     parser.add_argument("--before", type=seconds, default=3.0, help="seconds of traffic before each fault")
     parser.add_argument("--after", type=seconds, default=3.0, help="seconds of traffic after each recovery")
     parser.add_argument("--recovery-timeout", type=_bounded(0, 3600, low_open=True), default=180.0,
@@ -163,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         parser.error(problem)
     plan = [(k, n) for k, n in zip(KINDS, (args.head_kills, args.head_graceful, args.redis, args.worker_kills,
-                                           args.partitions)) if n]
+                                           args.partitions), strict=True) if n]
     if not plan:
         parser.error("nothing to run: every fault count is 0")
 
@@ -192,7 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         {"rows": rows, "runs": [{k: v for k, v in asdict(r).items() if k != "during_latencies_ms"} for r in results]},
         indent=2))
     (args.out / "matrix.md").write_text(table + "\n")
-    bad = {key: sum(int(row[key]) for row in rows) for key in ("failed", "stuck", "untouched_nodes_restarted")}
+    bad = {
+        "failed": sum(r.failed for r in results),
+        "stuck": sum(r.stuck for r in results),
+        "untouched_nodes_restarted": sum(r.untouched_restarts for r in results),
+    }
     if any(bad.values()):
         print("FAILED: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in bad.items() if v), file=sys.stderr)
         return 1

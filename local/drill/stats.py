@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from local.drill.load import SEQUENTIAL, Sample
 
@@ -51,7 +52,7 @@ class DrillReport:
     def passed(self) -> bool:
         return not self.problems
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -97,7 +98,7 @@ def build_report(
     recovery_timeout_s: float | None = None, max_failed: int | None = None,
     recovery: dict[str, object] | None = None,
 ) -> DrillReport:
-    phases = {name: [] for name in ("before", "during", "after")}
+    phases: dict[str, list[Sample]] = {name: [] for name in ("before", "during", "after")}
     for sample in samples:
         phases[phase_of(sample, timeline)].append(sample)
     errors: dict[str, int] = {}
@@ -136,7 +137,7 @@ def build_report(
 
 
 def format_table(report: DrillReport) -> str:
-    def cell(value) -> str:
+    def cell(value: float | None) -> str:
         return "-" if value is None else f"{value:g}"
 
     lines = [

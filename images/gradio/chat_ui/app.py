@@ -9,10 +9,10 @@ import os
 # cluster (and machines without internet would wait on it).
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
-import gradio as gr  # noqa: E402
+import gradio as gr
 
-from .chat import ChatBackend  # noqa: E402
-from .settings import Settings, SettingsError  # noqa: E402
+from .chat import ChatBackend
+from .settings import Settings, SettingsError
 
 logger = logging.getLogger(__name__)
 

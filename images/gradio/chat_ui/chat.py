@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -68,7 +69,7 @@ def to_openai_messages(message: Any, history: list[Any]) -> list[dict[str, str]]
         messages.append({"role": role, "content": text})
     # Keep strict alternation (what Mistral's chat template requires): merge runs.
     merged: list[dict[str, str]] = []
-    for entry in messages + [{"role": "user", "content": _text(message)}]:
+    for entry in [*messages, {"role": "user", "content": _text(message)}]:
         if merged and merged[-1]["role"] == entry["role"]:
             merged[-1] = {"role": entry["role"], "content": merged[-1]["content"] + "\n\n" + entry["content"]}
         else:
@@ -164,7 +165,7 @@ class ChatBackend:
                 if not answer:
                     yield "(the model returned an empty answer)"
                 return
-            except Exception as error:  # noqa: BLE001 - sorted below
+            except Exception as error:  # sorted below
                 reason = _retryable(error)
                 if reason is None:
                     logger.warning("request refused: %s", error)

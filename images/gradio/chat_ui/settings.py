@@ -25,8 +25,8 @@ replica's or a proxy's restart, short enough that a real outage is reported prom
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Mapping
 from urllib.parse import urlparse
 
 
@@ -74,7 +74,7 @@ class Settings:
         return min(self.retry_initial_delay_s * 2 ** (attempt - 1), self.retry_max_delay_s)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
         names = {
             "openai_base_url": "OPENAI_BASE_URL",
             "model_name": "MODEL_NAME",
