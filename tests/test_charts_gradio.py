@@ -49,8 +49,8 @@ def test_talks_to_the_serve_service_openai_endpoint(container):
 @pytest.mark.parametrize("accelerator,word", [("neuron", "Inferentia2"), ("nvidia", "GPU")])
 def test_the_ui_names_the_device_from_the_accelerator_table(accelerator, word):
     charts = eks_charts(cdk8s.App(), example_eks_deployment(accelerator))
-    (container,) = [o for o in charts.gradio.to_json() if o["kind"] == "Deployment"][0]["spec"]["template"][
-        "spec"]["containers"]
+    (deployment,) = [o for o in charts.gradio.to_json() if o["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert {"name": "UI_DEVICE", "value": word} in container["env"]
 
 

@@ -59,7 +59,9 @@ def the_rayservice(template) -> dict:
     return rayservice
 
 
-@pytest.fixture(scope="module", params=["default_system", "node_groups_nvidia", "in_existing_vpc", "in_existing_cluster"])
+@pytest.fixture(
+    scope="module", params=["default_system", "node_groups_nvidia", "in_existing_vpc", "in_existing_cluster"]
+)
 def serving(request):
     return request.getfixturevalue(request.param).serving
 
