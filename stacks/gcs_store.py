@@ -48,16 +48,17 @@ class GcsStoreStack(cdk.Stack):
         self.auth_token = self.store.auth_token
         self.replication_group = self.store.replication_group
 
+    # The endpoint, as the construct gives it (one definition).
     @property
     def primary_endpoint(self) -> str:
-        return self.replication_group.attr_primary_end_point_address
+        return self.store.primary_endpoint
 
     @property
     def port(self) -> str:
-        return self.replication_group.attr_primary_end_point_port
+        return self.store.port
 
     @property
     def redis_address(self) -> str:
         """What Ray's `gcsFaultToleranceOptions.redisAddress` takes: TLS, no credentials."""
-        return f"rediss://{self.primary_endpoint}:{self.port}"
+        return self.store.redis_address
 
