@@ -106,25 +106,13 @@ class ClusterStack(cdk.Stack):
         # the interface's `kubectl_provider_options` member, so mypy does not match it.
         self.cluster: eks.ICluster = cluster  # type: ignore[assignment]
 
-        self.accelerator_pool: AutoModeAcceleratorPool | None = None
-        self.node_groups: NodeGroupCapacity | None = None
+        add_ons = ServingAddOns(self, cluster=self.cluster, capacity=capacity, secrets=secrets,
+                                subnets=subnet_selection)
+        self.accelerator_pool = add_ons.accelerator_pool
+        self.node_groups = add_ons.node_groups
+        self.kuberay_operator = add_ons.kuberay_operator
+        self.external_secrets = add_ons.external_secrets
         self.cluster_autoscaler: ClusterAutoscaler | None = None
-        if capacity.auto_mode:
-            self.accelerator_pool = AutoModeAcceleratorPool(
-                self, "AcceleratorPool", cluster=self.cluster, capacity=capacity
-            )
-        else:
-            self.node_groups = NodeGroupCapacity(
-                self, "NodeGroups", cluster=self.cluster, capacity=capacity, subnets=subnet_selection
-            )
-
-        # Waited for: the serving stack's RayService needs a running operator.
-        self.kuberay_operator = _install(
-            self.cluster, "KubeRayOperator", helm_charts.KUBERAY_OPERATOR, constants.KUBERAY_NAMESPACE, wait=True
-        )
-        self.external_secrets = ExternalSecretsOperator(
-            self, "ExternalSecrets", cluster=self.cluster, auto_mode=capacity.auto_mode
-        )
         if not capacity.auto_mode:
             # Managed node groups do not follow pending pods: without an autoscaler a
             # NewCluster upgrade's second set of workers (and batch teams' workers) would wait
@@ -136,15 +124,50 @@ class ClusterStack(cdk.Stack):
                 cluster_settings=cluster_settings,
                 pod_identity_agent=self.external_secrets.pod_identity_agent,
             )
-        hugging_face_token = secretsmanager.Secret.from_secret_name_v2(
-            self, "HuggingFaceToken", secrets.hugging_face_token_secret_name
-        )
-        hugging_face_token.grant_read(self.external_secrets.role)
 
     @property
     def cluster_security_group(self) -> ec2.ISecurityGroup:
         """The EKS-created security group on the control plane, Auto Mode and managed nodes."""
         return self.cluster.cluster_security_group
+
+
+class ServingAddOns:
+    """What the serving system adds to a cluster, created here or imported: the accelerator
+    capacity (an Auto Mode NodePool or managed node groups), the KubeRay operator (waited for:
+    the RayService needs it running) and External Secrets with read access to the Hugging
+    Face token. Not a construct of its own: each part keeps its id directly in `stack`."""
+
+    def __init__(
+        self,
+        stack: Construct,
+        *,
+        cluster: eks.ICluster,
+        capacity: CapacitySettings,
+        secrets: SecretsSettings,
+        subnets: ec2.SubnetSelection,
+        pod_identity_agent: bool | None = None,
+    ) -> None:
+        self.accelerator_pool: AutoModeAcceleratorPool | None = None
+        self.node_groups: NodeGroupCapacity | None = None
+        if capacity.auto_mode:
+            self.accelerator_pool = AutoModeAcceleratorPool(
+                stack, "AcceleratorPool", cluster=cluster, capacity=capacity
+            )
+        else:
+            self.node_groups = NodeGroupCapacity(
+                stack, "NodeGroups", cluster=cluster, capacity=capacity, subnets=subnets
+            )
+        self.kuberay_operator = _install(
+            cluster, "KubeRayOperator", helm_charts.KUBERAY_OPERATOR, constants.KUBERAY_NAMESPACE, wait=True
+        )
+        self.external_secrets = ExternalSecretsOperator(
+            stack, "ExternalSecrets", cluster=cluster, auto_mode=capacity.auto_mode,
+            pod_identity_agent=pod_identity_agent,
+        )
+        hugging_face_token = secretsmanager.Secret.from_secret_name_v2(
+            stack, "HuggingFaceToken", secrets.hugging_face_token_secret_name
+        )
+        hugging_face_token.grant_read(self.external_secrets.role)
 
 
 class AutoModeAcceleratorPool(Construct):

@@ -17,18 +17,12 @@ from typing import Any
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
-from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from charts import constants
-from stacks import helm_charts
 from stacks.cluster import (
-    AutoModeAcceleratorPool,
     ClusterAutoscaler,
     ClusterStack,
-    ExternalSecretsOperator,
-    NodeGroupCapacity,
-    _install,
+    ServingAddOns,
     _kubectl_layer,
 )
 from stacks.existing_network import ExistingNetwork
@@ -98,29 +92,17 @@ class ExistingClusterStack(cdk.Stack):
                 )
             ],
         )
-        subnet_selection = ec2.SubnetSelection(subnets=list(subnets))
-        self.accelerator_pool: AutoModeAcceleratorPool | None = None
-        self.node_groups: NodeGroupCapacity | None = None
+        # No Pod Identity add-on: the imported cluster runs its own agent (see the docstring).
+        add_ons = ServingAddOns(
+            self, cluster=self.cluster, capacity=capacity, secrets=secrets,
+            subnets=ec2.SubnetSelection(subnets=list(subnets)), pod_identity_agent=False,
+        )
+        self.accelerator_pool = add_ons.accelerator_pool
+        self.node_groups = add_ons.node_groups
+        self.kuberay_operator = add_ons.kuberay_operator
+        self.external_secrets = add_ons.external_secrets
         # The cluster's own autoscaler resizes the added node group (see the module docstring).
         self.cluster_autoscaler: ClusterAutoscaler | None = None
-        if capacity.auto_mode:
-            self.accelerator_pool = AutoModeAcceleratorPool(
-                self, "AcceleratorPool", cluster=self.cluster, capacity=capacity
-            )
-        else:
-            self.node_groups = NodeGroupCapacity(
-                self, "NodeGroups", cluster=self.cluster, capacity=capacity, subnets=subnet_selection
-            )
-        self.kuberay_operator = _install(
-            self.cluster, "KubeRayOperator", helm_charts.KUBERAY_OPERATOR, constants.KUBERAY_NAMESPACE, wait=True
-        )
-        self.external_secrets = ExternalSecretsOperator(
-            self, "ExternalSecrets", cluster=self.cluster, auto_mode=capacity.auto_mode, pod_identity_agent=False
-        )
-        hugging_face_token = secretsmanager.Secret.from_secret_name_v2(
-            self, "HuggingFaceToken", secrets.hugging_face_token_secret_name
-        )
-        hugging_face_token.grant_read(self.external_secrets.role)
         # Every chart and manifest applied through the provider (all under the imported
         # cluster) waits for its access entry, and goes before it on delete.
         self.cluster.node.add_dependency(self.kubectl_access)
