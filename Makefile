@@ -13,7 +13,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 
 CDK := cdk
 
-.PHONY: setup system-packages demo demo-down drill chaos batch-local synth lint check test bench bench-drill clean
+.PHONY: setup system-packages demo demo-down drill chaos soak batch-local synth lint check test bench bench-drill clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -59,6 +59,11 @@ drill: setup system-packages
 ## kills and a head partition, one after the other (MATRIX_ARGS="--head-kills 3" to shorten).
 chaos: setup system-packages
 	$(BIN)/python -m local.drill.matrix $(MATRIX_ARGS)
+
+## A seeded random soak on the running demo: FAULTS faults of every kind (SEED, FAULTS;
+## SOAK_ARGS="--kinds head,redis-crash" to narrow), traffic throughout, a JSON + PNG report.
+soak: setup system-packages
+	$(BIN)/python -m local.drill.soak --seed $(or $(SEED),1) --faults $(or $(FAULTS),20) $(SOAK_ARGS)
 
 ## A batch benchmark on the running demo's Ray cluster: JOB=xgboost|pytorch, ARGS="--rows 2000".
 batch-local: setup
