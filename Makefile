@@ -92,9 +92,10 @@ test: setup system-packages lint
 bench: setup
 	$(BIN)/python bench/synth_time.py --runs $(or $(RUNS),5)
 
-## Medians of K local head drills and where the restarted head's time goes (RUNS=5 by default).
+## Medians of K local head drills and where the restarted head's time goes (RUNS=5 by default;
+## BENCH_ARGS="--no-cpu-weights" to measure without a cgroup per node).
 bench-drill: setup system-packages
-	$(BIN)/python bench/drill.py --runs $(or $(RUNS),5)
+	$(BIN)/python bench/drill.py --runs $(or $(RUNS),5) $(BENCH_ARGS)
 
 clean:
 	rm -rf cdk.out .pytest_cache drill-results test-artifacts
