@@ -569,3 +569,39 @@ def test_the_report_counts_streams_in_flight_when_the_fault_struck():
                           fault="worker-drain", backend="local", fault_tolerance=True)
     assert report.streams == {"requests": 4, "in_flight_at_fault": 2, "failed": 1}
     assert "streams: 4, 2 in flight when the fault struck, 1 failed" in format_table(report)
+
+
+def test_a_lost_replica_counts_as_replaced_only_by_one_that_was_not_there_before():
+    """A replacement's start time is when Serve asked for it, which can be before a fault that
+    lands during the recovery: the drill waits for a RUNNING replica on the node that was not
+    there before the fault, not for a later start time."""
+    from local.drill.backends import LocalBackend
+    from local.stack import StackState
+
+    def status(*replicas: tuple[str, str, str, float]) -> dict:
+        return {"status": "RUNNING", "deployments": {"LLMServer": {
+            "status": "HEALTHY", "target_num_replicas": 2,
+            "replicas": [{"replica_id": i, "node_ip": ip, "state": state, "start_time_s": t}
+                         for i, ip, state, t in replicas]}}}
+
+    class Stack:
+        state = StackState(fault_tolerance=True)
+        answer: dict | None = None
+
+        def serve_status(self):
+            return self.answer
+
+    stack = Stack()
+    backend = LocalBackend(stack)
+    stack.answer = status(("a", "10.213.7.11", "RUNNING", 1.0), ("late", "10.213.7.12", "STARTING", 50.0))
+    before = backend._replicas_on("10.213.7.12")
+    assert before == {"late"}
+    backend._replaced_on = ("10.213.7.12", 100.0, set())  # nothing on the node before the fault
+    stack.answer = status(("a", "10.213.7.11", "RUNNING", 1.0), ("late", "10.213.7.12", "RUNNING", 50.0))
+    assert backend.serve_healthy()  # started before the fault, but a replacement all the same
+    backend._replaced_on = ("10.213.7.12", 100.0, {"late"})
+    assert not backend.serve_healthy()  # the replica the fault took, still listed
+    stack.answer = status(("a", "10.213.7.11", "RUNNING", 1.0), ("new", "10.213.7.12", "RUNNING", 120.0))
+    assert backend.serve_healthy()
+    backend._replaced_on = ("10.213.7.12", 130.0, None)  # Serve did not answer at the fault: by start time
+    assert not backend.serve_healthy()

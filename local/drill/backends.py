@@ -60,8 +60,9 @@ class LocalBackend:
         self.base_url = check_local_target(target_url or API_URL)
         self._before: dict[str, int] = {}
         self._may_restart: tuple[str, ...] = ()
-        # A fault that loses a replica: healthy only once one started after it runs on that node.
-        self._replaced_on: tuple[str, float] | None = None
+        # A fault that loses a replica: healthy only once a replacement runs on that node (node
+        # IP, the fault's time, the replicas on that node before it or None if unknown).
+        self._replaced_on: tuple[str, float, set[str] | None] | None = None
         self._head_generation_at_restart: int | None = None
         self.drain_took_s: float | None = None
         self._inject: dict[str, Callable[[float, float, Clock], FaultTimes]] = {
@@ -109,7 +110,7 @@ class LocalBackend:
             from local.topology import NODES
 
             node = next(n for n in NODES if n.name == kind.replica_replaced_on)
-            self._replaced_on = (node.ip, time.time())
+            self._replaced_on = (node.ip, time.time(), self._replicas_on(node.ip))
         return self._inject[fault](outage_s, grace_s, clock)
 
     # -- the faults, one method each (the table in local.faults says what they stand for) --
@@ -253,6 +254,15 @@ class LocalBackend:
 
     # -- recovery --
 
+    def _replicas_on(self, ip: str) -> set[str] | None:
+        """The ids of the replicas Serve places on the node (any state), None if Serve does
+        not answer."""
+        status = self.stack.serve_status()
+        if status is None:
+            return None
+        return {r["replica_id"] for d in status.get("deployments", {}).values() for r in d.get("replicas", [])
+                if r.get("node_ip") == ip}
+
     def serve_healthy(self) -> bool:
         from local.stack import serve_status_healthy
 
@@ -262,11 +272,14 @@ class LocalBackend:
         if self._replaced_on is None:
             return True
         # Serve's status may still count the lost replica for a moment: wait for its
-        # replacement on the restarted node.
-        ip, since = self._replaced_on
+        # replacement on that node, a replica that was not there before the fault (a
+        # replacement's start time is when Serve asked for it, which can be before a fault
+        # that lands during the recovery; where Serve did not answer then, the start time it is).
+        ip, since, before = self._replaced_on
         assert status is not None  # healthy implies a status was read
         replicas = [r for d in status["deployments"].values() for r in d.get("replicas", [])]
-        return any(r.get("node_ip") == ip and r.get("state") == "RUNNING" and r.get("start_time_s", 0) > since
+        return any(r.get("node_ip") == ip and r.get("state") == "RUNNING"
+                   and (r.get("replica_id") not in before if before is not None else r.get("start_time_s", 0) > since)
                    for r in replicas)
 
     def recovery(self) -> dict[str, object]:
