@@ -183,6 +183,9 @@ class LocalStack:
         self.state.save()
 
     def _start_redis(self) -> None:
+        # A new stack gets a new, empty store (as a new ElastiCache group would): an earlier
+        # stack's append-only file holds only other clusters' keys.
+        shutil.rmtree(REDIS_DIR, ignore_errors=True)
         REDIS_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
         # The password goes in a 0600 config file, not on the command line (ps would show it).
         # AOF keeps the GCS data across a Redis restart, as ElastiCache keeps it across a failover.

@@ -252,7 +252,11 @@ class Prober(threading.Thread):
     def run(self) -> None:
         if self.liveness.namespace:
             netns.enter(self.liveness.namespace)
-        while not self.stop.wait(self.liveness.period_s):
+        # One probe every period, start to start, as the kubelet runs them: a probe that
+        # waits out its time-out does not stretch the period.
+        next_at = time.monotonic() + self.liveness.period_s
+        while not self.stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at = time.monotonic() + self.liveness.period_s
             ok, detail = self.liveness.check()
             with self.lock:
                 self.sequence += 1

@@ -130,9 +130,16 @@ class SoakReport:
     def last_line(self) -> str:
         return f"{len(self.faults)} faults, {self.requests} requests, {self.failed} failed, {self.stuck} stuck"
 
+    @property
+    def bystanders_restarted(self) -> int:
+        """Faults after which a unit none of the faults since the last healthy state may
+        restart was restarted (a worker wrongly declared dead would be one)."""
+        return sum(1 for f in self.faults if f.recovery.get("unplanned_restarts"))
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["stuck"] = self.stuck
+        data["bystanders_restarted"] = self.bystanders_restarted
         data["by_kind"] = by_kind(self.faults)
         return data
 
@@ -177,11 +184,22 @@ class Soak:
             time.sleep(1)
         return None
 
+    def _recovery(self, chain: set[str]) -> dict[str, object]:
+        recovery = self.backend.recovery()
+        unplanned = recovery.get("unplanned_restarts")
+        if isinstance(unplanned, list):
+            recovery["unplanned_restarts"] = [name for name in unplanned if name not in chain]
+        return recovery
+
     def run(self) -> list[FaultResult]:
         results: list[FaultResult] = []
         landed_during_recovery = False
+        # Units the faults since the stack was last healthy may restart: in a run of faults
+        # that land during each other's recovery, a restart belongs to any of them.
+        chain: set[str] = set()
         for fault in self.planned:
             injected_at = self.clock()
+            chain |= set(FAULTS[fault.kind].may_restart)
             restarted_at, error, broken = None, "", False
             try:
                 restarted_at = self.backend.inject(fault.kind, fault.outage_s, fault.grace_s, self.clock).restarted_at
@@ -201,13 +219,13 @@ class Soak:
             if fault.overlap_gap_s is not None and not error:
                 time.sleep(fault.overlap_gap_s)
                 landed_during_recovery = not self.healthy()
-                result.recovery = self.backend.recovery()
+                result.recovery = self._recovery(chain)
                 self.progress(f"fault {fault.index}/{len(self.planned)} {fault.kind}: next fault "
                               f"{fault.overlap_gap_s:g} s later, "
                               f"{'during its recovery' if landed_during_recovery else 'already healthy'}")
                 continue
             healthy_at = self.wait_healthy(result.injection_done_at)
-            result.recovery = self.backend.recovery()
+            result.recovery = self._recovery(chain)
             result.healthy_at = healthy_at
             # A run of overlapping faults is judged from the last one's injection.
             if healthy_at is None:
@@ -223,7 +241,7 @@ class Soak:
             )
             if result.stuck:
                 break
-            landed_during_recovery = False
+            landed_during_recovery, chain = False, set()
             time.sleep(fault.gap_s)
         return results
 
@@ -388,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         print("errors: " + ", ".join(f"{k} x{v}" for k, v in sorted(report.errors.items())))
     for kind, row in report.to_json()["by_kind"].items():
         print(f"  {kind:<15} {row}")
+    print(f"retried requests: {report.retried}; faults after which a bystander unit was restarted: "
+          f"{report.bystanders_restarted}")
     print(report.last_line())
     return 0 if report.failed == 0 and report.stuck == 0 and report.faults else 1
 
