@@ -64,7 +64,9 @@ class BatchStack(cdk.Stack):
             jobs_chart = BatchJobsChart(app, f"{team.name}-jobs", team=team)
             label = team.name.title().replace("-", "")
             if not capacity.auto_mode:
-                self.node_groups[team.name] = _team_node_group(self, label, cluster.cluster, team, subnets)
+                self.node_groups[team.name] = _team_node_group(
+                    self, label, cluster.cluster, team, subnets, disk_gib=capacity.disks.teams[team.name].min_gib
+                )
                 # The cluster stack installs the serving accelerator's device plugin; a team
                 # on another accelerator gets its own here, or its pods would stay Pending.
                 if (
@@ -99,7 +101,7 @@ class BatchStack(cdk.Stack):
 
 
 def _team_node_group(
-    scope: Construct, label: str, cluster: eks.ICluster, team: BatchTeam, subnets: list[ec2.ISubnet]
+    scope: Construct, label: str, cluster: eks.ICluster, team: BatchTeam, subnets: list[ec2.ISubnet], *, disk_gib: int
 ) -> eks.Nodegroup:
     shape = team.worker_shape
     tags: dict[str, str] = {}
@@ -134,6 +136,8 @@ def _team_node_group(
         min_size=team.min_workers,
         desired_size=team.min_workers,
         max_size=team.max_workers,
+        # The team's image and Ray's spill space (charts/capacity_plan.py; EKS's default: 20 GiB).
+        disk_size=disk_gib,
         subnets=ec2.SubnetSelection(subnets=subnets),
         tags=tags or None,
     )
