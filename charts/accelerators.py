@@ -191,6 +191,10 @@ class Accelerator:
     default_instance_type: str
     # What the chat UI calls the device ("Inferentia2", "GPU").
     ui_device_word: str
+    # What the engine writes on the node's disk while it loads the model, GB (an estimate):
+    # NxD Inference's compiled model and a sharded copy of the weights; vLLM's torch.compile
+    # and CUDA graph caches. The nodes' disks are sized with it (charts/capacity_plan.py).
+    compile_scratch_gb: float
 
     @staticmethod
     def family(instance_type: str) -> str:
@@ -324,6 +328,7 @@ NEURON = Accelerator(
     # One Inferentia2 chip (2 NeuronCores, 32 GiB): Mistral-7B at tensor parallel 2.
     default_instance_type="inf2.8xlarge",
     ui_device_word="Inferentia2",
+    compile_scratch_gb=16.0,
 )
 
 NVIDIA = Accelerator(
@@ -364,6 +369,7 @@ NVIDIA = Accelerator(
     # continuous batching; an A10G (g5.2xlarge, 24 GiB) leaves ~8 GiB.
     default_instance_type="g6e.xlarge",
     ui_device_word="GPU",
+    compile_scratch_gb=5.0,
 )
 
 ACCELERATORS: dict[str, Accelerator] = {a.name: a for a in (NEURON, NVIDIA)}

@@ -26,7 +26,6 @@ from charts.batch import BATCH_HEAD_RESOURCES
 from charts.images import (
     BATCH_SCRATCH_GB,
     DAEMONSET_IMAGES_GB,
-    ENGINE_SCRATCH_GB,
     GRADIO,
     OPERATOR_IMAGES_GB,
     SERVING_IMAGES,
@@ -109,7 +108,7 @@ def accelerator_node_disk(accelerator: Accelerator) -> NodeDisk:
         images=(SERVING_IMAGES[accelerator.dockerfile],),
         data=(
             ("model weights", MODEL_WEIGHTS_GB),
-            (f"{accelerator.engine} compile scratch", ENGINE_SCRATCH_GB[accelerator.engine]),
+            (f"{accelerator.engine} compile scratch", accelerator.compile_scratch_gb),
         ),
     )
 
@@ -131,7 +130,10 @@ def system_node_disk(accelerator: Accelerator, team_images: Sequence[ContainerIm
 
 
 def team_node_disk(team: str, image: ContainerImage) -> NodeDisk:
-    return NodeDisk(role=f"team {team!r} node", images=(image,), data=(("Ray spill and job scratch", BATCH_SCRATCH_GB),))
+    """A batch team's worker node: its image and Ray's spill space."""
+    return NodeDisk(
+        role=f"team {team!r} node", images=(image,), data=(("Ray spill and job scratch", BATCH_SCRATCH_GB),)
+    )
 
 
 # --- the system node group -------------------------------------------------------------------
@@ -177,9 +179,13 @@ class SystemNodes:
 
 def system_nodes(*, autoscaling: bool, teams: Sequence[str]) -> SystemNodes:
     shape = CPU_INSTANCE_TYPES[SYSTEM_INSTANCE_TYPE]
-    ui = [PodRequest("a chat UI replica", gradio.CPU_REQUEST_MILLI, gradio.MEMORY_REQUEST_MIB)] * gradio.DEFAULT_REPLICAS
+    ui = PodRequest("a chat UI replica", gradio.CPU_REQUEST_MILLI, gradio.MEMORY_REQUEST_MIB)
     steady = [
-        serving_head(autoscaling), *(team_head(t) for t in teams), *ui, KUBERAY_OPERATOR_POD, COREDNS_POD, COREDNS_POD,
+        serving_head(autoscaling),
+        *(team_head(t) for t in teams),
+        *[ui] * gradio.DEFAULT_REPLICAS,
+        KUBERAY_OPERATOR_POD,
+        *[COREDNS_POD] * 2,
     ]
     upgrade = [*steady, serving_head(autoscaling), REDIS_CLEANUP_POD]
     min_nodes = max(MIN_SYSTEM_NODES, nodes_to_hold(shape, steady))

@@ -85,7 +85,9 @@ class GradioChart(cdk8s.Chart):
                         **({"UI_DEVICE": kplus.EnvValue.from_value(inputs.device)} if inputs.device else {}),
                     },
                     resources=kplus.ContainerResources(
-                        cpu=kplus.CpuResources(request=kplus.Cpu.millis(CPU_REQUEST_MILLI), limit=kplus.Cpu.millis(1000)),
+                        cpu=kplus.CpuResources(
+                            request=kplus.Cpu.millis(CPU_REQUEST_MILLI), limit=kplus.Cpu.millis(1000)
+                        ),
                         memory=kplus.MemoryResources(
                             request=cdk8s.Size.mebibytes(MEMORY_REQUEST_MIB), limit=cdk8s.Size.mebibytes(1024)
                         ),

@@ -107,12 +107,8 @@ DAEMONSET_IMAGES_GB = 1.5
 OPERATOR_IMAGES_GB = 1.5
 
 # --- what a serving replica writes besides its image ---------------------------------------
-# Mistral-7B-Instruct in bf16, downloaded into the Hugging Face cache on the node's disk:
-# the accelerator table's figure (charts/accelerators.py owns it).
-# Compile and cache scratch per serving engine (estimates): NxD Inference writes the compiled
-# model (< 1 GB) and may keep a sharded copy of the weights beside it; vLLM on NVIDIA keeps a
-# torch.compile and CUDA graph cache.
-ENGINE_SCRATCH_GB = {"neuron": 16.0, "vllm": 5.0, "transformers": 1.0}
+# The weights (Mistral-7B-Instruct in bf16, into the Hugging Face cache on the node's disk) and
+# each engine's compile scratch are the accelerator table's (charts/accelerators.py).
 # What the compiled-artifact cache downloads from S3 on a start that finds it (Neuron).
 COMPILED_ARTIFACTS_GB = 1.0
 # Ray's object spilling and job scratch on a batch worker (estimate).

@@ -25,7 +25,6 @@ from stacks.existing_network import ExistingNetwork
 from stacks.settings import CapacitySettings, ClusterSettings, NetworkSettings, SecretsSettings
 
 
-
 class ClusterStack(cdk.Stack):
     """An `aws_eks_v2` cluster with envelope-encrypted secrets, every control-plane log type,
     access entries for the configured admins, accelerator capacity per settings, and the

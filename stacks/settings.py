@@ -39,6 +39,14 @@ from charts.accelerators import (
     accelerator_of_instance_type,
     cpu_instance_type,
 )
+from charts.batch import (
+    CAPACITY_TYPES,
+    AcceleratorWorkerShape,
+    BatchTeam,
+    CpuWorkerShape,
+    check_distinct_teams,
+    longest_job_suffix,
+)
 from charts.capacity_plan import (
     AUTO_MODE_DEFAULT_DISK_GIB,
     MAX_SYSTEM_NODES,
@@ -50,14 +58,6 @@ from charts.capacity_plan import (
     team_node_disk,
 )
 from charts.images import BATCH_IMAGES, CUSTOM_TEAM_IMAGE, ContainerImage
-from charts.batch import (
-    CAPACITY_TYPES,
-    AcceleratorWorkerShape,
-    BatchTeam,
-    CpuWorkerShape,
-    check_distinct_teams,
-    longest_job_suffix,
-)
 from charts.profiles import HF_MODEL_ID, HF_MODEL_ID_RULE, MISTRAL_7B_INSTRUCT
 from charts.ray_pods import MAX_RAYJOB_NAME_LENGTH
 from charts.serve_config import MIN_REPLICAS

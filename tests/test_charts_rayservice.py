@@ -135,7 +135,7 @@ def test_head_runs_on_on_demand_general_purpose_or_system_nodes_and_is_not_conso
     ]
     as_sets = [{(e["key"], tuple(e["values"])) for e in t["matchExpressions"]} for t in terms]
     assert as_sets == [
-        {("karpenter.sh/nodepool", ("general-purpose",)), ("karpenter.sh/capacity-type", ("on-demand",))},
+        {("karpenter.sh/nodepool", (constants.HEADS_POOL,)), ("karpenter.sh/capacity-type", ("on-demand",))},
         {
             (constants.NODE_ROLE_LABEL, (constants.SYSTEM_NODE_ROLE,)),
             ("eks.amazonaws.com/capacityType", ("ON_DEMAND",)),
