@@ -64,6 +64,10 @@ def acknowledge_findings(system: ServingSystem) -> None:
         "AmazonEC2ContainerRegistryReadOnly",
     ):
         _acknowledge(cluster, _managed_policy(policy), EKS_SERVICE_POLICIES)
+    # The node role of the Auto Mode NodeClasses: what EKS documents for Auto Mode nodes.
+    if system.cluster.accelerator_pool is not None:
+        for policy in ("AmazonEKSWorkerNodeMinimalPolicy", "AmazonEC2ContainerRegistryPullOnly"):
+            _acknowledge(system.cluster.accelerator_pool.node_role, _managed_policy(policy), EKS_SERVICE_POLICIES)
     node_group_scopes = [system.cluster.node_groups, *(system.batch.node_groups.values() if system.batch else [])]
     for scope in filter(None, node_group_scopes):
         for policy in ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"):
