@@ -20,7 +20,6 @@ from constructs import Construct
 
 from stacks.settings import MIN_EXISTING_SUBNET_AZS, NetworkSettings, SettingsError
 
-
 # What the CDK CLI puts in the context for a lookup that failed (no credentials, no access):
 # the error, and a mark that keeps it out of cdk.context.json.
 PROVIDER_ERROR_KEY = "$providerError"
