@@ -195,6 +195,11 @@ class Accelerator:
     # NxD Inference's compiled model and a sharded copy of the weights; vLLM's torch.compile
     # and CUDA graph caches. The nodes' disks are sized with it (charts/capacity_plan.py).
     compile_scratch_gb: float
+    # A replica's start on this accelerator, s (estimates; charts/replica_start.py adds them
+    # up): compiling the model for the devices (0: the engine loads without compiling, or
+    # its compile is part of `load_s`), and loading it onto them and warming up.
+    compile_s: int
+    load_s: int
 
     @staticmethod
     def family(instance_type: str) -> str:
@@ -329,6 +334,9 @@ NEURON = Accelerator(
     default_instance_type="inf2.8xlarge",
     ui_device_word="Inferentia2",
     compile_scratch_gb=16.0,
+    # NxD Inference for TP 2, batch 4, 4,096 tokens: about 10 minutes (the public blueprint).
+    compile_s=600,
+    load_s=40,
 )
 
 NVIDIA = Accelerator(
@@ -370,6 +378,10 @@ NVIDIA = Accelerator(
     default_instance_type="g6e.xlarge",
     ui_device_word="GPU",
     compile_scratch_gb=5.0,
+    # vLLM: torch.compile and CUDA graph capture (cached on the node only), then the weights
+    # onto the GPU.
+    compile_s=90,
+    load_s=30,
 )
 
 ACCELERATORS: dict[str, Accelerator] = {a.name: a for a in (NEURON, NVIDIA)}

@@ -312,7 +312,8 @@ def test_operators_are_installed_from_pinned_charts(default_system):
     charts = helm_charts(default_system.cluster)
     assert (charts["kuberay-operator"]["Repository"], charts["kuberay-operator"]["Version"]) == (
         "https://ray-project.github.io/kuberay-helm/",
-        "1.7.0",
+        # 1.7.2: the security fixes after 1.7.0 (and 1.7.1's bug fixes).
+        "1.7.2",
     )
     assert charts["kuberay-operator"]["Namespace"] == constants.KUBERAY_NAMESPACE
     assert (charts["external-secrets"]["Repository"], charts["external-secrets"]["Version"]) == (
