@@ -19,6 +19,7 @@ from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
 from stacks.settings import MIN_EXISTING_SUBNET_AZS, NetworkSettings, SettingsError
+from stacks.vpc_endpoints import VpcEndpoints
 
 # What the CDK CLI puts in the context for a lookup that failed (no credentials, no access):
 # the error, and a mark that keeps it out of cdk.context.json.
@@ -82,6 +83,7 @@ class ExistingNetwork(Construct):
         self._requested_vpc_id = settings.vpc_id
         self.vpc = ec2.Vpc.from_lookup(self, "Vpc", vpc_id=settings.vpc_id)
         self.private_subnets: list[ec2.ISubnet] = list(self.vpc.private_subnets)
+        self.endpoints: VpcEndpoints | None = None
         if not self.looked_up:
             return  # CDK's placeholder: the CLI looks the VPC up and synthesizes again.
         if settings.private_subnet_ids is not None:
@@ -97,6 +99,11 @@ class ExistingNetwork(Construct):
                 "another AZ, or name them with privateSubnetIds (refresh the cached lookup with "
                 "`cdk context --reset <key>` after changing the VPC)"
             ])
+        # Only when asked (vpcEndpoints): the VPC's owner decides what its route tables and DNS
+        # carry, and a second S3 gateway endpoint on a route table fails to deploy.
+        self.endpoints = VpcEndpoints(
+            self, "Endpoints", vpc=self.vpc, subnets=self.private_subnets, mode=settings.endpoints
+        )
 
     @property
     def looked_up(self) -> bool:
