@@ -21,9 +21,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from charts import gradio
-from charts.accelerators import CPU_INSTANCE_TYPES, MODEL_WEIGHTS_GB, Accelerator, PodRequest, nodes_to_hold
+from charts.accelerators import (
+    ACCELERATORS,
+    CPU_INSTANCE_TYPES,
+    MODEL_WEIGHTS_GB,
+    Accelerator,
+    PodRequest,
+    nodes_to_hold,
+)
 from charts.batch import BATCH_HEAD_RESOURCES
+from charts.constants import HEADS_NODE_CLASS, accelerator_node_class
 from charts.images import (
+    ALL_IMAGES,
+    BATCH_IMAGES,
     BATCH_SCRATCH_GB,
     DAEMONSET_IMAGES_GB,
     GRADIO,
@@ -195,3 +205,38 @@ def system_nodes(*, autoscaling: bool, teams: Sequence[str]) -> SystemNodes:
         max_nodes=max(min_nodes, nodes_to_hold(shape, upgrade)),
         heads=len(teams) + 2,
     )
+
+
+# --- README's tables (`python -m charts.capacity_plan`) ----------------------------------
+
+def images_table() -> str:
+    rows = ["| image | built on | unpacked | pulled | runs on | source of the sizes |", "|---|---|---|---|---|---|"]
+    for image in ALL_IMAGES:
+        rows.append(
+            f"| `{image.dockerfile}` | `{image.base}` | {image.unpacked_gb:g} GB | {image.pulled_gb:g} GB | "
+            f"{image.runs_on} | {image.basis} |"
+        )
+    return "\n".join(rows)
+
+
+def disks_table() -> str:
+    rows = ["| node | keeps | disk |", "|---|---|---|"]
+    for accelerator in ACCELERATORS.values():
+        serving = accelerator_node_disk(accelerator)
+        rows.append(f"| {serving.role} (NodeClass `{accelerator_node_class(accelerator.name)}`, or the accelerator "
+                    f"node group) | {serving.explain()} | {serving.min_gib} GiB |")
+    for accelerator in ACCELERATORS.values():
+        heads = system_node_disk(accelerator, ())
+        rows.append(f"| Ray head node, {accelerator.name} serving, no teams (NodeClass `{HEADS_NODE_CLASS}`, or the "
+                    f"system node group) | {heads.explain()} | {heads.min_gib} GiB |")
+    for image in BATCH_IMAGES.values():
+        team = team_node_disk("<name>", image)
+        rows.append(f"| batch team node, {image.name} (Auto Mode: the default NodeClass's "
+                    f"{AUTO_MODE_DEFAULT_DISK_GIB} GiB; or its node group) | {team.explain()} | {team.min_gib} GiB |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(images_table())
+    print()
+    print(disks_table())

@@ -26,6 +26,8 @@ class ContainerImage:
     dockerfile: str
     unpacked_gb: float
     pulled_gb: float
+    # Which nodes pull it.
+    runs_on: str
     # Where the sizes come from ("estimate: …" or "measured: …").
     basis: str
 
@@ -36,11 +38,17 @@ class ContainerImage:
         return next(line.split()[1] for line in text.splitlines() if line.startswith("FROM "))
 
 
+_SERVING_NODES = (
+    "its accelerator's serving nodes (workers) and the Ray head nodes (the head, its autoscaler sidecar, "
+    "KubeRay's Redis cleanup Job)"
+)
+
 SERVE_NEURON = ContainerImage(
     name="ray-serve (neuron)",
     dockerfile="images/ray-serve/Dockerfile.neuron",
     unpacked_gb=31.0,
     pulled_gb=10.5,
+    runs_on=_SERVING_NODES,
     basis="estimate: the Neuron vLLM DLC (vLLM 0.16, NxD Inference, Neuron SDK 2.31, PyTorch) pulls about 10 GB "
     "of layers and unpacks to about 30 GB; plus ray[serve] 2.60 and boto3 (Ray measured at 0.24 GB installed in "
     "this project's venv)",
@@ -50,6 +58,7 @@ SERVE_NVIDIA = ContainerImage(
     dockerfile="images/ray-serve/Dockerfile.nvidia",
     unpacked_gb=20.0,
     pulled_gb=8.0,
+    runs_on=_SERVING_NODES,
     basis="estimate: rayproject/ray-llm (CUDA 13, vLLM, PyTorch); a public reproduction of the 2.55 cu128 tag asks "
     "for about 13 GB of free Docker storage (ai-runway/airunway#399), more for CUDA 13 and vLLM's growth since",
 )
@@ -58,6 +67,7 @@ SERVE_CPU = ContainerImage(
     dockerfile="images/ray-serve/Dockerfile.cpu",
     unpacked_gb=4.0,
     pulled_gb=1.4,
+    runs_on="kind nodes only (`python -m charts --profile kind`)",
     basis="estimate: rayproject/ray CPU image (about 2.5 GB) plus PyTorch's CPU build (0.75 GB measured in this "
     "project's venv) and transformers (0.13 GB measured)",
 )
@@ -66,6 +76,7 @@ BATCH_CPU = ContainerImage(
     dockerfile="batch/Dockerfile",
     unpacked_gb=3.5,
     pulled_gb=1.2,
+    runs_on="CPU and Neuron batch teams' nodes (workers) and the Ray head nodes (their heads)",
     basis="estimate: rayproject/ray:2.60.0-py312-cpu (about 2.5 GB) plus PyTorch's CPU build (0.75 GB) and "
     "xgboost-cpu (0.02 GB), both measured in this project's venv",
 )
@@ -74,6 +85,7 @@ BATCH_CUDA = ContainerImage(
     dockerfile="batch/Dockerfile.cuda",
     unpacked_gb=15.0,
     pulled_gb=6.0,
+    runs_on="NVIDIA batch teams' nodes (workers) and the Ray head nodes (their heads)",
     basis="estimate: rayproject/ray cu130 (CUDA 13 runtime and cuDNN, about 8 GB) plus PyTorch's CUDA build with "
     "its nvidia-* wheels (about 6 GB)",
 )
@@ -82,6 +94,7 @@ GRADIO = ContainerImage(
     dockerfile="images/gradio/Dockerfile",
     unpacked_gb=0.6,
     pulled_gb=0.2,
+    runs_on="untainted nodes: the system node group; in Auto Mode the built-in pools or the Ray head nodes",
     basis="estimate: python:3.11-slim (about 0.15 GB) plus Gradio 6 and its dependencies (gradio itself 0.08 GB "
     "measured in this project's venv)",
 )

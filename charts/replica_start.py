@@ -92,10 +92,10 @@ def nat_traffic_gb(accelerator: Accelerator, *, s3_endpoint: bool, cached: bool 
 def budget_table(accelerator: Accelerator) -> str:
     rows = ["| step | assumption | with the cache | recompiling |", "|---|---|---|---|"]
     for step in replica_start(accelerator):
-        cached, recompiling = (f"≈{s} s" if s else "—" for s in (step.cached_s, step.recompiling_s))
-        rows.append(f"| {step.what} | {step.assumption} | {cached} | {recompiling} |")
-    cached, recompiling = start_seconds(accelerator, cached=True), start_seconds(accelerator, cached=False)
-    rows.append(f"| **total** | | **≈{cached / 60:.1f} min** | **≈{recompiling / 60:.1f} min** |")
+        cells = (f"≈{seconds} s" if seconds else "—" for seconds in (step.cached_s, step.recompiling_s))
+        rows.append(f"| {step.what} | {step.assumption} | {' | '.join(cells)} |")
+    total = [start_seconds(accelerator, cached=cached) / 60 for cached in (True, False)]
+    rows.append(f"| **total** | | **≈{total[0]:.1f} min** | **≈{total[1]:.1f} min** |")
     return "\n".join(rows)
 
 

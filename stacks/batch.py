@@ -24,7 +24,7 @@ from charts.batch import (
     team_node_group_taints,
 )
 from charts.batch_jobs import BatchJobsChart
-from stacks.cluster import autoscaler_node_template_tags, install_device_plugin
+from stacks.cluster import autoscaler_node_template_tags, install_device_plugin, without_surge
 from stacks.existing_cluster import AnyClusterStack
 from stacks.settings import BatchTeamSettings, CapacitySettings, batch_team
 
@@ -119,7 +119,7 @@ def _team_node_group(
             )
         instance_type = fitting
         ami_type = eks.NodegroupAmiType.AL2023_X86_64_STANDARD
-    return eks.Nodegroup(
+    node_group = eks.Nodegroup(
         scope,
         f"{label}Nodes",
         cluster=cluster,
@@ -141,3 +141,7 @@ def _team_node_group(
         subnets=ec2.SubnetSelection(subnets=subnets),
         tags=tags or None,
     )
+    if isinstance(shape, AcceleratorWorkerShape):
+        # Accelerator instances: no surge of extra nodes during an update (stacks/cluster.py).
+        without_surge(node_group)
+    return node_group

@@ -283,11 +283,11 @@ class NodeGroupCapacity(Construct):
             # Room for a NewCluster upgrade: the new cluster's workers (at their minimum) start
             # beside the running ones, up to their maximum; the Cluster Autoscaler adds them.
             max_size=capacity.max_nodes + capacity.min_nodes,
-            # A managed node group update (new AMI) replaces one node at a time, and waits on
-            # the workers' PodDisruptionBudget: never both replicas. Not forced: a forced update
-            # terminates a node whose worker the PDB protects (after EKS's drain time-out, which
-            # a Neuron replica that compiles can outlast); unforced, the update fails instead and
-            # can be retried once the other replica serves.
+            # A managed node group update (new AMI) drains one node at a time (max_unavailable)
+            # and waits on the workers' PodDisruptionBudget: never both replicas. Not forced: a
+            # forced update terminates a node whose worker the PDB protects (after EKS's 15-minute
+            # drain time-out, which a Neuron replica that compiles can outlast); unforced, the
+            # update fails instead and can be retried once the other replica serves.
             max_unavailable=1,
             force_update=False,
             # Its image, the weights and compile scratch (charts/capacity_plan.py).
@@ -295,6 +295,7 @@ class NodeGroupCapacity(Construct):
             subnets=subnets,
             tags=autoscaler_node_template_tags(accelerator, capacity.instance_types),
         )
+        without_surge(self.accelerator)
         self.device_plugin = install_device_plugin(cluster, accelerator)
 
 
@@ -375,6 +376,18 @@ class ClusterAutoscaler(Construct):
         )
         # Pod Identity credentials are injected at pod start: associate before the pod exists.
         self.chart.node.add_dependency(association)
+
+
+def without_surge(node_group: eks.Nodegroup) -> None:
+    """Updates replace a node by terminating it first (EKS's MINIMAL update strategy). The
+    DEFAULT strategy first adds up to twice as many nodes as the group has AZs (six in three
+    AZs), whatever max_unavailable says: accelerator instances that default quotas and regional
+    capacity often refuse, and that sit idle while the old nodes drain. MINIMAL never runs more
+    nodes than the group's size; a replica is down while its node is replaced, as with DEFAULT
+    (the drain evicts it either way). aws_eks_v2.Nodegroup has no property for it yet."""
+    cfn = node_group.node.default_child
+    assert isinstance(cfn, eks.CfnNodegroup)
+    cfn.add_property_override("UpdateConfig.UpdateStrategy", "MINIMAL")
 
 
 def autoscaler_node_template_tags(accelerator: Accelerator, instance_types: Sequence[str]) -> dict[str, str]:

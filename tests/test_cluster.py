@@ -257,8 +257,9 @@ def test_node_groups_mode_adds_a_tainted_accelerator_group_with_the_al2023_ami(
             "Taints": [{"Effect": "NO_SCHEDULE", "Key": accelerator.taint_key}],
             # Max: the workers' maximum (4) plus an upgrade's new cluster at its minimum (2).
             "ScalingConfig": {"MinSize": 2, "DesiredSize": 2, "MaxSize": 6},
-            # An AMI update replaces one node at a time, and never past the workers' PDB.
-            "UpdateConfig": {"MaxUnavailable": 1},
+            # An AMI update replaces one node at a time, never past the workers' PDB, and with
+            # MINIMAL adds no node first (DEFAULT would add up to two per AZ: six inf2 nodes).
+            "UpdateConfig": {"MaxUnavailable": 1, "UpdateStrategy": "MINIMAL"},
             "ForceUpdateEnabled": False,
             # What the Cluster Autoscaler needs to add a node before one exists.
             "Tags": {f"k8s.io/cluster-autoscaler/node-template/resources/{accelerator.device_resource}": "1"},
