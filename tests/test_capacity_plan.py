@@ -75,7 +75,7 @@ def test_packing_puts_small_pods_beside_a_head_and_refuses_a_pod_no_node_holds()
     small = PodRequest("small", 250, 512)
     assert nodes_to_hold(node, [head, small, small]) == 1
     assert nodes_to_hold(node, [head, head, small]) == 2
-    with pytest.raises(ValueError, match="^huge .* does not fit a node that offers its pods 3170m"):
+    with pytest.raises(ValueError, match=r"^huge .* does not fit a node that offers its pods 3170m"):
         nodes_to_hold(node, [PodRequest("huge", 4000, 1024)])
 
 
