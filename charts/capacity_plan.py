@@ -178,8 +178,9 @@ def team_head(team: str) -> PodRequest:
 
 @dataclass(frozen=True)
 class SystemNodes:
-    """The system node group's bounds: `min_nodes` hold the steady state, `max_nodes` also
-    a NewCluster upgrade's second head (the Cluster Autoscaler adds it)."""
+    """The system node group's bounds: `min_nodes` hold the steady state, `max_nodes` also a
+    NewCluster upgrade's second head wherever the other pods happen to sit (the Cluster
+    Autoscaler adds nodes up to it for a Pending pod)."""
 
     instance_type: str
     min_nodes: int
@@ -190,20 +191,20 @@ class SystemNodes:
 def system_nodes(*, autoscaling: bool, teams: Sequence[str]) -> SystemNodes:
     shape = CPU_INSTANCE_TYPES[SYSTEM_INSTANCE_TYPE]
     ui = PodRequest("a chat UI replica", gradio.CPU_REQUEST_MILLI, gradio.MEMORY_REQUEST_MIB)
-    steady = [
-        serving_head(autoscaling),
-        *(team_head(t) for t in teams),
-        *[ui] * gradio.DEFAULT_REPLICAS,
-        KUBERAY_OPERATOR_POD,
-        *[COREDNS_POD] * 2,
-    ]
-    upgrade = [*steady, serving_head(autoscaling), REDIS_CLEANUP_POD]
-    min_nodes = max(MIN_SYSTEM_NODES, nodes_to_hold(shape, steady))
+    heads = [serving_head(autoscaling), *(team_head(t) for t in teams)]
+    others = [*[ui] * gradio.DEFAULT_REPLICAS, KUBERAY_OPERATOR_POD, *[COREDNS_POD] * 2]
+    # Steady state, packed tightly: what the group keeps running.
+    min_nodes = max(MIN_SYSTEM_NODES, nodes_to_hold(shape, [*heads, *others]))
+    # The scheduler spreads pods (it scores the least allocated node highest), so the small pods
+    # may take a bit of every node and leave no room for a head that arrives later: the upper
+    # bound gives the heads (with an upgrade's) nodes of their own, and the other pods theirs.
+    upgrade_heads = [*heads, serving_head(autoscaling)]
+    max_nodes = nodes_to_hold(shape, upgrade_heads) + nodes_to_hold(shape, [*others, REDIS_CLEANUP_POD])
     return SystemNodes(
         instance_type=SYSTEM_INSTANCE_TYPE,
         min_nodes=min_nodes,
-        max_nodes=max(min_nodes, nodes_to_hold(shape, upgrade)),
-        heads=len(teams) + 2,
+        max_nodes=max(min_nodes, max_nodes),
+        heads=len(upgrade_heads),
     )
 
 

@@ -55,6 +55,7 @@ from charts.capacity_plan import (
     accelerator_node_disk,
     system_node_disk,
     system_nodes,
+    team_head,
     team_node_disk,
 )
 from charts.images import BATCH_IMAGES, CUSTOM_TEAM_IMAGE, ContainerImage
@@ -761,13 +762,14 @@ class SettingsModel(BaseModel):
                         f"{AUTO_MODE_DEFAULT_DISK_GIB} GiB of EKS Auto Mode's default NodeClass"
                     )
         else:
-            nodes = self.system_nodes
+            nodes, head = self.system_nodes, team_head("head")
             if nodes.max_nodes > MAX_SYSTEM_NODES:
                 problems.append(
                     f"batchTeams: {len(self.batch_teams)} teams need {nodes.max_nodes} {nodes.instance_type} system "
-                    f"nodes for their Ray heads (one head of 2.5 CPUs and 8.5 GiB per node, plus the serving head, an "
-                    f"upgrade's second head, the chat UI and the operators); a managed node group holds at most "
-                    f"{MAX_SYSTEM_NODES}: use fewer teams, or capacityMode=auto-mode"
+                    f"nodes for their Ray heads (a head of {head.cpu_milli / 1000:g} CPUs and "
+                    f"{head.memory_mib / 1024:g} GiB each, plus the serving head, an upgrade's second head, the chat "
+                    f"UI and the operators); a managed node group holds at most {MAX_SYSTEM_NODES}: use fewer teams, "
+                    "or capacityMode=auto-mode"
                 )
         return problems
 

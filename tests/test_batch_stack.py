@@ -123,8 +123,9 @@ def test_node_groups_mode_sizes_the_system_group_for_the_team_heads(node_groups)
 
     system = next(g["Properties"] for g in Template.from_stack(node_groups.system.cluster).find_resources(
         "AWS::EKS::Nodegroup").values() if g["Properties"]["Labels"].get("ray-serve-ha.dev/node-role") == "system")
-    # Three heads (serving and two teams), one per m7i.xlarge; a fourth node for an upgrade's head.
-    assert system["ScalingConfig"] == {"MinSize": 3, "DesiredSize": 3, "MaxSize": 4}
+    # Three heads (serving and two teams), one per m7i.xlarge; at most a node for an upgrade's
+    # head and one for the small pods the scheduler may have spread over the others.
+    assert system["ScalingConfig"] == {"MinSize": 3, "DesiredSize": 3, "MaxSize": 5}
     # Their images: ray-serve (neuron) twice (an upgrade), the CPU batch image, the UI, operators,
     # DaemonSets and the OS: 79.1 GB x 1.25 / 0.85 = 108.3 GiB -> 110.
     assert system["DiskSize"] == 110

@@ -440,9 +440,10 @@ def test_node_groups_disks_hold_their_images(request, system_fixture, accelerato
         "Labels": {constants.NODE_ROLE_LABEL: constants.SYSTEM_NODE_ROLE},
         "DiskSize": system_gib,
         "InstanceTypes": ["m7i.xlarge"],
-        # The serving head + 2 UI replicas + operators fit one node; two for the operators' sake,
-        # and an upgrade's second head (2.5 CPUs of the 3.17 a node offers its pods) fits the second.
-        "ScalingConfig": {"MinSize": 2, "DesiredSize": 2, "MaxSize": 2},
+        # The serving head + 2 UI replicas + operators fit one node; two for the operators' sake;
+        # an upgrade's second head (2.5 CPUs of the 3.17 a node offers its pods) needs a node of
+        # its own where the spread small pods leave none: three at most.
+        "ScalingConfig": {"MinSize": 2, "DesiredSize": 2, "MaxSize": 3},
     })
     template.has_resource_properties("AWS::EKS::Nodegroup", {
         "Labels": Match.object_like({constants.ACCELERATOR_LABEL: Match.any_value()}), "DiskSize": accelerator_gib,

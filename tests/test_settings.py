@@ -449,10 +449,10 @@ BAD_INPUTS = {
     "more teams than the system node group can hold": (
         {
             "capacityMode": "node-groups",
-            "batchTeams": [{"name": f"t{i}", "namespace": f"team-{i}", "cpus": 1, "memoryGib": 1} for i in range(449)],
+            "batchTeams": [{"name": f"t{i}", "namespace": f"team-{i}", "cpus": 1, "memoryGib": 1} for i in range(448)],
         },
-        "batchTeams: 449 teams need 451 m7i.xlarge system nodes for their Ray heads (one head of 2.5 CPUs and "
-        "8.5 GiB per node, plus the serving head, an upgrade's second head, the chat UI and the operators); a "
+        "batchTeams: 448 teams need 451 m7i.xlarge system nodes for their Ray heads (a head of 2.5 CPUs and "
+        "8.5 GiB each, plus the serving head, an upgrade's second head, the chat UI and the operators); a "
         "managed node group holds at most 450: use fewer teams, or capacityMode=auto-mode",
     ),
     "an unknown VPC endpoint choice": (
@@ -539,11 +539,13 @@ def test_teams_that_pass_on_their_own_are_still_judged_against_the_capacity():
     ]
 
 
-@pytest.mark.parametrize(("teams", "min_nodes", "max_nodes"), [(0, 2, 2), (1, 2, 3), (3, 4, 5)])
+@pytest.mark.parametrize(("teams", "min_nodes", "max_nodes"), [(0, 2, 3), (1, 2, 4), (3, 4, 6)])
 def test_the_system_node_group_holds_every_head_and_an_upgrades_second(teams, min_nodes, max_nodes):
     # One head (2.5 CPUs, 8.5 GiB with its autoscaler sidecar) per m7i.xlarge, whose pods may
     # request 3.17 CPUs and 12.3 GiB by Karpenter's estimate: the serving head and each team's
-    # in steady state (two nodes at least), and a NewCluster upgrade's second serving head.
+    # in steady state (two nodes at least, the small pods beside the heads), and a NewCluster
+    # upgrade's second serving head on a node of its own: the scheduler spreads the small pods
+    # (UI, operator, CoreDNS), which may leave no node with room for a head, so they get theirs.
     found = settings(capacityMode="node-groups", batchTeams=[
         {"name": f"t{i}", "namespace": f"team-{i}", "cpus": 1, "memoryGib": 1} for i in range(teams)
     ]).capacity.system_nodes
