@@ -15,7 +15,9 @@ CDK := cdk
 
 .PHONY: setup system-packages demo demo-down drill chaos batch-local synth lint check test bench bench-drill clean
 
-setup: $(VENV)/.installed node_modules/.installed
+PUBLISHER := tools/asset-publisher
+
+setup: $(VENV)/.installed node_modules/.installed $(PUBLISHER)/node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-local.txt requirements-dev.txt \
 		images/ray-serve/requirements.txt images/gradio/requirements.txt
@@ -26,6 +28,11 @@ $(VENV)/.installed: requirements.txt requirements-local.txt requirements-dev.txt
 
 node_modules/.installed: package.json package-lock.json $(VENV)/.installed
 	npm ci --no-fund --no-audit --loglevel=error
+	touch $@
+
+## The pipeline's asset publisher (stacks/pipeline.py), as its asset steps install it.
+$(PUBLISHER)/node_modules/.installed: $(PUBLISHER)/package.json $(PUBLISHER)/package-lock.json $(VENV)/.installed
+	npm ci --prefix $(PUBLISHER) --no-fund --no-audit --loglevel=error
 	touch $@
 
 ## Debian packages the local stack and the browser test use (installed when root).
