@@ -84,7 +84,7 @@ lint: setup
 ## The fast check: lint, then every test that needs no Ray cluster, browser, root or CDK CLI
 ## run (selected by the markers in pytest.ini; `make test` runs those too), on every core.
 check: lint
-	$(BIN)/pytest -q -n auto -m "not ray and not browser and not local_stack and not cli"
+	$(BIN)/pytest -q -n auto -m "not ray and not browser and not local_stack and not cli and not staged"
 
 ## The whole test suite: lint, then every test.
 test: setup system-packages lint

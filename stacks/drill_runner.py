@@ -109,14 +109,15 @@ class HaDrillProject(Construct):
         security_group: ec2.ISecurityGroup,
     ) -> None:
         super().__init__(scope, construct_id)
-        # Only what the drill runs travels (drill_sources): everything else is excluded.
+        # Only what the drill runs travels (drill_sources): everything else is excluded,
+        # dot files too ("*" does not match them: .git would travel).
         sources = drill_sources()
         folders = sorted({parent.as_posix() for source in sources for parent in Path(source).parents} - {"."})
         source = s3_assets.Asset(
             self,
             "Source",
             path=str(ROOT),
-            exclude=["*", *(f"!{path}" for path in [*folders, *sources])],
+            exclude=["*", ".*", *(f"!{path}" for path in [*folders, *sources])],
         )
         key = kms.Key(self, "Key", description="HA drill build artifacts and logs", enable_key_rotation=True)
         self.project = codebuild.Project(
