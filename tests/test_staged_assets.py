@@ -6,6 +6,8 @@ what the AWS service provides:
   build phases) in one shell per phase group, with Node 24 and npm, the npm global prefix of
   a fresh machine, and a stand-in `docker` (no Docker daemon here) that checks and records
   its calls; they publish to moto's S3, ECR and STS on loopback;
+- the pipeline's post-deploy drill step: its buildspec with a stand-in `aws` that answers
+  as CodeBuild would for the stage's drill project;
 - the drill's CodeBuild project: a fresh venv in a copy of its staged source asset, the
   buildspec's install step, `python -m local.drill --help`, and its build commands against
   the fake Kubernetes API of tests/test_drill.py, with a stand-in `aws` for the EKS commands;
@@ -399,6 +401,32 @@ def test_asset_steps_publish_as_the_bootstrap_publishing_roles(assembly, asset_s
     assert assumed == wanted
     assert wanted == {f"arn:aws:iam::{ACCOUNT}:role/cdk-hnb659fds-{kind}-publishing-role-{ACCOUNT}-{REGION}"
                       for kind in ("file", "image")}
+
+
+@pytest.mark.parametrize("status,code", [("SUCCEEDED", 0), ("FAILED", 1), ("TIMED_OUT", 1)])
+def test_pipeline_drill_step_passes_only_when_the_stages_drill_build_succeeds(assembly, tmp_path, status, code):
+    (project,) = [r["Properties"] for r in pipeline_template(assembly)["Resources"].values()
+                  if r["Type"] == "AWS::CodeBuild::Project" and "start-build" in json.dumps(r)]
+    variables = {v["Name"]: v["Value"] for v in project["Environment"]["EnvironmentVariables"]}
+    # The project it starts is the one the stage creates.
+    (drill,) = [r["Properties"]["Name"] for r in stage_template(assembly, "serving")["Resources"].values()
+                if r["Type"] == "AWS::CodeBuild::Project"]
+    assert variables == {"DRILL_PROJECT": drill}
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    tool(tools, "aws", "aws")
+    log = tmp_path / "aws-calls.jsonl"
+    env = {"PATH": f"{tools}:/usr/bin:/bin", "AWS_REGION": REGION, "FAKE_AWS_LOG": str(log),
+           "FAKE_BUILD_STATUS": status, **ROLE_CREDENTIALS, **variables}
+    spec = json.loads(project["Source"]["BuildSpec"])
+    result = run_phases(spec["phases"]["build"]["commands"], env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == code, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "HA drill passed" if code == 0 else f"HA drill {status}: see the {drill} build log"
+    )
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert calls[0] == ["codebuild", "start-build", "--project-name", drill, "--query", "build.id", "--output", "text"]
+    assert calls[1][:4] == ["codebuild", "batch-get-builds", "--ids", f"{drill}:0b1c2d3e-0000-4000-8000-000000000000"]
 
 
 # ---------------------------------------------------------------------------------------
