@@ -1,5 +1,6 @@
 # Reproducible set-up and the project's commands. Everything installs into the project:
-# a Python venv (.venv, with Node 24 from PyPI) and the pinned CDK CLI (node_modules); the
+# a Python venv (.venv, with Node 24 from PyPI), the pinned CDK CLI (node_modules) and the
+# pipeline's asset publisher (tools/asset-publisher/node_modules); the
 # local stack and the UI test also need Debian's redis-server, iproute2, nftables and chromium.
 # Targets are quick when nothing changed (stamp files track the inputs).
 
@@ -81,8 +82,9 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy stacks charts ray_serve_ha local app.py
 
-## The fast check: lint, then every test that needs no Ray cluster, browser, root or CDK CLI
-## run (selected by the markers in pytest.ini; `make test` runs those too), on every core.
+## The fast check: lint, then every test that needs no Ray cluster, browser, root, CDK CLI
+## or staged-asset run (selected by the markers in pytest.ini; `make test` runs those too),
+## on every core.
 check: lint
 	$(BIN)/pytest -q -n auto -m "not ray and not browser and not local_stack and not cli and not staged"
 
