@@ -84,7 +84,7 @@ def drill_sources(root: Path = ROOT) -> list[str]:
         files.add(path)
         parts = module.split(".")
         pending.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # its packages run first
-        package = module if path.name == "__init__.py" else ".".join(parts[:-1])
+        package = module if path.stem == "__init__" else ".".join(parts[:-1])  # a package imports from itself
         pending.extend(_imported_modules(ast.parse(path.read_text()), package))
     return sorted(path.relative_to(root).as_posix() for path in files)
 
