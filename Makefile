@@ -1,5 +1,6 @@
 # Reproducible set-up and the project's commands. Everything installs into the project:
-# a Python venv (.venv, with Node 24 from PyPI) and the pinned CDK CLI (node_modules); the
+# a Python venv (.venv, with Node 24 from PyPI), the pinned CDK CLI (node_modules) and the
+# pipeline's asset publisher (tools/asset-publisher/node_modules); the
 # local stack and the UI test also need Debian's redis-server, iproute2, nftables and chromium.
 # Targets are quick when nothing changed (stamp files track the inputs).
 
@@ -15,7 +16,9 @@ CDK := cdk
 
 .PHONY: setup system-packages demo demo-down drill chaos batch-local synth lint check test bench bench-drill clean
 
-setup: $(VENV)/.installed node_modules/.installed
+PUBLISHER := tools/asset-publisher
+
+setup: $(VENV)/.installed node_modules/.installed $(PUBLISHER)/node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-local.txt requirements-dev.txt \
 		images/ray-serve/requirements.txt images/gradio/requirements.txt
@@ -26,6 +29,11 @@ $(VENV)/.installed: requirements.txt requirements-local.txt requirements-dev.txt
 
 node_modules/.installed: package.json package-lock.json $(VENV)/.installed
 	npm ci --no-fund --no-audit --loglevel=error
+	touch $@
+
+## The pipeline's asset publisher (stacks/pipeline.py), as its asset steps install it.
+$(PUBLISHER)/node_modules/.installed: $(PUBLISHER)/package.json $(PUBLISHER)/package-lock.json $(VENV)/.installed
+	npm ci --prefix $(PUBLISHER) --no-fund --no-audit --loglevel=error
 	touch $@
 
 ## Debian packages the local stack and the browser test use (installed when root).
@@ -74,10 +82,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy stacks charts ray_serve_ha local app.py
 
-## The fast check: lint, then every test that needs no Ray cluster, browser, root or CDK CLI
-## run (selected by the markers in pytest.ini; `make test` runs those too), on every core.
+## The fast check: lint, then every test that needs no Ray cluster, browser, root, CDK CLI
+## or staged-asset run (selected by the markers in pytest.ini; `make test` runs those too),
+## on every core.
 check: lint
-	$(BIN)/pytest -q -n auto -m "not ray and not browser and not local_stack and not cli"
+	$(BIN)/pytest -q -n auto -m "not ray and not browser and not local_stack and not cli and not staged"
 
 ## The whole test suite: lint, then every test.
 test: setup system-packages lint

@@ -75,14 +75,24 @@ BAD = {
         "m7i.4xlarge (15 CPU, 53 GiB for a worker), m7i.8xlarge (31 CPU, 110 GiB for a worker), "
         "m7i.16xlarge (63 CPU, 219 GiB for a worker)\n",
     ),
+    "a pipeline without its settings": (
+        ["-c", "pipeline=true"],
+        "error: Invalid settings (4 problems). Fix them in cdk.json or with -c key=value:\n"
+        "  - account: must be set when pipeline=true\n"
+        "  - region: must be set when pipeline=true\n"
+        "  - pipelineRepository: must be set when pipeline=true\n"
+        "  - pipelineConnectionArn: must be set when pipeline=true\n",
+    ),
 }
 
 
 @pytest.mark.parametrize("args,message", BAD.values(), ids=BAD.keys())
 def test_bad_settings_fail_with_one_message_and_no_stack_trace(tmp_path, args, message):
     result = cdk(*args, outdir=tmp_path)
-    assert result.returncode != 0
-    assert message in result.stderr
+    assert result.returncode == 1
+    # The app's one message, then only the CLI's own line about the app's exit status.
+    assert result.stderr.startswith(message)
+    assert result.stderr[len(message):].strip() == ".venv/bin/python app.py: Subprocess exited with error 1"
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.glob("*.template.json"))
 
