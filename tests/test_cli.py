@@ -101,11 +101,11 @@ def test_an_existing_vpc_without_credentials_names_the_lookup_alone(tmp_path):
     # A copy of the project without cdk.context.json, as a new user's clone is; no AWS
     # credentials anywhere (environment, files, instance metadata).
     project = tmp_path / "project"
-    project.mkdir()
-    for name in ("app.py", "cdk.json", "charts", "stacks", "lambda", "images", "batch", "local", "ray_serve_ha",
-                 "package.json"):
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, project / name)
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in tracked.split():
+        if name != "cdk.context.json" and (ROOT / name).is_file():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, project / name)
     for name in (".venv", "node_modules"):
         (project / name).symlink_to(ROOT / name)
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
