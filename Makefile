@@ -1,6 +1,6 @@
 # Reproducible set-up and the project's commands. Everything installs into the project:
-# a Python venv (.venv, with Node 24 from PyPI), the pinned CDK CLI (node_modules) and the
-# pipeline's asset publisher (tools/asset-publisher/node_modules); the
+# a Python venv (.venv, with Node 24 from PyPI), the pinned CDK CLI and the pipeline's asset
+# publisher as `cdk-assets` (node_modules, from tools/asset-publisher); the
 # local stack and the UI test also need Debian's redis-server, iproute2, nftables and chromium.
 # Targets are quick when nothing changed (stamp files track the inputs).
 
@@ -16,9 +16,7 @@ CDK := cdk
 
 .PHONY: setup system-packages demo demo-down drill chaos batch-local synth lint check test bench bench-drill clean
 
-PUBLISHER := tools/asset-publisher
-
-setup: $(VENV)/.installed node_modules/.installed $(PUBLISHER)/node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed
 
 $(VENV)/.installed: requirements.txt requirements-local.txt requirements-dev.txt \
 		images/ray-serve/requirements.txt images/gradio/requirements.txt
@@ -27,13 +25,8 @@ $(VENV)/.installed: requirements.txt requirements-local.txt requirements-dev.txt
 	$(BIN)/python tools/node_shims.py $(BIN)
 	touch $@
 
-node_modules/.installed: package.json package-lock.json $(VENV)/.installed
+node_modules/.installed: package.json package-lock.json tools/asset-publisher/package.json $(VENV)/.installed
 	npm ci --no-fund --no-audit --loglevel=error
-	touch $@
-
-## The pipeline's asset publisher (stacks/pipeline.py), as its asset steps install it.
-$(PUBLISHER)/node_modules/.installed: $(PUBLISHER)/package.json $(PUBLISHER)/package-lock.json $(VENV)/.installed
-	npm ci --prefix $(PUBLISHER) --no-fund --no-audit --loglevel=error
 	touch $@
 
 ## Debian packages the local stack and the browser test use (installed when root).

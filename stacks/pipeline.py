@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # self-mutates with.
 _NODE_PINS = json.loads((ROOT / "package.json").read_text())["devDependencies"]
 CDK_CLI_VERSION = _NODE_PINS["aws-cdk"]
-# CDK Pipelines installs this cdk-assets in every asset step (its default is the latest).
-CDK_ASSETS_VERSION = _NODE_PINS["cdk-assets"]
+# CDK Pipelines installs `cdk-assets@<this>` in every asset step (its default is the latest);
+# the publisher below shadows it on PATH. Pinned so the step installs the same every time.
+CDK_PIPELINES_CDK_ASSETS = "4.7.3"
 # Docker image assets build on the Neuron DLC and Ray LLM bases, about 10 GB each (some
 # 30 GB unpacked, plus the build's layers): the default small CodeBuild (3 GB memory,
 # 64 GB disk) runs out; medium has 7 GB and 128 GB. CDK Pipelines applies one size to all
@@ -95,7 +96,7 @@ class PipelineStack(cdk.Stack):
             "Pipeline",
             pipeline_type=codepipeline.PipelineType.V2,
             cli_version=CDK_CLI_VERSION,
-            cdk_assets_cli_version=CDK_ASSETS_VERSION,
+            cdk_assets_cli_version=CDK_PIPELINES_CDK_ASSETS,
             asset_publishing_code_build_defaults=pipelines.CodeBuildOptions(
                 build_environment=codebuild.BuildEnvironment(
                     build_image=ASSET_BUILD_IMAGE, compute_type=ASSET_BUILD_COMPUTE

@@ -50,7 +50,7 @@ import pytest
 
 from app import build_app
 from stacks.drill_runner import DRILL_REQUIREMENTS, drill_sources, ha_drill_project_name
-from stacks.pipeline import STAGED_PUBLISHER
+from stacks.pipeline import CDK_PIPELINES_CDK_ASSETS, STAGED_PUBLISHER
 from stacks.settings import Settings
 from tests.conftest import ROOT, context
 from tests.fakes.aws import TOKEN as EKS_TOKEN
@@ -194,10 +194,10 @@ def moto_client(endpoint: str, service: str):
 # ---------------------------------------------------------------------------------------
 
 
-def test_every_manifest_is_read_by_the_asset_publisher_and_refused_by_cdk_assets_4_7_3(assembly):
-    # The reason for tools/asset-publisher: when a cdk-assets release reads the schema
-    # aws-cdk-lib writes, this fails, and the publisher can go.
-    publisher = ROOT / "tools" / "asset-publisher" / "bin" / "cdk-assets"
+def test_every_manifest_is_read_by_the_asset_publisher(assembly):
+    # `make setup` installs the publisher as the project's `cdk-assets` (package.json).
+    publisher = ROOT / "node_modules" / ".bin" / "cdk-assets"
+    assert publisher.resolve() == (ROOT / "tools" / "asset-publisher" / "bin" / "cdk-assets").resolve()
     manifests = sorted(assembly.rglob("*.assets.json"))
     assert len(manifests) == 5  # the pipeline stack's and the stage's four stacks'
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
@@ -207,10 +207,6 @@ def test_every_manifest_is_read_by_the_asset_publisher_and_refused_by_cdk_assets
         assert listed.returncode == 0, listed.stderr
         assert {e.asset_id for e in entries([manifest])} == {line.split()[0] for line in listed.stdout.splitlines()
                                                               if not line.startswith(" ")}
-        refused = subprocess.run([str(ROOT / "node_modules" / ".bin" / "cdk-assets"), "--path", str(manifest), "ls"],
-                                 env=env, capture_output=True, text=True, timeout=60)
-        assert refused.returncode == 1, "cdk-assets reads the manifests now: publish with it, drop the publisher"
-        assert "Cloud assembly schema version mismatch: Maximum schema version supported is 54.x.x" in refused.stderr
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +237,7 @@ class AssetSteps:
     selectors: dict[str, str]  # project -> the asset it publishes
     docker_calls: list[dict[str, Any]]
     sts_calls: list[dict[str, str]]  # the STS requests' parameters
+    build_env: dict[str, str]  # the environment the build phase sees, after the install phases
 
 
 @contextmanager
@@ -336,13 +333,27 @@ def asset_steps(assembly, staged_publisher, aws_endpoint, tmp_path_factory) -> A
             results[name] = run_phases(commands, env={**build_env, "AWS_ENDPOINT_URL_STS": sts}, cwd=assembly)
     log = Path(env["FAKE_DOCKER_LOG"])
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    return AssetSteps(results, selectors, calls, sts_calls)
+    return AssetSteps(results, selectors, calls, sts_calls, build_env)
 
 
 def test_every_asset_step_succeeds_with_the_staged_publisher(asset_steps):
     for name, result in asset_steps.results.items():
         assert result.returncode == 0, f"{name}:\n{result.stdout}\n{result.stderr}"
         assert "success: Published" in result.stderr, name
+
+
+def test_the_cdk_assets_cdk_pipelines_installs_still_refuses_the_manifests(assembly, asset_steps):
+    # The reason for tools/asset-publisher: when a cdk-assets release reads the schema
+    # aws-cdk-lib writes, this fails, and the publisher can go.
+    (installed,) = [Path(d) / "cdk-assets" for d in asset_steps.build_env["PATH"].split(":")
+                    if "npm-global" in d and (Path(d) / "cdk-assets").exists()]
+    assert json.loads((installed.resolve().parent.parent / "package.json").read_text())["version"] == \
+        CDK_PIPELINES_CDK_ASSETS
+    for manifest in sorted(assembly.rglob("*.assets.json")):
+        refused = subprocess.run([str(installed), "--path", str(manifest), "ls"], env=asset_steps.build_env,
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1, "cdk-assets reads the manifests now: publish with it, drop the publisher"
+        assert "Cloud assembly schema version mismatch: Maximum schema version supported is 54.x.x" in refused.stderr
 
 
 def test_the_asset_steps_publish_every_asset_of_the_stage_once(assembly, asset_steps):
