@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -94,3 +95,36 @@ def test_bad_settings_fail_with_one_message_and_no_stack_trace(tmp_path, args, m
     assert result.stderr[len(message):].strip() == ".venv/bin/python app.py: Subprocess exited with error 1"
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.glob("*.template.json"))
+
+
+def test_an_existing_vpc_without_credentials_names_the_lookup_alone(tmp_path):
+    # A copy of the project without cdk.context.json, as a new user's clone is; no AWS
+    # credentials anywhere (environment, files, instance metadata).
+    project = tmp_path / "project"
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in tracked.split():
+        if name != "cdk.context.json" and (ROOT / name).is_file():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, project / name)
+    for name in (".venv", "node_modules"):
+        (project / name).symlink_to(ROOT / name)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(CDK_DISABLE_VERSION_CHECK="1", AWS_EC2_METADATA_DISABLED="true",
+               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    result = subprocess.run(
+        [str(CDK), "synth", "--quiet", "--no-notices", "-o", str(tmp_path / "out"),
+         "-c", "account=111122223333", "-c", "region=us-east-2", "-c", "vpcId=vpc-0a1b2c3d4e5f60718"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    # The reason first, and nothing about CDK's placeholder VPC and subnets.
+    assert errors[0].startswith(
+        "error: the existing VPC vpc-0a1b2c3d4e5f60718 could not be looked up: Need to perform AWS calls for "
+        "account 111122223333, but no credentials have been configured. Run `cdk synth` once with credentials"
+    ), result.stderr
+    assert [line for line in errors if "error" in line.lower()][1:] == [
+        ".venv/bin/python app.py: Subprocess exited with error 1"
+    ], result.stderr
+    assert "does not match" not in result.stderr and "Traceback" not in result.stderr
+    assert not (project / "cdk.context.json").exists()
