@@ -1,5 +1,6 @@
 # Reproducible set-up and the project's commands. Everything installs into the project:
-# a Python venv (.venv, with Node 24 from PyPI) and the pinned CDK CLI (node_modules); the
+# a Python venv (.venv, with Node 24 from PyPI), the pinned CDK CLI and the pipeline's asset
+# publisher as `cdk-assets` (node_modules, from tools/asset-publisher); the
 # local stack and the UI test also need Debian's redis-server, iproute2, nftables and chromium.
 # Targets are quick when nothing changed (stamp files track the inputs).
 
@@ -24,7 +25,7 @@ $(VENV)/.installed: requirements.txt requirements-local.txt requirements-dev.txt
 	$(BIN)/python tools/node_shims.py $(BIN)
 	touch $@
 
-node_modules/.installed: package.json package-lock.json $(VENV)/.installed
+node_modules/.installed: package.json package-lock.json tools/asset-publisher/package.json $(VENV)/.installed
 	npm ci --no-fund --no-audit --loglevel=error
 	touch $@
 
@@ -79,10 +80,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy stacks charts ray_serve_ha local app.py
 
-## The fast check: lint, then every test that needs no Ray cluster, browser, root or CDK CLI
-## run (selected by the markers in pytest.ini; `make test` runs those too), on every core.
+## The fast check: lint, then every test that needs no Ray cluster, browser, root, CDK CLI
+## or staged-asset run (selected by the markers in pytest.ini; `make test` runs those too),
+## on every core.
 check: lint
-	$(BIN)/pytest -q -n auto -m "not ray and not browser and not local_stack and not cli"
+	$(BIN)/pytest -q -n auto -m "not ray and not browser and not local_stack and not cli and not staged"
 
 ## The whole test suite: lint, then every test.
 test: setup system-packages lint

@@ -9,9 +9,11 @@ each bad key, its value and what is allowed, before anything is synthesized.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import aws_cdk as cdk
 
+from stacks.existing_network import LookupFailed, check_lookups, remove_empty_context_file
 from stacks.nag import enable_nag
 from stacks.pipeline import PipelineStack
 from stacks.serving_system import add_serving_system
@@ -19,7 +21,9 @@ from stacks.settings import Settings, SettingsError
 
 
 def build_app(app: cdk.App) -> cdk.App:
-    settings = Settings.from_context(app.node.get_all_context())
+    context = app.node.get_all_context()
+    settings = Settings.from_context(context)
+    check_lookups(context, settings.network.vpc_id)
     if settings.pipeline.enabled:
         # Every commit deploys the serving system through the pipeline's ServingStage.
         pipeline = PipelineStack(
@@ -41,6 +45,10 @@ def main(app: cdk.App | None = None) -> int:
         build_app(app)
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except LookupFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        remove_empty_context_file(Path.cwd())
         return 1
     app.synth()
     return 0

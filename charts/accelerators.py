@@ -65,13 +65,6 @@ def kube_reserved_cpu_milli(vcpus: int) -> float:
         left -= taken
     return reserved + left * _KUBE_RESERVED_CPU_MILLI_BEYOND
 
-# What a serving worker loads: Mistral-7B-Instruct's ≈7.24 billion parameters in bf16
-# (2 bytes each), ≈14.5 GB.
-MODEL_WEIGHTS_GB = 14.5
-_GB_PER_GIB = 2**30 / 10**9
-# Host memory a serving node needs per GB of weights: the checkpoint is read into host
-# memory and converted (on Neuron: traced and compiled) before it moves to the device.
-_HOST_MEMORY_PER_WEIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -106,15 +99,24 @@ class InstanceShape:
         )
 
     @property
+    def pods_cpu_milli(self) -> float:
+        """CPU the node's pods may request in all: the estimate less DaemonSets and a margin."""
+        return self.allocatable_cpu_milli - DAEMONSET_CPU_MILLI - MARGIN_CPU_MILLI
+
+    @property
+    def pods_memory_mib(self) -> float:
+        """Memory the node's pods may request in all: the estimate less DaemonSets and a margin."""
+        return self.allocatable_memory_mib - DAEMONSET_MEMORY_MIB - self.memory_gib * 1024 * MARGIN_MEMORY_SHARE
+
+    @property
     def worker_cpus(self) -> int:
         """Whole CPUs (Ray counts whole CPUs) a pod that takes the node may request."""
-        return math.floor((self.allocatable_cpu_milli - DAEMONSET_CPU_MILLI - MARGIN_CPU_MILLI) / 1000)
+        return math.floor(self.pods_cpu_milli / 1000)
 
     @property
     def worker_memory_gib(self) -> int:
         """Memory a pod that takes the node may request."""
-        margin = self.memory_gib * 1024 * MARGIN_MEMORY_SHARE
-        return math.floor((self.allocatable_memory_mib - DAEMONSET_MEMORY_MIB - margin) / 1024)
+        return math.floor(self.pods_memory_mib / 1024)
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,15 @@ class Accelerator:
     default_instance_type: str
     # What the chat UI calls the device ("Inferentia2", "GPU").
     ui_device_word: str
+    # What the engine writes on the node's disk while it loads the model, GB (an estimate):
+    # NxD Inference's compiled model and a sharded copy of the weights; vLLM's torch.compile
+    # and CUDA graph caches. The nodes' disks are sized with it (charts/capacity_plan.py).
+    compile_scratch_gb: float
+    # A replica's start on this accelerator, s (estimates; charts/replica_start.py adds them
+    # up): compiling the model for the devices (0: the engine loads without compiling, or
+    # its compile is part of `load_s`), and loading it onto them and warming up.
+    compile_s: int
+    load_s: int
 
     @staticmethod
     def family(instance_type: str) -> str:
@@ -322,6 +333,10 @@ NEURON = Accelerator(
     # One Inferentia2 chip (2 NeuronCores, 32 GiB): Mistral-7B at tensor parallel 2.
     default_instance_type="inf2.8xlarge",
     ui_device_word="Inferentia2",
+    compile_scratch_gb=16.0,
+    # NxD Inference for TP 2, batch 4, 4,096 tokens: about 10 minutes (the public blueprint).
+    compile_s=600,
+    load_s=40,
 )
 
 NVIDIA = Accelerator(
@@ -362,6 +377,11 @@ NVIDIA = Accelerator(
     # continuous batching; an A10G (g5.2xlarge, 24 GiB) leaves ~8 GiB.
     default_instance_type="g6e.xlarge",
     ui_device_word="GPU",
+    compile_scratch_gb=5.0,
+    # vLLM: torch.compile and CUDA graph capture (cached on the node only), then the weights
+    # onto the GPU.
+    compile_s=90,
+    load_s=30,
 )
 
 ACCELERATORS: dict[str, Accelerator] = {a.name: a for a in (NEURON, NVIDIA)}
@@ -393,3 +413,33 @@ def cpu_instance_type(cpus: int, memory_gib: int) -> str | None:
         if shape.worker_cpus >= cpus and shape.worker_memory_gib >= memory_gib:
             return name
     return None
+
+
+@dataclass(frozen=True)
+class PodRequest:
+    """What one pod requests, for packing pods onto nodes."""
+
+    what: str
+    cpu_milli: float
+    memory_mib: float
+
+
+def nodes_to_hold(shape: InstanceShape, pods: list[PodRequest]) -> int:
+    """How many nodes of `shape` hold `pods` (first fit, largest first: what the scheduler
+    does no better than), each node offering what its pods may request by Karpenter's
+    estimate. Raises ValueError for a pod no node of the shape can hold."""
+    free: list[list[float]] = []
+    for pod in sorted(pods, key=lambda p: (p.memory_mib, p.cpu_milli), reverse=True):
+        if pod.cpu_milli > shape.pods_cpu_milli or pod.memory_mib > shape.pods_memory_mib:
+            raise ValueError(
+                f"{pod.what} ({pod.cpu_milli:g}m CPU, {pod.memory_mib:g} MiB) does not fit a node that offers its pods "
+                f"{shape.pods_cpu_milli:g}m and {shape.pods_memory_mib:.0f} MiB"
+            )
+        for node in free:
+            if pod.cpu_milli <= node[0] and pod.memory_mib <= node[1]:
+                node[0] -= pod.cpu_milli
+                node[1] -= pod.memory_mib
+                break
+        else:
+            free.append([shape.pods_cpu_milli - pod.cpu_milli, shape.pods_memory_mib - pod.memory_mib])
+    return len(free)

@@ -24,6 +24,15 @@ def accelerator_pool_name(accelerator: str) -> str:
     return f"ray-{accelerator}"
 
 
+# EKS Auto Mode: the NodePool the Ray heads run on, and the NodeClasses of the project's pools.
+HEADS_POOL = "ray-heads"
+HEADS_NODE_CLASS = "ray-heads"
+
+
+def accelerator_node_class(accelerator: str) -> str:
+    return f"ray-{accelerator}"
+
+
 # Namespaces.
 SERVING_NAMESPACE = "ray-serving"
 KUBERAY_NAMESPACE = "kuberay-system"

@@ -25,6 +25,10 @@ GRADIO_USER = 1000
 # Gradio writes uploads and cached files here; the root filesystem stays read-only.
 TMP_PATH = "/tmp"
 GRADIO_TEMP_DIR = f"{TMP_PATH}/gradio"
+# What each UI pod requests (the system nodes are sized with it: charts/capacity_plan.py).
+CPU_REQUEST_MILLI = 250
+MEMORY_REQUEST_MIB = 512
+DEFAULT_REPLICAS = 2
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class GradioInputs:
     # None: not named (the CPU engine of the kind profile).
     device: str | None = None
     namespace: str = constants.SERVING_NAMESPACE
-    replicas: int = 2
+    replicas: int = DEFAULT_REPLICAS
 
 
 class GradioChart(cdk8s.Chart):
@@ -81,9 +85,11 @@ class GradioChart(cdk8s.Chart):
                         **({"UI_DEVICE": kplus.EnvValue.from_value(inputs.device)} if inputs.device else {}),
                     },
                     resources=kplus.ContainerResources(
-                        cpu=kplus.CpuResources(request=kplus.Cpu.millis(250), limit=kplus.Cpu.millis(1000)),
+                        cpu=kplus.CpuResources(
+                            request=kplus.Cpu.millis(CPU_REQUEST_MILLI), limit=kplus.Cpu.millis(1000)
+                        ),
                         memory=kplus.MemoryResources(
-                            request=cdk8s.Size.mebibytes(512), limit=cdk8s.Size.mebibytes(1024)
+                            request=cdk8s.Size.mebibytes(MEMORY_REQUEST_MIB), limit=cdk8s.Size.mebibytes(1024)
                         ),
                     ),
                     security_context=kplus.ContainerSecurityContextProps(

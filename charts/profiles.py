@@ -29,6 +29,7 @@ from charts.rayservice import (
     openai_base_url,
 )
 from charts.redis import InClusterRedisChart, in_cluster_gcs_store
+from charts.replica_start import initializing_timeout_minutes
 from charts.secrets import GCS_STORE_PASSWORD, HUGGING_FACE_TOKEN, SecretsChart, SecretsInputs
 from charts.serve_config import COMPILED_ARTIFACT_ENGINES, TINY_MODEL_ID, LlmServing, tiny_model_serving
 
@@ -138,6 +139,8 @@ def eks_rayservice_inputs(deployment: EksDeployment) -> RayServiceInputs:
         hugging_face_token=HUGGING_FACE_TOKEN,
         serve_load_balancer=deployment.capacity_mode,
         worker_service_account=constants.RAY_WORKER_SERVICE_ACCOUNT if serving.compiled_artifacts else None,
+        # Above a first start's node launch, compile and load (charts/replica_start.py).
+        initializing_timeout_minutes=initializing_timeout_minutes(deployment.accelerator),
     )
 
 

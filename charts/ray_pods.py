@@ -86,15 +86,15 @@ def container_resources(resources: PodResources, accelerator: Accelerator | None
 
 def on_demand_capacity_affinity() -> dict[str, Any]:
     """Where Ray heads run: on-demand capacity without accelerators. The terms are ORed:
-    EKS Auto Mode's general-purpose pool (Karpenter labels) or, in node-groups mode, the
-    system node group (on-demand managed nodes)."""
+    in EKS Auto Mode the project's heads pool (Karpenter labels; its disk holds the heads'
+    images), or, in node-groups mode, the system node group (on-demand managed nodes)."""
     return {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
                 "nodeSelectorTerms": [
                     {
                         "matchExpressions": [
-                            {"key": "karpenter.sh/nodepool", "operator": "In", "values": ["general-purpose"]},
+                            {"key": "karpenter.sh/nodepool", "operator": "In", "values": [constants.HEADS_POOL]},
                             {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
                         ]
                     },

@@ -44,6 +44,8 @@ from charts.serve_config import (
 from charts.worker_readiness import worker_readiness_probe
 
 RAYSERVICE_NAME = "ray-serve-llm"
+# KubeRay >= 1.5: a Go duration or whole seconds (ray-operator/controllers/ray/utils/constant.go).
+INITIALIZING_TIMEOUT_ANNOTATION = "ray.io/initializing-timeout"
 
 # Set on every pod of a RayService (KubeRay keeps template labels): the RayCluster name
 # KubeRay puts in `ray.io/cluster` is generated and changes with every cluster upgrade.
@@ -146,6 +148,9 @@ class RayServiceInputs:
     # A service account of their own for the worker pods (created with the chart), when
     # they get AWS access through EKS Pod Identity; None: the namespace's default.
     worker_service_account: str | None = None
+    # KubeRay gives up for good (Ready=False, reason InitializingTimeout) on a RayService that
+    # has not been Ready this long since its creation; None: it waits forever.
+    initializing_timeout_minutes: int | None = None
 
     def __post_init__(self) -> None:
         validate_rayservice_name(self.name)
@@ -317,7 +322,15 @@ def rayservice_spec(inputs: RayServiceInputs) -> dict[str, Any]:
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
-        "metadata": {"name": inputs.name, "namespace": inputs.namespace},
+        "metadata": {
+            "name": inputs.name,
+            "namespace": inputs.namespace,
+            **(
+                {"annotations": {INITIALIZING_TIMEOUT_ANNOTATION: f"{inputs.initializing_timeout_minutes}m"}}
+                if inputs.initializing_timeout_minutes is not None
+                else {}
+            ),
+        },
         "spec": {
             "serveConfigV2": serve_config_yaml(inputs.serving),
             # Serve traffic goes only to worker proxies: the head restarts in the HA drill,

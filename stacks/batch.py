@@ -24,7 +24,7 @@ from charts.batch import (
     team_node_group_taints,
 )
 from charts.batch_jobs import BatchJobsChart
-from stacks.cluster import autoscaler_node_template_tags, install_device_plugin
+from stacks.cluster import autoscaler_node_template_tags, install_device_plugin, without_surge
 from stacks.existing_cluster import AnyClusterStack
 from stacks.settings import BatchTeamSettings, CapacitySettings, batch_team
 
@@ -64,7 +64,9 @@ class BatchStack(cdk.Stack):
             jobs_chart = BatchJobsChart(app, f"{team.name}-jobs", team=team)
             label = team.name.title().replace("-", "")
             if not capacity.auto_mode:
-                self.node_groups[team.name] = _team_node_group(self, label, cluster.cluster, team, subnets)
+                self.node_groups[team.name] = _team_node_group(
+                    self, label, cluster.cluster, team, subnets, disk_gib=capacity.disks.teams[team.name].min_gib
+                )
                 # The cluster stack installs the serving accelerator's device plugin; a team
                 # on another accelerator gets its own here, or its pods would stay Pending.
                 if (
@@ -99,7 +101,7 @@ class BatchStack(cdk.Stack):
 
 
 def _team_node_group(
-    scope: Construct, label: str, cluster: eks.ICluster, team: BatchTeam, subnets: list[ec2.ISubnet]
+    scope: Construct, label: str, cluster: eks.ICluster, team: BatchTeam, subnets: list[ec2.ISubnet], *, disk_gib: int
 ) -> eks.Nodegroup:
     shape = team.worker_shape
     tags: dict[str, str] = {}
@@ -117,7 +119,7 @@ def _team_node_group(
             )
         instance_type = fitting
         ami_type = eks.NodegroupAmiType.AL2023_X86_64_STANDARD
-    return eks.Nodegroup(
+    node_group = eks.Nodegroup(
         scope,
         f"{label}Nodes",
         cluster=cluster,
@@ -134,6 +136,12 @@ def _team_node_group(
         min_size=team.min_workers,
         desired_size=team.min_workers,
         max_size=team.max_workers,
+        # The team's image and Ray's spill space (charts/capacity_plan.py; EKS's default: 20 GiB).
+        disk_size=disk_gib,
         subnets=ec2.SubnetSelection(subnets=subnets),
         tags=tags or None,
     )
+    if isinstance(shape, AcceleratorWorkerShape):
+        # Accelerator instances: no surge of extra nodes during an update (stacks/cluster.py).
+        without_surge(node_group)
+    return node_group

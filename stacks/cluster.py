@@ -19,15 +19,10 @@ from constructs import Construct
 from charts import constants
 from charts.accelerators import Accelerator
 from charts.helm import HelmChartRef
-from charts.node_pool import accelerator_node_pool
+from charts.node_pool import accelerator_node_pool, auto_mode_node_class, heads_node_pool
 from stacks import helm_charts
 from stacks.existing_network import ExistingNetwork
 from stacks.settings import CapacitySettings, ClusterSettings, NetworkSettings, SecretsSettings
-
-# node-groups mode: where the operators, the Ray head and the UI run.
-SYSTEM_INSTANCE_TYPE = "m7i.xlarge"
-# Accelerator images (Neuron DLC, vLLM) are 10+ GB; the default 20 GiB root disk fills up.
-ACCELERATOR_DISK_GIB = 200
 
 
 class ClusterStack(cdk.Stack):
@@ -151,7 +146,7 @@ class ServingAddOns:
         self.node_groups: NodeGroupCapacity | None = None
         if capacity.auto_mode:
             self.accelerator_pool = AutoModeAcceleratorPool(
-                stack, "AcceleratorPool", cluster=cluster, capacity=capacity
+                stack, "AcceleratorPool", cluster=cluster, capacity=capacity, subnets=subnets
             )
         else:
             self.node_groups = NodeGroupCapacity(
@@ -171,19 +166,73 @@ class ServingAddOns:
 
 
 class AutoModeAcceleratorPool(Construct):
-    """A Karpenter NodePool for the accelerator next to Auto Mode's built-in pools."""
+    """Karpenter NodePools next to Auto Mode's built-in pools: one for the accelerator and one
+    for the Ray heads, each on a NodeClass of its own whose disk holds what its nodes keep
+    (the built-in `default` NodeClass gives every node 80 GiB). The NodeClasses' nodes use a
+    node role of this construct, allowed into the cluster by an EC2 access entry (as EKS makes
+    for its built-in NodeClass): the same for a cluster created here and an imported one."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, cluster: eks.ICluster, capacity: CapacitySettings):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster: eks.ICluster,
+        capacity: CapacitySettings,
+        subnets: ec2.SubnetSelection,
+    ):
         super().__init__(scope, construct_id)
+        # What EKS documents for an Auto Mode node role.
+        self.node_role = iam.Role(
+            self,
+            "NodeRole",
+            description="EKS Auto Mode nodes of the accelerator and Ray head NodeClasses",
+            assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+            managed_policies=[
+                iam.ManagedPolicy.from_aws_managed_policy_name("AmazonEKSWorkerNodeMinimalPolicy"),
+                iam.ManagedPolicy.from_aws_managed_policy_name("AmazonEC2ContainerRegistryPullOnly"),
+            ],
+        )
+        self.access_entry = eks.AccessEntry(
+            self,
+            "NodeAccess",
+            cluster=cluster,
+            principal=self.node_role.role_arn,
+            access_entry_type=eks.AccessEntryType.EC2,
+            access_policies=[
+                eks.AccessPolicy.from_access_policy_name(
+                    "AmazonEKSAutoNodePolicy", access_scope_type=eks.AccessScopeType.CLUSTER
+                )
+            ],
+        )
+        subnet_ids = [subnet.subnet_id for subnet in subnets.subnets or []]
+        disks = capacity.disks
+
+        def node_class(name: str, disk_gib: int) -> dict[str, Any]:
+            return auto_mode_node_class(
+                name,
+                role=self.node_role.role_name,
+                subnet_ids=subnet_ids,
+                security_group_ids=[cluster.cluster_security_group_id],
+                disk_gib=disk_gib,
+            )
+
+        accelerator_class = constants.accelerator_node_class(capacity.accelerator.name)
+        # One manifest: each NodePool after its NodeClass, both after the access entry.
         self.manifest = cluster.add_manifest(
             "AcceleratorNodePool",
+            node_class(accelerator_class, disks.accelerator_gib),
             accelerator_node_pool(
                 capacity.accelerator,
                 capacity.instance_types,
                 capacity.max_nodes,
                 upgrade_surge_nodes=capacity.min_nodes,
+                node_class=accelerator_class,
             ),
+            node_class(constants.HEADS_NODE_CLASS, disks.system.min_gib),
+            heads_node_pool(capacity.system_nodes.heads, constants.HEADS_NODE_CLASS),
         )
+        self.manifest.node.add_dependency(self.access_entry)
 
 
 class NodeGroupCapacity(Construct):
@@ -201,16 +250,21 @@ class NodeGroupCapacity(Construct):
     ):
         super().__init__(scope, construct_id)
         accelerator = capacity.accelerator
+        system = capacity.system_nodes
+        # Sized from the pods it holds: the serving head, an upgrade's second head, one head per
+        # batch team, the UI and the operators (charts/capacity_plan.py); the Cluster Autoscaler
+        # adds the upgrade's node. Its disk holds every head's image (EKS's default: 20 GiB).
         self.system = eks.Nodegroup(
             self,
             "System",
             cluster=cluster,
-            instance_types=[ec2.InstanceType(SYSTEM_INSTANCE_TYPE)],
+            instance_types=[ec2.InstanceType(system.instance_type)],
             ami_type=eks.NodegroupAmiType.AL2023_X86_64_STANDARD,
             labels={constants.NODE_ROLE_LABEL: constants.SYSTEM_NODE_ROLE},
-            min_size=2,
-            desired_size=2,
-            max_size=4,
+            min_size=system.min_nodes,
+            desired_size=system.min_nodes,
+            max_size=system.max_nodes,
+            disk_size=capacity.disks.system.min_gib,
             subnets=subnets,
         )
         # eks.Nodegroup rather than cluster.add_nodegroup_capacity: the latter silently adds
@@ -229,17 +283,19 @@ class NodeGroupCapacity(Construct):
             # Room for a NewCluster upgrade: the new cluster's workers (at their minimum) start
             # beside the running ones, up to their maximum; the Cluster Autoscaler adds them.
             max_size=capacity.max_nodes + capacity.min_nodes,
-            # A managed node group update (new AMI) replaces one node at a time, and waits on
-            # the workers' PodDisruptionBudget: never both replicas. Not forced: a forced update
-            # terminates a node whose worker the PDB protects (after EKS's drain time-out, which
-            # a Neuron replica that compiles can outlast); unforced, the update fails instead and
-            # can be retried once the other replica serves.
+            # A managed node group update (new AMI) drains one node at a time (max_unavailable)
+            # and waits on the workers' PodDisruptionBudget: never both replicas. Not forced: a
+            # forced update terminates a node whose worker the PDB protects (after EKS's 15-minute
+            # drain time-out, which a Neuron replica that compiles can outlast); unforced, the
+            # update fails instead and can be retried once the other replica serves.
             max_unavailable=1,
             force_update=False,
-            disk_size=ACCELERATOR_DISK_GIB,
+            # Its image, the weights and compile scratch (charts/capacity_plan.py).
+            disk_size=capacity.disks.accelerator_gib,
             subnets=subnets,
             tags=autoscaler_node_template_tags(accelerator, capacity.instance_types),
         )
+        without_surge(self.accelerator)
         self.device_plugin = install_device_plugin(cluster, accelerator)
 
 
@@ -320,6 +376,18 @@ class ClusterAutoscaler(Construct):
         )
         # Pod Identity credentials are injected at pod start: associate before the pod exists.
         self.chart.node.add_dependency(association)
+
+
+def without_surge(node_group: eks.Nodegroup) -> None:
+    """Updates replace a node by terminating it first (EKS's MINIMAL update strategy). The
+    DEFAULT strategy first adds up to twice as many nodes as the group has AZs (six in three
+    AZs), whatever max_unavailable says: accelerator instances that default quotas and regional
+    capacity often refuse, and that sit idle while the old nodes drain. MINIMAL never runs more
+    nodes than the group's size; a replica is down while its node is replaced, as with DEFAULT
+    (the drain evicts it either way). aws_eks_v2.Nodegroup has no property for it yet."""
+    cfn = node_group.node.default_child
+    assert isinstance(cfn, eks.CfnNodegroup)
+    cfn.add_property_override("UpdateConfig.UpdateStrategy", "MINIMAL")
 
 
 def autoscaler_node_template_tags(accelerator: Accelerator, instance_types: Sequence[str]) -> dict[str, str]:

@@ -5,6 +5,7 @@ when a request fails. The pipeline's post-deploy step starts it; so can anyone:
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -20,6 +21,72 @@ from constructs import Construct
 from charts.rbac import HA_DRILL_GROUP, ha_drill_rbac
 
 ROOT = Path(__file__).resolve().parent.parent
+# What the project runs: `python -m local.drill --backend kubernetes`, after installing this.
+DRILL_MODULE = "local.drill.__main__"
+DRILL_REQUIREMENTS = "local/drill/requirements.txt"
+# Imported by the drill only for its local backend (the local stack: Ray, Redis, network
+# namespaces), never on the Kubernetes path the project runs: left out of the asset.
+LOCAL_BACKEND_ONLY = frozenset({"local.stack"})
+
+
+def _module_file(root: Path, module: str) -> Path | None:
+    """The project file that defines `module`, if the project defines it."""
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(tree: ast.Module, package: str) -> set[str]:
+    """Every module an import statement names (in functions too: they run when called),
+    with `from x import y` counting x.y as well when y is a module. Imports under
+    `if TYPE_CHECKING:` are left out: they never run."""
+    names: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for statement in node.orelse:
+                visit(statement)
+            return
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return names
+
+
+def drill_sources(root: Path = ROOT) -> list[str]:
+    """The files the drill's CodeBuild project needs, relative to `root`: every project
+    module `python -m local.drill` imports, followed through their imports, with the
+    packages that hold them and the drill's requirements. Read from the code, so a new
+    import travels with the drill instead of failing in CodeBuild."""
+    files: set[Path] = {root / DRILL_REQUIREMENTS}
+    pending = [DRILL_MODULE]
+    seen: set[str] = set()
+    while pending:
+        module = pending.pop()
+        if module in seen or module in LOCAL_BACKEND_ONLY:
+            continue
+        seen.add(module)
+        path = _module_file(root, module)
+        if path is None:
+            continue  # the standard library or an installed package
+        files.add(path)
+        parts = module.split(".")
+        pending.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # its packages run first
+        package = module if path.stem == "__init__" else ".".join(parts[:-1])  # a package imports from itself
+        pending.extend(_imported_modules(ast.parse(path.read_text()), package))
+    return sorted(path.relative_to(root).as_posix() for path in files)
 
 
 def ha_drill_project_name(cluster_name: str) -> str:
@@ -42,12 +109,15 @@ class HaDrillProject(Construct):
         security_group: ec2.ISecurityGroup,
     ) -> None:
         super().__init__(scope, construct_id)
-        # Only the drill's own code travels: local/ without the local stack's state.
+        # Only what the drill runs travels (drill_sources): everything else is excluded,
+        # dot files too ("*" does not match them: .git would travel).
+        sources = drill_sources()
+        folders = sorted({parent.as_posix() for source in sources for parent in Path(source).parents} - {"."})
         source = s3_assets.Asset(
             self,
             "Source",
             path=str(ROOT),
-            exclude=["*", "!local", "!local/**", "local/**/__pycache__"],
+            exclude=["*", ".*", *(f"!{path}" for path in [*folders, *sources])],
         )
         key = kms.Key(self, "Key", description="HA drill build artifacts and logs", enable_key_rotation=True)
         self.project = codebuild.Project(

@@ -10,12 +10,50 @@ checks below only judge a real answer.
 
 from __future__ import annotations
 
-from typing import Protocol
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
 
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
 from stacks.settings import MIN_EXISTING_SUBNET_AZS, NetworkSettings, SettingsError
+from stacks.vpc_endpoints import VpcEndpoints
+
+# What the CDK CLI puts in the context for a lookup that failed (no credentials, no access):
+# the error, and a mark that keeps it out of cdk.context.json.
+PROVIDER_ERROR_KEY = "$providerError"
+CONTEXT_FILE = "cdk.context.json"
+
+
+class LookupFailed(Exception):
+    """A context lookup (the existing VPC) failed: the CLI's reason, and what to do."""
+
+
+def check_lookups(context: Mapping[str, Any], vpc_id: str | None) -> None:
+    """Raises LookupFailed when the CLI could not look the VPC up: its reason, alone, instead
+    of what CloudFormation's validation would say of CDK's placeholder VPC and subnets."""
+    errors = [str(value[PROVIDER_ERROR_KEY]) for value in context.values()
+              if isinstance(value, dict) and PROVIDER_ERROR_KEY in value]
+    if errors:
+        raise LookupFailed(
+            f"the existing VPC {vpc_id} could not be looked up: {'; '.join(dict.fromkeys(errors))}. Run `cdk synth` "
+            "once with credentials for that account and region (EC2 DescribeVpcs, DescribeSubnets, "
+            f"DescribeRouteTables through the bootstrap lookup role); the answer is kept in {CONTEXT_FILE}, which "
+            "later synths read offline"
+        )
+
+
+def remove_empty_context_file(directory: Path) -> None:
+    """The CLI writes cdk.context.json before it synthesizes again, even when the lookup
+    failed and there is nothing to keep: an empty file would only mislead the next run."""
+    path = directory / CONTEXT_FILE
+    try:
+        if json.loads(path.read_text()) == {}:
+            path.unlink()
+    except (OSError, ValueError):
+        return
 
 
 class Network(Protocol):
@@ -45,6 +83,7 @@ class ExistingNetwork(Construct):
         self._requested_vpc_id = settings.vpc_id
         self.vpc = ec2.Vpc.from_lookup(self, "Vpc", vpc_id=settings.vpc_id)
         self.private_subnets: list[ec2.ISubnet] = list(self.vpc.private_subnets)
+        self.endpoints: VpcEndpoints | None = None
         if not self.looked_up:
             return  # CDK's placeholder: the CLI looks the VPC up and synthesizes again.
         if settings.private_subnet_ids is not None:
@@ -60,6 +99,11 @@ class ExistingNetwork(Construct):
                 "another AZ, or name them with privateSubnetIds (refresh the cached lookup with "
                 "`cdk context --reset <key>` after changing the VPC)"
             ])
+        # Only when asked (vpcEndpoints): the VPC's owner decides what its route tables and DNS
+        # carry, and a second S3 gateway endpoint on a route table fails to deploy.
+        self.endpoints = VpcEndpoints(
+            self, "Endpoints", vpc=self.vpc, subnets=self.private_subnets, mode=settings.endpoints
+        )
 
     @property
     def looked_up(self) -> bool:

@@ -8,7 +8,7 @@ from charts.helm import HelmChartRef
 KUBERAY_OPERATOR = HelmChartRef(
     repository="https://ray-project.github.io/kuberay-helm/",
     chart="kuberay-operator",
-    version="1.7.0",
+    version="1.7.2",
 )
 EXTERNAL_SECRETS = HelmChartRef(
     repository="https://charts.external-secrets.io",

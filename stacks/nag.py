@@ -34,6 +34,10 @@ KUBECTL_PROVIDER = (
     "(basic + VPC execution, ECR read-only for chart pulls) is defined by the library."
 )
 
+VPC_CIDR_INGRESS = (
+    "The VPC interface endpoints admit HTTPS from the VPC's own CIDR block only; for a VPC this app creates, "
+    "the block is a deploy-time attribute the rule cannot read."
+)
 LAMBDA_EXECUTION = (
     "Lambda execution roles: AWSLambdaBasicExecutionRole (its own log streams) and "
     "AWSLambdaVPCAccessExecutionRole (ENIs in the VPC), as the Lambda documentation prescribes."
@@ -64,6 +68,15 @@ def acknowledge_findings(system: ServingSystem) -> None:
         "AmazonEC2ContainerRegistryReadOnly",
     ):
         _acknowledge(cluster, _managed_policy(policy), EKS_SERVICE_POLICIES)
+    existing_network = getattr(system.cluster, "existing_network", None)
+    for endpoints in (system.network.endpoints if system.network else None,
+                      existing_network.endpoints if existing_network else None):
+        if endpoints is not None and endpoints.interfaces:
+            _acknowledge(endpoints, "AwsSolutions-EC23", VPC_CIDR_INGRESS)
+    # The node role of the Auto Mode NodeClasses: what EKS documents for Auto Mode nodes.
+    if system.cluster.accelerator_pool is not None:
+        for policy in ("AmazonEKSWorkerNodeMinimalPolicy", "AmazonEC2ContainerRegistryPullOnly"):
+            _acknowledge(system.cluster.accelerator_pool.node_role, _managed_policy(policy), EKS_SERVICE_POLICIES)
     node_group_scopes = [system.cluster.node_groups, *(system.batch.node_groups.values() if system.batch else [])]
     for scope in filter(None, node_group_scopes):
         for policy in ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"):

@@ -8,6 +8,8 @@ import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
+from stacks.vpc_endpoints import VpcEndpoints
+
 AZ_COUNT = 3
 
 
@@ -16,7 +18,9 @@ class NetworkStack(cdk.Stack):
     pods (the VPC CNI gives pods VPC addresses, hence /19s) and the cache.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, cluster_name: str, **kwargs: Any) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, cluster_name: str, endpoints: str = "s3", **kwargs: Any
+    ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.vpc = ec2.Vpc(
             self,
@@ -44,6 +48,8 @@ class NetworkStack(cdk.Stack):
         for subnet in self.vpc.private_subnets:
             cdk.Tags.of(subnet).add("kubernetes.io/role/internal-elb", "1")
         cdk.Tags.of(self.vpc).add(f"kubernetes.io/cluster/{cluster_name}", "shared")
+        # Image layers and the compiled artifacts skip the NAT gateways (stacks/vpc_endpoints.py).
+        self.endpoints = VpcEndpoints(self, "Endpoints", vpc=self.vpc, subnets=self.vpc.private_subnets, mode=endpoints)
 
     @property
     def availability_zones(self) -> list[str]:

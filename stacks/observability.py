@@ -134,6 +134,23 @@ class AvailabilityAlarm(Construct):
         )
         self.alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.topic))
         self.alarm.add_ok_action(cloudwatch_actions.SnsAction(self.topic))
+        # The topic's policy must allow CloudWatch to publish, too: `enforce_ssl` gives it a
+        # policy holding only the TLS Deny, and a topic with a policy accepts nothing it does
+        # not allow (the alarm's history then says "not authorized to perform SNS:Publish").
+        # Only this alarm, of this account: the topic policy depends on the alarm and the
+        # topic, and nothing depends on it, so the exact ARN makes no cycle.
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowAvailabilityAlarmPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnEquals": {"aws:SourceArn": self.alarm.alarm_arn},
+                },
+            )
+        )
 
 
 def serving_dashboard(

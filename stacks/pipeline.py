@@ -24,13 +24,49 @@ ROOT = Path(__file__).resolve().parent.parent
 # self-mutates with.
 _NODE_PINS = json.loads((ROOT / "package.json").read_text())["devDependencies"]
 CDK_CLI_VERSION = _NODE_PINS["aws-cdk"]
-# The asset publishing steps install this cdk-assets (CDK Pipelines' default is the latest).
-CDK_ASSETS_VERSION = _NODE_PINS["cdk-assets"]
+# CDK Pipelines installs `cdk-assets@<this>` in every asset step (its default is the latest);
+# the publisher below shadows it on PATH. Pinned so the step installs the same every time.
+CDK_PIPELINES_CDK_ASSETS = "4.7.3"
 # Docker image assets build on the Neuron DLC and Ray LLM bases, about 10 GB each (some
 # 30 GB unpacked, plus the build's layers): the default small CodeBuild (3 GB memory,
 # 64 GB disk) runs out; medium has 7 GB and 128 GB. CDK Pipelines applies one size to all
 # asset projects; the file assets take seconds on it.
 ASSET_BUILD_COMPUTE = codebuild.ComputeType.MEDIUM
+
+# The asset steps run `cdk-assets --path <manifest> publish <asset>`, but even the newest
+# cdk-assets (4.7.3) reads cloud assembly schema 54 at most, and aws-cdk-lib writes 55: it
+# fails on every manifest. So they publish with the project's asset publisher: the same
+# command line on the published cdk-assets library, pinned with a schema that reads 55
+# (tools/asset-publisher: package.json and its lockfile). The asset steps get only the
+# cloud assembly, so the synth step stages it there; the steps install it from its lockfile
+# and put it first on PATH, after CDK Pipelines' own install of cdk-assets.
+ASSET_PUBLISHER = "tools/asset-publisher"
+STAGED_PUBLISHER = "asset-publisher"  # in the cloud assembly
+STAGE_PUBLISHER = [
+    f"rm -rf cdk.out/{STAGED_PUBLISHER}",
+    f"cp -R {ASSET_PUBLISHER} cdk.out/{STAGED_PUBLISHER}",
+    f"rm -rf cdk.out/{STAGED_PUBLISHER}/node_modules",
+]
+_PUBLISHER = json.loads((ROOT / ASSET_PUBLISHER / "package.json").read_text())
+# The Node.js the publisher's package asks for ("engines": the project's Node 24, on which
+# the tests run it), as a CodeBuild runtime version. standard:8.0 has Node 22 and 24;
+# standard:7.0, CDK Pipelines' default, only 18 and 20, both past their end of life.
+PUBLISHER_NODE = _PUBLISHER["engines"]["node"].removeprefix(">=")
+ASSET_BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_8_0
+INSTALL_PUBLISHER = [
+    f"npm ci --prefix {STAGED_PUBLISHER} --no-audit --no-fund --loglevel=error",
+    # Zip artifacts may drop the executable bit.
+    f"chmod +x {STAGED_PUBLISHER}/bin/cdk-assets",
+    f'export PATH="$CODEBUILD_SRC_DIR/{STAGED_PUBLISHER}/bin:$PATH"',
+]
+ASSET_PUBLISHING_SPEC: dict[str, Any] = {
+    "version": "0.2",
+    "phases": {
+        "install": {"runtime-versions": {"nodejs": PUBLISHER_NODE}},
+        # After the install phase, where CDK Pipelines installs its cdk-assets.
+        "pre_build": {"commands": INSTALL_PUBLISHER},
+    },
+}
 
 # Starts the drill's CodeBuild project (in the VPC, where the private API endpoint and the
 # internal load balancer are) and waits for it; its failure fails the pipeline.
@@ -60,9 +96,12 @@ class PipelineStack(cdk.Stack):
             "Pipeline",
             pipeline_type=codepipeline.PipelineType.V2,
             cli_version=CDK_CLI_VERSION,
-            cdk_assets_cli_version=CDK_ASSETS_VERSION,
+            cdk_assets_cli_version=CDK_PIPELINES_CDK_ASSETS,
             asset_publishing_code_build_defaults=pipelines.CodeBuildOptions(
-                build_environment=codebuild.BuildEnvironment(compute_type=ASSET_BUILD_COMPUTE)
+                build_environment=codebuild.BuildEnvironment(
+                    build_image=ASSET_BUILD_IMAGE, compute_type=ASSET_BUILD_COMPUTE
+                ),
+                partial_build_spec=codebuild.BuildSpec.from_object(ASSET_PUBLISHING_SPEC),
             ),
             # Artifacts encrypted with a KMS key of their own (rotated), as cdk-nag asks.
             cross_account_keys=True,
@@ -70,8 +109,9 @@ class PipelineStack(cdk.Stack):
             synth=pipelines.ShellStep(
                 "Synth",
                 input=source,
-                # The same commands as on a laptop: a venv, Node 24 and the pinned CLI.
-                commands=["make synth"],
+                # The same commands as on a laptop (a venv, Node 24 and the pinned CLI),
+                # then the asset publisher into the cloud assembly for the asset steps.
+                commands=["make synth", *STAGE_PUBLISHER],
                 primary_output_directory="cdk.out",
             ),
         )

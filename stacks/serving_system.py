@@ -44,7 +44,7 @@ def add_serving_system(scope: Construct, settings: Settings) -> ServingSystem:
     network_stack: NetworkStack | None = None
     if settings.network.vpc_id is None:
         network_stack = NetworkStack(
-            scope, f"{name}-network", cluster_name=name, env=env,
+            scope, f"{name}-network", cluster_name=name, endpoints=settings.network.endpoints, env=env,
             description="Ray Serve HA on EKS: VPC over three AZs",
         )
     cluster: ClusterStack | ExistingClusterStack

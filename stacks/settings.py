@@ -32,6 +32,7 @@ from pydantic.fields import FieldInfo
 
 from charts.accelerators import (
     ACCELERATORS,
+    CPU_BATCH_DOCKERFILE,
     CPU_INSTANCE_TYPES,
     DEFAULT_ACCELERATOR,
     Accelerator,
@@ -46,6 +47,18 @@ from charts.batch import (
     check_distinct_teams,
     longest_job_suffix,
 )
+from charts.capacity_plan import (
+    AUTO_MODE_DEFAULT_DISK_GIB,
+    MAX_SYSTEM_NODES,
+    NodeDisk,
+    SystemNodes,
+    accelerator_node_disk,
+    system_node_disk,
+    system_nodes,
+    team_head,
+    team_node_disk,
+)
+from charts.images import BATCH_IMAGES, CUSTOM_TEAM_IMAGE, ContainerImage
 from charts.profiles import HF_MODEL_ID, HF_MODEL_ID_RULE, MISTRAL_7B_INSTRUCT
 from charts.ray_pods import MAX_RAYJOB_NAME_LENGTH
 from charts.serve_config import MIN_REPLICAS
@@ -77,6 +90,12 @@ MAX_TEAM_WORKERS = 100
 # NodePool may launch; in node-groups mode a worker must also fit one of `CPU_INSTANCE_TYPES`.
 MAX_TEAM_WORKER_CPUS = 192
 MAX_TEAM_WORKER_MEMORY_GIB = 1536
+# A managed node group's disk: EKS's default is 20 GiB; gp3 volumes go up to 16 TiB.
+MIN_NODE_DISK_GIB = 20
+MAX_NODE_DISK_GIB = 16384
+# VPC endpoints the project adds: an S3 gateway endpoint (free; image layers, the compiled
+# artifacts), and with "s3+ecr" also interface endpoints for ECR and EKS Pod Identity.
+VPC_ENDPOINT_CHOICES = ("none", "s3", "s3+ecr")
 
 # ElastiCache node types a new replication group can be created on, by family. Source: the
 # ElastiCache API Reference, CacheNode, "The following node types are supported by
@@ -324,6 +343,8 @@ TeamMinWorkers = Annotated[int, _strict, Field(ge=0, le=MAX_TEAM_WORKERS)]
 TeamMaxWorkers = Annotated[int, _strict, Field(ge=1, le=MAX_TEAM_WORKERS)]
 TeamCapacityType = Annotated[str, _strict, AfterValidator(_one_of(CAPACITY_TYPES))]
 Image = Annotated[str, _strict, AfterValidator(_matching(_IMAGE, "must be an image reference"))]
+DiskGib = Annotated[CliInt, Field(ge=MIN_NODE_DISK_GIB, le=MAX_NODE_DISK_GIB)]
+VpcEndpoints = Annotated[str, _strict, AfterValidator(_one_of(VPC_ENDPOINT_CHOICES))]
 
 # --- bring your own VPC or cluster: value types -----------------------------------------
 # EC2 ids: the prefix and 8 (older) or 17 hex digits.
@@ -477,6 +498,12 @@ class SettingsModel(BaseModel):
     accelerator_max_nodes: NodeCount = Field(
         4, alias="acceleratorMaxNodes", description=f"{MIN_ACCELERATOR_NODES}–{MAX_ACCELERATOR_NODES}"
     )
+    accelerator_node_disk_gib: DiskGib | None = Field(
+        None, alias="acceleratorNodeDiskGib",
+        description="unset: what a serving node keeps (its image, the weights, compile scratch; "
+        "`charts/capacity_plan.py`), rounded up; else "
+        f"{MIN_NODE_DISK_GIB}–{MAX_NODE_DISK_GIB} GiB and at least that",
+    )
     gcs_store_engine: GcsEngine = Field(
         "redis", alias="gcsStoreEngine", description=", ".join(GCS_ENGINE_VERSIONS)
     )
@@ -553,6 +580,14 @@ class SettingsModel(BaseModel):
         None, alias="privateSubnetIds",
         description=f"with `vpcId`: the private subnets (with a NAT route) in ≥ {MIN_EXISTING_SUBNET_AZS} AZs "
         "for nodes, pods, Redis and the helpers; unset: every private subnet of the VPC",
+    )
+
+    vpc_endpoints: VpcEndpoints | None = Field(
+        None, alias="vpcEndpoints",
+        description="unset: `s3` for a new VPC, `none` for an existing one (`vpcId`); `s3`: an S3 gateway "
+        "endpoint on the private subnets' route tables (free: image layers and the compiled artifacts skip the NAT "
+        "gateways); `s3+ecr`: also interface endpoints for ECR (`ecr.api`, `ecr.dkr`) and EKS Pod Identity "
+        "(`eks-auth`); `none`",
     )
 
     existing_cluster_name: EksClusterName | None = Field(
@@ -639,8 +674,13 @@ class SettingsModel(BaseModel):
                                ("pipelineConnectionArn", self.pipeline_connection_arn)):
                 if value is None and ok(key):
                     problems.append(f"{key}: must be set when pipeline=true")
+        team_problems = []
         if ok("batchTeams", "capacityMode"):
-            problems += self._team_problems(team_indexes or list(range(len(self.batch_teams))))
+            team_problems = self._team_problems(team_indexes or list(range(len(self.batch_teams))))
+            problems += team_problems
+        if not team_problems and ok("batchTeams", "capacityMode", "accelerator", "acceleratorNodeDiskGib",
+                                    "acceleratorMinNodes", "acceleratorMaxNodes"):
+            problems += self._node_problems()
         problems += self._existing_infrastructure_problems(ok)
         return problems
 
@@ -701,6 +741,56 @@ class SettingsModel(BaseModel):
                 problems.append(f"batchTeams: {error}")
         return problems
 
+    # --- what the nodes must hold ----------------------------------------------------------
+
+    def _node_problems(self) -> list[str]:
+        problems = []
+        accelerator = ACCELERATORS[self.accelerator]
+        need = accelerator_node_disk(accelerator)
+        if self.accelerator_node_disk_gib is not None and self.accelerator_node_disk_gib < need.min_gib:
+            problems.append(
+                f"acceleratorNodeDiskGib={self.accelerator_node_disk_gib}: a {need.role} keeps {need.explain()}; "
+                f"set at least {need.min_gib}, or leave it unset"
+            )
+        if self.capacity_mode == "auto-mode":
+            # Team pools use Auto Mode's default NodeClass, whose disk this project does not set.
+            for index, team in enumerate(self.batch_teams):
+                team_disk = team_node_disk(team.name, team_image(team))
+                if team_disk.min_gib > AUTO_MODE_DEFAULT_DISK_GIB:
+                    problems.append(
+                        f"batchTeams[{index}]: a {team_disk.role} keeps {team_disk.explain()}, more than the "
+                        f"{AUTO_MODE_DEFAULT_DISK_GIB} GiB of EKS Auto Mode's default NodeClass"
+                    )
+        else:
+            nodes, head = self.system_nodes, team_head("head")
+            if nodes.max_nodes > MAX_SYSTEM_NODES:
+                problems.append(
+                    f"batchTeams: {len(self.batch_teams)} teams need {nodes.max_nodes} {nodes.instance_type} system "
+                    f"nodes for their Ray heads (a head of {head.cpu_milli / 1000:g} CPUs and "
+                    f"{head.memory_mib / 1024:g} GiB each, plus the serving head, an upgrade's second head, the chat "
+                    f"UI and the operators); a managed node group holds at most {MAX_SYSTEM_NODES}: use fewer teams, "
+                    "or capacityMode=auto-mode"
+                )
+        return problems
+
+    @property
+    def system_nodes(self) -> SystemNodes:
+        return system_nodes(
+            autoscaling=self.accelerator_max_nodes > self.accelerator_min_nodes,
+            teams=[team.name for team in self.batch_teams],
+        )
+
+    def node_disks(self) -> NodeDisks:
+        accelerator = ACCELERATORS[self.accelerator]
+        serving = accelerator_node_disk(accelerator)
+        heads = system_node_disk(accelerator, [team_image(t) for t in self.batch_teams])
+        return NodeDisks(
+            accelerator=serving,
+            accelerator_gib=self.accelerator_node_disk_gib or serving.min_gib,
+            system=heads,
+            teams={t.name: team_node_disk(t.name, team_image(t)) for t in self.batch_teams},
+        )
+
     # --- the tree the stacks read -----------------------------------------------------------
 
     def settings(self) -> Settings:
@@ -718,6 +808,8 @@ class SettingsModel(BaseModel):
                 instance_types=self.instance_types,
                 min_nodes=self.accelerator_min_nodes,
                 max_nodes=self.accelerator_max_nodes,
+                disks=self.node_disks(),
+                system_nodes=self.system_nodes,
             ),
             gcs_store=GcsStoreSettings(
                 engine=self.gcs_store_engine, engine_version=self.engine_version, node_type=self.gcs_store_node_type
@@ -736,7 +828,11 @@ class SettingsModel(BaseModel):
                 connection_arn=self.pipeline_connection_arn,
             ),
             batch_teams=self.batch_teams,
-            network=NetworkSettings(vpc_id=self.vpc_id, private_subnet_ids=self.private_subnet_ids),
+            network=NetworkSettings(
+                vpc_id=self.vpc_id,
+                private_subnet_ids=self.private_subnet_ids,
+                endpoints=self.vpc_endpoints or ("none" if self.vpc_id else "s3"),
+            ),
             existing_cluster=None if self.existing_cluster_name is None else ExistingClusterSettings(
                 name=self.existing_cluster_name,
                 security_group_id=self.existing_cluster_security_group_id or "",
@@ -771,12 +867,28 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True)
+class NodeDisks:
+    """What each kind of node keeps on its disk (charts/capacity_plan.py), and the disks."""
+
+    accelerator: NodeDisk
+    # The serving nodes' disk: acceleratorNodeDiskGib, or what `accelerator` needs.
+    accelerator_gib: int
+    # Nodes of the Ray heads and the UI (node-groups: the system group; Auto Mode: the heads pool).
+    system: NodeDisk
+    # Each batch team's nodes, by team name.
+    teams: dict[str, NodeDisk]
+
+
+@dataclass(frozen=True)
 class CapacitySettings:
     accelerator: Accelerator
     mode: str
     instance_types: tuple[str, ...]
     min_nodes: int
     max_nodes: int
+    disks: NodeDisks
+    # node-groups mode: the system node group's type and bounds.
+    system_nodes: SystemNodes
 
     @property
     def auto_mode(self) -> bool:
@@ -834,6 +946,8 @@ class NetworkSettings:
     vpc_id: str | None
     # None: every private subnet of the existing VPC.
     private_subnet_ids: tuple[str, ...] | None
+    # One of VPC_ENDPOINT_CHOICES.
+    endpoints: str
 
 
 @dataclass(frozen=True)
@@ -1018,6 +1132,15 @@ def batch_team(team: BatchTeamSettings, ray_image: str) -> BatchTeam:
         name=team.name, namespace=team.namespace, ray_image=team.ray_image or ray_image, worker_shape=shape,
         min_workers=team.min_workers, max_workers=team.max_workers, capacity_type=team.capacity_type,  # type: ignore[arg-type]
     )
+
+
+def team_image(team: BatchTeamSettings) -> ContainerImage:
+    """The image a team's head and workers run (charts/images.py): the project's batch image
+    for its devices, or, for its own `rayImage`, the largest of them (an assumption)."""
+    if team.ray_image is not None:
+        return CUSTOM_TEAM_IMAGE
+    accelerator = accelerator_of_instance_type(team.instance_type) if team.instance_type else None
+    return BATCH_IMAGES[accelerator.batch_dockerfile if accelerator else CPU_BATCH_DOCKERFILE]
 
 
 def _validation_team(team: BatchTeamSettings) -> BatchTeam:

@@ -23,6 +23,7 @@ from charts.helm import HelmChartRef
 from stacks.settings import Settings
 from tests.conftest import ROOT, context, synthesize
 from tests.crd_schemas import schema_errors
+from tests.test_cluster import manifests
 from tests.test_placement import accelerator_capacity, tolerates
 from tests.test_serving import the_rayservice
 
@@ -54,6 +55,7 @@ ACME = replace(
     },
     default_instance_type="acme1.2xlarge",
     ui_device_word="Acme chip",
+    compile_scratch_gb=2.0,
 )
 ACME_TEAM = {"name": "acme-team", "namespace": "team-acme", "instanceType": "acme1.8xlarge", "maxWorkers": 2}
 
@@ -113,12 +115,8 @@ def test_workers_land_on_its_capacity_and_ask_for_its_device(request, fixture):
 
 
 def test_auto_mode_pool_selects_its_instance_family(acme_auto_mode):
-    pools = [
-        obj
-        for resource in acme_auto_mode.cluster.find_resources("Custom::AWSCDK-EKS-KubernetesResource").values()
-        for obj in json.loads(resource["Properties"]["Manifest"])
-        if obj["kind"] == "NodePool"
-    ]
+    pools = [obj for obj in manifests(acme_auto_mode.cluster)
+             if obj["kind"] == "NodePool" and obj["metadata"]["name"] != constants.HEADS_POOL]
     (pool,) = pools
     assert schema_errors(pool) == []
     requirements = {r["key"]: r["values"] for r in pool["spec"]["template"]["spec"]["requirements"]}

@@ -208,7 +208,7 @@ def test_head_holds_no_work_and_stays_off_team_nodes(team):
     terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     as_sets = [{(e["key"], tuple(e["values"])) for e in t["matchExpressions"]} for t in terms]
     assert as_sets == [
-        {("karpenter.sh/nodepool", ("general-purpose",)), ("karpenter.sh/capacity-type", ("on-demand",))},
+        {("karpenter.sh/nodepool", (constants.HEADS_POOL,)), ("karpenter.sh/capacity-type", ("on-demand",))},
         {(constants.NODE_ROLE_LABEL, ("system",)), ("eks.amazonaws.com/capacityType", ("ON_DEMAND",))},
     ]
     assert head["template"]["metadata"]["annotations"] == {"karpenter.sh/do-not-disrupt": "true"}

@@ -110,6 +110,25 @@ def test_node_groups_mode_gives_each_team_a_tainted_node_group(node_groups):
     assert not of_kind(batch_objects(node_groups), "NodePool")
     # The Cluster Autoscaler grows a team's group from its minimum as the Ray autoscaler adds workers.
     assert groups["analytics"]["ScalingConfig"] == {"MinSize": 0, "DesiredSize": 0, "MaxSize": 4}
+    # Disks hold the team's image and Ray's spill space (EKS's default would be 20 GiB):
+    # batch (cpu) 3.5 + 10 + 1.5 + 10 = 25 GB -> 40 GiB; the Neuron team runs the CPU image too.
+    assert (groups["analytics"]["DiskSize"], groups["vision"]["DiskSize"]) == (40, 40)
+    # Accelerator instances are replaced without a surge of extra nodes; CPU ones as EKS's default.
+    assert groups["vision"]["UpdateConfig"] == {"UpdateStrategy": "MINIMAL"}
+    assert "UpdateConfig" not in groups["analytics"]
+
+
+def test_node_groups_mode_sizes_the_system_group_for_the_team_heads(node_groups):
+    from aws_cdk.assertions import Template
+
+    system = next(g["Properties"] for g in Template.from_stack(node_groups.system.cluster).find_resources(
+        "AWS::EKS::Nodegroup").values() if g["Properties"]["Labels"].get("ray-serve-ha.dev/node-role") == "system")
+    # Three heads (serving and two teams), one per m7i.xlarge; at most a node for an upgrade's
+    # head and one for the small pods the scheduler may have spread over the others.
+    assert system["ScalingConfig"] == {"MinSize": 3, "DesiredSize": 3, "MaxSize": 5}
+    # Their images: ray-serve (neuron) twice (an upgrade), the CPU batch image, the UI, operators,
+    # DaemonSets and the OS: 79.1 GB x 1.25 / 0.85 = 108.3 GiB -> 110.
+    assert system["DiskSize"] == 110
 
 
 def test_a_gpu_team_next_to_neuron_serving_gets_the_nvidia_device_plugin():

@@ -96,7 +96,8 @@ def test_storage_namespace_is_left_to_kuberay(rayservice, cluster):
 
 
 def test_no_legacy_fault_tolerance_settings(rayservice, head_pod, cluster):
-    assert "annotations" not in rayservice["metadata"]
+    # The one annotation is the initializing time-out: no ray.io/ft-enabled, no storage namespace.
+    assert set(rayservice["metadata"]["annotations"]) == {"ray.io/initializing-timeout"}
     head_env = env_of(head_pod["spec"]["containers"][0])
     for legacy in ("RAY_REDIS_ADDRESS", "REDIS_PASSWORD", "REDIS_USERNAME"):
         assert legacy not in head_env
@@ -186,7 +187,7 @@ def test_head_runs_on_on_demand_general_purpose_or_system_nodes_and_is_not_conso
     ]
     as_sets = [{(e["key"], tuple(e["values"])) for e in t["matchExpressions"]} for t in terms]
     assert as_sets == [
-        {("karpenter.sh/nodepool", ("general-purpose",)), ("karpenter.sh/capacity-type", ("on-demand",))},
+        {("karpenter.sh/nodepool", (constants.HEADS_POOL,)), ("karpenter.sh/capacity-type", ("on-demand",))},
         {
             (constants.NODE_ROLE_LABEL, (constants.SYSTEM_NODE_ROLE,)),
             ("eks.amazonaws.com/capacityType", ("ON_DEMAND",)),
@@ -434,3 +435,24 @@ def test_serve_service_with_node_groups_uses_the_cloud_provider_nlb():
 def test_unknown_load_balancer_kind_is_refused():
     with pytest.raises(ValueError, match="serve_load_balancer 'alb' is not one of: auto-mode, node-groups"):
         eks_inputs("neuron", capacity_mode="alb")
+
+
+@pytest.mark.parametrize(("accelerator_name", "minutes"), [("neuron", 30), ("nvidia", 15)])
+def test_kuberay_gives_up_only_after_a_first_start_could_have_finished(accelerator_name, minutes):
+    from charts.accelerators import ACCELERATORS
+    from charts.replica_start import NODE_LAUNCH_S, start_seconds
+
+    rayservice = rayservice_spec(eks_inputs(accelerator_name))
+    assert rayservice["metadata"]["annotations"] == {"ray.io/initializing-timeout": f"{minutes}m"}
+    # A first deploy: a node launches, the image is pulled, the weights downloaded, the model
+    # compiled (no cache yet) and loaded; the time-out leaves that twice over.
+    first_start_s = NODE_LAUNCH_S + start_seconds(ACCELERATORS[accelerator_name], cached=False)
+    assert minutes * 60 >= 2 * first_start_s
+    # Neuron: 120 s + 53 + 15 + 49 + 600 + 40 = 877 s; NVIDIA: 120 + 40 + 15 + 49 + 90 + 30 = 344 s.
+    assert first_start_s == {"neuron": 877, "nvidia": 344}[accelerator_name]
+
+
+def test_the_kind_profile_sets_no_initializing_timeout():
+    from charts.profiles import KindDeployment, kind_rayservice_inputs
+
+    assert "annotations" not in rayservice_spec(kind_rayservice_inputs(KindDeployment()))["metadata"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -74,13 +75,56 @@ BAD = {
         "m7i.4xlarge (15 CPU, 53 GiB for a worker), m7i.8xlarge (31 CPU, 110 GiB for a worker), "
         "m7i.16xlarge (63 CPU, 219 GiB for a worker)\n",
     ),
+    "a pipeline without its settings": (
+        ["-c", "pipeline=true"],
+        "error: Invalid settings (4 problems). Fix them in cdk.json or with -c key=value:\n"
+        "  - account: must be set when pipeline=true\n"
+        "  - region: must be set when pipeline=true\n"
+        "  - pipelineRepository: must be set when pipeline=true\n"
+        "  - pipelineConnectionArn: must be set when pipeline=true\n",
+    ),
 }
 
 
 @pytest.mark.parametrize("args,message", BAD.values(), ids=BAD.keys())
 def test_bad_settings_fail_with_one_message_and_no_stack_trace(tmp_path, args, message):
     result = cdk(*args, outdir=tmp_path)
-    assert result.returncode != 0
-    assert message in result.stderr
+    assert result.returncode == 1
+    # The app's one message, then only the CLI's own line about the app's exit status.
+    assert result.stderr.startswith(message)
+    assert result.stderr[len(message):].strip() == ".venv/bin/python app.py: Subprocess exited with error 1"
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.glob("*.template.json"))
+
+
+def test_an_existing_vpc_without_credentials_names_the_lookup_alone(tmp_path):
+    # A copy of the project without cdk.context.json, as a new user's clone is; no AWS
+    # credentials anywhere (environment, files, instance metadata).
+    project = tmp_path / "project"
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in tracked.split():
+        if name != "cdk.context.json" and (ROOT / name).is_file():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, project / name)
+    for name in (".venv", "node_modules"):
+        (project / name).symlink_to(ROOT / name)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(CDK_DISABLE_VERSION_CHECK="1", AWS_EC2_METADATA_DISABLED="true",
+               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    result = subprocess.run(
+        [str(CDK), "synth", "--quiet", "--no-notices", "-o", str(tmp_path / "out"),
+         "-c", "account=111122223333", "-c", "region=us-east-2", "-c", "vpcId=vpc-0a1b2c3d4e5f60718"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    # The reason first, and nothing about CDK's placeholder VPC and subnets.
+    assert errors[0].startswith(
+        "error: the existing VPC vpc-0a1b2c3d4e5f60718 could not be looked up: Need to perform AWS calls for "
+        "account 111122223333, but no credentials have been configured. Run `cdk synth` once with credentials"
+    ), result.stderr
+    assert [line for line in errors if "error" in line.lower()][1:] == [
+        ".venv/bin/python app.py: Subprocess exited with error 1"
+    ], result.stderr
+    assert "does not match" not in result.stderr and "Traceback" not in result.stderr
+    assert not (project / "cdk.context.json").exists()

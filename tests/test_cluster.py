@@ -18,10 +18,24 @@ from tests.crd_schemas import schema_errors
 ADMIN_ROLE = "arn:aws:iam::123456789012:role/PlatformAdmin"
 
 
+def _token_text(token: dict) -> str:
+    """A deploy-time value as a plausible literal, so the manifest parses and validates."""
+    text = json.dumps(token)
+    if "Subnet" in text:
+        return "subnet-0123456789abcdef0"
+    if "SecurityGroup" in text:
+        return "sg-0123456789abcdef0"
+    return "token"
+
+
 def manifests(template) -> list[dict]:
     objects = []
     for resource in template.find_resources("Custom::AWSCDK-EKS-KubernetesResource").values():
-        objects.extend(json.loads(resource["Properties"]["Manifest"]))
+        manifest = resource["Properties"]["Manifest"]
+        if isinstance(manifest, dict):
+            separator, parts = manifest["Fn::Join"]
+            manifest = separator.join(p if isinstance(p, str) else _token_text(p) for p in parts)
+        objects.extend(json.loads(manifest))
     return objects
 
 
@@ -114,14 +128,18 @@ def test_auto_mode_enables_the_built_in_system_and_general_purpose_pools(default
     [("default_system", NEURON, "inf2"), ("auto_mode_nvidia", NVIDIA, "g6e")],
 )
 def test_auto_mode_adds_an_on_demand_accelerator_node_pool(request, system_fixture, accelerator, family):
-    pools = [m for m in manifests(request.getfixturevalue(system_fixture).cluster) if m["kind"] == "NodePool"]
-    assert len(pools) == 1
-    pool = pools[0]
+    pools = {m["metadata"]["name"]: m for m in manifests(request.getfixturevalue(system_fixture).cluster)
+             if m["kind"] == "NodePool"}
+    assert sorted(pools) == sorted([constants.accelerator_pool_name(accelerator.name), constants.HEADS_POOL])
+    pool = pools[constants.accelerator_pool_name(accelerator.name)]
     assert schema_errors(pool) == []
     template = pool["spec"]["template"]
     assert template["metadata"]["labels"] == {constants.ACCELERATOR_LABEL: accelerator.name}
     assert template["spec"]["taints"] == [{"key": accelerator.taint_key, "effect": "NoSchedule"}]
-    assert template["spec"]["nodeClassRef"] == {"group": "eks.amazonaws.com", "kind": "NodeClass", "name": "default"}
+    # A NodeClass of its own (its disk: test_auto_mode_node_classes_size_their_disks_from_the_image_table).
+    assert template["spec"]["nodeClassRef"] == {
+        "group": "eks.amazonaws.com", "kind": "NodeClass", "name": constants.accelerator_node_class(accelerator.name)
+    }
     requirements = {r["key"]: r["values"] for r in template["spec"]["requirements"]}
     assert requirements["eks.amazonaws.com/instance-family"] == [family]
     assert requirements["karpenter.sh/capacity-type"] == ["on-demand"]
@@ -133,14 +151,20 @@ def test_node_pool_limits_hold_the_max_nodes_and_an_upgrades_new_cluster():
     assert pool["spec"]["limits"] == {"cpu": "256", "memory": "1024Gi"}
 
 
+def accelerator_pool(synthesized) -> dict:
+    (pool,) = [m for m in manifests(synthesized.cluster)
+               if m["kind"] == "NodePool" and m["metadata"]["name"] != constants.HEADS_POOL]
+    return pool
+
+
 def test_a_default_deploy_can_upgrade_in_auto_mode(default_system):
     # min 2 / max 4 workers: a NewCluster upgrade at full scale needs 4 + 2 nodes.
-    (pool,) = [m for m in manifests(default_system.cluster) if m["kind"] == "NodePool"]
+    pool = accelerator_pool(default_system)
     assert pool["spec"]["limits"] == {"cpu": str(6 * 32), "memory": f"{6 * 128}Gi"}
 
 
 def test_node_churn_replaces_one_accelerator_node_at_a_time(default_system):
-    (pool,) = [m for m in manifests(default_system.cluster) if m["kind"] == "NodePool"]
+    pool = accelerator_pool(default_system)
     assert schema_errors(pool) == []
     disruption = pool["spec"]["disruption"]
     # One budget, no reasons: it governs Empty, Drifted (a new Auto Mode AMI) and
@@ -233,8 +257,9 @@ def test_node_groups_mode_adds_a_tainted_accelerator_group_with_the_al2023_ami(
             "Taints": [{"Effect": "NO_SCHEDULE", "Key": accelerator.taint_key}],
             # Max: the workers' maximum (4) plus an upgrade's new cluster at its minimum (2).
             "ScalingConfig": {"MinSize": 2, "DesiredSize": 2, "MaxSize": 6},
-            # An AMI update replaces one node at a time, and never past the workers' PDB.
-            "UpdateConfig": {"MaxUnavailable": 1},
+            # An AMI update replaces one node at a time, never past the workers' PDB, and with
+            # MINIMAL adds no node first (DEFAULT would add up to two per AZ: six inf2 nodes).
+            "UpdateConfig": {"MaxUnavailable": 1, "UpdateStrategy": "MINIMAL"},
             "ForceUpdateEnabled": False,
             # What the Cluster Autoscaler needs to add a node before one exists.
             "Tags": {f"k8s.io/cluster-autoscaler/node-template/resources/{accelerator.device_resource}": "1"},
@@ -288,7 +313,8 @@ def test_operators_are_installed_from_pinned_charts(default_system):
     charts = helm_charts(default_system.cluster)
     assert (charts["kuberay-operator"]["Repository"], charts["kuberay-operator"]["Version"]) == (
         "https://ray-project.github.io/kuberay-helm/",
-        "1.7.0",
+        # 1.7.2: the security fixes after 1.7.0 (and 1.7.1's bug fixes).
+        "1.7.2",
     )
     assert charts["kuberay-operator"]["Namespace"] == constants.KUBERAY_NAMESPACE
     assert (charts["external-secrets"]["Repository"], charts["external-secrets"]["Version"]) == (
@@ -327,3 +353,107 @@ def test_external_secrets_runs_with_a_pod_identity_that_reads_only_project_secre
                 {"Ref": "AWS::AccountId"}, ":secret:ray-serve-ha/hugging-face-token-??????"]]},
         }
     ]
+
+
+# --- what each node keeps on its disk, and the system nodes' count -------------------------
+
+def node_classes(synthesized) -> dict[str, dict]:
+    return {m["metadata"]["name"]: m for m in manifests(synthesized.cluster) if m["kind"] == "NodeClass"}
+
+
+@pytest.mark.parametrize(
+    ("system_fixture", "accelerator", "accelerator_gib"),
+    # neuron: 31 GB image + 14.5 GB weights + 16 GB compile scratch + 1.5 + 10 = 73 GB
+    # x 1.25 / 0.85 = 107.4 GB = 100.0 GiB; nvidia: 51 GB -> 70 GiB (charts/capacity_plan.py).
+    [("default_system", NEURON, 100), ("auto_mode_nvidia", NVIDIA, 70)],
+)
+def test_auto_mode_node_classes_size_their_disks_from_the_image_table(
+    request, system_fixture, accelerator, accelerator_gib
+):
+    synthesized = request.getfixturevalue(system_fixture)
+    classes = node_classes(synthesized)
+    name = constants.accelerator_node_class(accelerator.name)
+    assert sorted(classes) == sorted([name, constants.HEADS_NODE_CLASS])
+    for node_class in classes.values():
+        assert schema_errors(node_class) == []
+        spec = node_class["spec"]
+        # Like the built-in NodeClass: the cluster's private subnets and its security group.
+        assert len(spec["subnetSelectorTerms"]) == 3
+        assert spec["securityGroupSelectorTerms"] == [{"id": "sg-0123456789abcdef0"}]
+    assert classes[name]["spec"]["ephemeralStorage"] == {"size": f"{accelerator_gib}Gi"}
+    assert classes[name]["spec"]["ephemeralStorage"] != {"size": "80Gi"} or accelerator_gib == 80
+    # The heads' nodes: the serving image twice (an upgrade's new head beside the old), the UI,
+    # operators, DaemonSets and the OS: neuron 75.6 GB -> 110 GiB.
+    heads = classes[constants.HEADS_NODE_CLASS]["spec"]["ephemeralStorage"]["size"]
+    assert heads == ("110Gi" if accelerator is NEURON else "80Gi")
+
+
+def test_auto_mode_node_classes_use_a_node_role_with_an_ec2_access_entry(default_system):
+    template = default_system.cluster
+    roles = template.find_resources("AWS::IAM::Role", {"Properties": {"AssumeRolePolicyDocument": {
+        "Statement": [{"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}}]
+    }}})
+    node_role = next(logical_id for logical_id in roles if "AcceleratorPoolNodeRole" in logical_id)
+    template.has_resource_properties("AWS::EKS::AccessEntry", {
+        "Type": "EC2",
+        "PrincipalArn": {"Fn::GetAtt": [node_role, "Arn"]},
+        "AccessPolicies": [{"AccessScope": {"Type": "cluster"}, "PolicyArn": Match.any_value()}],
+    })
+    entries = template.find_resources("AWS::EKS::AccessEntry", {"Properties": {"Type": "EC2"}})
+    (entry,) = entries.values()
+    assert "AmazonEKSAutoNodePolicy" in json.dumps(entry["Properties"]["AccessPolicies"])
+    (node_pool_resource,) = [
+        r for r in template.find_resources("Custom::AWSCDK-EKS-KubernetesResource").values()
+        if "NodeClass" in json.dumps(r["Properties"]["Manifest"])
+    ]
+    # The NodeClass names the role, and is applied only once the role may join the cluster.
+    assert {"Ref": node_role} in node_pool_resource["Properties"]["Manifest"]["Fn::Join"][1]
+    assert next(iter(entries)) in node_pool_resource["DependsOn"]
+
+
+def test_ray_heads_run_on_the_heads_pool_in_auto_mode(default_system):
+    from tests.test_serving import the_rayservice
+
+    head = the_rayservice(default_system.serving)["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]
+    terms = head["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"]
+    assert {"key": "karpenter.sh/nodepool", "operator": "In", "values": [constants.HEADS_POOL]} in terms[0][
+        "matchExpressions"]
+    (pool,) = [m for m in manifests(default_system.cluster)
+               if m["kind"] == "NodePool" and m["metadata"]["name"] == constants.HEADS_POOL]
+    assert schema_errors(pool) == []
+    assert pool["spec"]["template"]["spec"]["nodeClassRef"]["name"] == constants.HEADS_NODE_CLASS
+    assert pool["spec"]["template"]["spec"]["taints"] == []
+    requirements = {r["key"]: r["values"] for r in pool["spec"]["template"]["spec"]["requirements"]}
+    assert requirements["karpenter.sh/capacity-type"] == ["on-demand"]
+
+
+@pytest.mark.parametrize(
+    ("system_fixture", "accelerator_gib", "system_gib"),
+    # The system nodes hold the serving head's image (twice during an upgrade): neuron 110 GiB,
+    # nvidia 20 + 20 + 0.6 + 1.5 + 1.5 + 10 = 53.6 GB -> 80 GiB; EKS's default would be 20 GiB.
+    [("node_groups_neuron", 100, 110), ("node_groups_nvidia", 70, 80)],
+)
+def test_node_groups_disks_hold_their_images(request, system_fixture, accelerator_gib, system_gib):
+    template = request.getfixturevalue(system_fixture).cluster
+    template.has_resource_properties("AWS::EKS::Nodegroup", {
+        "Labels": {constants.NODE_ROLE_LABEL: constants.SYSTEM_NODE_ROLE},
+        "DiskSize": system_gib,
+        "InstanceTypes": ["m7i.xlarge"],
+        # The serving head + 2 UI replicas + operators fit one node; two for the operators' sake;
+        # an upgrade's second head (2.5 CPUs of the 3.17 a node offers its pods) needs a node of
+        # its own where the spread small pods leave none: three at most.
+        "ScalingConfig": {"MinSize": 2, "DesiredSize": 2, "MaxSize": 3},
+    })
+    template.has_resource_properties("AWS::EKS::Nodegroup", {
+        "Labels": Match.object_like({constants.ACCELERATOR_LABEL: Match.any_value()}), "DiskSize": accelerator_gib,
+    })
+
+
+def test_an_accelerator_disk_setting_replaces_the_computed_size():
+    template = synthesize(capacityMode="node-groups", acceleratorNodeDiskGib=300).cluster
+    template.has_resource_properties("AWS::EKS::Nodegroup", {
+        "Labels": {constants.ACCELERATOR_LABEL: "neuron"}, "DiskSize": 300,
+    })
+    classes = node_classes(synthesize(acceleratorNodeDiskGib=300))
+    assert classes["ray-neuron"]["spec"]["ephemeralStorage"] == {"size": "300Gi"}

@@ -6,16 +6,14 @@ NEURON_COMPILED_ARTIFACTS when it is empty and loads from it otherwise."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import boto3
 import pytest
 
 from tests.conftest import ROOT
+from tests.moto_server import moto_server
 
 sys.path.insert(0, str(ROOT / "images" / "ray-serve"))
 
@@ -31,35 +29,11 @@ SDK = "0.9.17334"
 COMPILED = {"model.pt": b"\x00compiled graph\x01" * 4096, "neuron_config.json": b'{"tp_degree": 2}'}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint():
     """moto's server, a real HTTP server speaking the S3 REST API, on loopback only."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                raise RuntimeError(f"moto_server did not start on {endpoint}") from None
-            time.sleep(0.1)
-    yield endpoint
-    server.terminate()
-    server.wait(timeout=10)
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from tests.conftest import context, existing_cluster, existing_vpc
 
 CONFIGURATIONS = {
     "neuron-auto-mode": {},
-    "nvidia-auto-mode": {"accelerator": "nvidia"},
+    # With every VPC endpoint the project makes (the S3 gateway endpoint is the default).
+    "nvidia-auto-mode": {"accelerator": "nvidia", "vpcEndpoints": "s3+ecr"},
     "neuron-node-groups": {"capacityMode": "node-groups"},
     "nvidia-node-groups": {
         "capacityMode": "node-groups",
@@ -30,8 +31,9 @@ CONFIGURATIONS = {
             {"name": "vision", "namespace": "team-vision", "instanceType": "inf2.xlarge", "capacityType": "spot"},
         ],
     },
-    # An existing VPC from a cached lookup (cdk.context.json): no network stack.
-    "neuron-auto-mode-existing-vpc": existing_vpc(),
+    # An existing VPC from a cached lookup (cdk.context.json): no network stack; its owner asked
+    # for the endpoints.
+    "neuron-auto-mode-existing-vpc": existing_vpc(vpcEndpoints="s3+ecr"),
     # An existing cluster in that VPC, in both capacity modes.
     "neuron-auto-mode-existing-cluster": existing_cluster(),
     "nvidia-node-groups-existing-cluster": existing_cluster(capacityMode="node-groups", accelerator="nvidia"),

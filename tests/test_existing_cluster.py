@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from aws_cdk.assertions import Match
 
 from stacks.settings import Settings, SettingsError
 from tests.conftest import EXISTING_CLUSTER_SETTINGS, EXISTING_VPC_SETTINGS, context, existing_cluster, synthesize
@@ -98,7 +99,8 @@ def test_a_kubectl_provider_of_its_own_reaches_the_private_endpoint_with_an_acce
                 if f["Properties"].get("Description") == "onEvent handler for EKS kubectl resource provider"]
     (handler,) = handlers
     assert handler["Properties"]["VpcConfig"] == {"SubnetIds": PRIVATE, "SecurityGroupIds": [SECURITY_GROUP]}
-    (entry,) = cluster.find_resources("AWS::EKS::AccessEntry").values()
+    # The kubectl provider's (the other one lets the Auto Mode NodeClasses' nodes join).
+    (entry,) = cluster.find_resources("AWS::EKS::AccessEntry", {"Properties": {"Type": Match.absent()}}).values()
     assert entry["Properties"]["ClusterName"] == NAME
     assert entry["Properties"]["PrincipalArn"] == handler["Properties"]["Role"]
     assert [p["PolicyArn"] for p in entry["Properties"]["AccessPolicies"]] == [{"Fn::Join": ["", [
@@ -107,7 +109,7 @@ def test_a_kubectl_provider_of_its_own_reaches_the_private_endpoint_with_an_acce
 
 def test_operators_and_the_node_pool_are_added_after_the_access_entry(auto_mode):
     cluster = auto_mode.cluster
-    (entry_id,) = cluster.find_resources("AWS::EKS::AccessEntry")
+    (entry_id,) = cluster.find_resources("AWS::EKS::AccessEntry", {"Properties": {"Type": Match.absent()}})
     charts = cluster.find_resources("Custom::AWSCDK-EKS-HelmChart")
     assert sorted(c["Properties"]["Chart"] for c in charts.values()) == ["external-secrets", "kuberay-operator"]
     (pool,) = cluster.find_resources("Custom::AWSCDK-EKS-KubernetesResource").values()

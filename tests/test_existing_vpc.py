@@ -82,13 +82,17 @@ def test_ids_of_both_lengths_are_accepted():
     network = Settings.from_context(context(
         **{**EXISTING_VPC_SETTINGS, "vpcId": "vpc-0a1b2c3d"}, privateSubnetIds=f"subnet-0a1b2c3d,{PRIVATE[1]}"
     )).network
-    assert network == NetworkSettings(vpc_id="vpc-0a1b2c3d", private_subnet_ids=("subnet-0a1b2c3d", PRIVATE[1]))
+    assert network == NetworkSettings(
+        vpc_id="vpc-0a1b2c3d", private_subnet_ids=("subnet-0a1b2c3d", PRIVATE[1]), endpoints="none"
+    )
 
 
 def lookup_in_a_stack(lookup: dict | None, **network) -> ExistingNetwork:
     app = cdk.App(context=lookup or {})
     stack = cdk.Stack(app, "Stack", env=ENV)
-    settings = NetworkSettings(vpc_id=EXISTING_VPC_ID, private_subnet_ids=network.get("private_subnet_ids"))
+    settings = NetworkSettings(
+        vpc_id=EXISTING_VPC_ID, private_subnet_ids=network.get("private_subnet_ids"), endpoints="none"
+    )
     return ExistingNetwork(stack, "Network", settings=settings)
 
 

@@ -491,15 +491,28 @@ def test_ready_true_is_not_enough_when_the_status_is_stale_or_unhealthy(status, 
     assert (verdict.ready, verdict.detail) == (False, detail)
 
 
-def test_initializing_timeout_fails_at_once(kube, endpoint):
-    # KubeRay gives up and will not retry until the spec changes.
-    timed_out = rayservice(
-        condition("Ready", "False", "InitializingTimeout", "RayService failed to initialize within 10m"), active=""
-    )
+def test_initializing_timeout_fails_at_once_and_says_it_is_terminal(kube, endpoint):
+    # KubeRay gives up for good: it deletes the clusters and never retries, not even for a new spec.
+    message = ("RayService failed to become ready within the configured timeout of 30m0s. Time spent "
+               "initializing: 30m4.2s")
+    timed_out = rayservice(condition("Ready", "False", "InitializingTimeout", message), active="")
     kube.answers[RAYSERVICE_PATH] = [(200, timed_out)]
-    rejected = r"^RayService serving/mistral was rejected by KubeRay \(InitializingTimeout\): "
-    with pytest.raises(errors.GateError, match=rejected):
+    with pytest.raises(errors.GateError) as raised:
         gate.is_complete(poll_event(endpoint), None)
+    assert str(raised.value) == (
+        "RayService serving/mistral was not Ready within its initializing time-out (InitializingTimeout): "
+        f"{message}. KubeRay has deleted its Ray clusters and will not try again, not even for a new spec: the "
+        "RayService must be created anew (a first deploy's rollback deletes it; otherwise `kubectl -n serving "
+        "delete rayservice mistral` and deploy again). Its events and the Ray pods' logs say what kept it from serving"
+    )
+
+
+def test_the_initializing_timeout_is_read_from_the_ready_condition_only(kube, endpoint):
+    # The reason on another condition (UpgradeInProgress keeps its own) is no verdict on Ready.
+    status = rayservice(condition("Ready", "False", "Initializing", "not yet"), active="")
+    status["status"]["conditions"].append(condition("UpgradeInProgress", "Unknown", "InitializingTimeout", "x"))
+    kube.answers[RAYSERVICE_PATH] = [(200, status)]
+    assert gate.is_complete(poll_event(endpoint), None) == {"IsComplete": False}
 
 
 def test_timeout_says_what_it_was_still_waiting_for(kube, endpoint):

@@ -59,9 +59,8 @@ def _completion(content: str | None) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def server():
-    serve = FakeServe()
+def start_fake_serve(serve: FakeServe) -> ThreadingHTTPServer:
+    """An OpenAI-compatible endpoint on 127.0.0.1 that answers as `serve` scripts it."""
 
     class Handler(BaseHTTPRequestHandler):
         def _reply(self, status: int, body: dict) -> None:
@@ -113,6 +112,13 @@ def server():
 
     http_server = Server(("127.0.0.1", 0), Handler)
     threading.Thread(target=http_server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return http_server
+
+
+@pytest.fixture(scope="module")
+def server():
+    serve = FakeServe()
+    http_server = start_fake_serve(serve)
     yield serve, f"http://127.0.0.1:{http_server.server_address[1]}"
     http_server.shutdown()
     http_server.server_close()

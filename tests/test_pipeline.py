@@ -13,6 +13,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from app import build_app
+from stacks.pipeline import CDK_PIPELINES_CDK_ASSETS
 from stacks.settings import Settings, SettingsError
 from tests.conftest import context
 
@@ -165,10 +166,23 @@ def test_asset_builds_fit_the_large_base_images_and_use_the_pinned_cdk_assets(pi
         # Medium: 7 GB memory, 128 GB disk for ~10 GB base images (small has 64 GB).
         assert project["Properties"]["Environment"]["ComputeType"] == "BUILD_GENERAL1_MEDIUM", name
         spec = json.dumps(project["Properties"]["Source"]["BuildSpec"])
-        assert "npm install -g cdk-assets@4.7.3" in spec, name
+        assert f"npm install -g cdk-assets@{CDK_PIPELINES_CDK_ASSETS}" in spec, name
+        assert "asset-publisher/bin:$PATH" in spec, name  # the publisher comes first on PATH
     assert all(p["Properties"]["Environment"]["PrivilegedMode"] for p in docker.values())
-    package = json.loads((Path(__file__).resolve().parent.parent / "package.json").read_text())
-    assert package["devDependencies"]["cdk-assets"] == "4.7.3"
+
+
+def test_the_project_and_the_pipeline_install_the_same_asset_publisher():
+    # `make setup` installs the publisher as the project's `cdk-assets` (package.json, its
+    # packages in package-lock.json); the asset steps install it from its own lockfile.
+    # Both must resolve every package of it to the same version.
+    root = Path(__file__).resolve().parent.parent
+    assert json.loads((root / "package.json").read_text())["devDependencies"]["cdk-assets"] == \
+        "file:tools/asset-publisher"
+    project = json.loads((root / "package-lock.json").read_text())["packages"]
+    publisher = json.loads((root / "tools" / "asset-publisher" / "package-lock.json").read_text())["packages"]
+    versions = {path: entry["version"] for path, entry in publisher.items() if path}
+    assert len(versions) > 50
+    assert {path: project.get(path, {}).get("version") for path in versions} == versions
 
 
 # Bases on Docker Hub that have no public ECR mirror (Ray publishes there only).

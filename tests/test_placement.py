@@ -4,10 +4,10 @@ NodePool or node group, every taint there is tolerated, and the device is reques
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
+from charts import constants
+from tests.test_cluster import manifests
 from tests.test_serving import the_rayservice
 
 TAINT_EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
@@ -16,12 +16,9 @@ TAINT_EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER
 def accelerator_capacity(synthesized) -> tuple[dict[str, str], list[dict]]:
     """Labels and taints of the accelerator nodes, as the templates create them."""
     cluster = synthesized.cluster
-    pools = [
-        obj
-        for resource in cluster.find_resources("Custom::AWSCDK-EKS-KubernetesResource").values()
-        for obj in json.loads(resource["Properties"]["Manifest"])
-        if obj["kind"] == "NodePool"
-    ]
+    # The accelerator's pool: the Ray heads' pool has neither its label nor its taint.
+    pools = [obj for obj in manifests(cluster)
+             if obj["kind"] == "NodePool" and obj["metadata"]["name"] != constants.HEADS_POOL]
     if pools:
         (pool,) = pools
         template = pool["spec"]["template"]

@@ -436,6 +436,29 @@ BAD_INPUTS = {
         "batchTeams[0]: team name 'Analytics' is not a DNS-1035 label: use lowercase letters, digits and '-', "
         "starting with a letter and ending with a letter or digit",
     ),
+    "a serving disk too small for its image": (
+        {"acceleratorNodeDiskGib": "50"},
+        "acceleratorNodeDiskGib=50: a neuron serving node keeps ray-serve (neuron) 31 GB + model weights 14.5 GB + "
+        "neuron compile scratch 16 GB + DaemonSet images 1.5 GB + OS and logs 10 GB = 73 GB; with 25% for "
+        "estimates, below the kubelet's 85% image GC threshold: 100 GiB; set at least 100, or leave it unset",
+    ),
+    "a disk below EKS's minimum": (
+        {"acceleratorNodeDiskGib": 10},
+        "acceleratorNodeDiskGib=10: must be from 20 to 16384",
+    ),
+    "more teams than the system node group can hold": (
+        {
+            "capacityMode": "node-groups",
+            "batchTeams": [{"name": f"t{i}", "namespace": f"team-{i}", "cpus": 1, "memoryGib": 1} for i in range(448)],
+        },
+        "batchTeams: 448 teams need 451 m7i.xlarge system nodes for their Ray heads (a head of 2.5 CPUs and "
+        "8.5 GiB each, plus the serving head, an upgrade's second head, the chat UI and the operators); a "
+        "managed node group holds at most 450: use fewer teams, or capacityMode=auto-mode",
+    ),
+    "an unknown VPC endpoint choice": (
+        {"vpcEndpoints": "all"},
+        "vpcEndpoints='all': must be one of: none, s3, s3+ecr",
+    ),
     "two teams in one namespace": (
         {
             "batchTeams": json.dumps(
@@ -514,3 +537,36 @@ def test_teams_that_pass_on_their_own_are_still_judged_against_the_capacity():
         "batchTeams[0]: cpus=64, memoryGib=300: no node-group instance type holds this worker once the "
         f"node's own reservations are taken (capacityMode=node-groups); sizes: {CPU_SIZES}",
     ]
+
+
+@pytest.mark.parametrize(("teams", "min_nodes", "max_nodes"), [(0, 2, 3), (1, 2, 4), (3, 4, 6)])
+def test_the_system_node_group_holds_every_head_and_an_upgrades_second(teams, min_nodes, max_nodes):
+    # One head (2.5 CPUs, 8.5 GiB with its autoscaler sidecar) per m7i.xlarge, whose pods may
+    # request 3.17 CPUs and 12.3 GiB by Karpenter's estimate: the serving head and each team's
+    # in steady state (two nodes at least, the small pods beside the heads), and a NewCluster
+    # upgrade's second serving head on a node of its own: the scheduler spreads the small pods
+    # (UI, operator, CoreDNS), which may leave no node with room for a head, so they get theirs.
+    found = settings(capacityMode="node-groups", batchTeams=[
+        {"name": f"t{i}", "namespace": f"team-{i}", "cpus": 1, "memoryGib": 1} for i in range(teams)
+    ]).capacity.system_nodes
+    assert (found.instance_type, found.min_nodes, found.max_nodes) == ("m7i.xlarge", min_nodes, max_nodes)
+
+
+def test_a_head_fits_a_system_node_by_the_schedulers_estimate_and_two_do_not():
+    from charts.accelerators import CPU_INSTANCE_TYPES
+    from charts.capacity_plan import serving_head, team_head
+
+    node = CPU_INSTANCE_TYPES["m7i.xlarge"]
+    head = serving_head(autoscaling=True)
+    assert (head.cpu_milli, head.memory_mib) == (2500, 8704)
+    assert (team_head("a").cpu_milli, team_head("a").memory_mib) == (2500, 8704)
+    assert head.cpu_milli <= node.pods_cpu_milli < 2 * head.cpu_milli
+    assert head.memory_mib <= node.pods_memory_mib < 2 * head.memory_mib
+
+
+def test_vpc_endpoints_default_to_s3_for_a_new_vpc_and_none_for_an_existing_one():
+    from tests.conftest import existing_vpc
+
+    assert settings().network.endpoints == "s3"
+    assert settings(**existing_vpc()).network.endpoints == "none"
+    assert settings(**existing_vpc(vpcEndpoints="s3+ecr")).network.endpoints == "s3+ecr"

@@ -37,7 +37,7 @@ from kube_api import (
     rayservice_path,
     services_path,
 )
-from rayservice_status import evaluate, ready_data
+from rayservice_status import evaluate, ready_data, rejection
 from teardown import leftovers
 
 # A named logger: the Lambda runtime's root handler prints it; tests keep their root level.
@@ -146,10 +146,7 @@ def is_complete(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     if rayservice is not None:
         readiness = evaluate(rayservice)
         if readiness.rejected:
-            raise GateError(
-                f"RayService {props.resource_id} was rejected by KubeRay ({readiness.reason}): "
-                f"{clip(readiness.detail, 3000)}"
-            )
+            raise GateError(rejection(props.resource_id, readiness) + clip(readiness.detail, 3000))
         if readiness.ready:
             data = ready_data(rayservice)
             logger.info("RayService %s is Ready: %s", props.resource_id, data)

@@ -7,9 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Condition reasons after which KubeRay stops trying until the spec changes (the operator's
-# validation, and the initializing time-out): waiting longer cannot help.
-TERMINAL_REASONS = ("ValidationFailed", "InitializingTimeout")
+# A condition reason after which KubeRay stops trying until the spec changes (the operator's
+# validation): waiting longer cannot help.
+VALIDATION_FAILED = "ValidationFailed"
+# The Ready condition's reason once the RayService has not been Ready within its
+# `ray.io/initializing-timeout` since it was created: KubeRay deletes its RayClusters and
+# never tries again, not even for a new spec (ray-operator rayservice_controller.go,
+# `markFailedOnInitializingTimeout`); only a new RayService starts over.
+INITIALIZING_TIMEOUT = "InitializingTimeout"
 # A Serve application that is deployed and healthy (Ray Serve's ApplicationStatus).
 APPLICATION_RUNNING = "RUNNING"
 
@@ -52,10 +57,22 @@ def evaluate(rayservice: Mapping[str, Any]) -> Readiness:
       config change goes through DEPLOYING on the active cluster).
     """
     for condition in conditions(rayservice):
-        if condition.get("reason") in TERMINAL_REASONS:
+        if condition.get("reason") == VALIDATION_FAILED:
             return Readiness(
-                False, str(condition.get("message") or "no message"), rejected=True, reason=str(condition["reason"])
+                False, str(condition.get("message") or "no message"), rejected=True, reason=VALIDATION_FAILED
             )
+    ready = _condition(rayservice, "Ready")
+    if ready is not None and ready.get("status") == "False" and ready.get("reason") == INITIALIZING_TIMEOUT:
+        metadata = rayservice.get("metadata") or {}
+        return Readiness(
+            False,
+            f"{ready.get('message') or 'no message'}. KubeRay has deleted its Ray clusters and will not try again, "
+            "not even for a new spec: the RayService must be created anew (a first deploy's rollback deletes it; "
+            f"otherwise `kubectl -n {metadata.get('namespace')} delete rayservice {metadata.get('name')}` and "
+            "deploy again). Its events and the Ray pods' logs say what kept it from serving",
+            rejected=True,
+            reason=INITIALIZING_TIMEOUT,
+        )
 
     status = rayservice.get("status") or {}
     generation = _generation((rayservice.get("metadata") or {}).get("generation"))
@@ -63,7 +80,6 @@ def evaluate(rayservice: Mapping[str, Any]) -> Readiness:
     if generation is not None and (observed is None or observed < generation):
         return Readiness(False, f"operator has not observed generation {generation} yet (observed {observed})")
 
-    ready = _condition(rayservice, "Ready")
     if ready is None:
         return Readiness(False, "no Ready condition yet")
     ready_generation = _generation(ready.get("observedGeneration"))
@@ -103,6 +119,13 @@ def evaluate(rayservice: Mapping[str, Any]) -> Readiness:
 def _applications(service_status: Mapping[str, Any]) -> str:
     applications = service_status.get("applicationStatuses") or {}
     return ",".join(f"{name}={app.get('status', '')}" for name, app in sorted(applications.items()))
+
+
+def rejection(resource_id: str, readiness: Readiness) -> str:
+    """The deploy's failure message for a RayService KubeRay will not make Ready."""
+    if readiness.reason == INITIALIZING_TIMEOUT:
+        return f"RayService {resource_id} was not Ready within its initializing time-out ({INITIALIZING_TIMEOUT}): "
+    return f"RayService {resource_id} was rejected by KubeRay ({readiness.reason}): "
 
 
 def ready_data(rayservice: Mapping[str, Any]) -> dict[str, str]:

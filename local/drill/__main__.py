@@ -323,12 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     except (DrillError, ForeignTargetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except Exception as error:  # the stack's own errors carry their message
-        from local.stack import StackError
+    except Exception as error:  # the local stack's own errors carry their message
+        if args.backend == "local":  # local.stack is not in the drill's CodeBuild asset
+            from local.stack import StackError
 
-        if isinstance(error, StackError):
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            if isinstance(error, StackError):
+                print(f"error: {error}", file=sys.stderr)
+                return 2
         raise
     finally:
         if started_stack is not None:
