@@ -114,6 +114,9 @@ def _status(_: argparse.Namespace) -> int:
     else:
         deployments = ", ".join(f"{name} {d.get('status')}" for name, d in serve.get("deployments", {}).items())
         line("Serve", serve_status_healthy(serve), f"application {serve.get('status')} ({deployments})")
+    proxies = {worker.name: stack.proxy_health(worker) for worker in WORKERS}
+    line("proxies", all(ok for ok, _ in proxies.values()),
+         ", ".join(f"{name} {detail}" for name, (_, detail) in proxies.items()))
     print("healthy" if not problems else f"NOT healthy: {', '.join(problems)}")
     return 0 if not problems else 1
 

@@ -28,7 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from charts import ray_env
+from charts import ray_env, worker_readiness
+from charts.constants import SERVE_PROXY_HEALTH_PATH
 from charts.serve_config import APP_NAME, LlmServing, serve_config, tiny_model_serving
 from local import cgroups, netns, processes
 from local.redis_client import ping
@@ -318,19 +319,42 @@ class LocalStack:
         except (StackError, KeyError, TypeError, AttributeError):
             return None
 
+    @staticmethod
+    def proxy_health(node: RayNode) -> tuple[bool, str]:
+        """A worker's Serve proxy as the serve Service's readiness probe and a load balancer's
+        health check see it: its health route answers 200. Serve can count a restarted
+        worker's replica RUNNING before the proxy on that node listens (or while Serve restarts
+        a proxy it found unhealthy); no request reaches that node until it answers."""
+        url = f"{node.proxy_url}{SERVE_PROXY_HEALTH_PATH}"
+        try:
+            with urllib.request.urlopen(url, timeout=worker_readiness.HTTP_TIMEOUT_SECONDS) as response:
+                return response.status == 200, f"{SERVE_PROXY_HEALTH_PATH} {response.status}"
+        except urllib.error.HTTPError as error:
+            return False, f"{SERVE_PROXY_HEALTH_PATH} {error.code}"
+        except OSError as error:
+            return False, f"{SERVE_PROXY_HEALTH_PATH} no answer ({getattr(error, 'reason', error)})"
+
+    def proxies_down(self) -> list[str]:
+        """The workers whose Serve proxy does not answer its health route."""
+        return [worker.name for worker in WORKERS if not self.proxy_health(worker)[0]]
+
     def serve_healthy(self) -> bool:
-        return serve_status_healthy(self.serve_status())
+        """The application healthy with every replica it targets, and every worker's proxy
+        answering (what makes each worker a ready endpoint of the serve Service)."""
+        return serve_status_healthy(self.serve_status()) and not self.proxies_down()
 
     def wait_serve_healthy(self, timeout: float) -> float:
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             status = self.serve_status()
-            if serve_status_healthy(status):
+            if serve_status_healthy(status) and not self.proxies_down():
                 return time.monotonic() - started
             if status is not None and status.get("status") == "DEPLOY_FAILED":
                 raise StackError(f"the Serve application failed to deploy: {status.get('message', '')[-2000:]}")
             time.sleep(0.5)
-        raise StackError(f"Serve did not become healthy within {timeout:.0f} s; see {LOG_DIR}")
+        down = self.proxies_down()
+        why = f" (the Serve proxy of {', '.join(down)} does not answer)" if down else ""
+        raise StackError(f"Serve did not become healthy within {timeout:.0f} s{why}; see {LOG_DIR}")
 
     # ---- what the drill uses: the supervisor's records, holds, faults ----------------------
 

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import re
+import socket
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -587,9 +588,11 @@ def test_a_lost_replica_counts_as_replaced_only_by_one_that_was_not_there_before
     class Stack:
         state = StackState(fault_tolerance=True)
         answer: dict | None = None
-
         def serve_status(self):
             return self.answer
+
+        def proxies_down(self):
+            return []
 
     stack = Stack()
     backend = LocalBackend(stack)
@@ -605,3 +608,62 @@ def test_a_lost_replica_counts_as_replaced_only_by_one_that_was_not_there_before
     assert backend.serve_healthy()
     backend._replaced_on = ("10.213.7.12", 130.0, None)  # Serve did not answer at the fault: by start time
     assert not backend.serve_healthy()
+
+
+
+def test_serve_is_healthy_only_while_every_workers_proxy_answers(tmp_path):
+    """Serve's status can count a restarted worker's replica RUNNING before the proxy on that
+    node listens: healthy waits for each worker's proxy health route, as the serve Service's
+    readiness and a load balancer's health check do."""
+    from local.drill.backends import LocalBackend
+    from local.stack import LocalStack, StackState
+
+    class Proxy(BaseHTTPRequestHandler):
+        code = 200
+
+        def do_GET(self):
+            self.send_response(Proxy.code if self.path == "/-/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *_):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    class Node:
+        proxy_url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    with socket.socket() as spare:  # a port nothing listens on
+        spare.bind(("127.0.0.1", 0))
+        closed_port = spare.getsockname()[1]
+
+    class Closed:
+        proxy_url = f"http://127.0.0.1:{closed_port}"
+
+    try:
+        assert LocalStack.proxy_health(Node) == (True, "/-/healthz 200")
+        Proxy.code = 503  # its node draining
+        assert LocalStack.proxy_health(Node) == (False, "/-/healthz 503")
+        ok, detail = LocalStack.proxy_health(Closed)
+        assert not ok and detail.startswith("/-/healthz no answer") and "refused" in detail
+    finally:
+        server.shutdown()
+
+    class Stack:
+        state = StackState(fault_tolerance=True)
+        down: tuple[str, ...] = ("worker-1",)
+
+        def serve_status(self):
+            return {"status": "RUNNING", "deployments": {"LLMServer": {
+                "status": "HEALTHY", "target_num_replicas": 1,
+                "replicas": [{"replica_id": "a", "node_ip": "10.213.7.11", "state": "RUNNING"}]}}}
+
+        def proxies_down(self):
+            return list(self.down)
+
+    stack = Stack()
+    backend = LocalBackend(stack)
+    assert not backend.serve_healthy()
+    stack.down = ()
+    assert backend.serve_healthy()

@@ -37,7 +37,7 @@ from local.redis_client import RedisClient
 from local.stack import HEAD_DASHBOARD, STATE_DIR, LocalStack, StackError, StackState, check_platform, running_state
 from local.state import REDIS_UNIT, WATCHDOG_STATUS_FILE
 from local.supervisor import pod_cpu_request_milli, temp_dir
-from local.topology import API_URL, BRIDGE_IP, DASHBOARD_PORT, GRADIO_URL, HEAD, NODES, REDIS_PORT, WORKERS
+from local.topology import API_URL, BRIDGE_IP, DASHBOARD_PORT, GRADIO_URL, HEAD, NODES, REDIS_PORT, SERVE_PORT, WORKERS
 from tests.conftest import ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -199,7 +199,8 @@ class TestWithFaultTolerance:
         healthy = status()
         assert healthy.returncode == 0, healthy.stdout + healthy.stderr
         assert healthy.stdout.rstrip().endswith("healthy")
-        for part in ("supervisor", "redis", "head", "worker-1", "worker-2", "watchdog", "cpu", "GCS", "Serve"):
+        for part in ("supervisor", "redis", "head", "worker-1", "worker-2", "watchdog", "cpu", "GCS", "Serve",
+                     "proxies"):
             assert re.search(rf"^  {part}\s+ok ", healthy.stdout, re.M), healthy.stdout
         assert re.search(r"^  redis\s+ok   process alive \(pid \d+\), live, generation \d+; liveness PONG",
                          healthy.stdout, re.M), healthy.stdout
@@ -228,6 +229,10 @@ class TestWithFaultTolerance:
         command = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")
         assert str(temp_dir(worker, record.generation)).encode() in command  # a fresh temp dir
         assert wait_stack_healthy(stack, 240)
+        # Healthy means the restarted worker serves again: its proxy answers, as the serve
+        # Service's readiness and a load balancer's health check ask.
+        assert stack.proxy_health(worker) == (True, "/-/healthz 200")
+        assert listening(worker.ip, SERVE_PORT, timeout=2)
 
     def test_ray_is_locked_down(self, stack):
         # The dashboard, the GCS and the raylets are closed to the main namespace (the
@@ -235,7 +240,7 @@ class TestWithFaultTolerance:
         assert not listening(HEAD.ip, DASHBOARD_PORT, timeout=2)
         assert not listening(HEAD.ip, 6379, timeout=2)
         assert not listening(WORKERS[0].ip, 52365, timeout=2)
-        assert listening(WORKERS[0].ip, 8000)
+        assert listening(WORKERS[0].ip, SERVE_PORT, timeout=2)
         # Inside the head's namespace, the dashboard wants the cluster's token.
         def jobs(headers: dict[str, str]) -> int:
             request = urllib.request.Request(f"{HEAD_DASHBOARD}/api/jobs/", headers=headers)

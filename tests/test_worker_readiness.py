@@ -109,8 +109,13 @@ def test_the_rayservice_workers_carry_the_probe_and_the_head_keeps_kuberays():
     # head's GCS is away) and the Serve proxy.
     assert "http://localhost:52365/api/local_raylet_healthz" in probe_spec["exec"]["command"][2]
     assert "http://localhost:8000/-/healthz" in probe_spec["exec"]["command"][2]
-    (head,) = cluster["headGroupSpec"]["template"]["spec"]["containers"]
-    assert "readinessProbe" not in head
+    # The head pod: Ray's container first (KubeRay injects its probes there, where none is
+    # set) and the Serve watchdog beside it; neither sets a readiness probe.
+    from charts.serve_watchdog import CONTAINER_NAME
+
+    head_containers = cluster["headGroupSpec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in head_containers[1:]] == [CONTAINER_NAME]
+    assert all("readinessProbe" not in c for c in head_containers)
 
 
 def running_titles() -> set[str]:

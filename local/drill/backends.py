@@ -267,7 +267,9 @@ class LocalBackend:
         from local.stack import serve_status_healthy
 
         status = self.stack.serve_status()
-        if not serve_status_healthy(status):
+        # Every worker's proxy answering too: a worker is a ready endpoint of the serve Service
+        # only then (the Kubernetes backend waits for Ready pods).
+        if not serve_status_healthy(status) or self.stack.proxies_down():
             return False
         if self._replaced_on is None:
             return True
