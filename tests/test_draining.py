@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
+import threading
 
 from tests.conftest import ROOT
 
@@ -52,20 +52,23 @@ def test_other_responses_are_left_alone():
 
 def test_the_draining_set_follows_the_gcs_and_survives_its_outage():
     answers = [{"10.213.7.12"}, RuntimeError("GCS unavailable"), set()]
+    # What the set says as each fetch begins, i.e. after the answer before it: no waiting on
+    # the refresher's timing.
+    seen: list[bool] = []
+    four = threading.Event()
 
     def fetch() -> set[str]:
+        seen.append("10.213.7.12" in draining)
+        if len(seen) == 4:
+            four.set()
         answer = answers[0] if len(answers) == 1 else answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
         return answer
 
-    draining = DrainingNodes(fetch, period_s=0.05)
+    draining = DrainingNodes(fetch, period_s=0.01)
     draining.start()
     draining.start()  # once per process
-    seen = []
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and (not seen or seen[-1]):
-        seen.append("10.213.7.12" in draining)
-        time.sleep(0.01)
-    # Draining, still draining while the GCS did not answer, then not any more.
-    assert True in seen and seen[-1] is False
+    assert four.wait(10)
+    # Nothing known yet, draining, still draining while the GCS did not answer, then not any more.
+    assert seen[:4] == [False, True, True, False]
