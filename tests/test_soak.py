@@ -99,3 +99,18 @@ def test_with_no_stack_running_the_command_says_so_and_exits_2(tmp_path):
     assert done.stdout == "" and "Traceback" not in done.stderr
     expected = "no local stack is running" if os.geteuid() == 0 else "needs root"
     assert expected in done.stderr.strip().splitlines()[-1]
+
+
+def test_the_report_draws_every_request_and_each_fault_until_healthy(tmp_path):
+    from local.drill.load import Sample
+    from local.drill.soak import plot_soak
+
+    faults = [FaultResult(1, "head", 5, 0, 10.0, 11.0, 11.0, False, 40.0, 29.0),
+              FaultResult(2, "redis-crash", 0, 0, 50.0, 50.5, None, False, 70.0, 19.5)]
+    report = SoakReport(seed=1, kinds=["head", "redis-crash"], bound_s=300, overlap=0.25, started_wall=0.0,
+                        faults=faults, requests=3, failed=1, retried=0, errors={"ReadError": 1}, p50_ms=80.0,
+                        p99_ms=90.0, duration_s=80.0)
+    samples = [Sample(1.0, 0.08, True, "client-1"), Sample(20.0, 0.09, True, "client-1"),
+               Sample(55.0, 0.5, False, "client-2", "ReadError")]
+    path = plot_soak(samples, report, tmp_path / "nested" / "soak-1.png")
+    assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 10_000

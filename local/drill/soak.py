@@ -292,16 +292,12 @@ def plot_soak(samples: list[Sample], report: SoakReport, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from local.drill.plot import save, scatter_requests
 
     figure, axis = plt.subplots(figsize=(14, 5), dpi=110)
-    ok = [s for s in samples if s.ok]
-    failed = [s for s in samples if not s.ok]
-    axis.scatter([s.started for s in ok], [s.latency * 1000 for s in ok], s=3, alpha=0.4, label=f"ok ({len(ok)})")
-    top = max((s.latency * 1000 for s in ok), default=100) * 1.3
-    if failed:
-        axis.scatter([s.started for s in failed], [top] * len(failed), s=16, marker="x", color="crimson",
-                     label=f"failed ({len(failed)})")
-    from matplotlib.patches import Patch
+    top = scatter_requests(axis, samples, headroom=1.3, dot=3)
 
     palette = [plt.get_cmap("tab20")(i) for i in range(20)]
     kinds = sorted({f.kind for f in report.faults})
@@ -322,11 +318,7 @@ def plot_soak(samples: list[Sample], report: SoakReport, path: Path) -> Path:
     axis.set_ylim(top=top * 6)
     axis.legend(handles=handles, loc="lower left", fontsize=7, ncol=6)
     axis.grid(True, which="both", alpha=0.3)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save(figure, path)
 
 
 def _kinds(text: str) -> tuple[str, ...]:
