@@ -377,7 +377,7 @@ class Supervisor:
     def _may_start(self, unit: Unit) -> bool:
         """First bring-up order (Redis, then the head, then the workers), and the watchdog
         only beside a running head."""
-        if unit.name == WATCHDOG_UNIT:
+        if unit is self.units[WATCHDOG_UNIT]:
             return self.children[HEAD.name] is not None and not held(HEAD.name)
         if unit.node is None:
             return True

@@ -107,9 +107,9 @@ class LocalBackend:
         self._head_generation_at_restart = None
         self._replaced_on = None
         if kind.replica_replaced_on is not None:
-            from local.topology import NODES
+            from local.topology import NODE_NAMED
 
-            node = next(n for n in NODES if n.name == kind.replica_replaced_on)
+            node = NODE_NAMED[kind.replica_replaced_on]
             self._replaced_on = (node.ip, time.time(), self._replicas_on(node.ip))
         return self._inject[fault](outage_s, grace_s, clock)
 
