@@ -19,7 +19,7 @@ from charts.accelerators import Accelerator
 from charts.gradio import GradioChart, GradioInputs
 from charts.namespace import NamespaceChart
 from charts.query_job import QueryJobChart
-from charts.ray_pods import GcsStore, PodResources
+from charts.ray_pods import KIND_HEAD_RESOURCES, KIND_WORKER_RESOURCES, GcsStore
 from charts.rayservice import (
     RAYSERVICE_NAME,
     RayServiceChart,
@@ -173,9 +173,9 @@ def eks_charts(app: cdk8s.App, deployment: EksDeployment) -> EksCharts:
     )
 
 
-# kind: two small CPU workers and a small head, as in KubeRay's HA sample.
-KIND_WORKERS = RayWorkers(resources=PodResources(cpu="1", memory="3Gi"))
-KIND_HEAD_RESOURCES = PodResources(cpu="1", memory="2Gi")
+# kind: two small CPU workers and a small head, as in KubeRay's HA sample (sizes in
+# charts/ray_pods.py, which the local stack also reads for its nodes' CPU weights).
+KIND_WORKERS = RayWorkers(resources=KIND_WORKER_RESOURCES)
 
 
 def kind_rayservice_inputs(deployment: KindDeployment) -> RayServiceInputs:

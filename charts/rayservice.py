@@ -16,7 +16,7 @@ from typing import Any, TypedDict
 import cdk8s
 from constructs import Construct
 
-from charts import constants, ray_env
+from charts import constants, ray_env, serve_watchdog
 from charts.accelerators import Accelerator
 from charts.objects import add_api_object
 from charts.ray_pods import (
@@ -36,7 +36,6 @@ from charts.ray_pods import (
 )
 from charts.serve_config import (
     CPU_ENGINE,
-    GRACEFUL_SHUTDOWN_TIMEOUT_S,
     MIN_REPLICAS,
     Engine,
     LlmServing,
@@ -56,8 +55,9 @@ RAYSERVICE_LABEL = f"{constants.LABEL_DOMAIN}/rayservice"
 # system bundle (without it: CERTIFICATE_VERIFY_FAILED, ray#41161).
 REDIS_CA_CERT = "/etc/ssl/certs/ca-certificates.crt"
 # In-flight streams get the replicas' graceful-shutdown time, plus margin, both when a pod is
-# stopped and when an upgraded cluster takes the traffic and the old one is deleted.
-DRAIN_SECONDS = GRACEFUL_SHUTDOWN_TIMEOUT_S + 30
+# stopped and when an upgraded cluster takes the traffic and the old one is deleted
+# (charts/ray_env.py: the worker pods' grace period and Ray's drain within it).
+DRAIN_SECONDS = ray_env.WORKER_TERMINATION_GRACE_S
 
 
 # Annotations for an internal NLB per capacity mode: EKS Auto Mode provisions it for the
@@ -236,16 +236,21 @@ def _head_group(inputs: RayServiceInputs) -> dict[str, Any]:
         "image": inputs.image,
         "resources": container_resources(inputs.head_resources, None),
         "env": env,
+        # The Serve control-plane watchdog beside it (charts/serve_watchdog.py).
+        **serve_watchdog.ray_container_additions(),
     }
+    watchdog = (serve_watchdog.watchdog_container(inputs.image),)
+    volumes = {"volumes": [serve_watchdog.token_volume()]}
     if not inputs.head_on_stable_capacity:
-        return head_group(container, labels={RAYSERVICE_LABEL: inputs.name})
+        return head_group(container, labels={RAYSERVICE_LABEL: inputs.name}, pod_spec=volumes, sidecars=watchdog)
     return head_group(
         container,
         labels={RAYSERVICE_LABEL: inputs.name},
         # Karpenter (EKS Auto Mode) leaves the node alone while the head runs on it; node
         # expiry and a deleted pod still move it, as the HA design allows.
         annotations={"karpenter.sh/do-not-disrupt": "true"},
-        pod_spec={"affinity": on_demand_capacity_affinity()},
+        pod_spec={"affinity": on_demand_capacity_affinity(), **volumes},
+        sidecars=watchdog,
     )
 
 

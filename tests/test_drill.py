@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import re
+import socket
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -128,6 +129,30 @@ class FakeCluster:
         self.chat_status = 200
         self.never_ready = False
         self.lock = threading.Lock()
+        # Worker pods: name -> polls left until Ready (a replacement starts not Ready).
+        self.workers = {"ray-serve-llm-abcde-cpu-worker-a": 0, "ray-serve-llm-abcde-cpu-worker-b": 0}
+        self.next_worker = "c"
+
+    def worker_pods(self) -> list[dict]:
+        with self.lock:
+            pods = []
+            for name, polls in list(self.workers.items()):
+                self.workers[name] = polls - 1
+                pods.append({
+                    "metadata": {"name": name, "namespace": "ray-serving", "uid": f"uid-{name}",
+                                 "labels": {"ray.io/cluster": "ray-serve-llm-abcde", "ray.io/node-type": "worker"}},
+                    "status": {"conditions": [{"type": "Ready", "status": "True" if polls <= 0 else "False"}]},
+                })
+            return pods
+
+    def delete_worker(self, name: str, grace: int | None) -> dict:
+        with self.lock:
+            self.deletions.append((name, grace))
+            del self.workers[name]
+            # The drained pod terminates; KubeRay creates a replacement that becomes Ready later.
+            self.workers[f"ray-serve-llm-abcde-cpu-worker-{self.next_worker}"] = 3
+            self.next_worker = chr(ord(self.next_worker) + 1)
+            return {"metadata": {"name": name}}
 
     def head_pod(self) -> dict:
         with self.lock:
@@ -172,10 +197,11 @@ def _handler(cluster: FakeCluster):
                         "applicationStatuses": {"llm": {"status": "RUNNING"}}}},
                 })
             if url.path == "/api/v1/namespaces/ray-serving/pods":
-                selector = parse_qs(url.query)["labelSelector"][0]
-                assert set(selector.split(",")) == {"ray.io/cluster=ray-serve-llm-abcde", "ray.io/node-type=head"}
-                return self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {},
-                                        "items": [cluster.head_pod()]})
+                selector = set(parse_qs(url.query)["labelSelector"][0].split(","))
+                node_type = "worker" if "ray.io/node-type=worker" in selector else "head"
+                assert selector == {"ray.io/cluster=ray-serve-llm-abcde", f"ray.io/node-type={node_type}"}
+                items = cluster.worker_pods() if node_type == "worker" else [cluster.head_pod()]
+                return self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
             if url.path == "/v1/models":
                 return self._send(200, {"object": "list", "data": [{"id": "tiny", "object": "model"}]})
             self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})
@@ -195,6 +221,9 @@ def _handler(cluster: FakeCluster):
             grace = body.get("gracePeriodSeconds")
             if grace is None and "gracePeriodSeconds" in parse_qs(url.query):
                 grace = int(parse_qs(url.query)["gracePeriodSeconds"][0])
+            name = url.path.rsplit("/", 1)[1]
+            if "-worker-" in name:
+                return self._send(200, {"kind": "Pod", "apiVersion": "v1", **cluster.delete_worker(name, grace)})
             deleted = cluster.head_pod()
             cluster.delete(url.path.rsplit("/", 1)[1], grace)
             # The API answers a pod delete with the pod, now terminating.
@@ -245,6 +274,26 @@ def test_healthy_only_once_a_new_head_pod_is_ready_and_serve_runs(fake_cluster):
     backend.inject("head", outage_s=0, grace_s=0, clock=lambda: 0.0)
     answers = [backend.serve_healthy() for _ in range(4)]
     assert answers == [False, False, False, True]
+
+
+def test_worker_drain_deletes_one_ready_worker_with_its_grace_period(fake_cluster):
+    """A pod deleted as node expiry or a spot interruption deletes it: SIGTERM, then the grace
+    period (Ray drains the node meanwhile). Healthy again only once the drained pod is gone and
+    its replacement is Ready."""
+    cluster, url, kubeconfig = fake_cluster
+    backend = backend_for(url, kubeconfig)
+    backend.inject("worker-drain", outage_s=0, grace_s=90, clock=lambda: 0.0)
+    assert cluster.deletions == [("ray-serve-llm-abcde-cpu-worker-b", 90)]
+    answers = [backend.serve_healthy() for _ in range(5)]
+    assert answers[0] is False and answers[-1] is True
+
+
+def test_worker_drain_is_refused_while_a_worker_is_not_ready(fake_cluster):
+    cluster, url, kubeconfig = fake_cluster
+    cluster.workers["ray-serve-llm-abcde-cpu-worker-b"] = 5
+    with pytest.raises(DrillError, match=r"1 Ready worker pod\(s\): draining one would leave no replica serving"):
+        backend_for(url, kubeconfig).inject("worker-drain", outage_s=0, grace_s=90, clock=lambda: 0.0)
+    assert cluster.deletions == []
 
 
 def test_redis_fault_is_refused_on_kubernetes(fake_cluster):
@@ -367,7 +416,12 @@ def test_cli_fails_when_serve_is_not_healthy_within_the_recovery_timeout(fake_cl
         (["--backend", "kubernetes", "--url", "http://127.0.0.1:8000", "--fault", "redis"],
          "the redis fault is local only"),
         (["--backend", "kubernetes", "--url", "http://127.0.0.1:8000", "--fault", "worker"],
-         "the worker fault is local only; on Kubernetes the drill can: head, head-graceful"),
+         "the worker fault is local only; on Kubernetes the drill can: head, head-graceful, worker-drain"),
+        (["--backend", "kubernetes", "--url", "http://127.0.0.1:8000", "--fault", "redis-crash"],
+         "the redis-crash fault is local only: on EKS, test the ElastiCache failover"),
+        (["--no-ft", "--fault", "redis-freeze"], "the redis-freeze fault needs the GCS store"),
+        (["--fault", "meteor"], "argument --fault: invalid choice: 'meteor'"),
+        (["--streams", "-1"], "argument --streams: -1 must be at least 0 and at most 256"),
         (["--backend", "kubernetes", "--url", "http://127.0.0.1:8000", "--no-ft"], "--no-ft is local only"),
         (["--backend", "kubernetes", "--url", "http://8.8.8.8:8000"],
          "refusing --url 'http://8.8.8.8:8000': the drill sends load only to loopback"),
@@ -415,7 +469,7 @@ def test_every_option_shows_its_default_in_help(capsys):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     options = [a for a in _parser()._actions if a.option_strings != ["-h", "--help"]]
-    assert len(options) == 17
+    assert len(options) == 18
     for action in options:
         # The option's own help text, as printed, ends with its default.
         help_string = _parser().formatter_class("x")._get_help_string(action)
@@ -474,3 +528,142 @@ def test_an_embedded_client_key_is_not_left_on_disk(tmp_path, monkeypatch):
     config = KubeConfig.load(str(config_path))
     assert isinstance(config.verify, ssl.SSLContext) and config.client_cert is None
     assert list(scratch.iterdir()) == []  # written, loaded, deleted
+
+
+def test_streams_retry_only_before_their_first_token_and_must_end_with_done():
+    """A stream that broke after tokens were shown is failed (a retry would start the answer
+    over); one refused before its first token is retried, as the SDK retries."""
+    from local.drill.load import LoadGenerator, LoadSpec
+
+    bodies = [
+        httpx.Response(503),  # before any token: retried
+        httpx.Response(200, content=b"data: {\"x\": 1}\n\ndata: [DONE]\n\n"),
+        httpx.Response(200, content=b"data: {\"x\": 1}\n\n"),  # cut after a token: failed, not retried
+        httpx.Response(200, content=b"data: [DONE]\n\n"),  # nothing streamed
+    ]
+
+    def handle(request):
+        assert json.loads(request.content)["stream"] is True
+        return bodies.pop(0)
+
+    spec = LoadSpec(base_url="http://drill.test", model="m", clients=0, streams=1, retry_initial_delay_s=0.001)
+    load = LoadGenerator(spec, 0.0)
+    body = {"stream": True}
+
+    async def three_streams():
+        async with httpx.AsyncClient(base_url=spec.base_url, transport=httpx.MockTransport(handle)) as http:
+            return [await load._stream(http, body) for _ in range(3)]
+
+    assert asyncio.run(three_streams()) == [
+        (True, "", 1), (False, "stream ended without [DONE] after 1 chunks", 0), (False, "empty stream", 0)]
+
+
+def test_the_report_counts_streams_in_flight_when_the_fault_struck():
+    samples = [
+        Sample(1.0, 0.5, True, "stream-1"),  # over before the fault
+        Sample(9.5, 1.0, True, "stream-1"),  # in flight at 10 s, finished
+        Sample(9.8, 0.4, True, "stream-2"),  # in flight, finished
+        Sample(10.5, 0.3, False, "stream-2", "ReadError after 3 chunks"),
+        Sample(9.9, 0.2, True, "client-1"),  # not a stream
+    ]
+    report = build_report(samples, Timeline(fault_at=10.0, restarted_at=None, healthy_at=20.0, ended_at=30.0),
+                          fault="worker-drain", backend="local", fault_tolerance=True)
+    assert report.streams == {"requests": 4, "in_flight_at_fault": 2, "failed": 1}
+    assert "streams: 4, 2 in flight when the fault struck, 1 failed" in format_table(report)
+
+
+def test_a_lost_replica_counts_as_replaced_only_by_one_that_was_not_there_before():
+    """A replacement's start time is when Serve asked for it, which can be before a fault that
+    lands during the recovery: the drill waits for a RUNNING replica on the node that was not
+    there before the fault, not for a later start time."""
+    from local.drill.backends import LocalBackend
+    from local.stack import StackState
+
+    def status(*replicas: tuple[str, str, str, float]) -> dict:
+        return {"status": "RUNNING", "deployments": {"LLMServer": {
+            "status": "HEALTHY", "target_num_replicas": 2,
+            "replicas": [{"replica_id": i, "node_ip": ip, "state": state, "start_time_s": t}
+                         for i, ip, state, t in replicas]}}}
+
+    class Stack:
+        state = StackState(fault_tolerance=True)
+        answer: dict | None = None
+        def serve_status(self):
+            return self.answer
+
+        def proxies_down(self):
+            return []
+
+    stack = Stack()
+    backend = LocalBackend(stack)
+    stack.answer = status(("a", "10.213.7.11", "RUNNING", 1.0), ("late", "10.213.7.12", "STARTING", 50.0))
+    before = backend._replicas_on("10.213.7.12")
+    assert before == {"late"}
+    backend._replaced_on = ("10.213.7.12", 100.0, set())  # nothing on the node before the fault
+    stack.answer = status(("a", "10.213.7.11", "RUNNING", 1.0), ("late", "10.213.7.12", "RUNNING", 50.0))
+    assert backend.serve_healthy()  # started before the fault, but a replacement all the same
+    backend._replaced_on = ("10.213.7.12", 100.0, {"late"})
+    assert not backend.serve_healthy()  # the replica the fault took, still listed
+    stack.answer = status(("a", "10.213.7.11", "RUNNING", 1.0), ("new", "10.213.7.12", "RUNNING", 120.0))
+    assert backend.serve_healthy()
+    backend._replaced_on = ("10.213.7.12", 130.0, None)  # Serve did not answer at the fault: by start time
+    assert not backend.serve_healthy()
+
+
+
+def test_serve_is_healthy_only_while_every_workers_proxy_answers(tmp_path):
+    """Serve's status can count a restarted worker's replica RUNNING before the proxy on that
+    node listens: healthy waits for each worker's proxy health route, as the serve Service's
+    readiness and a load balancer's health check do."""
+    from local.drill.backends import LocalBackend
+    from local.stack import LocalStack, StackState
+
+    class Proxy(BaseHTTPRequestHandler):
+        code = 200
+
+        def do_GET(self):
+            self.send_response(Proxy.code if self.path == "/-/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *_):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    class Node:
+        proxy_url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    with socket.socket() as spare:  # a port nothing listens on
+        spare.bind(("127.0.0.1", 0))
+        closed_port = spare.getsockname()[1]
+
+    class Closed:
+        proxy_url = f"http://127.0.0.1:{closed_port}"
+
+    try:
+        assert LocalStack.proxy_health(Node) == (True, "/-/healthz 200")
+        Proxy.code = 503  # its node draining
+        assert LocalStack.proxy_health(Node) == (False, "/-/healthz 503")
+        ok, detail = LocalStack.proxy_health(Closed)
+        assert not ok and detail.startswith("/-/healthz no answer") and "refused" in detail
+    finally:
+        server.shutdown()
+
+    class Stack:
+        state = StackState(fault_tolerance=True)
+        down: tuple[str, ...] = ("worker-1",)
+
+        def serve_status(self):
+            return {"status": "RUNNING", "deployments": {"LLMServer": {
+                "status": "HEALTHY", "target_num_replicas": 1,
+                "replicas": [{"replica_id": "a", "node_ip": "10.213.7.11", "state": "RUNNING"}]}}}
+
+        def proxies_down(self):
+            return list(self.down)
+
+    stack = Stack()
+    backend = LocalBackend(stack)
+    assert not backend.serve_healthy()
+    stack.down = ()
+    assert backend.serve_healthy()
