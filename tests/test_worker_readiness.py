@@ -129,6 +129,7 @@ def running_titles() -> set[str]:
 
 # A Ray of its own in a child process: the test process may already run the shared Serve
 # backend (one Ray per process), and this Ray must not bind the machine's port 8000.
+# address="local" starts a new Ray even where another one runs on the machine.
 _SLOW_REPLICA = """
 import sys, time
 import ray
@@ -142,7 +143,7 @@ class SlowToLoad:
     async def __call__(self, request):
         return "ok"
 
-ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
 serve.start(proxy_location="Disabled")
 serve.run(SlowToLoad.bind(), name=sys.argv[1], route_prefix=None)
 print("deployed", flush=True)
