@@ -26,9 +26,9 @@ from typing import NoReturn
 
 import cdk8s
 
-from charts import constants
-from charts.accelerators import ACCELERATORS, DEFAULT_ACCELERATOR
-from charts.profiles import (
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.accelerators import ACCELERATORS, DEFAULT_ACCELERATOR
+from ray_serve_ha.charts.profiles import (
     HF_MODEL_ID,
     KIND_IMAGE_BUILDS,
     EksDeployment,

@@ -14,8 +14,8 @@ from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 
 import ray_serve_ha as ha
-from charts.accelerators import ACCELERATORS
-from charts.profiles import EksDeployment
+from ray_serve_ha.charts.accelerators import ACCELERATORS
+from ray_serve_ha.charts.profiles import EksDeployment
 
 
 def build(app: cdk.App) -> cdk.Stack:

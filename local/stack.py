@@ -28,8 +28,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from charts import ray_env
-from charts.serve_config import APP_NAME, LlmServing, serve_config, tiny_model_serving
 from local import netns, processes
 from local.supervisor import HOLD_DIR, NODE_DIR, NodeRecord, hold_path
 from local.topology import (
@@ -46,6 +44,8 @@ from local.topology import (
     WORKERS,
     RayNode,
 )
+from ray_serve_ha.charts import ray_env
+from ray_serve_ha.charts.serve_config import APP_NAME, LlmServing, serve_config, tiny_model_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_APP_DIR = ROOT / "images" / "ray-serve"

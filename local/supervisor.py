@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from charts import ray_env
 from local import netns, processes
 from local.topology import (
     DASHBOARD_PORT,
@@ -45,6 +44,7 @@ from local.topology import (
     STATE_DIR,
     RayNode,
 )
+from ray_serve_ha.charts import ray_env
 
 NODE_DIR = STATE_DIR / "nodes"
 HOLD_DIR = STATE_DIR / "holds"

@@ -12,7 +12,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from charts.constants import REDIS_PORT
+from ray_serve_ha.charts.constants import REDIS_PORT
 from stacks.settings import GcsStoreSettings, SettingsModel
 
 

@@ -13,10 +13,10 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IConstruct
 
-from charts import constants
-from charts.profiles import EksCharts, EksDeployment, eks_charts
-from charts.rayservice import serve_service_name
-from charts.serve_config import COMPILED_ARTIFACT_ENGINES
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.profiles import EksCharts, EksDeployment, eks_charts
+from ray_serve_ha.charts.rayservice import serve_service_name
+from ray_serve_ha.charts.serve_config import COMPILED_ARTIFACT_ENGINES
 from stacks.artifact_cache import CompiledArtifactCache
 from stacks.helper_access import HelperReach, HelperSecurityGroup
 from stacks.readiness import RayServiceReadiness
@@ -34,7 +34,7 @@ class FaultTolerantRayServiceProps:
 
     cluster: an `aws_eks_v2` cluster with a kubectl provider, created or imported; KubeRay
     and External Secrets must run on it.
-    deployment: the charts' inputs (charts/profiles.py): accelerator and instance types,
+    deployment: the charts' inputs (ray_serve_ha/charts/profiles.py): accelerator and instance types,
     the GCS store's endpoint, port and AUTH token secret, images, worker counts, model.
     vpc, subnets, cluster_security_group: where the readiness gate runs (the cluster's
     private subnets) and the group that fronts the cluster's API endpoint.

@@ -14,8 +14,8 @@ from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
-from charts.accelerators import CPU_BATCH_DOCKERFILE, accelerator_of_instance_type, cpu_instance_type
-from charts.batch import (
+from ray_serve_ha.charts.accelerators import CPU_BATCH_DOCKERFILE, accelerator_of_instance_type, cpu_instance_type
+from ray_serve_ha.charts.batch import (
     AcceleratorWorkerShape,
     BatchTeam,
     BatchTeamChart,
@@ -23,7 +23,7 @@ from charts.batch import (
     team_node_group_labels,
     team_node_group_taints,
 )
-from charts.batch_jobs import BatchJobsChart
+from ray_serve_ha.charts.batch_jobs import BatchJobsChart
 from stacks.cluster import autoscaler_node_template_tags, install_device_plugin, without_surge
 from stacks.existing_cluster import AnyClusterStack
 from stacks.settings import BatchTeamSettings, CapacitySettings, batch_team
@@ -136,7 +136,7 @@ def _team_node_group(
         min_size=team.min_workers,
         desired_size=team.min_workers,
         max_size=team.max_workers,
-        # The team's image and Ray's spill space (charts/capacity_plan.py; EKS's default: 20 GiB).
+        # The team's image and Ray's spill space (ray_serve_ha/charts/capacity_plan.py; EKS's default: 20 GiB).
         disk_size=disk_gib,
         subnets=ec2.SubnetSelection(subnets=subnets),
         tags=tags or None,

@@ -16,10 +16,10 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from charts import constants
-from charts.accelerators import Accelerator
-from charts.helm import HelmChartRef
-from charts.node_pool import accelerator_node_pool, auto_mode_node_class, heads_node_pool
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.accelerators import Accelerator
+from ray_serve_ha.charts.helm import HelmChartRef
+from ray_serve_ha.charts.node_pool import accelerator_node_pool, auto_mode_node_class, heads_node_pool
 from stacks import helm_charts
 from stacks.existing_network import ExistingNetwork
 from stacks.settings import CapacitySettings, ClusterSettings, NetworkSettings, SecretsSettings
@@ -252,7 +252,7 @@ class NodeGroupCapacity(Construct):
         accelerator = capacity.accelerator
         system = capacity.system_nodes
         # Sized from the pods it holds: the serving head, an upgrade's second head, one head per
-        # batch team, the UI and the operators (charts/capacity_plan.py); the Cluster Autoscaler
+        # batch team, the UI and the operators (ray_serve_ha/charts/capacity_plan.py); the Cluster Autoscaler
         # adds the upgrade's node. Its disk holds every head's image (EKS's default: 20 GiB).
         self.system = eks.Nodegroup(
             self,
@@ -290,7 +290,7 @@ class NodeGroupCapacity(Construct):
             # update fails instead and can be retried once the other replica serves.
             max_unavailable=1,
             force_update=False,
-            # Its image, the weights and compile scratch (charts/capacity_plan.py).
+            # Its image, the weights and compile scratch (ray_serve_ha/charts/capacity_plan.py).
             disk_size=capacity.disks.accelerator_gib,
             subnets=subnets,
             tags=autoscaler_node_template_tags(accelerator, capacity.instance_types),

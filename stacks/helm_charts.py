@@ -1,9 +1,9 @@
 """Pinned Helm charts of the operators the cluster installs. The device plugins' charts are
-accelerator facts, pinned in charts/accelerators.py."""
+accelerator facts, pinned in ray_serve_ha/charts/accelerators.py."""
 
 from __future__ import annotations
 
-from charts.helm import HelmChartRef
+from ray_serve_ha.charts.helm import HelmChartRef
 
 KUBERAY_OPERATOR = HelmChartRef(
     repository="https://ray-project.github.io/kuberay-helm/",

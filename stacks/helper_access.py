@@ -10,7 +10,7 @@ from typing import TypedDict
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
-from charts import constants
+from ray_serve_ha.charts import constants
 
 HTTPS = ec2.Port.tcp(443)
 

@@ -18,7 +18,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from charts.rbac import RAYSERVICE_READERS_GROUP, rayservice_reader_rbac
+from ray_serve_ha.charts.rbac import RAYSERVICE_READERS_GROUP, rayservice_reader_rbac
 from stacks.lambda_code import PYTHON_RUNTIME, handler_code
 from stacks.settings import READINESS_TIMEOUT_MAX_MINUTES
 
@@ -119,7 +119,7 @@ class RayServiceReadiness(Construct):
         # A Function made without `role=` creates its own; only imported functions have none.
         assert self.is_complete.role is not None
         # EKS's view policy covers built-in kinds only; the Kubernetes group gets a Role
-        # that may read RayServices and their events in this namespace (charts/rbac.py).
+        # that may read RayServices and their events in this namespace (ray_serve_ha/charts/rbac.py).
         self.access = eks.CfnAccessEntry(
             self,
             "ViewAccess",

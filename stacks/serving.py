@@ -11,15 +11,15 @@ import aws_cdk as cdk
 from aws_cdk import aws_ecr_assets as ecr_assets
 from constructs import Construct
 
-from charts.gradio import GRADIO_NAME
-from charts.profiles import EksDeployment
-from charts.rayservice import serve_service_name
 from ray_serve_ha.availability import (
     ServeAvailabilityAlarm,
     ServeAvailabilityAlarmProps,
     ServeAvailabilityProbe,
     ServeAvailabilityProbeProps,
 )
+from ray_serve_ha.charts.gradio import GRADIO_NAME
+from ray_serve_ha.charts.profiles import EksDeployment
+from ray_serve_ha.charts.rayservice import serve_service_name
 from ray_serve_ha.rayservice import FaultTolerantRayService, FaultTolerantRayServiceProps
 from stacks.drill_runner import HaDrillProject
 from stacks.existing_cluster import AnyClusterStack
@@ -52,7 +52,7 @@ class ServingStack(cdk.Stack):
             self,
             "RayServeImage",
             directory=str(IMAGES / "ray-serve"),
-            # The accelerator's Dockerfile in images/ray-serve (charts/accelerators.py).
+            # The accelerator's Dockerfile in images/ray-serve (ray_serve_ha/charts/accelerators.py).
             file=capacity.accelerator.dockerfile,
             platform=ecr_assets.Platform.LINUX_AMD64,
             exclude=IMAGE_EXCLUDES,

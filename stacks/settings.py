@@ -30,7 +30,7 @@ from typing import Annotated, Any, get_args
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
-from charts.accelerators import (
+from ray_serve_ha.charts.accelerators import (
     ACCELERATORS,
     CPU_BATCH_DOCKERFILE,
     CPU_INSTANCE_TYPES,
@@ -39,7 +39,7 @@ from charts.accelerators import (
     accelerator_of_instance_type,
     cpu_instance_type,
 )
-from charts.batch import (
+from ray_serve_ha.charts.batch import (
     CAPACITY_TYPES,
     AcceleratorWorkerShape,
     BatchTeam,
@@ -47,7 +47,7 @@ from charts.batch import (
     check_distinct_teams,
     longest_job_suffix,
 )
-from charts.capacity_plan import (
+from ray_serve_ha.charts.capacity_plan import (
     AUTO_MODE_DEFAULT_DISK_GIB,
     MAX_SYSTEM_NODES,
     NodeDisk,
@@ -58,10 +58,10 @@ from charts.capacity_plan import (
     team_head,
     team_node_disk,
 )
-from charts.images import BATCH_IMAGES, CUSTOM_TEAM_IMAGE, ContainerImage
-from charts.profiles import HF_MODEL_ID, HF_MODEL_ID_RULE, MISTRAL_7B_INSTRUCT
-from charts.ray_pods import MAX_RAYJOB_NAME_LENGTH
-from charts.serve_config import MIN_REPLICAS
+from ray_serve_ha.charts.images import BATCH_IMAGES, CUSTOM_TEAM_IMAGE, ContainerImage
+from ray_serve_ha.charts.profiles import HF_MODEL_ID, HF_MODEL_ID_RULE, MISTRAL_7B_INSTRUCT
+from ray_serve_ha.charts.ray_pods import MAX_RAYJOB_NAME_LENGTH
+from ray_serve_ha.charts.serve_config import MIN_REPLICAS
 
 # Kubernetes minors EKS can still create clusters on (2026-11: 1.31 leaves extended support
 # on 2026-11-26, so a new 1.31 cluster would be born unsupported).
@@ -408,7 +408,7 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 # --- the model ------------------------------------------------------------------------
 
 class BatchTeamSettings(BaseModel):
-    """A data-science team's Ray cluster (see charts/batch.py for what is built from it).
+    """A data-science team's Ray cluster (see ray_serve_ha/charts/batch.py for what is built from it).
 
     Either `cpus` and `memoryGib` (CPU workers) or `instanceType` (one accelerator node per
     worker). JSON types only: a team is written as JSON, never parsed from `-c` text.
@@ -488,7 +488,7 @@ class SettingsModel(BaseModel):
     accelerator_instance_types: InstanceTypes | None = Field(
         None, alias="acceleratorInstanceTypes",
         description=f"unset: {_DEFAULT_TYPES}; else at least one instance type of the accelerator's family "
-        "(`charts/accelerators.py`) that can hold the model",
+        "(`ray_serve_ha/charts/accelerators.py`) that can hold the model",
     )
     accelerator_min_nodes: NodeCount = Field(
         2, alias="acceleratorMinNodes",
@@ -501,7 +501,7 @@ class SettingsModel(BaseModel):
     accelerator_node_disk_gib: DiskGib | None = Field(
         None, alias="acceleratorNodeDiskGib",
         description="unset: what a serving node keeps (its image, the weights, compile scratch; "
-        "`charts/capacity_plan.py`), rounded up; else "
+        "`ray_serve_ha/charts/capacity_plan.py`), rounded up; else "
         f"{MIN_NODE_DISK_GIB}–{MAX_NODE_DISK_GIB} GiB and at least that",
     )
     gcs_store_engine: GcsEngine = Field(
@@ -868,7 +868,7 @@ class ClusterSettings:
 
 @dataclass(frozen=True)
 class NodeDisks:
-    """What each kind of node keeps on its disk (charts/capacity_plan.py), and the disks."""
+    """What each kind of node keeps on its disk (ray_serve_ha/charts/capacity_plan.py), and the disks."""
 
     accelerator: NodeDisk
     # The serving nodes' disk: acceleratorNodeDiskGib, or what `accelerator` needs.
@@ -1135,7 +1135,7 @@ def batch_team(team: BatchTeamSettings, ray_image: str) -> BatchTeam:
 
 
 def team_image(team: BatchTeamSettings) -> ContainerImage:
-    """The image a team's head and workers run (charts/images.py): the project's batch image
+    """The image a team's head and workers run (ray_serve_ha/charts/images.py): the project's batch image
     for its devices, or, for its own `rayImage`, the largest of them (an assumption)."""
     if team.ray_image is not None:
         return CUSTOM_TEAM_IMAGE
@@ -1150,7 +1150,7 @@ def _validation_team(team: BatchTeamSettings) -> BatchTeam:
 
 def _node_group_fit_problem(team: BatchTeamSettings) -> str | None:
     """In node-groups mode a CPU team's node group gets the smallest general-purpose size
-    whose allocatable estimate holds a worker (charts/accelerators.py)."""
+    whose allocatable estimate holds a worker (ray_serve_ha/charts/accelerators.py)."""
     assert team.cpus is not None and team.memory_gib is not None  # checked by team_problem
     if cpu_instance_type(team.cpus, team.memory_gib) is not None:
         return None

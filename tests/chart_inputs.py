@@ -3,8 +3,8 @@ resolved (the charts tests' shared input)."""
 
 from __future__ import annotations
 
-from charts.accelerators import ACCELERATORS
-from charts.profiles import EksDeployment
+from ray_serve_ha.charts.accelerators import ACCELERATORS
+from ray_serve_ha.charts.profiles import EksDeployment
 
 
 def example_eks_deployment(accelerator: str, **overrides) -> EksDeployment:

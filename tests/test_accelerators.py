@@ -17,9 +17,9 @@ import aws_cdk as cdk
 import pytest
 import yaml
 
-from charts import constants
-from charts.accelerators import ACCELERATORS, NVIDIA, DevicePlugin, InstanceShape, RayDevice
-from charts.helm import HelmChartRef
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.accelerators import ACCELERATORS, NVIDIA, DevicePlugin, InstanceShape, RayDevice
+from ray_serve_ha.charts.helm import HelmChartRef
 from stacks.settings import Settings
 from tests.conftest import ROOT, context, synthesize
 from tests.crd_schemas import schema_errors
@@ -184,7 +184,7 @@ def test_a_team_on_it_next_to_neuron_serving_gets_its_device_plugin(acme_team_ne
 # (images/) dispatches on its *engine* names, its own contract, which the table maps.
 SCANNED = [
     ROOT / "app.py",
-    *(p for d in ("stacks", "charts", "local", "lambda", "batch") for p in (ROOT / d).rglob("*.py")),
+    *(p for d in ("stacks", "ray_serve_ha", "charts", "local", "lambda", "batch") for p in (ROOT / d).rglob("*.py")),
 ]
 
 
@@ -237,7 +237,7 @@ def test_no_module_outside_the_table_branches_on_an_accelerator_name():
     offenders = {}
     for path in SCANNED:
         relative = path.relative_to(ROOT).as_posix()
-        if relative == "charts/accelerators.py":
+        if relative == "ray_serve_ha/charts/accelerators.py":
             continue
         lines = [line for line in name_branches(path.read_text(), names) if line not in PENDING.get(relative, [])]
         if lines:

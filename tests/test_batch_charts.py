@@ -11,9 +11,9 @@ import cdk8s
 import pytest
 
 from batch import BATCH_DIR, pytorch_benchmark, xgboost_benchmark
-from charts import constants
-from charts.accelerators import NEURON, NVIDIA
-from charts.batch import (
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.accelerators import NEURON, NVIDIA
+from ray_serve_ha.charts.batch import (
     SCRIPTS_MOUNT_PATH,
     TEAM_LABEL,
     TEAM_TAINT_KEY,
@@ -34,7 +34,7 @@ from charts.batch import (
     team_node_pool,
     team_raycluster,
 )
-from charts.batch_jobs import (
+from ray_serve_ha.charts.batch_jobs import (
     BatchJobsChart,
     PyTorchBenchmark,
     XGBoostBenchmark,
@@ -511,7 +511,7 @@ def test_bad_job_inputs_are_refused():
 
 def test_every_job_script_has_a_registry_entry():
     from batch import JOB_SCRIPTS
-    from charts.batch_jobs import JOBS
+    from ray_serve_ha.charts.batch_jobs import JOBS
 
     assert set(JOBS) == set(JOB_SCRIPTS)
     assert all((BATCH_DIR / job.script).is_file() for job in JOBS.values())
@@ -521,7 +521,7 @@ def test_a_new_job_is_one_registry_entry(monkeypatch):
     from dataclasses import dataclass as frozen
 
     from batch import JOB_SCRIPTS
-    from charts.batch_jobs import JOBS, BatchJob
+    from ray_serve_ha.charts.batch_jobs import JOBS, BatchJob
 
     @frozen(frozen=True)
     class Echo:
@@ -551,7 +551,7 @@ def test_a_chart_of_chosen_jobs_and_their_arguments():
 
 
 def test_unknown_jobs_and_wrong_arguments_are_refused():
-    from charts.batch_jobs import rayjob
+    from ray_serve_ha.charts.batch_jobs import rayjob
 
     with pytest.raises(ValueError, match=r"^unknown job\(s\) lightgbm; jobs: xgboost, pytorch$"):
         BatchJobsChart(cdk8s.App(), "jobs", team=CPU_TEAM, jobs={"lightgbm": None})
@@ -561,8 +561,8 @@ def test_unknown_jobs_and_wrong_arguments_are_refused():
 
 def test_team_names_leave_room_for_the_longest_job_suffix():
     from batch import JOB_SCRIPTS
-    from charts.batch import max_team_name_length
-    from charts.ray_pods import MAX_RAYJOB_NAME_LENGTH
+    from ray_serve_ha.charts.batch import max_team_name_length
+    from ray_serve_ha.charts.ray_pods import MAX_RAYJOB_NAME_LENGTH
 
     longest = max(JOB_SCRIPTS, key=len)
     team = replace(CPU_TEAM, name="t" * max_team_name_length())
@@ -576,14 +576,14 @@ def test_the_ray_pod_module_needs_no_cdk8s():
 
     from tests.conftest import ROOT
 
-    code = "import sys, charts.ray_pods; sys.exit('cdk8s' in sys.modules or 'constructs' in sys.modules)"
+    code = "import sys, ray_serve_ha.charts.ray_pods; sys.exit('cdk8s' in sys.modules or 'constructs' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
 def test_the_rayservice_and_team_clusters_share_their_pod_builders():
-    # One builder for each: resources, head group, worker group, autoscaler (charts/ray_pods.py).
-    from charts import batch, rayservice
-    from charts.ray_pods import autoscaling, container_resources, head_group, worker_group
+    # One builder for each: resources, head group, worker group, autoscaler (ray_serve_ha/charts/ray_pods.py).
+    from ray_serve_ha.charts import batch, rayservice
+    from ray_serve_ha.charts.ray_pods import autoscaling, container_resources, head_group, worker_group
 
     for module in (batch, rayservice):
         assert module.container_resources is container_resources

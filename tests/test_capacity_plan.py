@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from charts.accelerators import CPU_INSTANCE_TYPES, NEURON, NVIDIA, PodRequest, nodes_to_hold
-from charts.capacity_plan import (
+from ray_serve_ha.charts.accelerators import CPU_INSTANCE_TYPES, NEURON, NVIDIA, PodRequest, nodes_to_hold
+from ray_serve_ha.charts.capacity_plan import (
     AUTO_MODE_DEFAULT_DISK_GIB,
     accelerator_node_disk,
     disks_table,
@@ -15,8 +15,8 @@ from charts.capacity_plan import (
     system_node_disk,
     team_node_disk,
 )
-from charts.images import ALL_IMAGES, BATCH_CUDA, BATCH_IMAGES, SERVING_IMAGES
-from charts.replica_start import budget_table, nat_table, nat_traffic_gb
+from ray_serve_ha.charts.images import ALL_IMAGES, BATCH_CUDA, BATCH_IMAGES, SERVING_IMAGES
+from ray_serve_ha.charts.replica_start import budget_table, nat_table, nat_traffic_gb
 from tests.conftest import ROOT
 from tests.crd_schemas import crd_schema
 

@@ -9,10 +9,10 @@ import cdk8s
 import pytest
 import yaml
 
-from charts import constants
-from charts.accelerators import NEURON, NVIDIA
-from charts.profiles import eks_rayservice_inputs
-from charts.rayservice import (
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.accelerators import NEURON, NVIDIA
+from ray_serve_ha.charts.profiles import eks_rayservice_inputs
+from ray_serve_ha.charts.rayservice import (
     RAYSERVICE_LABEL,
     PodResources,
     RayServiceChart,
@@ -23,8 +23,8 @@ from charts.rayservice import (
     rayservice_spec,
     worker_disruption_budget,
 )
-from charts.secrets import HUGGING_FACE_TOKEN
-from charts.serve_config import serve_config
+from ray_serve_ha.charts.secrets import HUGGING_FACE_TOKEN
+from ray_serve_ha.charts.serve_config import serve_config
 from tests.chart_inputs import example_eks_deployment
 
 ACCELERATORS = {"neuron": NEURON, "nvidia": NVIDIA}
@@ -388,8 +388,8 @@ def test_unknown_load_balancer_kind_is_refused():
 
 @pytest.mark.parametrize(("accelerator_name", "minutes"), [("neuron", 30), ("nvidia", 15)])
 def test_kuberay_gives_up_only_after_a_first_start_could_have_finished(accelerator_name, minutes):
-    from charts.accelerators import ACCELERATORS
-    from charts.replica_start import NODE_LAUNCH_S, start_seconds
+    from ray_serve_ha.charts.accelerators import ACCELERATORS
+    from ray_serve_ha.charts.replica_start import NODE_LAUNCH_S, start_seconds
 
     rayservice = rayservice_spec(eks_inputs(accelerator_name))
     assert rayservice["metadata"]["annotations"] == {"ray.io/initializing-timeout": f"{minutes}m"}
@@ -402,6 +402,6 @@ def test_kuberay_gives_up_only_after_a_first_start_could_have_finished(accelerat
 
 
 def test_the_kind_profile_sets_no_initializing_timeout():
-    from charts.profiles import KindDeployment, kind_rayservice_inputs
+    from ray_serve_ha.charts.profiles import KindDeployment, kind_rayservice_inputs
 
     assert "annotations" not in rayservice_spec(kind_rayservice_inputs(KindDeployment()))["metadata"]

@@ -8,9 +8,9 @@ import copy
 import cdk8s
 import pytest
 
-from charts.accelerators import ACCELERATORS
-from charts.profiles import EksDeployment, eks_charts
-from charts.secrets import SecretsChart, SecretsInputs
+from ray_serve_ha.charts.accelerators import ACCELERATORS
+from ray_serve_ha.charts.profiles import EksDeployment, eks_charts
+from ray_serve_ha.charts.secrets import SecretsChart, SecretsInputs
 
 AUTH_TOKEN_ARN = "arn:aws:secretsmanager:us-east-2:111122223333:secret:gcs-auth-AbCdEf"
 HF_SECRET = "ray-serve-ha/hugging-face-token"

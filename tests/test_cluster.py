@@ -9,9 +9,9 @@ import json
 import pytest
 from aws_cdk.assertions import Match
 
-from charts import constants
-from charts.accelerators import NEURON, NVIDIA
-from charts.node_pool import accelerator_node_pool
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.accelerators import NEURON, NVIDIA
+from ray_serve_ha.charts.node_pool import accelerator_node_pool
 from tests.conftest import synthesize
 from tests.crd_schemas import schema_errors
 
@@ -364,7 +364,7 @@ def node_classes(synthesized) -> dict[str, dict]:
 @pytest.mark.parametrize(
     ("system_fixture", "accelerator", "accelerator_gib"),
     # neuron: 31 GB image + 14.5 GB weights + 16 GB compile scratch + 1.5 + 10 = 73 GB
-    # x 1.25 / 0.85 = 107.4 GB = 100.0 GiB; nvidia: 51 GB -> 70 GiB (charts/capacity_plan.py).
+    # x 1.25 / 0.85 = 107.4 GB = 100.0 GiB; nvidia: 51 GB -> 70 GiB (ray_serve_ha/charts/capacity_plan.py).
     [("default_system", NEURON, 100), ("auto_mode_nvidia", NVIDIA, 70)],
 )
 def test_auto_mode_node_classes_size_their_disks_from_the_image_table(

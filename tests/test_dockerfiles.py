@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from charts.accelerators import ACCELERATORS, CPU_BATCH_DOCKERFILE
-from charts.rayservice import RAY_VERSION
+from ray_serve_ha.charts.accelerators import ACCELERATORS, CPU_BATCH_DOCKERFILE
+from ray_serve_ha.charts.rayservice import RAY_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "images"

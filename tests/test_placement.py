@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from charts import constants
+from ray_serve_ha.charts import constants
 from tests.test_cluster import manifests
 from tests.test_serving import the_rayservice
 

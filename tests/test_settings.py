@@ -11,7 +11,7 @@ import pytest
 
 import batch
 from app import main
-from charts.accelerators import ACCELERATORS, NEURON, NVIDIA
+from ray_serve_ha.charts.accelerators import ACCELERATORS, NEURON, NVIDIA
 from stacks.settings import (
     ELASTICACHE_NODE_TYPES,
     READINESS_TIMEOUT_MAX_MINUTES,
@@ -156,7 +156,7 @@ EMPTY_TYPES = (
     "(neuron: inf2.8xlarge, nvidia: g6e.xlarge)"
 )
 # What a worker may request on each team node-group size (Karpenter's allocatable estimate
-# less DaemonSets and margin, charts/accelerators.py).
+# less DaemonSets and margin, ray_serve_ha/charts/accelerators.py).
 CPU_SIZES = (
     "m7i.large (1 CPU, 5 GiB for a worker), m7i.xlarge (3 CPU, 12 GiB for a worker), m7i.2xlarge (7 CPU, "
     "26 GiB for a worker), m7i.4xlarge (15 CPU, 53 GiB for a worker), m7i.8xlarge (31 CPU, 110 GiB for a "
@@ -553,8 +553,8 @@ def test_the_system_node_group_holds_every_head_and_an_upgrades_second(teams, mi
 
 
 def test_a_head_fits_a_system_node_by_the_schedulers_estimate_and_two_do_not():
-    from charts.accelerators import CPU_INSTANCE_TYPES
-    from charts.capacity_plan import serving_head, team_head
+    from ray_serve_ha.charts.accelerators import CPU_INSTANCE_TYPES
+    from ray_serve_ha.charts.capacity_plan import serving_head, team_head
 
     node = CPU_INSTANCE_TYPES["m7i.xlarge"]
     head = serving_head(autoscaling=True)

@@ -3,7 +3,7 @@
 Karpenter decides whether a pod fits an instance type *before* it launches one, from an
 estimate of the node's allocatable resources; a pod over that estimate stays Pending. The
 estimate is written out here again, from karpenter-provider-aws
-`pkg/providers/instancetype/types.go`, independently of charts/accelerators.py, and applied
+`pkg/providers/instancetype/types.go`, independently of ray_serve_ha/charts/accelerators.py, and applied
 to every instance type the settings allow: serving workers and batch team workers, both
 accelerators (both capacity modes size workers alike: node groups' AL2023 kubelet reserves
 by the same formula)."""
@@ -15,9 +15,16 @@ import re
 
 import pytest
 
-from charts.accelerators import ACCELERATORS, CPU_INSTANCE_TYPES, NEURON, NVIDIA, InstanceShape, cpu_instance_type
-from charts.batch import AcceleratorWorkerShape, BatchTeam, CpuWorkerShape, worker_resources
-from charts.rayservice import accelerator_workers
+from ray_serve_ha.charts.accelerators import (
+    ACCELERATORS,
+    CPU_INSTANCE_TYPES,
+    NEURON,
+    NVIDIA,
+    InstanceShape,
+    cpu_instance_type,
+)
+from ray_serve_ha.charts.batch import AcceleratorWorkerShape, BatchTeam, CpuWorkerShape, worker_resources
+from ray_serve_ha.charts.rayservice import accelerator_workers
 from tests.test_serving import the_rayservice
 
 # DaemonSets on an accelerator node in node-groups mode, with their requests: VPC CNI

@@ -450,8 +450,8 @@ def test_drill_sources_follow_imports_and_leave_out_the_local_backend(tmp_path):
 
     for path, text in {
         "local/__init__.py": "",
-        "local/topology.py": "from charts import constants\n",
-        "local/stack.py": "import charts.big\n",
+        "local/topology.py": "from ray_serve_ha.charts import constants\n",
+        "local/stack.py": "import ray_serve_ha.charts.big\n",
         "local/drill/__init__.py": "",
         "local/drill/requirements.txt": "httpx\n",
         "local/drill/__main__.py": (
@@ -463,16 +463,17 @@ def test_drill_sources_follow_imports_and_leave_out_the_local_backend(tmp_path):
         "local/drill/plot.py": "",
         "local/drill/typing_only.py": "",
         "local/drill/matrix.py": "",
-        "charts/__init__.py": "",
-        "charts/constants.py": "",
-        "charts/big.py": "",
+        "ray_serve_ha/__init__.py": "",
+        "ray_serve_ha/charts/__init__.py": "",
+        "ray_serve_ha/charts/constants.py": "",
+        "ray_serve_ha/charts/big.py": "",
     }.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(text)
     assert drill_runner.drill_sources(tmp_path) == [
-        "charts/__init__.py", "charts/constants.py", "local/__init__.py", "local/drill/__init__.py",
-        "local/drill/__main__.py", "local/drill/plot.py", "local/drill/requirements.txt", "local/drill/stats.py",
-        "local/topology.py",
+        "local/__init__.py", "local/drill/__init__.py", "local/drill/__main__.py", "local/drill/plot.py",
+        "local/drill/requirements.txt", "local/drill/stats.py", "local/topology.py", "ray_serve_ha/__init__.py",
+        "ray_serve_ha/charts/__init__.py", "ray_serve_ha/charts/constants.py",
     ]
 
 
@@ -524,7 +525,8 @@ def test_drill_asset_holds_what_the_drill_imports_and_nothing_else(drill_project
     staged = sorted(p.relative_to(drill_project.source).as_posix()
                     for p in drill_project.source.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     assert staged == drill_sources()
-    assert DRILL_REQUIREMENTS in staged and "charts/constants.py" in staged and "local/stack.py" not in staged
+    assert DRILL_REQUIREMENTS in staged and "ray_serve_ha/charts/constants.py" in staged
+    assert "local/stack.py" not in staged
 
 
 def test_drill_help_runs_from_the_staged_asset(drill_project):

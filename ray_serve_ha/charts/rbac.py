@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from charts import constants
+from ray_serve_ha.charts import constants
 
 RAYSERVICE_READERS_GROUP = f"{constants.LABEL_DOMAIN}:rayservice-readers"
 ROLE_NAME = "rayservice-reader"

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from charts import constants
-from charts.serve_config import APP_NAME, DEPLOYMENT_NAME
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.serve_config import APP_NAME, DEPLOYMENT_NAME
 
 # Methods a replica runs before it serves (actor creation, the user constructor, config).
 REPLICA_STARTING_METHODS = ("__init__", "initialize_and_get_metadata", "reconfigure")

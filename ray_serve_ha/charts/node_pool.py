@@ -4,15 +4,15 @@ batch teams' pools share with it.
 Auto Mode's built-in pools launch only C/M/R families, so inf2 or GPU nodes need a pool of
 their own (karpenter.sh/v1, node class `eks.amazonaws.com/NodeClass`). The accelerator pool and
 the Ray heads' pool get NodeClasses of their own, whose ephemeral storage holds what their
-nodes keep (charts/capacity_plan.py); the built-in `default` NodeClass gives 80 GiB.
+nodes keep (ray_serve_ha/charts/capacity_plan.py); the built-in `default` NodeClass gives 80 GiB.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from charts import constants
-from charts.accelerators import Accelerator
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.accelerators import Accelerator
 
 # Auto Mode's own node lifetime (its built-in pools expire nodes after 14 days; nodes are
 # also replaced when they drift to a new AMI, about weekly), written here so it is visible.

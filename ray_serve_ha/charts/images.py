@@ -1,7 +1,7 @@
 """Every container image the system runs, with its size, and what else a node keeps on disk.
 
-The one owner of these numbers: the node disks (charts/capacity_plan.py), the Auto Mode
-NodeClass, the managed node groups, the replica-start budget (charts/replica_start.py) and
+The one owner of these numbers: the node disks (ray_serve_ha/charts/capacity_plan.py), the Auto Mode
+NodeClass, the managed node groups, the replica-start budget (ray_serve_ha/charts/replica_start.py) and
 README's tables read them from here.
 
 Sizes are in GB (10^9 bytes). `unpacked_gb` is what the image takes on a node's disk once
@@ -99,7 +99,7 @@ GRADIO = ContainerImage(
     "measured in this project's venv)",
 )
 
-# Keyed by Dockerfile name, as the accelerator table names them (charts/accelerators.py).
+# Keyed by Dockerfile name, as the accelerator table names them (ray_serve_ha/charts/accelerators.py).
 SERVING_IMAGES: dict[str, ContainerImage] = {
     "Dockerfile.neuron": SERVE_NEURON,
     "Dockerfile.nvidia": SERVE_NVIDIA,
@@ -121,7 +121,7 @@ OPERATOR_IMAGES_GB = 1.5
 
 # --- what a serving replica writes besides its image ---------------------------------------
 # The weights (Mistral-7B-Instruct in bf16, into the Hugging Face cache on the node's disk) and
-# each engine's compile scratch are the accelerator table's (charts/accelerators.py).
+# each engine's compile scratch are the accelerator table's (ray_serve_ha/charts/accelerators.py).
 # What the compiled-artifact cache downloads from S3 on a start that finds it (Neuron).
 COMPILED_ARTIFACTS_GB = 1.0
 # Ray's object spilling and job scratch on a batch worker (estimate).

@@ -16,10 +16,10 @@ from typing import Any, TypedDict
 import cdk8s
 from constructs import Construct
 
-from charts import constants, ray_env
-from charts.accelerators import Accelerator
-from charts.objects import add_api_object
-from charts.ray_pods import (
+from ray_serve_ha.charts import constants, ray_env
+from ray_serve_ha.charts.accelerators import Accelerator
+from ray_serve_ha.charts.objects import add_api_object
+from ray_serve_ha.charts.ray_pods import (
     DEFAULT_RAY_IMAGE,
     DNS_1035_LABEL,
     MAX_RAYSERVICE_NAME_LENGTH,
@@ -34,7 +34,7 @@ from charts.ray_pods import (
     worker_group,
     worker_pod_resources,
 )
-from charts.serve_config import (
+from ray_serve_ha.charts.serve_config import (
     CPU_ENGINE,
     GRACEFUL_SHUTDOWN_TIMEOUT_S,
     MIN_REPLICAS,
@@ -42,7 +42,7 @@ from charts.serve_config import (
     LlmServing,
     serve_config_yaml,
 )
-from charts.worker_readiness import worker_readiness_probe
+from ray_serve_ha.charts.worker_readiness import worker_readiness_probe
 
 RAYSERVICE_NAME = "ray-serve-llm"
 # KubeRay >= 1.5: a Go duration or whole seconds (ray-operator/controllers/ray/utils/constant.go).
@@ -113,7 +113,7 @@ def accelerator_workers(
     accelerator: Accelerator, instance_types: tuple[str, ...], min_replicas: int, max_replicas: int
 ) -> RayWorkers:
     """One worker pod per accelerator node, sized to fit the smallest of `instance_types`
-    (by Karpenter's allocatable estimate, see charts/accelerators.py), with all its devices:
+    (by Karpenter's allocatable estimate, see ray_serve_ha/charts/accelerators.py), with all its devices:
     one worker, and one Serve replica, per node."""
     return RayWorkers(
         resources=worker_pod_resources(accelerator.worker_size(instance_types)),
@@ -261,7 +261,7 @@ def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
         "image": inputs.image,
         "resources": container_resources(workers.resources, workers.accelerator),
         "env": env,
-        # Ready only once this worker's own replica serves (charts/worker_readiness.py).
+        # Ready only once this worker's own replica serves (ray_serve_ha/charts/worker_readiness.py).
         "readinessProbe": worker_readiness_probe(),
     }
     pod_spec: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""Benchmark RayJobs on a batch team's Ray cluster (charts/batch.py), from one registry.
+"""Benchmark RayJobs on a batch team's Ray cluster (ray_serve_ha/charts/batch.py), from one registry.
 
 A job is a script in batch/ (its name in `batch.JOB_SCRIPTS`) plus one `BatchJob` entry in
 `JOBS` here: the dataclass of its arguments and how they become its command line. The
@@ -17,9 +17,9 @@ import cdk8s
 from constructs import Construct
 
 from batch import JOB_SCRIPTS
-from charts.batch import SCRIPTS_MOUNT_PATH, TEAM_LABEL, BatchTeam, raycluster_name, worker_resources
-from charts.objects import add_api_object
-from charts.ray_pods import DNS_1035_LABEL, MAX_RAYJOB_NAME_LENGTH
+from ray_serve_ha.charts.batch import SCRIPTS_MOUNT_PATH, TEAM_LABEL, BatchTeam, raycluster_name, worker_resources
+from ray_serve_ha.charts.objects import add_api_object
+from ray_serve_ha.charts.ray_pods import DNS_1035_LABEL, MAX_RAYJOB_NAME_LENGTH
 
 
 def _check_positive(what: str, arguments: Any, fields: tuple[str, ...]) -> None:

@@ -13,10 +13,10 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-from charts.accelerators import RayDevice
+from ray_serve_ha.charts.accelerators import RayDevice
 
 # The engines of images/ray-serve (ray_serve_llm/args.py); each accelerator of
-# charts/accelerators.py names the one it runs, and CPU-only workers run CPU_ENGINE.
+# ray_serve_ha/charts/accelerators.py names the one it runs, and CPU-only workers run CPU_ENGINE.
 Engine = Literal["neuron", "vllm", "transformers"]
 ENGINES: tuple[str, ...] = get_args(Engine)
 CPU_ENGINE: Engine = "transformers"
@@ -56,7 +56,7 @@ class LlmServing:
     engine: Engine
     # The OpenAI `model` name clients send; None: the model id.
     served_model_name: str | None = None
-    # How Ray counts the accelerator the replicas run on (charts/accelerators.py); None:
+    # How Ray counts the accelerator the replicas run on (ray_serve_ha/charts/accelerators.py); None:
     # CPU replicas (CPU_ENGINE), which ask for `cpus_per_replica` CPUs.
     ray_device: RayDevice | None = None
     # Devices' Ray units (NeuronCores, GPUs) one replica shards the model over.

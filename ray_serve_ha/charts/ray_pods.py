@@ -1,5 +1,5 @@
-"""Ray pods on Kubernetes, shared by the RayService (charts/rayservice.py) and the batch
-teams' RayClusters (charts/batch.py): pod resources, head and worker groups, the in-tree
+"""Ray pods on Kubernetes, shared by the RayService (ray_serve_ha/charts/rayservice.py) and the batch
+teams' RayClusters (ray_serve_ha/charts/batch.py): pod resources, head and worker groups, the in-tree
 autoscaler, KubeRay's name limits, secret references and the GCS store.
 
 Plain dicts and dataclasses, no cdk8s: the charts wrap what these functions return.
@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from charts import constants
-from charts.accelerators import Accelerator, WorkerSize
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.accelerators import Accelerator, WorkerSize
 
 RAY_VERSION = "2.60.0"
 # Ray's own CPU image; accelerator images (Neuron, vLLM) are built from images/ray-serve.

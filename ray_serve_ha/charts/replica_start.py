@@ -2,7 +2,7 @@
 time-out, README's budget and its NAT traffic figures are computed from.
 
 Estimates, not measurements (no Inferentia2 or GPU account here): data sizes come from the
-image table (charts/images.py) and the accelerator table (weights, compile and load times);
+image table (ray_serve_ha/charts/images.py) and the accelerator table (weights, compile and load times);
 the transfer rates below are assumptions. `python -m charts.replica_start` prints README's
 tables.
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from charts.accelerators import ACCELERATORS, MODEL_WEIGHTS_GB, Accelerator
-from charts.images import COMPILED_ARTIFACTS_GB, SERVING_IMAGES
-from charts.serve_config import COMPILED_ARTIFACT_ENGINES
+from ray_serve_ha.charts.accelerators import ACCELERATORS, MODEL_WEIGHTS_GB, Accelerator
+from ray_serve_ha.charts.images import COMPILED_ARTIFACTS_GB, SERVING_IMAGES
+from ray_serve_ha.charts.serve_config import COMPILED_ARTIFACT_ENGINES
 
 # Assumed rates, MB/s: an image pull from ECR in the region (download and unpack), the
 # weights from the Hugging Face Hub (huggingface-hub 2.x's Xet transfer), S3 in the region.

@@ -13,9 +13,9 @@ from typing import Any
 import cdk8s
 from constructs import Construct
 
-from charts import constants
-from charts.objects import add_api_object
-from charts.ray_pods import SecretKeyRef
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.objects import add_api_object
+from ray_serve_ha.charts.ray_pods import SecretKeyRef
 
 SECRET_STORE_NAME = "aws-secrets-manager"
 # The Kubernetes Secrets the RayService reads, and their keys.

@@ -8,7 +8,7 @@ from typing import Any
 import cdk8s
 from constructs import Construct
 
-from charts.objects import add_api_object
+from ray_serve_ha.charts.objects import add_api_object
 
 QUERY_IMAGE = "python:3.12.11-slim-bookworm"
 QUERY_NAME = "ha-query"
@@ -19,7 +19,7 @@ REQUEST_COUNT = 3000
 
 
 def query_job_manifests(openai_base_url: str, model_id: str, namespace: str) -> list[dict[str, Any]]:
-    """A ConfigMap with `charts/ha_query.py` and a Job that runs it once.
+    """A ConfigMap with `ray_serve_ha/charts/ha_query.py` and a Job that runs it once.
 
     A Job's pod template cannot change: delete the Job to run the check again.
     """

@@ -1,6 +1,6 @@
 """Ray on EKS for batch work: one long-lived, autoscaling Ray cluster per data-science team,
 in the team's own namespace, on nodes only that team's pods may use. The jobs submitted to
-it are in charts/batch_jobs.py.
+it are in ray_serve_ha/charts/batch_jobs.py.
 
 Isolation rests on one label and one taint per team, both `ray-serve-ha.dev/team=<team>`:
 the team's capacity (a Karpenter NodePool in EKS Auto Mode, or a managed node group) carries
@@ -23,12 +23,12 @@ import cdk8s
 from constructs import Construct
 
 from batch import BATCH_DIR, JOB_SCRIPTS, SHARED_MODULES
-from charts import constants
-from charts.accelerators import ACCELERATORS, Accelerator
-from charts.namespace import namespace_manifest
-from charts.node_pool import capacity_requirements, instance_type_requirements, node_pool
-from charts.objects import add_api_object
-from charts.ray_pods import (
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.accelerators import ACCELERATORS, Accelerator
+from ray_serve_ha.charts.namespace import namespace_manifest
+from ray_serve_ha.charts.node_pool import capacity_requirements, instance_type_requirements, node_pool
+from ray_serve_ha.charts.objects import add_api_object
+from ray_serve_ha.charts.ray_pods import (
     DNS_1035_LABEL,
     MAX_RAYJOB_NAME_LENGTH,
     RAY_VERSION,

@@ -5,12 +5,12 @@ Disks: a node keeps the images of every pod that may run on it, the model's weig
 engine's compile scratch (serving nodes) or Ray's spill space (batch nodes), and the OS,
 containerd and logs. The kubelet starts deleting images at 85 % of the disk
 (`imageGCHighThresholdPercent`), so the disk is sized for the sum to stay below that, with a
-margin because most sizes in charts/images.py are estimates.
+margin because most sizes in ray_serve_ha/charts/images.py are estimates.
 
 System nodes (node-groups mode): each Ray head is a pod the scheduler must place on a
-system node (charts/ray_pods.py keeps heads off accelerator and team nodes). The group is
+system node (ray_serve_ha/charts/ray_pods.py keeps heads off accelerator and team nodes). The group is
 sized from the pods it must hold, packed against what Karpenter's allocatable estimate
-leaves the node's pods (charts/accelerators.py): the serving head, a NewCluster upgrade's
+leaves the node's pods (ray_serve_ha/charts/accelerators.py): the serving head, a NewCluster upgrade's
 second head, one head per batch team, the chat UI and the operators.
 """
 
@@ -20,8 +20,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from charts import gradio
-from charts.accelerators import (
+from ray_serve_ha.charts import gradio
+from ray_serve_ha.charts.accelerators import (
     ACCELERATORS,
     CPU_INSTANCE_TYPES,
     MODEL_WEIGHTS_GB,
@@ -29,9 +29,9 @@ from charts.accelerators import (
     PodRequest,
     nodes_to_hold,
 )
-from charts.batch import BATCH_HEAD_RESOURCES
-from charts.constants import HEADS_NODE_CLASS, accelerator_node_class
-from charts.images import (
+from ray_serve_ha.charts.batch import BATCH_HEAD_RESOURCES
+from ray_serve_ha.charts.constants import HEADS_NODE_CLASS, accelerator_node_class
+from ray_serve_ha.charts.images import (
     ALL_IMAGES,
     BATCH_IMAGES,
     BATCH_SCRATCH_GB,
@@ -41,8 +41,8 @@ from charts.images import (
     SERVING_IMAGES,
     ContainerImage,
 )
-from charts.ray_pods import AUTOSCALER_RESOURCES, PodResources
-from charts.rayservice import EKS_HEAD_RESOURCES
+from ray_serve_ha.charts.ray_pods import AUTOSCALER_RESOURCES, PodResources
+from ray_serve_ha.charts.rayservice import EKS_HEAD_RESOURCES
 
 _GB = 10**9
 _GIB = 2**30
@@ -52,7 +52,7 @@ IMAGE_GC_HIGH_THRESHOLD = 0.85
 # The OS (AL2023's root volume holds it with the images), containerd and kubelet state, and
 # container logs (estimate).
 NODE_RESERVE_GB = 10.0
-# Most sizes are estimates (charts/images.py): a quarter more.
+# Most sizes are estimates (ray_serve_ha/charts/images.py): a quarter more.
 ESTIMATE_MARGIN = 1.25
 # Disks are whole multiples of this.
 DISK_STEP_GIB = 10

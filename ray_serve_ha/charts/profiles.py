@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import cdk8s
 
-from charts import constants
-from charts.accelerators import Accelerator
-from charts.gradio import GradioChart, GradioInputs
-from charts.namespace import NamespaceChart
-from charts.query_job import QueryJobChart
-from charts.ray_pods import GcsStore, PodResources
-from charts.rayservice import (
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.accelerators import Accelerator
+from ray_serve_ha.charts.gradio import GradioChart, GradioInputs
+from ray_serve_ha.charts.namespace import NamespaceChart
+from ray_serve_ha.charts.query_job import QueryJobChart
+from ray_serve_ha.charts.ray_pods import GcsStore, PodResources
+from ray_serve_ha.charts.rayservice import (
     RAYSERVICE_NAME,
     RayServiceChart,
     RayServiceInputs,
@@ -28,10 +28,10 @@ from charts.rayservice import (
     accelerator_workers,
     openai_base_url,
 )
-from charts.redis import InClusterRedisChart, in_cluster_gcs_store
-from charts.replica_start import initializing_timeout_minutes
-from charts.secrets import GCS_STORE_PASSWORD, HUGGING_FACE_TOKEN, SecretsChart, SecretsInputs
-from charts.serve_config import COMPILED_ARTIFACT_ENGINES, TINY_MODEL_ID, LlmServing, tiny_model_serving
+from ray_serve_ha.charts.redis import InClusterRedisChart, in_cluster_gcs_store
+from ray_serve_ha.charts.replica_start import initializing_timeout_minutes
+from ray_serve_ha.charts.secrets import GCS_STORE_PASSWORD, HUGGING_FACE_TOKEN, SecretsChart, SecretsInputs
+from ray_serve_ha.charts.serve_config import COMPILED_ARTIFACT_ENGINES, TINY_MODEL_ID, LlmServing, tiny_model_serving
 
 MISTRAL_7B_INSTRUCT = "mistralai/Mistral-7B-Instruct-v0.2"
 # A Hugging Face model id, <organization>/<model> (what the Hub accepts in a repository id).
@@ -114,7 +114,7 @@ def accelerator_serving(
         model_id=model_id,
         engine=workers.engine,
         ray_device=accelerator.ray_device,
-        # What one replica of the model shards over (charts/accelerators.py).
+        # What one replica of the model shards over (ray_serve_ha/charts/accelerators.py).
         tensor_parallel_degree=accelerator.replica_units,
         min_replicas=workers.min_replicas,
         max_replicas=workers.max_replicas,
@@ -139,7 +139,7 @@ def eks_rayservice_inputs(deployment: EksDeployment) -> RayServiceInputs:
         hugging_face_token=HUGGING_FACE_TOKEN,
         serve_load_balancer=deployment.capacity_mode,
         worker_service_account=constants.RAY_WORKER_SERVICE_ACCOUNT if serving.compiled_artifacts else None,
-        # Above a first start's node launch, compile and load (charts/replica_start.py).
+        # Above a first start's node launch, compile and load (ray_serve_ha/charts/replica_start.py).
         initializing_timeout_minutes=initializing_timeout_minutes(deployment.accelerator),
     )
 

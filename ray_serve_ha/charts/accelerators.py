@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from charts import constants
-from charts.helm import HelmChartRef
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.helm import HelmChartRef
 
 # --- Karpenter's allocatable estimate ----------------------------------------------------
 # karpenter-provider-aws pkg/providers/instancetype/types.go (`kubeReservedResources`,
@@ -193,9 +193,9 @@ class Accelerator:
     ui_device_word: str
     # What the engine writes on the node's disk while it loads the model, GB (an estimate):
     # NxD Inference's compiled model and a sharded copy of the weights; vLLM's torch.compile
-    # and CUDA graph caches. The nodes' disks are sized with it (charts/capacity_plan.py).
+    # and CUDA graph caches. The nodes' disks are sized with it (ray_serve_ha/charts/capacity_plan.py).
     compile_scratch_gb: float
-    # A replica's start on this accelerator, s (estimates; charts/replica_start.py adds them
+    # A replica's start on this accelerator, s (estimates; ray_serve_ha/charts/replica_start.py adds them
     # up): compiling the model for the devices (0: the engine loads without compiling, or
     # its compile is part of `load_s`), and loading it onto them and warming up.
     compile_s: int

@@ -1,5 +1,5 @@
 """A pinned Helm chart reference, shared by the stacks' operators (stacks/helm_charts.py) and
-the accelerator table's device plugins (charts/accelerators.py)."""
+the accelerator table's device plugins (ray_serve_ha/charts/accelerators.py)."""
 
 from __future__ import annotations
 

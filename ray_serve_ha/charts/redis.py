@@ -9,10 +9,10 @@ from typing import Any
 import cdk8s
 from constructs import Construct
 
-from charts import constants
-from charts.objects import add_api_object
-from charts.ray_pods import GcsStore
-from charts.secrets import GCS_STORE_PASSWORD
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.objects import add_api_object
+from ray_serve_ha.charts.ray_pods import GcsStore
+from ray_serve_ha.charts.secrets import GCS_STORE_PASSWORD
 
 REDIS_IMAGE = "redis:7.4.5"
 REDIS_NAME = "redis"

@@ -7,7 +7,7 @@ from typing import Any
 import cdk8s
 from constructs import Construct
 
-from charts.objects import add_api_object
+from ray_serve_ha.charts.objects import add_api_object
 
 
 def namespace_manifest(name: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import cdk8s
 import cdk8s_plus_28 as kplus
 from constructs import Construct
 
-from charts import constants
+from ray_serve_ha.charts import constants
 
 GRADIO_NAME = "gradio"
 GRADIO_LABELS = {"app.kubernetes.io/name": GRADIO_NAME, "app.kubernetes.io/part-of": "ray-serve-ha"}
@@ -25,7 +25,7 @@ GRADIO_USER = 1000
 # Gradio writes uploads and cached files here; the root filesystem stays read-only.
 TMP_PATH = "/tmp"
 GRADIO_TEMP_DIR = f"{TMP_PATH}/gradio"
-# What each UI pod requests (the system nodes are sized with it: charts/capacity_plan.py).
+# What each UI pod requests (the system nodes are sized with it: ray_serve_ha/charts/capacity_plan.py).
 CPU_REQUEST_MILLI = 250
 MEMORY_REQUEST_MIB = 512
 DEFAULT_REPLICAS = 2
