@@ -11,22 +11,27 @@ import aws_cdk as cdk
 from aws_cdk import aws_ecr_assets as ecr_assets
 from constructs import Construct
 
-from ray_serve_ha.availability import (
+from ray_serve_ha.charts.gradio import GRADIO_NAME
+from ray_serve_ha.charts.profiles import EksDeployment
+from ray_serve_ha.charts.rayservice import serve_service_name
+from ray_serve_ha.constructs.availability import (
     ServeAvailabilityAlarm,
     ServeAvailabilityAlarmProps,
     ServeAvailabilityProbe,
     ServeAvailabilityProbeProps,
 )
-from ray_serve_ha.charts.gradio import GRADIO_NAME
-from ray_serve_ha.charts.profiles import EksDeployment
-from ray_serve_ha.charts.rayservice import serve_service_name
-from ray_serve_ha.rayservice import FaultTolerantRayService, FaultTolerantRayServiceProps
+from ray_serve_ha.constructs.dashboard import ServingDashboardProps, serving_dashboard
+from ray_serve_ha.constructs.helper_access import (
+    HelperPlacement,
+    HelperReach,
+    HelperSecurityGroup,
+    HelperSecurityGroupProps,
+)
+from ray_serve_ha.constructs.rayservice import FaultTolerantRayService, FaultTolerantRayServiceProps
 from stacks.drill_runner import HaDrillProject
 from stacks.existing_cluster import AnyClusterStack
 from stacks.existing_network import Network
 from stacks.gcs_store import GcsStoreStack
-from stacks.helper_access import HelperPlacement, HelperReach, HelperSecurityGroup
-from stacks.observability import serving_dashboard
 from stacks.settings import Settings
 
 IMAGES = Path(__file__).resolve().parent.parent / "images"
@@ -110,10 +115,10 @@ class ServingStack(cdk.Stack):
         rayservice_name = self.rayservice.rayservice_name
         def in_vpc(name: str, reach: HelperReach, description: str) -> HelperPlacement:
             """The helper's place in the VPC: the private subnets and a group of its own."""
-            group = HelperSecurityGroup(
-                self, f"{name}Access", vpc=network.vpc, cluster_security_group=cluster.cluster_security_group,
+            group = HelperSecurityGroup(self, f"{name}Access", HelperSecurityGroupProps(
+                vpc=network.vpc, cluster_security_group=cluster.cluster_security_group,
                 reach=reach, description=description,
-            )
+            ))
             self.helper_access[name] = group
             return HelperPlacement(
                 vpc=network.vpc, subnets=network.private_subnets, security_group=group.security_group
@@ -140,11 +145,13 @@ class ServingStack(cdk.Stack):
         self.dashboard = serving_dashboard(
             self,
             "Dashboard",
-            name=settings.cluster.name,
-            probe=self.probe,
-            alarm=self.alarm.alarm,
-            replication_group_id=gcs_store.replication_group.ref,
-            accelerator_instance_types=capacity.instance_types,
+            ServingDashboardProps(
+                name=settings.cluster.name,
+                probe=self.probe,
+                alarm=self.alarm.alarm,
+                replication_group_id=gcs_store.replication_group.ref,
+                accelerator_instance_types=capacity.instance_types,
+            ),
         )
         self.ha_drill = HaDrillProject(
             self,

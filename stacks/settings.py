@@ -62,27 +62,29 @@ from ray_serve_ha.charts.images import BATCH_IMAGES, CUSTOM_TEAM_IMAGE, Containe
 from ray_serve_ha.charts.profiles import HF_MODEL_ID, HF_MODEL_ID_RULE, MISTRAL_7B_INSTRUCT
 from ray_serve_ha.charts.ray_pods import MAX_RAYJOB_NAME_LENGTH
 from ray_serve_ha.charts.serve_config import MIN_REPLICAS
+from ray_serve_ha.constructs.availability import DEFAULT_SLO_PERCENT
+from ray_serve_ha.constructs.gcs_store_engine import (
+    DEFAULT_GCS_ENGINE_VERSION,
+    ELASTICACHE_NODE_TYPES,
+    ELASTICACHE_RETIRED_FAMILIES,
+    GCS_ENGINE_VERSIONS,
+    TRANSIT_ENCRYPTION_MODE_MIN_VERSION,
+    GcsStoreEngine,
+    tls_versions,
+)
+from ray_serve_ha.constructs.readiness import (
+    DEFAULT_READINESS_TIMEOUT_MINUTES,
+    READINESS_TIMEOUT_MAX_MINUTES,
+    READINESS_TIMEOUT_MIN_MINUTES,
+)
 
 # Kubernetes minors EKS can still create clusters on (2026-11: 1.31 leaves extended support
 # on 2026-11-26, so a new 1.31 cluster would be born unsupported).
 EKS_CREATABLE_VERSIONS = ("1.32", "1.33", "1.34", "1.35", "1.36")
 CAPACITY_MODES = ("auto-mode", "node-groups")
-# Engine versions Ray's GCS client is known to work with (cluster mode off).
-GCS_ENGINE_VERSIONS = {"redis": ("6.2", "7.0", "7.1"), "valkey": ("7.2", "8.0", "8.1")}
-DEFAULT_GCS_ENGINE_VERSION = {"redis": "7.1", "valkey": "8.0"}
-# The GCS store requires TLS (stacks/gcs_store.py: transit encryption mode "required"),
-# which ElastiCache offers from Redis OSS 7.0 and Valkey 7.2 (ElastiCache user guide,
-# "Enabling in-transit encryption"); CloudFormation refuses the mode on older engines.
-TRANSIT_ENCRYPTION_MODE_MIN_VERSION = {"redis": "7.0", "valkey": "7.2"}
 # Two Serve replicas, one per node, need two accelerator nodes at all times.
 MIN_ACCELERATOR_NODES = MIN_REPLICAS
 MAX_ACCELERATOR_NODES = 100
-# A CloudFormation custom resource waits at most 3,600 s (ServiceTimeout), and the
-# readiness gate needs a few minutes of that to report why the RayService is not Ready
-# (its conditions and events) before CloudFormation gives up without a reason. The
-# readiness construct (stacks/readiness.py) imports this bound.
-READINESS_TIMEOUT_MAX_MINUTES = 55
-READINESS_TIMEOUT_MIN_MINUTES = 5
 # A team's Ray autoscaler may ask for this many workers at most: a guard against typos
 # such as 1e9 (a managed node group's own quota is 450 nodes).
 MAX_TEAM_WORKERS = 100
@@ -96,27 +98,6 @@ MAX_NODE_DISK_GIB = 16384
 # VPC endpoints the project adds: an S3 gateway endpoint (free; image layers, the compiled
 # artifacts), and with "s3+ecr" also interface endpoints for ECR and EKS Pod Identity.
 VPC_ENDPOINT_CHOICES = ("none", "s3", "s3+ecr")
-
-# ElastiCache node types a new replication group can be created on, by family. Source: the
-# ElastiCache API Reference, CacheNode, "The following node types are supported by
-# ElastiCache" (current generation; the same text is in botocore's elasticache service
-# model, which tests/test_settings.py compares with this table). Left out on purpose: the
-# previous generations (no new clusters), T2 (ElastiCache no longer creates T2 clusters:
-# user guide, "Supported node types") and data-tiering r6gd (needs DataTieringEnabled).
-ELASTICACHE_NODE_TYPES: dict[str, tuple[str, ...]] = {
-    "m7g": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
-    "m6g": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
-    "m5": ("large", "xlarge", "2xlarge", "4xlarge", "12xlarge", "24xlarge"),
-    "m4": ("large", "xlarge", "2xlarge", "4xlarge", "10xlarge"),
-    "t4g": ("micro", "small", "medium"),
-    "t3": ("micro", "small", "medium"),
-    "r7g": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
-    "r6g": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
-    "r5": ("large", "xlarge", "2xlarge", "4xlarge", "12xlarge", "24xlarge"),
-    "r4": ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge"),
-}
-# Families ElastiCache names but will not create a new cluster on.
-ELASTICACHE_RETIRED_FAMILIES = ("t1", "t2", "m1", "m2", "m3", "c1", "r3")
 
 _CLUSTER_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 _PRINCIPAL_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:(role|user)/[\w+=,.@/-]{1,512}$")
@@ -395,16 +376,6 @@ SubnetIds = Annotated[
 ]
 
 
-def _tls_versions(engine: str) -> tuple[str, ...]:
-    """The engine's versions Ray works with that also allow TLS-required mode."""
-    minimum = _version_tuple(TRANSIT_ENCRYPTION_MODE_MIN_VERSION[engine])
-    return tuple(v for v in GCS_ENGINE_VERSIONS[engine] if _version_tuple(v) >= minimum)
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
-
-
 # --- the model ------------------------------------------------------------------------
 
 class BatchTeamSettings(BaseModel):
@@ -505,20 +476,20 @@ class SettingsModel(BaseModel):
         f"{MIN_NODE_DISK_GIB}–{MAX_NODE_DISK_GIB} GiB and at least that",
     )
     gcs_store_engine: GcsEngine = Field(
-        "redis", alias="gcsStoreEngine", description=", ".join(GCS_ENGINE_VERSIONS)
+        GcsStoreEngine.engine, alias="gcsStoreEngine", description=", ".join(GCS_ENGINE_VERSIONS)
     )
     gcs_store_engine_version: Text | None = Field(
         None, alias="gcsStoreEngineVersion",
         description="unset: "
         + " / ".join(f"{v} ({e})" for e, v in DEFAULT_GCS_ENGINE_VERSION.items())
         + "; else "
-        + "; ".join(f"{e} {', '.join(_tls_versions(e))}" for e in GCS_ENGINE_VERSIONS)
+        + "; ".join(f"{e} {', '.join(tls_versions(e))}" for e in GCS_ENGINE_VERSIONS)
         + " (TLS-required mode needs "
         + ", ".join(f"{e} ≥ {v}" for e, v in TRANSIT_ENCRYPTION_MODE_MIN_VERSION.items())
         + ")",
     )
     gcs_store_node_type: NodeType = Field(
-        "cache.r7g.large", alias="gcsStoreNodeType",
+        GcsStoreEngine.node_type, alias="gcsStoreNodeType",
         description="a current-generation ElastiCache node type, `cache.<family>.<size>`, of the families "
         + ", ".join(ELASTICACHE_NODE_TYPES),
     )
@@ -530,12 +501,12 @@ class SettingsModel(BaseModel):
         MISTRAL_7B_INSTRUCT, alias="modelId", description="a Hugging Face model id, `<organization>/<model>`"
     )
     readiness_timeout_minutes: ReadinessMinutes = Field(
-        READINESS_TIMEOUT_MAX_MINUTES, alias="readinessTimeoutMinutes",
+        DEFAULT_READINESS_TIMEOUT_MINUTES, alias="readinessTimeoutMinutes",
         description=f"{READINESS_TIMEOUT_MIN_MINUTES}–{READINESS_TIMEOUT_MAX_MINUTES}: how long `cdk deploy` "
         "waits for a Ready RayService (a CloudFormation custom resource waits at most 60 minutes)",
     )
     availability_slo_percent: Percent = Field(
-        99.0, alias="availabilitySloPercent", description="50–99.99: the availability alarm's threshold"
+        DEFAULT_SLO_PERCENT, alias="availabilitySloPercent", description="50–99.99: the availability alarm's threshold"
     )
     alarm_email: Email | None = Field(
         None, alias="alarmEmail", description="an address subscribed to the availability alarm"
@@ -716,12 +687,12 @@ class SettingsModel(BaseModel):
         engine, version = self.gcs_store_engine, self.engine_version
         key = f"gcsStoreEngineVersion={version!r}"
         if version not in GCS_ENGINE_VERSIONS[engine]:
-            return [f"{key}: must be one of {', '.join(_tls_versions(engine))} for gcsStoreEngine={engine}"]
-        if version not in _tls_versions(engine):
+            return [f"{key}: must be one of {', '.join(tls_versions(engine))} for gcsStoreEngine={engine}"]
+        if version not in tls_versions(engine):
             return [
                 f"{key}: the GCS store requires TLS (transit encryption mode 'required'), which needs "
                 f"{engine} {TRANSIT_ENCRYPTION_MODE_MIN_VERSION[engine]} or later; use one of "
-                f"{', '.join(_tls_versions(engine))}"
+                f"{', '.join(tls_versions(engine))}"
             ]
         return []
 
@@ -811,7 +782,7 @@ class SettingsModel(BaseModel):
                 disks=self.node_disks(),
                 system_nodes=self.system_nodes,
             ),
-            gcs_store=GcsStoreSettings(
+            gcs_store=GcsStoreEngine(
                 engine=self.gcs_store_engine, engine_version=self.engine_version, node_type=self.gcs_store_node_type
             ),
             secrets=SecretsSettings(hugging_face_token_secret_name=self.hugging_face_token_secret_name),
@@ -896,15 +867,6 @@ class CapacitySettings:
 
 
 @dataclass(frozen=True)
-class GcsStoreSettings:
-    """The ElastiCache replication group Ray's GCS writes to."""
-
-    engine: str
-    engine_version: str
-    node_type: str
-
-
-@dataclass(frozen=True)
 class SecretsSettings:
     # Name of an existing Secrets Manager secret holding the Hugging Face token.
     hugging_face_token_secret_name: str
@@ -967,7 +929,7 @@ class Settings:
     environment: DeploymentEnvironment
     cluster: ClusterSettings
     capacity: CapacitySettings
-    gcs_store: GcsStoreSettings
+    gcs_store: GcsStoreEngine
     secrets: SecretsSettings
     serving: ServingSettings
     operations: OperationsSettings

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
-from ray_serve_ha.charts.__main__ import main
+from charts.__main__ import main
 from tests.conftest import ROOT
 
 EKS_VALUES = [

@@ -17,7 +17,8 @@ import pytest
 from aws_cdk.assertions import Template
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from stacks.settings import SettingsModel
+from ray_serve_ha.constructs.availability import DEFAULT_SLO_PERCENT
+from ray_serve_ha.constructs.gcs_store_engine import GcsStoreEngine
 from tests.conftest import EXISTING_VPC_CONTEXT, EXISTING_VPC_SETTINGS, ROOT, context, normalise_asset_hashes
 from tests.crd_schemas import schema_errors
 from tests.test_serving import render
@@ -94,9 +95,10 @@ def test_gcs_store_is_a_tls_multi_az_pair_in_the_private_subnets(example):
     resources = of(example, "GcsStore")
     (store,) = [r for r in resources.values() if r["Type"] == "AWS::ElastiCache::ReplicationGroup"]
     props = store["Properties"]
-    defaults = SettingsModel.model_validate({})
-    assert (props["Engine"], props["CacheNodeType"]) == (defaults.gcs_store_engine, defaults.gcs_store_node_type)
-    assert props["EngineVersion"] == defaults.engine_version
+    defaults = GcsStoreEngine()
+    assert (props["Engine"], props["EngineVersion"], props["CacheNodeType"]) == (
+        defaults.engine, defaults.engine_version, defaults.node_type
+    )
     assert props["NumCacheClusters"] == 2 and props["MultiAZEnabled"] and props["AutomaticFailoverEnabled"]
     assert props["TransitEncryptionMode"] == "required" and props["AtRestEncryptionEnabled"]
     (subnets,) = [r for r in resources.values() if r["Type"] == "AWS::ElastiCache::SubnetGroup"]
@@ -173,9 +175,9 @@ def test_probe_sends_to_the_rayservice_endpoint_every_minute_from_the_private_su
     assert rule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
 
 
-def test_alarm_defaults_to_the_projects_slo(example):
+def test_alarm_defaults_to_the_librarys_slo(example):
     (alarm,) = [r for r in of(example, "Availability").values() if r["Type"] == "AWS::CloudWatch::Alarm"]
-    assert alarm["Properties"]["Threshold"] == SettingsModel.model_validate({}).availability_slo_percent
+    assert alarm["Properties"]["Threshold"] == DEFAULT_SLO_PERCENT
     assert alarm["Properties"]["ComparisonOperator"] == "LessThanThreshold"
     assert alarm["Properties"]["TreatMissingData"] == "breaching"
 

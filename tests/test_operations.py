@@ -9,7 +9,7 @@ import re
 import pytest
 from aws_cdk.assertions import Match
 
-from stacks.settings import READINESS_TIMEOUT_MAX_MINUTES
+from ray_serve_ha.constructs.readiness import READINESS_TIMEOUT_MAX_MINUTES
 from tests.conftest import ROOT, synthesize
 from tests.crd_schemas import schema_errors
 
@@ -323,7 +323,7 @@ def test_readme_names_everything_destroy_leaves_behind(default_system):
 
 
 def test_handler_docstrings_name_the_runtime_they_are_deployed_on(serving):
-    from stacks.lambda_code import HANDLERS, PYTHON_RUNTIME
+    from ray_serve_ha.constructs.lambda_code import HANDLERS, PYTHON_RUNTIME
 
     deployed = {f["Properties"]["Runtime"] for f in serving.find_resources("AWS::Lambda::Function").values()
                 if f["Properties"].get("Handler", "").startswith("index.") and "python" in f["Properties"]["Runtime"]}

@@ -28,9 +28,9 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
 
-from stacks.artifact_cache import ARTIFACTS_PREFIX
+from ray_serve_ha.constructs.artifact_cache import ARTIFACTS_PREFIX
+from ray_serve_ha.constructs.availability import METRIC_NAMESPACE
 from stacks.drill_runner import ha_drill_project_name
-from stacks.observability import METRIC_NAMESPACE
 from stacks.pipeline import PipelineStack
 from stacks.settings import Settings
 from tests.conftest import context

@@ -12,9 +12,9 @@ import pytest
 import batch
 from app import main
 from ray_serve_ha.charts.accelerators import ACCELERATORS, NEURON, NVIDIA
+from ray_serve_ha.constructs.gcs_store_engine import ELASTICACHE_NODE_TYPES
+from ray_serve_ha.constructs.readiness import READINESS_TIMEOUT_MAX_MINUTES
 from stacks.settings import (
-    ELASTICACHE_NODE_TYPES,
-    READINESS_TIMEOUT_MAX_MINUTES,
     SETTING_KEYS,
     Settings,
     SettingsError,

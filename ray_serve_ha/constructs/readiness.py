@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import aws_cdk as cdk
@@ -19,9 +21,15 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from ray_serve_ha.charts.rbac import RAYSERVICE_READERS_GROUP, rayservice_reader_rbac
-from stacks.lambda_code import PYTHON_RUNTIME, handler_code
-from stacks.settings import READINESS_TIMEOUT_MAX_MINUTES
+from ray_serve_ha.constructs.lambda_code import PYTHON_RUNTIME, handler_code
 
+# A CloudFormation custom resource waits at most 3,600 s (ServiceTimeout), and the gate
+# needs a few minutes of that to report why the RayService is not Ready (its conditions
+# and events) before CloudFormation gives up without a reason. The default is the longest
+# wait: a first Neuron start compiles the model for tens of minutes.
+READINESS_TIMEOUT_MAX_MINUTES = 55
+READINESS_TIMEOUT_MIN_MINUTES = 5
+DEFAULT_READINESS_TIMEOUT_MINUTES = READINESS_TIMEOUT_MAX_MINUTES
 POLL_INTERVAL = cdk.Duration.seconds(30)
 # CloudFormation waits at most this long for a custom resource (ServiceTimeout 1-3600 s).
 CUSTOM_RESOURCE_MAX_WAIT = cdk.Duration.seconds(3600)
@@ -72,6 +80,29 @@ def rayservice_fingerprint(stack: cdk.Stack, manifest: Any) -> tuple[str, list[A
     return digest, values
 
 
+def default_readiness_timeout() -> cdk.Duration:
+    return cdk.Duration.minutes(DEFAULT_READINESS_TIMEOUT_MINUTES)
+
+
+@dataclass(frozen=True)
+class RayServiceReadinessProps:
+    """cluster, namespace, rayservice_name: the RayService to wait for.
+    rayservice_manifest: the chart's objects as applied (their fingerprint makes the gate run
+    again when they change).
+    vpc, subnets, security_group: where the handlers run (a private API endpoint answers
+    from the VPC only): a group that reaches the API endpoint and nothing else.
+    timeout: how long a deploy waits for Ready (at most READINESS_TIMEOUT_MAX_MINUTES)."""
+
+    cluster: eks.ICluster
+    namespace: str
+    rayservice_name: str
+    rayservice_manifest: Any
+    vpc: ec2.IVpc
+    subnets: Sequence[ec2.ISubnet]
+    security_group: ec2.ISecurityGroup
+    timeout: cdk.Duration = field(default_factory=default_readiness_timeout)
+
+
 class RayServiceReadiness(Construct):
     """A custom resource (Provider framework, onEvent + isComplete) that polls the
     RayService through the Kubernetes API with an EKS token. Its role gets a view access
@@ -79,21 +110,9 @@ class RayServiceReadiness(Construct):
     chart's objects as applied: their fingerprint is a property, so every change to them
     (spec, images, deploy-time values) makes CloudFormation run the gate again."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        cluster: eks.ICluster,
-        namespace: str,
-        rayservice_name: str,
-        rayservice_manifest: Any,
-        timeout: cdk.Duration,
-        vpc: ec2.IVpc,
-        subnets: list[ec2.ISubnet],
-        security_group: ec2.ISecurityGroup,
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, props: RayServiceReadinessProps) -> None:
         super().__init__(scope, construct_id)
+        cluster, namespace, timeout = props.cluster, props.namespace, props.timeout
         if timeout.to_seconds() > MAX_TIMEOUT.to_seconds():
             raise ValueError(
                 f"readiness timeout {timeout.to_minutes():g} min exceeds {READINESS_TIMEOUT_MAX_MINUTES} min: "
@@ -107,9 +126,9 @@ class RayServiceReadiness(Construct):
                 code=handler_code("rayservice_ready"),
                 # A private API endpoint is reachable from the VPC only: run in it, in a group
                 # of its own that reaches the API endpoint and nothing else (helper_access.py).
-                vpc=vpc,
-                vpc_subnets=ec2.SubnetSelection(subnets=subnets),
-                security_groups=[security_group],
+                vpc=props.vpc,
+                vpc_subnets=ec2.SubnetSelection(subnets=list(props.subnets)),
+                security_groups=[props.security_group],
                 timeout=cdk.Duration.seconds(60),
                 memory_size=256,
             )
@@ -150,13 +169,13 @@ class RayServiceReadiness(Construct):
                 destination=_log_group(self, "WaiterLogs"), level=sfn.LogLevel.ALL, include_execution_data=False
             ),
         )
-        spec_hash, deploy_time_values = rayservice_fingerprint(cdk.Stack.of(self), rayservice_manifest)
+        spec_hash, deploy_time_values = rayservice_fingerprint(cdk.Stack.of(self), props.rayservice_manifest)
         where = {
             "ClusterName": cluster.cluster_name,
             "Endpoint": cluster.cluster_endpoint,
             "CertificateAuthority": cluster.cluster_certificate_authority_data,
             "Namespace": namespace,
-            "RayServiceName": rayservice_name,
+            "RayServiceName": props.rayservice_name,
             "TimeoutSeconds": str(int(timeout.to_seconds() - HANDLER_HEADROOM.to_seconds())),
         }
         self.resource = cdk.CustomResource(

@@ -1,6 +1,6 @@
-"""Security groups of the serving stack's helpers (the readiness gate, the availability probe,
-the in-VPC HA drill): each reaches only what it talks to, never the nodes, pods, kubelets
-or Redis that the cluster security group opens up."""
+"""Security groups of the helpers that run beside a cluster (the readiness gate, the
+availability probe, an in-VPC drill): each reaches only what it talks to, never the nodes,
+pods, kubelets or Redis that the cluster security group opens up."""
 
 from __future__ import annotations
 
@@ -41,20 +41,25 @@ class HelperPlacement(TypedDict):
     security_group: ec2.ISecurityGroup
 
 
-class HelperSecurityGroup(Construct):
-    """A security group with no ingress and only the egress `reach` names."""
+@dataclass(frozen=True)
+class HelperSecurityGroupProps:
+    """vpc: where the helper runs. cluster_security_group: the group EKS created, which fronts
+    the API endpoint. reach: what the helper talks to (default: nothing). description: the
+    group's, and the API endpoint rule's, description."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        vpc: ec2.IVpc,
-        cluster_security_group: ec2.ISecurityGroup,
-        reach: HelperReach,
-        description: str,
-    ) -> None:
+    vpc: ec2.IVpc
+    cluster_security_group: ec2.ISecurityGroup
+    description: str
+    reach: HelperReach = HelperReach()
+
+
+class HelperSecurityGroup(Construct):
+    """A security group with no ingress and only the egress `props.reach` names."""
+
+    def __init__(self, scope: Construct, construct_id: str, props: HelperSecurityGroupProps) -> None:
         super().__init__(scope, construct_id)
+        vpc, reach, description = props.vpc, props.reach, props.description
+        cluster_security_group = props.cluster_security_group
         self.security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, description=description, allow_all_outbound=False
         )

@@ -1,7 +1,10 @@
-"""Availability of the serving endpoint: a probe every minute, an alarm on the SLO, and a
-dashboard with the probe's metrics, the GCS store's health and the accelerator nodes."""
+"""Availability of a serve endpoint: a probe that sends chat requests every minute and
+publishes what it saw, and an alarm on the availability SLO."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -17,29 +20,37 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from stacks.lambda_code import PYTHON_RUNTIME, handler_code
+from ray_serve_ha.constructs.lambda_code import PYTHON_RUNTIME, handler_code
 
 METRIC_NAMESPACE = "RayServeHA"
 PROBE_REQUESTS = 3
+# The alarm fires below this percentage of successful probe requests, unless told otherwise.
+DEFAULT_SLO_PERCENT = 99.0
 
 
-class ServeProbe(Construct):
+@dataclass(frozen=True)
+class ServeAvailabilityProbeProps:
+    """service_name: the metrics' Service dimension (e.g. `<cluster>/<rayservice>`).
+    serve_url: the serve endpoint, `http://<internal load balancer>:8000`
+    (`FaultTolerantRayService.serve_url`).
+    vpc, subnets, security_group: where the probe runs; the group needs egress to the
+    load balancer on the serve port and to CloudWatch on 443 (`HelperSecurityGroup` with
+    `HelperReach(serve_load_balancer=True, aws_apis=True)`)."""
+
+    service_name: str
+    serve_url: str
+    vpc: ec2.IVpc
+    subnets: Sequence[ec2.ISubnet]
+    security_group: ec2.ISecurityGroup
+
+
+class ServeAvailabilityProbe(Construct):
     """A Lambda in the VPC that sends a few chat requests to the serve endpoint every minute
     and publishes Availability, Latency, Requests and FailedRequests (dimension Service)."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        service_name: str,
-        serve_url: str,
-        vpc: ec2.IVpc,
-        subnets: list[ec2.ISubnet],
-        security_group: ec2.ISecurityGroup,
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, props: ServeAvailabilityProbeProps) -> None:
         super().__init__(scope, construct_id)
-        self.service_name = service_name
+        self.service_name = service_name = props.service_name
         self.function = lambda_.Function(
             self,
             "Function",
@@ -48,13 +59,13 @@ class ServeProbe(Construct):
             code=handler_code("serve_probe"),
             description="Availability probe of the Ray Serve endpoint",
             # The endpoint is an internal NLB: probe from inside the VPC.
-            vpc=vpc,
-            vpc_subnets=ec2.SubnetSelection(subnets=subnets),
-            security_groups=[security_group],
+            vpc=props.vpc,
+            vpc_subnets=ec2.SubnetSelection(subnets=list(props.subnets)),
+            security_groups=[props.security_group],
             timeout=cdk.Duration.seconds(50),
             memory_size=256,
             environment={
-                "SERVE_URL": serve_url,
+                "SERVE_URL": props.serve_url,
                 "PROBE_REQUESTS": str(PROBE_REQUESTS),
                 "REQUEST_TIMEOUT_S": "10",
                 "METRIC_NAMESPACE": METRIC_NAMESPACE,
@@ -92,13 +103,23 @@ class ServeProbe(Construct):
         )
 
 
-class AvailabilityAlarm(Construct):
+@dataclass(frozen=True)
+class ServeAvailabilityAlarmProps:
+    """probe: whose Availability metric is watched. slo_percent: the threshold.
+    email: an address subscribed to the alarm's encrypted topic."""
+
+    probe: ServeAvailabilityProbe
+    slo_percent: float = DEFAULT_SLO_PERCENT
+    email: str | None = None
+
+
+class ServeAvailabilityAlarm(Construct):
     """Alarms when the probe's availability drops below the SLO for 5 of the last 5 minutes,
     or when the probe stops reporting (missing data is breaching)."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, probe: ServeProbe, slo_percent: float,
-                 email: str | None) -> None:
+    def __init__(self, scope: Construct, construct_id: str, props: ServeAvailabilityAlarmProps) -> None:
         super().__init__(scope, construct_id)
+        probe, slo_percent, email = props.probe, props.slo_percent, props.email
         key = kms.Key(self, "TopicKey", description="Ray Serve availability alarm topic", enable_key_rotation=True)
         self.topic = sns.Topic(self, "Topic", display_name="Ray Serve availability", master_key=key, enforce_ssl=True)
         # CloudWatch must be able to publish to the encrypted topic, for this account's alarms
@@ -151,68 +172,3 @@ class AvailabilityAlarm(Construct):
                 },
             )
         )
-
-
-def serving_dashboard(
-    scope: Construct,
-    construct_id: str,
-    *,
-    name: str,
-    probe: ServeProbe,
-    alarm: cloudwatch.Alarm,
-    replication_group_id: str,
-    accelerator_instance_types: tuple[str, ...],
-) -> cloudwatch.Dashboard:
-    dashboard = cloudwatch.Dashboard(scope, construct_id, dashboard_name=f"{name}-serving")
-
-    def elasticache(metric: str, label: str) -> cloudwatch.MathExpression:
-        # The primary moves on failover: search every member of the replication group.
-        return cloudwatch.MathExpression(
-            expression=(
-                f"SEARCH('{{AWS/ElastiCache,CacheClusterId}} MetricName=\"{metric}\" "
-                f"{replication_group_id}', 'Average', 60)"
-            ),
-            label=label,
-            period=cdk.Duration.minutes(1),
-        )
-
-    types = " OR ".join(f'\"{t}\"' for t in accelerator_instance_types)
-    accelerator_nodes = cloudwatch.MathExpression(
-        # Basic EC2 monitoring sends one CPU datapoint per instance every 5 minutes, so the
-        # sample count per instance type and 5 minutes is the number of running instances
-        # (of this account and region).
-        expression=(
-            f"SUM(SEARCH('{{AWS/EC2,InstanceType}} MetricName=\"CPUUtilization\" InstanceType=({types})', "
-            "'SampleCount', 300))"
-        ),
-        label=f"running {', '.join(accelerator_instance_types)} instances",
-        period=cdk.Duration.minutes(5),
-    )
-    dashboard.add_widgets(
-        cloudwatch.AlarmWidget(title="Availability SLO", alarm=alarm, width=8),
-        cloudwatch.GraphWidget(
-            title="Probe latency (ms)",
-            left=[probe.metric("Latency", "p50"), probe.metric("Latency", "p99"), probe.metric("Latency", "Maximum")],
-            width=8,
-        ),
-        cloudwatch.GraphWidget(
-            title="Probe requests",
-            left=[probe.metric("Requests", "Sum"), probe.metric("FailedRequests", "Sum")],
-            width=8,
-        ),
-    )
-    dashboard.add_widgets(
-        cloudwatch.GraphWidget(
-            title="GCS store (ElastiCache): engine CPU %",
-            left=[elasticache("EngineCPUUtilization", "engine CPU")],
-            width=8,
-        ),
-        cloudwatch.GraphWidget(
-            title="GCS store: memory % and replication lag (s)",
-            left=[elasticache("DatabaseMemoryUsagePercentage", "memory")],
-            right=[elasticache("ReplicationLag", "replication lag")],
-            width=8,
-        ),
-        cloudwatch.GraphWidget(title="Accelerator nodes", left=[accelerator_nodes], width=8),
-    )
-    return dashboard

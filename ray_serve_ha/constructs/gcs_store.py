@@ -13,12 +13,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from ray_serve_ha.charts.constants import REDIS_PORT
-from stacks.settings import GcsStoreSettings, SettingsModel
-
-
-def default_gcs_store_settings() -> GcsStoreSettings:
-    """Engine, version and node type as the settings model defaults them (one place)."""
-    return SettingsModel.model_validate({}).settings().gcs_store
+from ray_serve_ha.constructs.gcs_store_engine import GcsStoreEngine
 
 
 @dataclass(frozen=True)
@@ -30,14 +25,14 @@ class GcsStoreProps:
     cluster security group, which the control plane, Auto Mode and managed nodes and
     their pods carry.
     secret_readers: roles that may read the AUTH token (External Secrets' role).
-    store: engine, engine version and node type; default: the project's defaults.
+    store: engine, engine version and node type (gcs_store_engine.py).
     """
 
     vpc: ec2.IVpc
     subnets: Sequence[ec2.ISubnet]
     client_security_group: ec2.ISecurityGroup
     secret_readers: Sequence[iam.IRole] = ()
-    store: GcsStoreSettings = field(default_factory=default_gcs_store_settings)
+    store: GcsStoreEngine = field(default_factory=GcsStoreEngine)
 
 
 class GcsStore(Construct):

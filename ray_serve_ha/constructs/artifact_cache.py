@@ -11,26 +11,36 @@ match the configuration it is given.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import aws_cdk as cdk
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from ray_serve_ha.charts import constants
+
 # Where under the bucket the compiled configurations live.
 ARTIFACTS_PREFIX = "neuron-compiled-artifacts"
 
 
+@dataclass(frozen=True)
+class CompiledArtifactCacheProps:
+    """cluster: where the workers run (EKS Pod Identity associates the role there).
+    namespace, service_account: the worker pods' (the RayService's namespace; the charts run
+    the workers as RAY_WORKER_SERVICE_ACCOUNT when the cache is set)."""
+
+    cluster: eks.ICluster
+    namespace: str = constants.SERVING_NAMESPACE
+    service_account: str = constants.RAY_WORKER_SERVICE_ACCOUNT
+
+
 class CompiledArtifactCache(Construct):
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        cluster: eks.ICluster,
-        namespace: str,
-        service_account: str,
-    ) -> None:
+    """The bucket, the workers' role and its Pod Identity association; `location` is the
+    `s3://bucket/prefix` the serve config points the engine at."""
+
+    def __init__(self, scope: Construct, construct_id: str, props: CompiledArtifactCacheProps) -> None:
         super().__init__(scope, construct_id)
         self.bucket = s3.Bucket(
             self,
@@ -71,8 +81,8 @@ class CompiledArtifactCache(Construct):
         self.pod_identity = eks.CfnPodIdentityAssociation(
             self,
             "PodIdentity",
-            cluster_name=cluster.cluster_name,
-            namespace=namespace,
-            service_account=service_account,
+            cluster_name=props.cluster.cluster_name,
+            namespace=props.namespace,
+            service_account=props.service_account,
             role_arn=self.role.role_arn,
         )

@@ -1,13 +1,13 @@
-"""The project's Lambda handlers (lambda/<name>/): their runtime and their code, in one place.
+"""The library's Lambda handlers (lambda/<name>/): their runtime and their code, in one place.
 They use only the standard library and the runtime's boto3: no bundling, no Docker."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from aws_cdk import aws_lambda as lambda_
 
-HANDLERS = Path(__file__).resolve().parent.parent / "lambda"
+from ray_serve_ha.assets import asset_path
+
+HANDLERS = asset_path("lambda")
 # The handlers' docstrings name this runtime (a test keeps them in step).
 PYTHON_RUNTIME = lambda_.Runtime.PYTHON_3_14
 

@@ -17,15 +17,9 @@ from ray_serve_ha.charts import constants
 from ray_serve_ha.charts.profiles import EksCharts, EksDeployment, eks_charts
 from ray_serve_ha.charts.rayservice import serve_service_name
 from ray_serve_ha.charts.serve_config import COMPILED_ARTIFACT_ENGINES
-from stacks.artifact_cache import CompiledArtifactCache
-from stacks.helper_access import HelperReach, HelperSecurityGroup
-from stacks.readiness import RayServiceReadiness
-from stacks.settings import SettingsModel
-
-
-def default_readiness_timeout() -> cdk.Duration:
-    """How long a deploy waits for a Ready RayService, as the settings model defaults it."""
-    return cdk.Duration.minutes(SettingsModel.model_validate({}).readiness_timeout_minutes)
+from ray_serve_ha.constructs.artifact_cache import CompiledArtifactCache, CompiledArtifactCacheProps
+from ray_serve_ha.constructs.helper_access import HelperReach, HelperSecurityGroup, HelperSecurityGroupProps
+from ray_serve_ha.constructs.readiness import RayServiceReadiness, RayServiceReadinessProps, default_readiness_timeout
 
 
 @dataclass(frozen=True)
@@ -76,9 +70,7 @@ class FaultTolerantRayService(Construct):
             self.artifact_cache = CompiledArtifactCache(
                 self,
                 "CompiledArtifacts",
-                cluster=cluster,
-                namespace=deployment.namespace,
-                service_account=constants.RAY_WORKER_SERVICE_ACCOUNT,
+                CompiledArtifactCacheProps(cluster=cluster, namespace=deployment.namespace),
             )
             deployment = replace(deployment, compiled_artifacts=self.artifact_cache.location)
         self.charts: EksCharts = eks_charts(cdk8s.App(), deployment)
@@ -110,21 +102,25 @@ class FaultTolerantRayService(Construct):
         self.namespace = self.charts.rayservice.inputs.namespace
         self.rayservice_name = self.charts.rayservice.inputs.name
         self.readiness_access = HelperSecurityGroup(
-            self, "ReadinessAccess", vpc=props.vpc, cluster_security_group=props.cluster_security_group,
-            # It signs its EKS token locally: the API endpoint is all it talks to.
-            reach=HelperReach(api_endpoint=True), description="RayService readiness gate",
+            self, "ReadinessAccess", HelperSecurityGroupProps(
+                vpc=props.vpc, cluster_security_group=props.cluster_security_group,
+                # It signs its EKS token locally: the API endpoint is all it talks to.
+                reach=HelperReach(api_endpoint=True), description="RayService readiness gate",
+            ),
         )
         self.readiness = RayServiceReadiness(
             self,
             "Readiness",
-            cluster=cluster,
-            namespace=self.namespace,
-            rayservice_name=self.rayservice_name,
-            rayservice_manifest=self.charts.rayservice.to_json(),
-            timeout=props.readiness_timeout,
-            vpc=props.vpc,
-            subnets=list(props.subnets),
-            security_group=self.readiness_access.security_group,
+            RayServiceReadinessProps(
+                cluster=cluster,
+                namespace=self.namespace,
+                rayservice_name=self.rayservice_name,
+                rayservice_manifest=self.charts.rayservice.to_json(),
+                timeout=props.readiness_timeout,
+                vpc=props.vpc,
+                subnets=props.subnets,
+                security_group=self.readiness_access.security_group,
+            ),
         )
         self.readiness.resource.node.add_dependency(rayservice)
         self.readiness.rbac.node.add_dependency(self.manifests["namespace"])
