@@ -10,7 +10,8 @@ from dataclasses import replace
 import cdk8s
 import pytest
 
-from batch import BATCH_DIR, pytorch_benchmark, xgboost_benchmark
+from batch import pytorch_benchmark, xgboost_benchmark
+from ray_serve_ha.assets import asset_path
 from ray_serve_ha.charts import constants
 from ray_serve_ha.charts.accelerators import NEURON, NVIDIA
 from ray_serve_ha.charts.batch import (
@@ -41,6 +42,7 @@ from ray_serve_ha.charts.batch_jobs import (
     pytorch_rayjob,
     xgboost_rayjob,
 )
+from tests.conftest import ROOT
 from tests.crd_schemas import schema_errors
 
 CPU_TEAM = BatchTeam(
@@ -309,9 +311,16 @@ def test_head_mounts_the_job_scripts_from_the_config_map(team):
     config_map = team_job_scripts(team)
     assert mount == {"name": volume["name"], "mountPath": SCRIPTS_MOUNT_PATH, "readOnly": True}
     assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    batch = asset_path("batch")
     assert config_map["data"] == {
-        name: (BATCH_DIR / name).read_text()
-        for name in ("job_runner.py", "pytorch_benchmark.py", "xgboost_benchmark.py")
+        **{name: (batch / name).read_text()
+           for name in ("job_runner.py", "pytorch_benchmark.py", "xgboost_benchmark.py")},
+        "job_args.py": (ROOT / "ray_serve_ha" / "charts" / "job_args.py").read_text(),
+    }
+    # The argument spec at its import path (the heads have no ray_serve_ha installed).
+    assert {item["key"]: item["path"] for item in volume["configMap"]["items"]} == {
+        "job_runner.py": "job_runner.py", "pytorch_benchmark.py": "pytorch_benchmark.py",
+        "xgboost_benchmark.py": "xgboost_benchmark.py", "job_args.py": "ray_serve_ha/charts/job_args.py",
     }
 
 
@@ -510,36 +519,60 @@ def test_bad_job_inputs_are_refused():
 # --- the job registry ------------------------------------------------------------------
 
 def test_every_job_script_has_a_registry_entry():
-    from batch import JOB_SCRIPTS
     from ray_serve_ha.charts.batch_jobs import JOBS
+    from ray_serve_ha.charts.job_args import JOB_ARGUMENTS
 
-    assert set(JOBS) == set(JOB_SCRIPTS)
-    assert all((BATCH_DIR / job.script).is_file() for job in JOBS.values())
+    assert set(JOBS) == set(JOB_ARGUMENTS)
+    assert all(JOBS[name].spec is spec for name, spec in JOB_ARGUMENTS.items())
+    assert all((asset_path("batch") / job.script).is_file() for job in JOBS.values())
 
 
-def test_a_new_job_is_one_registry_entry(monkeypatch):
+@pytest.mark.parametrize(
+    ("script", "make_job"), [(xgboost_benchmark, xgboost_rayjob), (pytorch_benchmark, pytorch_rayjob)],
+    ids=["xgboost", "pytorch"],
+)
+def test_the_chart_and_the_script_read_one_argument_spec(script, make_job):
+    # A RayJob with no arguments runs what the script runs by default (workers, CPUs and GPUs
+    # excepted: the team's pods decide those).
+    from ray_serve_ha.charts.job_args import PLACEMENT
+
+    def chosen(args):
+        return {k: v for k, v in vars(args).items() if k not in PLACEMENT}
+
+    by_default = script.parse_args([])
+    from_rayjob = script.parse_args(shlex.split(make_job(CPU_TEAM)["spec"]["entrypoint"])[2:])
+    assert chosen(from_rayjob) == chosen(by_default)
+    assert by_default.rows == 100_000
+
+
+def test_a_new_job_is_its_spec_and_one_registry_entry(monkeypatch):
     from dataclasses import dataclass as frozen
 
-    from batch import JOB_SCRIPTS
     from ray_serve_ha.charts.batch_jobs import JOBS, BatchJob
+    from ray_serve_ha.charts.job_args import JOB_ARGUMENTS, JobArguments, Option
+
+    spec = JobArguments("echo", "echo_benchmark.py", "Echo", (Option("rows", 10), Option("workers", 1)))
 
     @frozen(frozen=True)
     class Echo:
-        rows: int = 10
+        rows: int = spec.default("rows")
         workers: int | None = None
         cpus_per_worker: int | None = None
 
-    monkeypatch.setitem(JOB_SCRIPTS, "echo", "echo_benchmark.py")
-    monkeypatch.setitem(JOBS, "echo", BatchJob("echo", Echo, lambda args, where: ["--rows", str(args.rows)]))
+    monkeypatch.setitem(JOB_ARGUMENTS, "echo", spec)
+    monkeypatch.setitem(JOBS, "echo", BatchJob(spec, Echo))
     rayjobs = [o for o in BatchJobsChart(cdk8s.App(), "jobs", team=CPU_TEAM).to_json() if o["kind"] == "RayJob"]
     assert [job["metadata"]["name"] for job in rayjobs] == ["analytics-xgboost", "analytics-pytorch", "analytics-echo"]
     echo = rayjobs[-1]
     assert schema_errors(echo) == []
+    # The placement's workers where the spec has the option; no CPUs where it has none.
     assert shlex.split(echo["spec"]["entrypoint"]) == [
         "python",
         f"{SCRIPTS_MOUNT_PATH}/echo_benchmark.py",
         "--rows",
         "10",
+        "--workers",
+        "4",
     ]
 
 
@@ -560,11 +593,11 @@ def test_unknown_jobs_and_wrong_arguments_are_refused():
 
 
 def test_team_names_leave_room_for_the_longest_job_suffix():
-    from batch import JOB_SCRIPTS
     from ray_serve_ha.charts.batch import max_team_name_length
+    from ray_serve_ha.charts.job_args import JOB_ARGUMENTS
     from ray_serve_ha.charts.ray_pods import MAX_RAYJOB_NAME_LENGTH
 
-    longest = max(JOB_SCRIPTS, key=len)
+    longest = max(JOB_ARGUMENTS, key=len)
     team = replace(CPU_TEAM, name="t" * max_team_name_length())
     assert len(f"{team.name}-{longest}") == MAX_RAYJOB_NAME_LENGTH
     assert xgboost_rayjob(team) and pytorch_rayjob(team)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import aws_cdk as cdk
 import pytest
 
-import batch
 from app import main
 from ray_serve_ha.charts.accelerators import ACCELERATORS, NEURON, NVIDIA
+from ray_serve_ha.charts.job_args import JOB_ARGUMENTS
 from ray_serve_ha.constructs.gcs_store_engine import ELASTICACHE_NODE_TYPES
 from ray_serve_ha.constructs.readiness import READINESS_TIMEOUT_MAX_MINUTES
 from stacks.settings import (
@@ -507,11 +508,12 @@ def test_a_rule_across_values_is_not_reported_for_a_value_already_refused():
 
 
 def test_team_name_limit_follows_the_longest_job(monkeypatch):
-    longest = max(len(job) for job in batch.JOB_SCRIPTS)
+    longest = max(len(job) for job in JOB_ARGUMENTS)
     at_limit = "a" * (47 - 1 - longest)
     assert settings(batchTeams=team(name=at_limit)).batch_teams[0].name == at_limit
     # A new job with a longer name shortens what a team name may be, with no other change.
-    monkeypatch.setitem(batch.JOB_SCRIPTS, "hyperparameter-sweep", "hyperparameter_sweep.py")
+    sweep = replace(JOB_ARGUMENTS["xgboost"], job="hyperparameter-sweep")
+    monkeypatch.setitem(JOB_ARGUMENTS, sweep.job, sweep)
     assert problems(batchTeams=team(name=at_limit)) == [
         f"batchTeams[0]: name='{at_limit}' is {len(at_limit)} characters; at most 26: the team's RayJob "
         f"'{at_limit}-hyperparameter-sweep' must stay within KubeRay's 47 characters"

@@ -17,13 +17,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import cdk8s
 from constructs import Construct
 
-from batch import BATCH_DIR, JOB_SCRIPTS, SHARED_MODULES
-from ray_serve_ha.charts import constants
+from ray_serve_ha.assets import asset_path
+from ray_serve_ha.charts import constants, job_args
 from ray_serve_ha.charts.accelerators import ACCELERATORS, Accelerator
 from ray_serve_ha.charts.namespace import namespace_manifest
 from ray_serve_ha.charts.node_pool import capacity_requirements, instance_type_requirements, node_pool
@@ -54,13 +55,28 @@ NODE_GROUP_CAPACITY_TYPES = {"on-demand": "ON_DEMAND", "spot": "SPOT"}
 # The job scripts (batch/), mounted on the head from a ConfigMap: RayJob entrypoints run there.
 SCRIPTS_CONFIG_MAP = "batch-scripts"
 SCRIPTS_MOUNT_PATH = "/home/ray/batch"
+# What every job script imports from beside it (a file of batch/).
+RUNNER_MODULE = "job_runner.py"
+
+
+def job_files() -> dict[str, str]:
+    """Every file a job needs, by its path under the scripts' folder: the job scripts and
+    their runner (batch/), and their argument spec (job_args.py) at its import path, since
+    the Ray heads have no ray_serve_ha installed. The ConfigMap carries them, and
+    `python -m batch.submit` uploads the same files."""
+    folder = asset_path("batch")
+    scripts = sorted([*(spec.script for spec in job_args.JOB_ARGUMENTS.values()), RUNNER_MODULE])
+    files = {name: (folder / name).read_text() for name in scripts}
+    files[job_args.__name__.replace(".", "/") + ".py"] = Path(job_args.__file__).read_text()
+    return files
+
 
 # The longest name made from a team name is a RayJob's, `<team>-<job>` (KubeRay refuses
 # RayJob names over 47 characters, RayCluster names over 53), for the longest job name.
 # Computed when asked, so that a job added to the registry (batch/) shortens it at once.
 def longest_job_suffix() -> str:
     """The longest suffix a team's RayJob names get: `-<job>` for each job in batch/."""
-    return max((f"-{job}" for job in JOB_SCRIPTS), key=len)
+    return max((f"-{job}" for job in job_args.JOB_ARGUMENTS), key=len)
 
 
 def max_team_name_length() -> int:
@@ -347,7 +363,9 @@ def _head_group(team: BatchTeam) -> dict[str, Any]:
         # Karpenter leaves the head's node alone while it runs: moving it ends every job.
         annotations={"karpenter.sh/do-not-disrupt": "true"},
         pod_spec={
-            "volumes": [{"name": SCRIPTS_CONFIG_MAP, "configMap": {"name": SCRIPTS_CONFIG_MAP}}],
+            "volumes": [{"name": SCRIPTS_CONFIG_MAP, "configMap": {"name": SCRIPTS_CONFIG_MAP, "items": [
+                {"key": PurePosixPath(path).name, "path": path} for path in job_files()
+            ]}}],
             "affinity": on_demand_capacity_affinity(),
         },
     )
@@ -397,12 +415,13 @@ def team_raycluster(team: BatchTeam) -> dict[str, Any]:
 
 
 def team_job_scripts(team: BatchTeam) -> dict[str, Any]:
-    """The job scripts, as the ConfigMap the head mounts (files update in place on change)."""
+    """The job files, as the ConfigMap the head mounts (files update in place on change): one
+    key per file, placed at its path by the head's volume."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": SCRIPTS_CONFIG_MAP, "namespace": team.namespace, "labels": {TEAM_LABEL: team.name}},
-        "data": {name: (BATCH_DIR / name).read_text() for name in sorted([*JOB_SCRIPTS.values(), *SHARED_MODULES])},
+        "data": {PurePosixPath(path).name: text for path, text in job_files().items()},
     }
 
 
@@ -410,7 +429,7 @@ def team_job_scripts(team: BatchTeam) -> dict[str, Any]:
 
 class BatchTeamChart(cdk8s.Chart):
     """A team's namespace, job scripts and Ray cluster, and (EKS Auto Mode) its NodePool.
-    Its jobs are charts.batch_jobs.BatchJobsChart.
+    Its jobs are batch_jobs.BatchJobsChart.
 
     In node-groups mode (`node_pool=False`) the stack gives the team a managed node group
     with `team_node_group_labels`, `team_node_group_taints` and `team_node_group_capacity_type`.

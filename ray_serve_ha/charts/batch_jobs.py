@@ -1,63 +1,66 @@
-"""Benchmark RayJobs on a batch team's Ray cluster (ray_serve_ha/charts/batch.py), from one registry.
+"""Benchmark RayJobs on a batch team's Ray cluster (batch.py), from one registry.
 
-A job is a script in batch/ (its name in `batch.JOB_SCRIPTS`) plus one `BatchJob` entry in
-`JOBS` here: the dataclass of its arguments and how they become its command line. The
-RayJob itself (on the team's long-lived cluster, its logs in the submitter Job), the
-placement of its Ray Train workers and the name limits are common to every job.
+A job is a script in batch/ plus its argument spec (job_args.py: names, defaults, bounds),
+which the script's parser reads too, and one `BatchJob` entry in `JOBS` here: the
+dataclass of the arguments a chart may set. The RayJob itself (on the team's long-lived
+cluster, its logs in the submitter Job), the placement of its Ray Train workers and the
+name limits are common to every job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import cdk8s
 from constructs import Construct
 
-from batch import JOB_SCRIPTS
 from ray_serve_ha.charts.batch import SCRIPTS_MOUNT_PATH, TEAM_LABEL, BatchTeam, raycluster_name, worker_resources
+from ray_serve_ha.charts.job_args import PLACEMENT, PYTORCH, XGBOOST, JobArguments
 from ray_serve_ha.charts.objects import add_api_object
 from ray_serve_ha.charts.ray_pods import DNS_1035_LABEL, MAX_RAYJOB_NAME_LENGTH
 
 
-def _check_positive(what: str, arguments: Any, fields: tuple[str, ...]) -> None:
-    for field in fields:
-        value = getattr(arguments, field)
-        if value is not None and value < 1:
-            raise ValueError(f"{what} {field}={value} must be at least 1")
+def _check_minimums(spec: JobArguments, arguments: Any) -> None:
+    what = spec.description.split(":", 1)[0]
+    for field in dataclasses.fields(arguments):
+        value, minimum = getattr(arguments, field.name), spec.option(field.name).minimum
+        if value is not None and minimum is not None and value < minimum:
+            raise ValueError(f"{what} {field.name}={value} must be at least {minimum}")
 
 
 @dataclass(frozen=True)
 class XGBoostBenchmark:
-    """batch/xgboost_benchmark.py's arguments. Workers and CPUs default to the team's workers."""
+    """batch/xgboost_benchmark.py's arguments (defaults: job_args.XGBOOST). Workers and CPUs
+    default to the team's workers."""
 
-    rows: int = 100_000
-    features: int = 20
-    rounds: int = 50
+    rows: int = XGBOOST.default("rows")
+    features: int = XGBOOST.default("features")
+    rounds: int = XGBOOST.default("rounds")
     workers: int | None = None
     cpus_per_worker: int | None = None
 
     def __post_init__(self) -> None:
-        _check_positive("XGBoost benchmark", self, ("rows", "features", "rounds", "workers", "cpus_per_worker"))
+        _check_minimums(XGBOOST, self)
 
 
 @dataclass(frozen=True)
 class PyTorchBenchmark:
-    """batch/pytorch_benchmark.py's arguments. Workers and CPUs default to the team's workers."""
+    """batch/pytorch_benchmark.py's arguments (defaults: job_args.PYTORCH). Workers and CPUs
+    default to the team's workers."""
 
-    rows: int = 100_000
-    features: int = 20
-    epochs: int = 5
-    batch_size: int = 256
+    rows: int = PYTORCH.default("rows")
+    features: int = PYTORCH.default("features")
+    epochs: int = PYTORCH.default("epochs")
+    batch_size: int = PYTORCH.default("batch_size")
     workers: int | None = None
     cpus_per_worker: int | None = None
 
     def __post_init__(self) -> None:
-        _check_positive(
-            "PyTorch benchmark", self, ("rows", "features", "epochs", "batch_size", "workers", "cpus_per_worker")
-        )
+        _check_minimums(PYTORCH, self)
 
 
 @dataclass(frozen=True)
@@ -90,50 +93,33 @@ def placement(team: BatchTeam, workers: int | None, cpus_per_worker: int | None,
     return Placement(workers=count, cpus_per_worker=cpus, use_gpu=use_gpu)
 
 
-def _xgboost_command_line(benchmark: XGBoostBenchmark, where: Placement) -> list[str]:
-    return [
-        "--rows", str(benchmark.rows),
-        "--features", str(benchmark.features),
-        "--rounds", str(benchmark.rounds),
-        "--workers", str(where.workers),
-        "--cpus-per-worker", str(where.cpus_per_worker),
-    ]  # fmt: skip
-
-
-def _pytorch_command_line(benchmark: PyTorchBenchmark, where: Placement) -> list[str]:
-    args = [
-        "--rows", str(benchmark.rows),
-        "--features", str(benchmark.features),
-        "--epochs", str(benchmark.epochs),
-        "--batch-size", str(benchmark.batch_size),
-        "--workers", str(where.workers),
-        "--cpus-per-worker", str(where.cpus_per_worker),
-    ]  # fmt: skip
-    if where.use_gpu:
-        args.append("--use-gpu")
-    return args
-
-
 @dataclass(frozen=True)
 class BatchJob:
-    """One job of batch/: its name (a key of `batch.JOB_SCRIPTS`), the dataclass of its
-    arguments (with `rows`, `workers` and `cpus_per_worker`), and its command line."""
+    """One job of batch/: its argument spec (job_args.py: script, options) and the
+    dataclass of the arguments a chart sets (with `rows`, `workers` and `cpus_per_worker`)."""
 
-    name: str
+    spec: JobArguments
     arguments: type[Any]
-    command_line: Callable[[Any, Placement], list[str]]
+
+    @property
+    def name(self) -> str:
+        return self.spec.job
 
     @property
     def script(self) -> str:
-        return JOB_SCRIPTS[self.name]
+        return self.spec.script
+
+    def command_line(self, arguments: Any, where: Placement) -> list[str]:
+        """The script's arguments: the chart's values, with the placement's workers, CPUs and
+        (for a job that has the option) GPUs."""
+        values = {k: v for k, v in dataclasses.asdict(arguments).items() if k not in PLACEMENT}
+        options = {option.name for option in self.spec.options}
+        values.update({k: v for k, v in dataclasses.asdict(where).items() if k in options})
+        return self.spec.command_line(values)
 
 
 JOBS: dict[str, BatchJob] = {
-    job.name: job
-    for job in (
-        BatchJob("xgboost", XGBoostBenchmark, _xgboost_command_line),
-        BatchJob("pytorch", PyTorchBenchmark, _pytorch_command_line),
-    )
+    job.name: job for job in (BatchJob(XGBOOST, XGBoostBenchmark), BatchJob(PYTORCH, PyTorchBenchmark))
 }
 
 
