@@ -28,8 +28,8 @@ import cdk8s
 
 from ray_serve_ha.charts import constants
 from ray_serve_ha.charts.accelerators import ACCELERATORS, DEFAULT_ACCELERATOR
+from ray_serve_ha.charts.models import HF_MODEL_ID, HF_MODEL_ID_RULE
 from ray_serve_ha.charts.profiles import (
-    HF_MODEL_ID,
     KIND_IMAGE_BUILDS,
     EksDeployment,
     KindDeployment,
@@ -113,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
                      f"(default: {', '.join(f'{a.name} {a.default_instance_type}' for a in ACCELERATORS.values())})")
     eks.add_argument("--min-workers", type=_worker_count, help="default: 2")
     eks.add_argument("--max-workers", type=_worker_count, help="default: --min-workers")
-    eks.add_argument("--model-id", type=_checked(HF_MODEL_ID, "a Hugging Face model id, <organization>/<model>"),
+    eks.add_argument("--model-id", type=_checked(HF_MODEL_ID, HF_MODEL_ID_RULE.removeprefix("must be ")),
                      help=f"Hugging Face model id (default: {EksDeployment.model_id})")
     eks.add_argument("--capacity-mode", choices=("auto-mode", "node-groups"),
                      help="how the cluster provisions the serve Service's internal NLB (default: auto-mode)")

@@ -15,15 +15,15 @@ from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
 from ray_serve_ha.charts.accelerators import CPU_BATCH_DOCKERFILE, accelerator_of_instance_type, cpu_instance_type
-from ray_serve_ha.charts.batch import (
+from ray_serve_ha.charts.batch import BatchTeamChart
+from ray_serve_ha.charts.batch_jobs import BatchJobsChart
+from ray_serve_ha.charts.batch_teams import (
     AcceleratorWorkerShape,
     BatchTeam,
-    BatchTeamChart,
     team_node_group_capacity_type,
     team_node_group_labels,
     team_node_group_taints,
 )
-from ray_serve_ha.charts.batch_jobs import BatchJobsChart
 from stacks.cluster import autoscaler_node_template_tags, install_device_plugin, without_surge
 from stacks.existing_cluster import AnyClusterStack
 from stacks.settings import BatchTeamSettings, CapacitySettings, batch_team

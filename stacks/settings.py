@@ -39,13 +39,14 @@ from ray_serve_ha.charts.accelerators import (
     accelerator_of_instance_type,
     cpu_instance_type,
 )
-from ray_serve_ha.charts.batch import (
+from ray_serve_ha.charts.batch_teams import (
     CAPACITY_TYPES,
     AcceleratorWorkerShape,
     BatchTeam,
     CpuWorkerShape,
-    check_distinct_teams,
+    distinct_teams_problem,
     longest_job_suffix,
+    team_problem,
 )
 from ray_serve_ha.charts.capacity_plan import (
     AUTO_MODE_DEFAULT_DISK_GIB,
@@ -59,7 +60,7 @@ from ray_serve_ha.charts.capacity_plan import (
     team_node_disk,
 )
 from ray_serve_ha.charts.images import BATCH_IMAGES, CUSTOM_TEAM_IMAGE, ContainerImage
-from ray_serve_ha.charts.profiles import HF_MODEL_ID, HF_MODEL_ID_RULE, MISTRAL_7B_INSTRUCT
+from ray_serve_ha.charts.models import DEFAULT_MODEL_ID, HF_MODEL_ID, HF_MODEL_ID_RULE
 from ray_serve_ha.charts.ray_pods import MAX_RAYJOB_NAME_LENGTH
 from ray_serve_ha.charts.serve_config import MIN_REPLICAS
 from ray_serve_ha.constructs.availability import DEFAULT_SLO_PERCENT
@@ -414,11 +415,10 @@ class BatchTeamSettings(BaseModel):
                 f"{MAX_RAYJOB_NAME_LENGTH - len(suffix)}: the team's RayJob {self.name + suffix!r} must "
                 f"stay within KubeRay's {MAX_RAYJOB_NAME_LENGTH} characters"
             )
-        try:
-            _validation_team(self)
-        except ValueError as error:
-            return str(error)
-        return None
+        return team_problem(
+            self.name, self.namespace, min_workers=self.min_workers, max_workers=self.max_workers,
+            capacity_type=self.capacity_type,
+        )
 
 
 _ACCELERATOR_NAMES = ", ".join(ACCELERATORS)
@@ -498,7 +498,7 @@ class SettingsModel(BaseModel):
         description="name of an existing Secrets Manager secret holding the Hugging Face token",
     )
     model_id: ModelId = Field(
-        MISTRAL_7B_INSTRUCT, alias="modelId", description="a Hugging Face model id, `<organization>/<model>`"
+        DEFAULT_MODEL_ID, alias="modelId", description="a Hugging Face model id, `<organization>/<model>`"
     )
     readiness_timeout_minutes: ReadinessMinutes = Field(
         DEFAULT_READINESS_TIMEOUT_MINUTES, alias="readinessTimeoutMinutes",
@@ -705,11 +705,8 @@ class SettingsModel(BaseModel):
                 problem = _node_group_fit_problem(team)
             if problem:
                 problems.append(f"{where}: {problem}")
-        if not problems:
-            try:
-                check_distinct_teams([_validation_team(t) for t in self.batch_teams])
-            except ValueError as error:
-                problems.append(f"batchTeams: {error}")
+        if not problems and (clash := distinct_teams_problem([(t.name, t.namespace) for t in self.batch_teams])):
+            problems.append(f"batchTeams: {clash}")
         return problems
 
     # --- what the nodes must hold ----------------------------------------------------------
@@ -1103,11 +1100,6 @@ def team_image(team: BatchTeamSettings) -> ContainerImage:
         return CUSTOM_TEAM_IMAGE
     accelerator = accelerator_of_instance_type(team.instance_type) if team.instance_type else None
     return BATCH_IMAGES[accelerator.batch_dockerfile if accelerator else CPU_BATCH_DOCKERFILE]
-
-
-def _validation_team(team: BatchTeamSettings) -> BatchTeam:
-    # The image is only known at deploy time (an asset); any reference checks the rest.
-    return batch_team(team, ray_image="batch-image")
 
 
 def _node_group_fit_problem(team: BatchTeamSettings) -> str | None:

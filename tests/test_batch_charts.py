@@ -16,22 +16,9 @@ from ray_serve_ha.charts import constants
 from ray_serve_ha.charts.accelerators import NEURON, NVIDIA
 from ray_serve_ha.charts.batch import (
     SCRIPTS_MOUNT_PATH,
-    TEAM_LABEL,
-    TEAM_TAINT_KEY,
-    AcceleratorWorkerShape,
-    BatchTeam,
     BatchTeamChart,
-    CpuWorkerShape,
-    NodeTaint,
-    check_distinct_teams,
-    dashboard_url,
-    raycluster_name,
     team_job_scripts,
     team_namespace,
-    team_node_group_capacity_type,
-    team_node_group_labels,
-    team_node_group_taint,
-    team_node_group_taints,
     team_node_pool,
     team_raycluster,
 )
@@ -41,6 +28,21 @@ from ray_serve_ha.charts.batch_jobs import (
     XGBoostBenchmark,
     pytorch_rayjob,
     xgboost_rayjob,
+)
+from ray_serve_ha.charts.batch_teams import (
+    TEAM_LABEL,
+    TEAM_TAINT_KEY,
+    AcceleratorWorkerShape,
+    BatchTeam,
+    CpuWorkerShape,
+    NodeTaint,
+    check_distinct_teams,
+    dashboard_url,
+    raycluster_name,
+    team_node_group_capacity_type,
+    team_node_group_labels,
+    team_node_group_taint,
+    team_node_group_taints,
 )
 from tests.conftest import ROOT
 from tests.crd_schemas import schema_errors
@@ -593,7 +595,7 @@ def test_unknown_jobs_and_wrong_arguments_are_refused():
 
 
 def test_team_names_leave_room_for_the_longest_job_suffix():
-    from ray_serve_ha.charts.batch import max_team_name_length
+    from ray_serve_ha.charts.batch_teams import max_team_name_length
     from ray_serve_ha.charts.job_args import JOB_ARGUMENTS
     from ray_serve_ha.charts.ray_pods import MAX_RAYJOB_NAME_LENGTH
 

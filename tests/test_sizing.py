@@ -23,7 +23,7 @@ from ray_serve_ha.charts.accelerators import (
     InstanceShape,
     cpu_instance_type,
 )
-from ray_serve_ha.charts.batch import AcceleratorWorkerShape, BatchTeam, CpuWorkerShape, worker_resources
+from ray_serve_ha.charts.batch_teams import AcceleratorWorkerShape, BatchTeam, CpuWorkerShape, worker_resources
 from ray_serve_ha.charts.rayservice import accelerator_workers
 from tests.test_serving import the_rayservice
 

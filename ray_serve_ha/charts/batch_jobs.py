@@ -18,7 +18,8 @@ from typing import Any
 import cdk8s
 from constructs import Construct
 
-from ray_serve_ha.charts.batch import SCRIPTS_MOUNT_PATH, TEAM_LABEL, BatchTeam, raycluster_name, worker_resources
+from ray_serve_ha.charts.batch import SCRIPTS_MOUNT_PATH
+from ray_serve_ha.charts.batch_teams import TEAM_LABEL, BatchTeam, raycluster_name, worker_resources
 from ray_serve_ha.charts.job_args import PLACEMENT, PYTORCH, XGBOOST, JobArguments
 from ray_serve_ha.charts.objects import add_api_object
 from ray_serve_ha.charts.ray_pods import DNS_1035_LABEL, MAX_RAYJOB_NAME_LENGTH

@@ -20,7 +20,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ray_serve_ha.charts import gradio
 from ray_serve_ha.charts.accelerators import (
     ACCELERATORS,
     CPU_INSTANCE_TYPES,
@@ -29,7 +28,6 @@ from ray_serve_ha.charts.accelerators import (
     PodRequest,
     nodes_to_hold,
 )
-from ray_serve_ha.charts.batch import BATCH_HEAD_RESOURCES
 from ray_serve_ha.charts.constants import HEADS_NODE_CLASS, accelerator_node_class
 from ray_serve_ha.charts.images import (
     ALL_IMAGES,
@@ -41,8 +39,14 @@ from ray_serve_ha.charts.images import (
     SERVING_IMAGES,
     ContainerImage,
 )
+from ray_serve_ha.charts.pod_requests import (
+    BATCH_HEAD_RESOURCES,
+    EKS_HEAD_RESOURCES,
+    GRADIO_CPU_REQUEST_MILLI,
+    GRADIO_MEMORY_REQUEST_MIB,
+    GRADIO_REPLICAS,
+)
 from ray_serve_ha.charts.ray_pods import AUTOSCALER_RESOURCES, PodResources
-from ray_serve_ha.charts.rayservice import EKS_HEAD_RESOURCES
 
 _GB = 10**9
 _GIB = 2**30
@@ -190,9 +194,9 @@ class SystemNodes:
 
 def system_nodes(*, autoscaling: bool, teams: Sequence[str]) -> SystemNodes:
     shape = CPU_INSTANCE_TYPES[SYSTEM_INSTANCE_TYPE]
-    ui = PodRequest("a chat UI replica", gradio.CPU_REQUEST_MILLI, gradio.MEMORY_REQUEST_MIB)
+    ui = PodRequest("a chat UI replica", GRADIO_CPU_REQUEST_MILLI, GRADIO_MEMORY_REQUEST_MIB)
     heads = [serving_head(autoscaling), *(team_head(t) for t in teams)]
-    others = [*[ui] * gradio.DEFAULT_REPLICAS, KUBERAY_OPERATOR_POD, *[COREDNS_POD] * 2]
+    others = [*[ui] * GRADIO_REPLICAS, KUBERAY_OPERATOR_POD, *[COREDNS_POD] * 2]
     # Steady state, packed tightly: what the group keeps running.
     min_nodes = max(MIN_SYSTEM_NODES, nodes_to_hold(shape, [*heads, *others]))
     # The scheduler spreads pods (it scores the least allocated node highest), so the small pods

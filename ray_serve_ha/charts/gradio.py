@@ -17,6 +17,7 @@ import cdk8s_plus_28 as kplus
 from constructs import Construct
 
 from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.pod_requests import GRADIO_CPU_REQUEST_MILLI, GRADIO_MEMORY_REQUEST_MIB, GRADIO_REPLICAS
 
 GRADIO_NAME = "gradio"
 GRADIO_LABELS = {"app.kubernetes.io/name": GRADIO_NAME, "app.kubernetes.io/part-of": "ray-serve-ha"}
@@ -25,10 +26,10 @@ GRADIO_USER = 1000
 # Gradio writes uploads and cached files here; the root filesystem stays read-only.
 TMP_PATH = "/tmp"
 GRADIO_TEMP_DIR = f"{TMP_PATH}/gradio"
-# What each UI pod requests (the system nodes are sized with it: ray_serve_ha/charts/capacity_plan.py).
-CPU_REQUEST_MILLI = 250
-MEMORY_REQUEST_MIB = 512
-DEFAULT_REPLICAS = 2
+# What each UI pod requests, and how many (the system nodes are sized with them: capacity_plan.py).
+CPU_REQUEST_MILLI = GRADIO_CPU_REQUEST_MILLI
+MEMORY_REQUEST_MIB = GRADIO_MEMORY_REQUEST_MIB
+DEFAULT_REPLICAS = GRADIO_REPLICAS
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,8 @@ project's venv), the measurement is named.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from ray_serve_ha.assets import CHECKOUT
 
 
 @dataclass(frozen=True)
@@ -33,8 +32,9 @@ class ContainerImage:
 
     @property
     def base(self) -> str:
-        """The image it is built on: the Dockerfile's FROM line (the Dockerfile owns it)."""
-        text = (ROOT / self.dockerfile).read_text()
+        """The image it is built on: the Dockerfile's FROM line (the Dockerfile owns it; the
+        images are built from a checkout, so read there)."""
+        text = (CHECKOUT / self.dockerfile).read_text()
         return next(line.split()[1] for line in text.splitlines() if line.startswith("FROM "))
 
 

@@ -9,7 +9,6 @@ the GCS store password Secret).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import cdk8s
@@ -17,6 +16,7 @@ import cdk8s
 from ray_serve_ha.charts import constants
 from ray_serve_ha.charts.accelerators import Accelerator
 from ray_serve_ha.charts.gradio import GradioChart, GradioInputs
+from ray_serve_ha.charts.models import DEFAULT_MODEL_ID
 from ray_serve_ha.charts.namespace import NamespaceChart
 from ray_serve_ha.charts.query_job import QueryJobChart
 from ray_serve_ha.charts.ray_pods import GcsStore, PodResources
@@ -33,10 +33,6 @@ from ray_serve_ha.charts.replica_start import initializing_timeout_minutes
 from ray_serve_ha.charts.secrets import GCS_STORE_PASSWORD, HUGGING_FACE_TOKEN, SecretsChart, SecretsInputs
 from ray_serve_ha.charts.serve_config import COMPILED_ARTIFACT_ENGINES, TINY_MODEL_ID, LlmServing, tiny_model_serving
 
-MISTRAL_7B_INSTRUCT = "mistralai/Mistral-7B-Instruct-v0.2"
-# A Hugging Face model id, <organization>/<model> (what the Hub accepts in a repository id).
-HF_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
-HF_MODEL_ID_RULE = "must be a Hugging Face model id, <organization>/<model>"
 # The tiny model (random weights, ~135k parameters) that the CPU image builds into this
 # folder (images/ray-serve/Dockerfile.cpu): the kind profile needs no download and no token.
 TINY_MODEL_PATH = "/home/ray/models/tiny-mistral"
@@ -66,7 +62,7 @@ class EksDeployment:
     gradio_image: str
     min_workers: int = 2
     max_workers: int = 2
-    model_id: str = MISTRAL_7B_INSTRUCT
+    model_id: str = DEFAULT_MODEL_ID
     namespace: str = constants.SERVING_NAMESPACE
     # "auto-mode" or "node-groups": how the internal NLB of the serve Service is provisioned.
     capacity_mode: str = "auto-mode"

@@ -19,6 +19,7 @@ from constructs import Construct
 from ray_serve_ha.charts import constants, ray_env
 from ray_serve_ha.charts.accelerators import Accelerator
 from ray_serve_ha.charts.objects import add_api_object
+from ray_serve_ha.charts.pod_requests import EKS_HEAD_RESOURCES
 from ray_serve_ha.charts.ray_pods import (
     DEFAULT_RAY_IMAGE,
     DNS_1035_LABEL,
@@ -121,10 +122,6 @@ def accelerator_workers(
         min_replicas=min_replicas,
         max_replicas=max_replicas,
     )
-
-
-# The head runs the GCS, the dashboard and the Serve controller, and no replicas.
-EKS_HEAD_RESOURCES = PodResources(cpu="2", memory="8Gi")
 
 
 @dataclass(frozen=True)
