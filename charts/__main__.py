@@ -22,12 +22,13 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import cdk8s
 
 from ray_serve_ha.charts import constants
 from ray_serve_ha.charts.accelerators import ACCELERATORS, DEFAULT_ACCELERATOR
+from ray_serve_ha.charts.capacity import DEFAULT_CAPACITY_MODE, CapacityMode
 from ray_serve_ha.charts.models import HF_MODEL_ID, HF_MODEL_ID_RULE
 from ray_serve_ha.charts.profiles import (
     KIND_IMAGE_BUILDS,
@@ -39,9 +40,7 @@ from ray_serve_ha.charts.profiles import (
 
 PROG = "python -m charts"
 # Values only the CDK (or this CLI) knows at deploy time: the eks profile cannot guess them.
-EKS_REQUIRED = (
-    "redis_endpoint", "redis_auth_secret_arn", "hf_token_secret_name", "region", "ray_image", "gradio_image",
-)
+EKS_REQUIRED = ("redis_endpoint", "redis_auth_secret_arn", "region", "ray_image", "gradio_image")
 # Options that have no meaning on kind, each with the reason.
 _KIND_WORKERS = "kind runs two CPU workers"
 _KIND_REDIS = "kind runs its own Redis"
@@ -111,19 +110,19 @@ def parser() -> argparse.ArgumentParser:
     eks.add_argument("--accelerator", choices=sorted(ACCELERATORS), help=f"default: {DEFAULT_ACCELERATOR}")
     eks.add_argument("--instance-type", help="accelerator instance type the workers are sized for "
                      f"(default: {', '.join(f'{a.name} {a.default_instance_type}' for a in ACCELERATORS.values())})")
-    eks.add_argument("--min-workers", type=_worker_count, help="default: 2")
-    eks.add_argument("--max-workers", type=_worker_count, help="default: --min-workers")
+    eks.add_argument("--min-workers", type=_worker_count, help=f"default: {EksDeployment.min_workers}")
+    eks.add_argument("--max-workers", type=_worker_count, help=f"default: {EksDeployment.max_workers}")
     eks.add_argument("--model-id", type=_checked(HF_MODEL_ID, HF_MODEL_ID_RULE.removeprefix("must be ")),
                      help=f"Hugging Face model id (default: {EksDeployment.model_id})")
-    eks.add_argument("--capacity-mode", choices=("auto-mode", "node-groups"),
-                     help="how the cluster provisions the serve Service's internal NLB (default: auto-mode)")
+    eks.add_argument("--capacity-mode", choices=tuple(CapacityMode), help="how the cluster provisions the "
+                     f"serve Service's internal NLB (default: {DEFAULT_CAPACITY_MODE})")
     eks.add_argument("--redis-endpoint", type=_checked(_HOSTNAME, "a host name"),
                      help="ElastiCache primary endpoint")
     eks.add_argument("--redis-port", type=_port, help=f"default: {constants.REDIS_PORT}")
     eks.add_argument("--redis-auth-secret-arn", type=_checked(_SECRET_ARN, "a Secrets Manager secret ARN"),
                      help="ARN of the ElastiCache AUTH token secret")
     eks.add_argument("--hf-token-secret-name", type=_checked(_SECRET_NAME, "a Secrets Manager secret name"),
-                     help="name of the Hugging Face token secret")
+                     help=f"name of the Hugging Face token secret (default: {EksDeployment.hugging_face_token_secret})")
     eks.add_argument("--region", type=_checked(_REGION, "an AWS region such as us-east-2"),
                      help="region of the secrets")
     return p
@@ -151,7 +150,12 @@ def build(args: argparse.Namespace, app: cdk8s.App) -> tuple[cdk8s.Chart, ...]:
     instance_type = args.instance_type or accelerator.default_instance_type
     if instance_type in accelerator.instance_types and (reason := accelerator.unfit_reason(instance_type)):
         raise UsageError(f"--instance-type {instance_type}: cannot serve the model: {reason}")
-    min_workers = EksDeployment.min_workers if args.min_workers is None else args.min_workers
+    # Unset: the library's defaults, which `cdk synth` takes too (EksDeployment's).
+    given: dict[str, Any] = {
+        "min_workers": args.min_workers, "max_workers": args.max_workers, "model_id": args.model_id,
+        "capacity_mode": args.capacity_mode and CapacityMode(args.capacity_mode), "redis_port": args.redis_port,
+        "hugging_face_token_secret": args.hf_token_secret_name,
+    }
     return eks_charts(
         app,
         EksDeployment(
@@ -159,15 +163,10 @@ def build(args: argparse.Namespace, app: cdk8s.App) -> tuple[cdk8s.Chart, ...]:
             instance_types=(instance_type,),
             region=args.region,
             redis_endpoint=args.redis_endpoint,
-            redis_port=args.redis_port or constants.REDIS_PORT,
             gcs_store_auth_secret=args.redis_auth_secret_arn,
-            hugging_face_token_secret=args.hf_token_secret_name,
             ray_image=args.ray_image,
             gradio_image=args.gradio_image,
-            min_workers=min_workers,
-            max_workers=min_workers if args.max_workers is None else args.max_workers,
-            model_id=args.model_id or EksDeployment.model_id,
-            capacity_mode=args.capacity_mode or EksDeployment.capacity_mode,
+            **{key: value for key, value in given.items() if value is not None},
         ),
     ).in_apply_order()
 

@@ -40,7 +40,6 @@ def build(app: cdk.App) -> cdk.Stack:
             accelerator=neuron, instance_types=(neuron.default_instance_type,), region=stack.region,
             redis_endpoint=store.primary_endpoint, redis_port=store.port,
             gcs_store_auth_secret=store.auth_token.secret_arn,
-            hugging_face_token_secret="ray-serve-ha/hugging-face-token",
             ray_image=c("rayImage"), gradio_image=c("gradioImage"))))
     probe_access = ha.HelperSecurityGroup(stack, "ProbeAccess", ha.HelperSecurityGroupProps(
         vpc=vpc, cluster_security_group=cluster.cluster_security_group, description="Ray Serve availability probe",

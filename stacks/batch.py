@@ -24,9 +24,10 @@ from ray_serve_ha.charts.batch_teams import (
     team_node_group_labels,
     team_node_group_taints,
 )
+from ray_serve_ha.charts.capacity import ServingCapacity
 from stacks.cluster import autoscaler_node_template_tags, install_device_plugin, without_surge
 from stacks.existing_cluster import AnyClusterStack
-from stacks.settings import BatchTeamSettings, CapacitySettings, batch_team
+from stacks.settings import BatchTeamSettings, batch_team
 
 BATCH_DIR = Path(__file__).resolve().parent.parent / "batch"
 
@@ -38,7 +39,7 @@ class BatchStack(cdk.Stack):
         construct_id: str,
         *,
         teams: tuple[BatchTeamSettings, ...],
-        capacity: CapacitySettings,
+        capacity: ServingCapacity,
         cluster: AnyClusterStack,
         subnets: list[ec2.ISubnet],
         **kwargs: Any,

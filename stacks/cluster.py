@@ -18,11 +18,12 @@ from constructs import Construct
 
 from ray_serve_ha.charts import constants
 from ray_serve_ha.charts.accelerators import Accelerator
+from ray_serve_ha.charts.capacity import ServingCapacity
 from ray_serve_ha.charts.helm import HelmChartRef
 from ray_serve_ha.charts.node_pool import accelerator_node_pool, auto_mode_node_class, heads_node_pool
 from stacks import helm_charts
 from stacks.existing_network import ExistingNetwork
-from stacks.settings import CapacitySettings, ClusterSettings, NetworkSettings, SecretsSettings
+from stacks.settings import ClusterSettings, NetworkSettings, SecretsSettings
 
 
 class ClusterStack(cdk.Stack):
@@ -36,7 +37,7 @@ class ClusterStack(cdk.Stack):
         construct_id: str,
         *,
         cluster_settings: ClusterSettings,
-        capacity: CapacitySettings,
+        capacity: ServingCapacity,
         secrets: SecretsSettings,
         vpc: ec2.IVpc | None = None,
         subnets: Sequence[ec2.ISubnet] | None = None,
@@ -137,7 +138,7 @@ class ServingAddOns:
         stack: Construct,
         *,
         cluster: eks.ICluster,
-        capacity: CapacitySettings,
+        capacity: ServingCapacity,
         secrets: SecretsSettings,
         subnets: ec2.SubnetSelection,
         pod_identity_agent: bool | None = None,
@@ -178,7 +179,7 @@ class AutoModeAcceleratorPool(Construct):
         construct_id: str,
         *,
         cluster: eks.ICluster,
-        capacity: CapacitySettings,
+        capacity: ServingCapacity,
         subnets: ec2.SubnetSelection,
     ):
         super().__init__(scope, construct_id)
@@ -245,7 +246,7 @@ class NodeGroupCapacity(Construct):
         construct_id: str,
         *,
         cluster: eks.ICluster,
-        capacity: CapacitySettings,
+        capacity: ServingCapacity,
         subnets: ec2.SubnetSelection,
     ):
         super().__init__(scope, construct_id)

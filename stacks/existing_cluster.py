@@ -19,6 +19,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
+from ray_serve_ha.charts.capacity import ServingCapacity
 from stacks.cluster import (
     ClusterAutoscaler,
     ClusterStack,
@@ -27,7 +28,6 @@ from stacks.cluster import (
 )
 from stacks.existing_network import ExistingNetwork
 from stacks.settings import (
-    CapacitySettings,
     ClusterSettings,
     ExistingClusterSettings,
     NetworkSettings,
@@ -47,7 +47,7 @@ class ExistingClusterStack(cdk.Stack):
         *,
         existing: ExistingClusterSettings,
         cluster_settings: ClusterSettings,
-        capacity: CapacitySettings,
+        capacity: ServingCapacity,
         secrets: SecretsSettings,
         existing_network: NetworkSettings,
         **kwargs: Any,

@@ -35,7 +35,6 @@ from ray_serve_ha.charts.accelerators import (
     CPU_BATCH_DOCKERFILE,
     CPU_INSTANCE_TYPES,
     DEFAULT_ACCELERATOR,
-    Accelerator,
     accelerator_of_instance_type,
     cpu_instance_type,
 )
@@ -48,13 +47,19 @@ from ray_serve_ha.charts.batch_teams import (
     longest_job_suffix,
     team_problem,
 )
+from ray_serve_ha.charts.capacity import (
+    DEFAULT_CAPACITY_MODE,
+    DEFAULT_MAX_NODES,
+    DEFAULT_MIN_NODES,
+    CapacityMode,
+    ServingCapacity,
+    serving_capacity,
+)
 from ray_serve_ha.charts.capacity_plan import (
     AUTO_MODE_DEFAULT_DISK_GIB,
     MAX_SYSTEM_NODES,
-    NodeDisk,
     SystemNodes,
     accelerator_node_disk,
-    system_node_disk,
     system_nodes,
     team_head,
     team_node_disk,
@@ -82,7 +87,6 @@ from ray_serve_ha.constructs.readiness import (
 # Kubernetes minors EKS can still create clusters on (2026-11: 1.31 leaves extended support
 # on 2026-11-26, so a new 1.31 cluster would be born unsupported).
 EKS_CREATABLE_VERSIONS = ("1.32", "1.33", "1.34", "1.35", "1.36")
-CAPACITY_MODES = ("auto-mode", "node-groups")
 # Two Serve replicas, one per node, need two accelerator nodes at all times.
 MIN_ACCELERATOR_NODES = MIN_REPLICAS
 MAX_ACCELERATOR_NODES = 100
@@ -294,7 +298,7 @@ PrincipalArns = Annotated[
 ]
 Cidrs = Annotated[tuple[Annotated[str, _strict, AfterValidator(_ipv4_cidr)], ...], BeforeValidator(_cli_list)]
 AcceleratorName = Annotated[str, _strict, AfterValidator(_one_of(ACCELERATORS))]
-CapacityMode = Annotated[str, _strict, AfterValidator(_one_of(CAPACITY_MODES))]
+CapacityModeName = Annotated[str, _strict, AfterValidator(_one_of(tuple(CapacityMode)))]
 InstanceTypes = Annotated[tuple[Text, ...], BeforeValidator(_cli_list), AfterValidator(_not_empty)]
 NodeCount = Annotated[CliInt, Field(ge=MIN_ACCELERATOR_NODES, le=MAX_ACCELERATOR_NODES)]
 GcsEngine = Annotated[str, _strict, AfterValidator(_one_of(GCS_ENGINE_VERSIONS))]
@@ -453,8 +457,8 @@ class SettingsModel(BaseModel):
     accelerator: AcceleratorName = Field(
         DEFAULT_ACCELERATOR, alias="accelerator", description=_ACCELERATOR_NAMES
     )
-    capacity_mode: CapacityMode = Field(
-        "auto-mode", alias="capacityMode", description=", ".join(CAPACITY_MODES)
+    capacity_mode: CapacityModeName = Field(
+        DEFAULT_CAPACITY_MODE, alias="capacityMode", description=", ".join(CapacityMode)
     )
     accelerator_instance_types: InstanceTypes | None = Field(
         None, alias="acceleratorInstanceTypes",
@@ -462,12 +466,12 @@ class SettingsModel(BaseModel):
         "(`ray_serve_ha/charts/accelerators.py`) that can hold the model",
     )
     accelerator_min_nodes: NodeCount = Field(
-        2, alias="acceleratorMinNodes",
+        DEFAULT_MIN_NODES, alias="acceleratorMinNodes",
         description=f"{MIN_ACCELERATOR_NODES}–{MAX_ACCELERATOR_NODES}, at most acceleratorMaxNodes "
         "(two Serve replicas, one per node)",
     )
     accelerator_max_nodes: NodeCount = Field(
-        4, alias="acceleratorMaxNodes", description=f"{MIN_ACCELERATOR_NODES}–{MAX_ACCELERATOR_NODES}"
+        DEFAULT_MAX_NODES, alias="acceleratorMaxNodes", description=f"{MIN_ACCELERATOR_NODES}–{MAX_ACCELERATOR_NODES}"
     )
     accelerator_node_disk_gib: DiskGib | None = Field(
         None, alias="acceleratorNodeDiskGib",
@@ -701,7 +705,7 @@ class SettingsModel(BaseModel):
         for index, team in zip(indexes, self.batch_teams, strict=False):
             where = f"batchTeams[{index}]"
             problem = team.team_problem()
-            if problem is None and self.capacity_mode == "node-groups" and team.cpus is not None:
+            if problem is None and self.capacity_mode == CapacityMode.NODE_GROUPS and team.cpus is not None:
                 problem = _node_group_fit_problem(team)
             if problem:
                 problems.append(f"{where}: {problem}")
@@ -720,7 +724,7 @@ class SettingsModel(BaseModel):
                 f"acceleratorNodeDiskGib={self.accelerator_node_disk_gib}: a {need.role} keeps {need.explain()}; "
                 f"set at least {need.min_gib}, or leave it unset"
             )
-        if self.capacity_mode == "auto-mode":
+        if self.capacity_mode == CapacityMode.AUTO_MODE:
             # Team pools use Auto Mode's default NodeClass, whose disk this project does not set.
             for index, team in enumerate(self.batch_teams):
                 team_disk = team_node_disk(team.name, team_image(team))
@@ -748,15 +752,15 @@ class SettingsModel(BaseModel):
             teams=[team.name for team in self.batch_teams],
         )
 
-    def node_disks(self) -> NodeDisks:
-        accelerator = ACCELERATORS[self.accelerator]
-        serving = accelerator_node_disk(accelerator)
-        heads = system_node_disk(accelerator, [team_image(t) for t in self.batch_teams])
-        return NodeDisks(
-            accelerator=serving,
-            accelerator_gib=self.accelerator_node_disk_gib or serving.min_gib,
-            system=heads,
-            teams={t.name: team_node_disk(t.name, team_image(t)) for t in self.batch_teams},
+    def capacity(self) -> ServingCapacity:
+        return serving_capacity(
+            ACCELERATORS[self.accelerator],
+            mode=CapacityMode(self.capacity_mode),
+            instance_types=self.instance_types,
+            min_nodes=self.accelerator_min_nodes,
+            max_nodes=self.accelerator_max_nodes,
+            node_disk_gib=self.accelerator_node_disk_gib,
+            team_images={t.name: team_image(t) for t in self.batch_teams},
         )
 
     # --- the tree the stacks read -----------------------------------------------------------
@@ -770,15 +774,7 @@ class SettingsModel(BaseModel):
                 admin_principal_arns=self.admin_principal_arns,
                 endpoint_public_access_cidrs=self.endpoint_public_access_cidrs,
             ),
-            capacity=CapacitySettings(
-                accelerator=ACCELERATORS[self.accelerator],
-                mode=self.capacity_mode,
-                instance_types=self.instance_types,
-                min_nodes=self.accelerator_min_nodes,
-                max_nodes=self.accelerator_max_nodes,
-                disks=self.node_disks(),
-                system_nodes=self.system_nodes,
-            ),
+            capacity=self.capacity(),
             gcs_store=GcsStoreEngine(
                 engine=self.gcs_store_engine, engine_version=self.engine_version, node_type=self.gcs_store_node_type
             ),
@@ -832,35 +828,6 @@ class ClusterSettings:
     @property
     def kubectl_layer_module(self) -> str:
         return kubectl_layer_module(self.kubernetes_version)
-
-
-@dataclass(frozen=True)
-class NodeDisks:
-    """What each kind of node keeps on its disk (ray_serve_ha/charts/capacity_plan.py), and the disks."""
-
-    accelerator: NodeDisk
-    # The serving nodes' disk: acceleratorNodeDiskGib, or what `accelerator` needs.
-    accelerator_gib: int
-    # Nodes of the Ray heads and the UI (node-groups: the system group; Auto Mode: the heads pool).
-    system: NodeDisk
-    # Each batch team's nodes, by team name.
-    teams: dict[str, NodeDisk]
-
-
-@dataclass(frozen=True)
-class CapacitySettings:
-    accelerator: Accelerator
-    mode: str
-    instance_types: tuple[str, ...]
-    min_nodes: int
-    max_nodes: int
-    disks: NodeDisks
-    # node-groups mode: the system node group's type and bounds.
-    system_nodes: SystemNodes
-
-    @property
-    def auto_mode(self) -> bool:
-        return self.mode == "auto-mode"
 
 
 @dataclass(frozen=True)
@@ -925,7 +892,7 @@ class ExistingClusterSettings:
 class Settings:
     environment: DeploymentEnvironment
     cluster: ClusterSettings
-    capacity: CapacitySettings
+    capacity: ServingCapacity
     gcs_store: GcsStoreEngine
     secrets: SecretsSettings
     serving: ServingSettings

@@ -80,13 +80,39 @@ def test_options_reach_the_manifests(written):
     assert redis_address == "rediss://master.gcs.example.cache.amazonaws.com:6379"
 
 
+def worker_group_and_replicas(rayservice: dict) -> tuple[int, int, int, int]:
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    (group,) = cluster["workerGroupSpecs"]
+    (application,) = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"]
+    (deployment,) = application["deployments"]
+    scaling = deployment["autoscaling_config"]
+    return group["minReplicas"], group["maxReplicas"], scaling["min_replicas"], scaling["max_replicas"]
+
+
+def test_the_cli_takes_the_defaults_cdk_synth_takes(written, default_system):
+    # One default, one place: what `cdk synth` builds with no settings given, the eks profile
+    # writes with no options given.
+    from tests.test_serving import the_rayservice
+
+    cli = yaml.safe_load(written["eks-neuron"]["02-rayservice.k8s.yaml"].split("\n---\n")[0])
+    synthesized = the_rayservice(default_system.serving)
+    assert worker_group_and_replicas(cli) == worker_group_and_replicas(synthesized) == (2, 4, 2, 4)
+    assert cli["spec"]["serveService"] == synthesized["spec"]["serveService"]
+
+
+def test_worker_bounds_given_reach_the_manifests(tmp_path):
+    assert main([*PROFILES["eks-neuron"], "--min-workers", "3", "--max-workers", "6", "--out", str(tmp_path)]) == 0
+    rayservice = yaml.safe_load((tmp_path / "02-rayservice.k8s.yaml").read_text().split("\n---\n")[0])
+    assert worker_group_and_replicas(rayservice) == (3, 6, 3, 6)
+
+
 def test_eks_without_deploy_time_values_names_each_missing_option(tmp_path):
     out = tmp_path / "out"
     result = run_cli("--profile", "eks", "--out", str(out), "--ray-image", "ray:1")
     assert result.returncode == 2
     assert result.stderr == (
         "python -m charts: error: --profile eks needs --redis-endpoint, --redis-auth-secret-arn, "
-        "--hf-token-secret-name, --region, --gradio-image (deploy-time values the charts cannot guess)\n"
+        "--region, --gradio-image (deploy-time values the charts cannot guess)\n"
     )
     assert not out.exists()
 

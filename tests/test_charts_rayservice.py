@@ -257,7 +257,7 @@ def test_hugging_face_token_comes_from_the_synced_secret(worker_group):
 
 
 def test_autoscaling_only_when_workers_may_grow():
-    fixed = rayservice_spec(eks_inputs("neuron"))["spec"]["rayClusterConfig"]
+    fixed = rayservice_spec(eks_inputs("neuron", max_workers=2))["spec"]["rayClusterConfig"]
     growing = rayservice_spec(eks_inputs("neuron", max_workers=4))["spec"]["rayClusterConfig"]
     assert fixed["enableInTreeAutoscaling"] is False and "autoscalerOptions" not in fixed
     assert growing["enableInTreeAutoscaling"] is True
@@ -328,7 +328,7 @@ def test_a_replica_larger_than_a_worker_is_refused():
 
 
 def test_more_serve_replicas_than_workers_is_refused():
-    inputs = eks_inputs("neuron")
+    inputs = eks_inputs("neuron", max_workers=2)
     with pytest.raises(ValueError) as error:
         replace(inputs, serving=replace(inputs.serving, max_replicas=3))
     assert str(error.value) == (

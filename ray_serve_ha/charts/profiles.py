@@ -15,8 +15,9 @@ import cdk8s
 
 from ray_serve_ha.charts import constants
 from ray_serve_ha.charts.accelerators import Accelerator
+from ray_serve_ha.charts.capacity import DEFAULT_CAPACITY_MODE, DEFAULT_MAX_NODES, DEFAULT_MIN_NODES, CapacityMode
 from ray_serve_ha.charts.gradio import GradioChart, GradioInputs
-from ray_serve_ha.charts.models import DEFAULT_MODEL_ID
+from ray_serve_ha.charts.models import DEFAULT_HUGGING_FACE_TOKEN_SECRET, DEFAULT_MODEL_ID
 from ray_serve_ha.charts.namespace import NamespaceChart
 from ray_serve_ha.charts.query_job import QueryJobChart
 from ray_serve_ha.charts.ray_pods import GcsStore, PodResources
@@ -47,25 +48,26 @@ KIND_IMAGE_BUILDS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EksDeployment:
-    """What the EKS profile needs; strings may be CDK tokens resolved at deploy time."""
+    """What the EKS profile needs; strings may be CDK tokens resolved at deploy time. The
+    defaults are the library's, which the settings and `python -m charts` read too."""
 
     accelerator: Accelerator
     instance_types: tuple[str, ...]
     region: str
     redis_endpoint: str
-    redis_port: int | str
+    redis_port: int | str = constants.REDIS_PORT
     gcs_store_auth_secret: str
-    hugging_face_token_secret: str
+    hugging_face_token_secret: str = DEFAULT_HUGGING_FACE_TOKEN_SECRET
     ray_image: str
     gradio_image: str
-    min_workers: int = 2
-    max_workers: int = 2
+    min_workers: int = DEFAULT_MIN_NODES
+    max_workers: int = DEFAULT_MAX_NODES
     model_id: str = DEFAULT_MODEL_ID
     namespace: str = constants.SERVING_NAMESPACE
-    # "auto-mode" or "node-groups": how the internal NLB of the serve Service is provisioned.
-    capacity_mode: str = "auto-mode"
+    # How the cluster provisions nodes, and so the serve Service's internal NLB.
+    capacity_mode: CapacityMode = DEFAULT_CAPACITY_MODE
     # s3://bucket/prefix of the compiled-artifact cache (engines that compile only); the
     # worker pods then run as RAY_WORKER_SERVICE_ACCOUNT, which EKS Pod Identity maps to a
     # role that may use that prefix.

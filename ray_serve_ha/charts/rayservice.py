@@ -18,6 +18,7 @@ from constructs import Construct
 
 from ray_serve_ha.charts import constants, ray_env
 from ray_serve_ha.charts.accelerators import Accelerator
+from ray_serve_ha.charts.capacity import CapacityMode
 from ray_serve_ha.charts.objects import add_api_object
 from ray_serve_ha.charts.pod_requests import EKS_HEAD_RESOURCES
 from ray_serve_ha.charts.ray_pods import (
@@ -65,10 +66,10 @@ DRAIN_SECONDS = GRACEFUL_SHUTDOWN_TIMEOUT_S + 30
 # `eks.amazonaws.com/nlb` class; with managed node groups the EKS cloud provider does.
 # What the serve Service asks of the load balancer: its class (None: the controller's default) and annotations.
 ServeLoadBalancer = TypedDict("ServeLoadBalancer", {"class": str | None, "annotations": dict[str, str]})
-SERVE_LOAD_BALANCERS: dict[str, ServeLoadBalancer] = {
-    "auto-mode": {"class": "eks.amazonaws.com/nlb", "annotations": {
+SERVE_LOAD_BALANCERS: dict[CapacityMode, ServeLoadBalancer] = {
+    CapacityMode.AUTO_MODE: {"class": "eks.amazonaws.com/nlb", "annotations": {
         "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"}},
-    "node-groups": {"class": None, "annotations": {
+    CapacityMode.NODE_GROUPS: {"class": None, "annotations": {
         "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
         "service.beta.kubernetes.io/aws-load-balancer-internal": "true"}},
 }
@@ -139,9 +140,9 @@ class RayServiceInputs:
     # Keep the head on on-demand nodes without accelerators, and out of Karpenter's
     # consolidation: every move of the head is a GCS outage. Off on kind (no such labels).
     head_on_stable_capacity: bool = True
-    # An internal NLB in front of the serve Service ("auto-mode" or "node-groups", which
-    # provision it differently); None: a ClusterIP Service only (kind).
-    serve_load_balancer: str | None = None
+    # An internal NLB in front of the serve Service (the capacity modes provision it
+    # differently); None: a ClusterIP Service only (kind).
+    serve_load_balancer: CapacityMode | None = None
     # A service account of their own for the worker pods (created with the chart), when
     # they get AWS access through EKS Pod Identity; None: the namespace's default.
     worker_service_account: str | None = None
