@@ -25,7 +25,7 @@ from ray_serve_ha.charts.batch_teams import (
     team_node_group_taints,
 )
 from ray_serve_ha.charts.capacity import ServingCapacity
-from stacks.cluster import autoscaler_node_template_tags, install_device_plugin, without_surge
+from ray_serve_ha.constructs.capacity import autoscaler_node_template_tags, install_device_plugin, without_surge
 from stacks.existing_cluster import AnyClusterStack
 from stacks.settings import BatchTeamSettings, batch_team
 
@@ -143,6 +143,6 @@ def _team_node_group(
         tags=tags or None,
     )
     if isinstance(shape, AcceleratorWorkerShape):
-        # Accelerator instances: no surge of extra nodes during an update (stacks/cluster.py).
+        # Accelerator instances: no surge of extra nodes during an update (ray_serve_ha/constructs/capacity.py).
         without_surge(node_group)
     return node_group

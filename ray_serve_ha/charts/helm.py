@@ -1,4 +1,4 @@
-"""A pinned Helm chart reference, shared by the stacks' operators (stacks/helm_charts.py) and
+"""A pinned Helm chart reference, shared by the operators (ray_serve_ha/constructs/operators.py) and
 the accelerator table's device plugins (ray_serve_ha/charts/accelerators.py)."""
 
 from __future__ import annotations
