@@ -14,18 +14,12 @@ from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
-from ray_serve_ha.charts.accelerators import CPU_BATCH_DOCKERFILE, accelerator_of_instance_type, cpu_instance_type
+from ray_serve_ha.charts.accelerators import CPU_BATCH_DOCKERFILE, accelerator_of_instance_type
 from ray_serve_ha.charts.batch import BatchTeamChart
 from ray_serve_ha.charts.batch_jobs import BatchJobsChart
-from ray_serve_ha.charts.batch_teams import (
-    AcceleratorWorkerShape,
-    BatchTeam,
-    team_node_group_capacity_type,
-    team_node_group_labels,
-    team_node_group_taints,
-)
+from ray_serve_ha.charts.batch_teams import BatchTeam
 from ray_serve_ha.charts.capacity import ServingCapacity
-from ray_serve_ha.constructs.capacity import autoscaler_node_template_tags, install_device_plugin, without_surge
+from ray_serve_ha.constructs.capacity import TeamNodeGroupProps, install_device_plugin, team_node_group
 from stacks.existing_cluster import AnyClusterStack
 from stacks.settings import BatchTeamSettings, batch_team
 
@@ -65,9 +59,10 @@ class BatchStack(cdk.Stack):
             jobs_chart = BatchJobsChart(app, f"{team.name}-jobs", team=team)
             label = team.name.title().replace("-", "")
             if not capacity.auto_mode:
-                self.node_groups[team.name] = _team_node_group(
-                    self, label, cluster.cluster, team, subnets, disk_gib=capacity.disks.teams[team.name].min_gib
-                )
+                disk_gib = capacity.disks.teams[team.name].min_gib
+                self.node_groups[team.name] = team_node_group(self, f"{label}Nodes", TeamNodeGroupProps(
+                    cluster=cluster.cluster, team=team, subnets=subnets, disk_gib=disk_gib,
+                ))
                 # The cluster stack installs the serving accelerator's device plugin; a team
                 # on another accelerator gets its own here, or its pods would stay Pending.
                 if (
@@ -99,50 +94,3 @@ class BatchStack(cdk.Stack):
                 platform=ecr_assets.Platform.LINUX_AMD64, exclude=["**/__pycache__", "**/*.pyc"],
             )
         return self.images[dockerfile]
-
-
-def _team_node_group(
-    scope: Construct, label: str, cluster: eks.ICluster, team: BatchTeam, subnets: list[ec2.ISubnet], *, disk_gib: int
-) -> eks.Nodegroup:
-    shape = team.worker_shape
-    tags: dict[str, str] = {}
-    if isinstance(shape, AcceleratorWorkerShape):
-        instance_type = shape.instance_type
-        ami_type = eks.NodegroupAmiType[shape.accelerator.node_group_ami_type]
-        # A team group scales from zero: the autoscaler must know its nodes' devices.
-        tags = autoscaler_node_template_tags(shape.accelerator, (instance_type,))
-    else:
-        fitting = cpu_instance_type(shape.cpus, shape.memory_gib)
-        if fitting is None:
-            raise ValueError(
-                f"team {team.name!r}: no general-purpose instance type holds a worker of {shape.cpus} CPUs and "
-                f"{shape.memory_gib} GiB in node-groups mode; lower cpus or memoryGib"
-            )
-        instance_type = fitting
-        ami_type = eks.NodegroupAmiType.AL2023_X86_64_STANDARD
-    node_group = eks.Nodegroup(
-        scope,
-        f"{label}Nodes",
-        cluster=cluster,
-        instance_types=[ec2.InstanceType(instance_type)],
-        ami_type=ami_type,
-        capacity_type=eks.CapacityType[team_node_group_capacity_type(team)],
-        labels=team_node_group_labels(team),
-        taints=[
-            eks.TaintSpec(effect=eks.TaintEffect.NO_SCHEDULE, key=taint.key, value=taint.value)
-            for taint in team_node_group_taints(team)
-        ],
-        # The cluster stack's Cluster Autoscaler adds nodes when the Ray autoscaler adds worker
-        # pods, and removes them when the pods go (Auto Mode's Karpenter does both itself).
-        min_size=team.min_workers,
-        desired_size=team.min_workers,
-        max_size=team.max_workers,
-        # The team's image and Ray's spill space (ray_serve_ha/charts/capacity_plan.py; EKS's default: 20 GiB).
-        disk_size=disk_gib,
-        subnets=ec2.SubnetSelection(subnets=subnets),
-        tags=tags or None,
-    )
-    if isinstance(shape, AcceleratorWorkerShape):
-        # Accelerator instances: no surge of extra nodes during an update (ray_serve_ha/constructs/capacity.py).
-        without_surge(node_group)
-    return node_group

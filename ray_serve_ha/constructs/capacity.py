@@ -16,7 +16,14 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from ray_serve_ha.charts import constants
-from ray_serve_ha.charts.accelerators import Accelerator
+from ray_serve_ha.charts.accelerators import Accelerator, cpu_instance_type
+from ray_serve_ha.charts.batch_teams import (
+    AcceleratorWorkerShape,
+    BatchTeam,
+    team_node_group_capacity_type,
+    team_node_group_labels,
+    team_node_group_taints,
+)
 from ray_serve_ha.charts.capacity import ServingCapacity
 from ray_serve_ha.charts.node_pool import accelerator_node_pool, auto_mode_node_class, heads_node_pool
 from ray_serve_ha.constructs.operators import install_chart
@@ -188,3 +195,63 @@ def install_device_plugin(
         values=accelerator.device_plugin_values(tolerated_taint_keys=(constants.TEAM_LABEL,)),
         scope=scope,
     )
+
+
+@dataclass(frozen=True)
+class TeamNodeGroupProps:
+    """cluster, subnets: where the nodes join. team: whose workers alone run there (its label
+    and taint). disk_gib: what a node keeps (its image and Ray's spill space)."""
+
+    cluster: eks.ICluster
+    team: BatchTeam
+    subnets: Sequence[ec2.ISubnet]
+    disk_gib: int
+
+
+def team_node_group(scope: Construct, construct_id: str, props: TeamNodeGroupProps) -> eks.Nodegroup:
+    """A batch team's managed node group (node-groups mode): the team's worker shape (an
+    accelerator instance type, or the smallest general-purpose type that holds a CPU worker),
+    its label and taint, its capacity type, from its minimum to its maximum of workers."""
+    team = props.team
+    shape = team.worker_shape
+    tags: dict[str, str] = {}
+    if isinstance(shape, AcceleratorWorkerShape):
+        instance_type = shape.instance_type
+        ami_type = eks.NodegroupAmiType[shape.accelerator.node_group_ami_type]
+        # A team group scales from zero: the autoscaler must know its nodes' devices.
+        tags = autoscaler_node_template_tags(shape.accelerator, (instance_type,))
+    else:
+        fitting = cpu_instance_type(shape.cpus, shape.memory_gib)
+        if fitting is None:
+            raise ValueError(
+                f"team {team.name!r}: no general-purpose instance type holds a worker of {shape.cpus} CPUs and "
+                f"{shape.memory_gib} GiB in node-groups mode; lower cpus or memoryGib"
+            )
+        instance_type = fitting
+        ami_type = eks.NodegroupAmiType.AL2023_X86_64_STANDARD
+    node_group = eks.Nodegroup(
+        scope,
+        construct_id,
+        cluster=props.cluster,
+        instance_types=[ec2.InstanceType(instance_type)],
+        ami_type=ami_type,
+        capacity_type=eks.CapacityType[team_node_group_capacity_type(team)],
+        labels=team_node_group_labels(team),
+        taints=[
+            eks.TaintSpec(effect=eks.TaintEffect.NO_SCHEDULE, key=taint.key, value=taint.value)
+            for taint in team_node_group_taints(team)
+        ],
+        # The cluster stack's Cluster Autoscaler adds nodes when the Ray autoscaler adds worker
+        # pods, and removes them when the pods go (Auto Mode's Karpenter does both itself).
+        min_size=team.min_workers,
+        desired_size=team.min_workers,
+        max_size=team.max_workers,
+        # The team's image and Ray's spill space (ray_serve_ha/charts/capacity_plan.py; EKS's default: 20 GiB).
+        disk_size=props.disk_gib,
+        subnets=ec2.SubnetSelection(subnets=list(props.subnets)),
+        tags=tags or None,
+    )
+    if isinstance(shape, AcceleratorWorkerShape):
+        # Accelerator instances: no surge of extra nodes during an update.
+        without_surge(node_group)
+    return node_group
