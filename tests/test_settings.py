@@ -572,3 +572,31 @@ def test_vpc_endpoints_default_to_s3_for_a_new_vpc_and_none_for_an_existing_one(
     assert settings().network.endpoints == "s3"
     assert settings(**existing_vpc()).network.endpoints == "none"
     assert settings(**existing_vpc(vpcEndpoints="s3+ecr")).network.endpoints == "s3+ecr"
+
+
+def test_settings_read_no_kubernetes_library():
+    # Teams are checked with the library's pure rules (batch_teams.py), not by building charts.
+    import subprocess
+    import sys
+
+    code = "import sys, stacks.settings; sys.exit(any(m in sys.modules for m in ('cdk8s', 'cdk8s_plus_28')))"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120).returncode == 0
+
+
+def test_settings_defaults_are_the_librarys():
+    from ray_serve_ha.charts.capacity import DEFAULT_CAPACITY_MODE, DEFAULT_MAX_NODES, DEFAULT_MIN_NODES
+    from ray_serve_ha.charts.profiles import EksDeployment
+    from ray_serve_ha.constructs.availability import DEFAULT_SLO_PERCENT
+    from ray_serve_ha.constructs.gcs_store_engine import GcsStoreEngine
+    from ray_serve_ha.constructs.readiness import DEFAULT_READINESS_TIMEOUT_MINUTES
+
+    s = settings()
+    assert (s.capacity.mode, s.capacity.min_nodes, s.capacity.max_nodes) == (
+        DEFAULT_CAPACITY_MODE, DEFAULT_MIN_NODES, DEFAULT_MAX_NODES
+    ) == (EksDeployment.capacity_mode, EksDeployment.min_workers, EksDeployment.max_workers)
+    assert s.gcs_store == GcsStoreEngine()
+    assert s.operations.readiness_timeout_minutes == DEFAULT_READINESS_TIMEOUT_MINUTES
+    assert s.operations.availability_slo_percent == DEFAULT_SLO_PERCENT
+    assert (s.serving.model_id, s.secrets.hugging_face_token_secret_name) == (
+        EksDeployment.model_id, EksDeployment.hugging_face_token_secret
+    )
