@@ -29,6 +29,7 @@ import cdk8s
 from ray_serve_ha.charts import constants
 from ray_serve_ha.charts.accelerators import ACCELERATORS, DEFAULT_ACCELERATOR
 from ray_serve_ha.charts.capacity import DEFAULT_CAPACITY_MODE, CapacityMode
+from ray_serve_ha.charts.kuberay_rules import manifest_violations
 from ray_serve_ha.charts.models import HF_MODEL_ID, HF_MODEL_ID_RULE
 from ray_serve_ha.charts.profiles import (
     KIND_IMAGE_BUILDS,
@@ -172,7 +173,11 @@ def build(args: argparse.Namespace, app: cdk8s.App) -> tuple[cdk8s.Chart, ...]:
 
 
 def render(charts: Sequence[cdk8s.Chart]) -> dict[str, str]:
-    """File name -> YAML, numbered in apply order."""
+    """File name -> YAML, numbered in apply order; UsageError for what the KubeRay operator
+    would refuse (ValidationFailed), as `cdk synth` refuses it."""
+    refused = manifest_violations(o for chart in charts for o in chart.to_json())
+    if refused:
+        raise UsageError("; ".join(refused))
     return {
         f"{index:02d}-{chart.node.id}.k8s.yaml": cdk8s.Yaml.stringify(*chart.to_json()).rstrip("\n") + "\n"
         for index, chart in enumerate(charts)

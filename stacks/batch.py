@@ -20,6 +20,7 @@ from ray_serve_ha.charts.batch_jobs import BatchJobsChart
 from ray_serve_ha.charts.batch_teams import BatchTeam
 from ray_serve_ha.charts.capacity import ServingCapacity
 from ray_serve_ha.constructs.capacity import TeamNodeGroupProps, install_device_plugin, team_node_group
+from ray_serve_ha.constructs.kuberay_validation import add_kuberay_rules
 from stacks.existing_cluster import AnyClusterStack
 from stacks.settings import BatchTeamSettings, batch_team
 
@@ -76,6 +77,8 @@ class BatchStack(cdk.Stack):
             cluster_manifest = eks.KubernetesManifest(
                 self, f"{label}RayCluster", cluster=cluster.cluster, manifest=team_chart.to_json()
             )
+            # What the KubeRay operator would refuse (ValidationFailed) fails synth instead.
+            add_kuberay_rules(cluster_manifest, team_chart.to_json())
             # The RayCluster is a KubeRay custom resource: the operator must run first (and,
             # on delete, still run to clean up).
             cluster_manifest.node.add_dependency(cluster.kuberay_operator)

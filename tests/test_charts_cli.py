@@ -106,6 +106,19 @@ def test_worker_bounds_given_reach_the_manifests(tmp_path):
     assert worker_group_and_replicas(rayservice) == (3, 6, 3, 6)
 
 
+def test_what_kuberay_would_refuse_is_not_written(tmp_path, monkeypatch, capsys):
+    from ray_serve_ha.charts import ray_env
+
+    head_env = ray_env.head_env
+    monkeypatch.setattr(ray_env, "head_env", lambda: {**head_env(), "RAY_REDIS_ADDRESS": "redis:6379"})
+    assert main([*PROFILES["kind"], "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        "python -m charts: error: RayService ray-serve-llm: cannot set `RAY_REDIS_ADDRESS` env var in head Pod when "
+        "GcsFaultToleranceOptions is enabled - use GcsFaultToleranceOptions.RedisAddress instead\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_eks_without_deploy_time_values_names_each_missing_option(tmp_path):
     out = tmp_path / "out"
     result = run_cli("--profile", "eks", "--out", str(out), "--ray-image", "ray:1")

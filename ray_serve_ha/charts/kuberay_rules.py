@@ -1,15 +1,18 @@
-"""Rules the KubeRay 1.7 operator enforces on a RayService that its CRD schema does not.
+"""Rules the KubeRay 1.7 operator enforces on a RayService or RayCluster that its CRD schema
+does not.
 
-The API server accepts a RayService that breaks them; the operator then marks it
+The API server accepts an object that breaks them; the operator then marks it
 `Ready=False` with reason `ValidationFailed` and creates nothing, which a deploy only notices
-when it times out. The chart tests run the same rules on every RayService the charts emit.
-Messages are the operator's own (ray-operator/controllers/ray/utils/validation.go,
-`ValidateRayClusterSpec`), so a failure here reads like the event it prevents.
+when it times out. So they run at synth: the constructs that embed these objects add them as
+node validations (ray_serve_ha/constructs/kuberay_validation.py), and `python -m charts`
+checks what it writes. Messages are the operator's own
+(ray-operator/controllers/ray/utils/validation.go, `ValidateRayClusterSpec`), so a failure
+here reads like the event it prevents.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 FT_ENABLED_ANNOTATION = "ray.io/ft-enabled"
@@ -24,8 +27,14 @@ def _head_env_names(cluster: Mapping[str, Any]) -> set[str]:
 
 def operator_rule_violations(rayservice: Mapping[str, Any]) -> list[str]:
     """The operator's GCS fault-tolerance rules that `rayservice` breaks (empty: none)."""
-    annotations = rayservice.get("metadata", {}).get("annotations", {})
-    cluster = rayservice["spec"]["rayClusterConfig"]
+    return raycluster_spec_violations(
+        rayservice["spec"]["rayClusterConfig"], rayservice.get("metadata", {}).get("annotations", {})
+    )
+
+
+def raycluster_spec_violations(cluster: Mapping[str, Any], annotations: Mapping[str, Any]) -> list[str]:
+    """The rules a RayCluster spec (a RayCluster's `spec`, a RayService's `rayClusterConfig`)
+    breaks, with the annotations of the object that holds it."""
     start_params = cluster["headGroupSpec"].get("rayStartParams", {})
     head_env = _head_env_names(cluster)
     with_options = "gcsFaultToleranceOptions" in cluster
@@ -69,3 +78,25 @@ def operator_rule_violations(rayservice: Mapping[str, Any]) -> list[str]:
             "- use GcsFaultToleranceOptions.RedisUsername instead"
         )
     return violations
+
+
+# The kinds KubeRay validates, and where each keeps its RayCluster spec.
+_CLUSTER_SPEC = {"RayService": ("spec", "rayClusterConfig"), "RayCluster": ("spec",)}
+
+
+def manifest_violations(objects: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Every rule that a RayService or RayCluster among `objects` breaks, each message naming
+    the object: `RayService ray-serve-llm: <the operator's message>`."""
+    found = []
+    for manifest in objects:
+        path = _CLUSTER_SPEC.get(str(manifest.get("kind")))
+        if path is None:
+            continue
+        spec: Any = manifest
+        for key in path:
+            spec = spec[key]
+        metadata = manifest.get("metadata", {})
+        where = f"{manifest['kind']} {metadata.get('name')}"
+        broken = raycluster_spec_violations(spec, metadata.get("annotations", {}))
+        found += [f"{where}: {message}" for message in broken]
+    return found

@@ -19,6 +19,7 @@ from ray_serve_ha.charts.rayservice import serve_service_name
 from ray_serve_ha.charts.serve_config import COMPILED_ARTIFACT_ENGINES
 from ray_serve_ha.constructs.artifact_cache import CompiledArtifactCache, CompiledArtifactCacheProps
 from ray_serve_ha.constructs.helper_access import HelperReach, HelperSecurityGroup, HelperSecurityGroupProps
+from ray_serve_ha.constructs.kuberay_validation import add_kuberay_rules
 from ray_serve_ha.constructs.readiness import RayServiceReadiness, RayServiceReadinessProps, default_readiness_timeout
 
 
@@ -74,6 +75,8 @@ class FaultTolerantRayService(Construct):
             )
             deployment = replace(deployment, compiled_artifacts=self.artifact_cache.location)
         self.charts: EksCharts = eks_charts(cdk8s.App(), deployment)
+        # What the KubeRay operator would refuse (ValidationFailed) fails synth instead.
+        add_kuberay_rules(self, [o for chart in self.charts.in_apply_order() for o in chart.to_json()])
         self.manifests: dict[str, eks.KubernetesManifest] = {}
         previous: eks.KubernetesManifest | None = None
         for chart in self.charts.in_apply_order():
