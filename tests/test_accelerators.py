@@ -18,12 +18,13 @@ import pytest
 import yaml
 
 from ray_serve_ha.charts import constants
-from ray_serve_ha.charts.accelerators import ACCELERATORS, NVIDIA, DevicePlugin, InstanceShape, RayDevice
+from ray_serve_ha.charts.accelerators import ACCELERATORS, NVIDIA, DevicePlugin, RayDevice
 from ray_serve_ha.charts.helm import HelmChartRef
+from ray_serve_ha.charts.node_sizing import InstanceShape
 from stacks.settings import Settings
+from tests.cluster_objects import manifests
 from tests.conftest import ROOT, context, synthesize
 from tests.crd_schemas import schema_errors
-from tests.test_cluster import manifests
 from tests.test_placement import accelerator_capacity, tolerates
 from tests.test_serving import the_rayservice
 

@@ -15,15 +15,9 @@ import re
 
 import pytest
 
-from ray_serve_ha.charts.accelerators import (
-    ACCELERATORS,
-    CPU_INSTANCE_TYPES,
-    NEURON,
-    NVIDIA,
-    InstanceShape,
-    cpu_instance_type,
-)
+from ray_serve_ha.charts.accelerators import ACCELERATORS, NEURON, NVIDIA
 from ray_serve_ha.charts.batch_teams import AcceleratorWorkerShape, BatchTeam, CpuWorkerShape, worker_resources
+from ray_serve_ha.charts.node_sizing import CPU_INSTANCE_TYPES, InstanceShape, cpu_instance_type
 from ray_serve_ha.charts.rayservice import accelerator_workers
 from tests.test_serving import the_rayservice
 

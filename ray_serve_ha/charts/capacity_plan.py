@@ -20,14 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ray_serve_ha.charts.accelerators import (
-    ACCELERATORS,
-    CPU_INSTANCE_TYPES,
-    MODEL_WEIGHTS_GB,
-    Accelerator,
-    PodRequest,
-    nodes_to_hold,
-)
+from ray_serve_ha.charts.accelerators import ACCELERATORS, MODEL_WEIGHTS_GB, Accelerator
 from ray_serve_ha.charts.constants import HEADS_NODE_CLASS, accelerator_node_class
 from ray_serve_ha.charts.images import (
     ALL_IMAGES,
@@ -39,6 +32,7 @@ from ray_serve_ha.charts.images import (
     SERVING_IMAGES,
     ContainerImage,
 )
+from ray_serve_ha.charts.node_sizing import CPU_INSTANCE_TYPES, PodRequest, nodes_to_hold
 from ray_serve_ha.charts.pod_requests import (
     BATCH_HEAD_RESOURCES,
     EKS_HEAD_RESOURCES,

@@ -7,12 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ray_serve_ha.charts.accelerators import (
-    ACCELERATORS,
-    CPU_INSTANCE_TYPES,
-    accelerator_of_instance_type,
-    cpu_instance_type,
-)
+from ray_serve_ha.charts.accelerators import ACCELERATORS, accelerator_of_instance_type
 from ray_serve_ha.charts.batch_teams import (
     distinct_teams_problem,
 )
@@ -26,6 +21,7 @@ from ray_serve_ha.charts.capacity_plan import (
     team_head,
     team_node_disk,
 )
+from ray_serve_ha.charts.node_sizing import CPU_INSTANCE_TYPES, cpu_instance_type
 from ray_serve_ha.constructs.gcs_store_engine import (
     GCS_ENGINE_VERSIONS,
     TRANSIT_ENCRYPTION_MODE_MIN_VERSION,
