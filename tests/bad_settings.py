@@ -35,6 +35,27 @@ def team(**fields) -> str:
 
 
 BAD_INPUTS = {
+    "a model the table lacks, without its size": (
+        {"modelId": "acme/big-model"},
+        "modelId='acme/big-model': is not in the models table (mistralai/Mistral-7B-Instruct-v0.2, "
+        "meta-llama/Llama-3.1-8B-Instruct); set modelWeightsGb to the size of its weights in GB (bf16: 2 × its "
+        "parameters in billions) to serve it",
+    ),
+    "a size for a model the table knows": (
+        {"modelWeightsGb": 20},
+        "modelWeightsGb=20: the models table already knows mistralai/Mistral-7B-Instruct-v0.2 (14.5 GB); "
+        "leave it unset",
+    ),
+    "a model too large for the devices of one node": (
+        {"modelId": "acme/big-model", "modelWeightsGb": 24, "accelerator": "nvidia",
+         "acceleratorInstanceTypes": "g5.2xlarge"},
+        "acceleratorInstanceTypes='g5.2xlarge': cannot serve the model: g5.2xlarge has 1 device(s); one replica "
+        "shards acme/big-model over 2 GPUs (2 device(s))",
+    ),
+    "model weights of no size": (
+        {"modelId": "acme/big-model", "modelWeightsGb": 0},
+        "modelWeightsGb=0: Input should be greater than 0",
+    ),
     "unknown accelerator": (
         {"accelerator": "tpu"},
         "accelerator='tpu': must be one of: neuron, nvidia",
@@ -61,8 +82,8 @@ BAD_INPUTS = {
     "inferentia too small for the model": (
         {"acceleratorInstanceTypes": "inf2.xlarge,inf2.8xlarge"},
         "acceleratorInstanceTypes='inf2.xlarge': cannot serve the model: inf2.xlarge has 16 GiB of host "
-        "memory; a worker there may request 12 GiB, too little to load the model's ≈14.5 GB of bf16 "
-        "weights (Mistral-7B)",
+        "memory; a worker there may request 12 GiB, too little to load mistralai/Mistral-7B-Instruct-v0.2's "
+        "≈14.5 GB of bf16 weights",
     ),
     "empty JSON list of instance types": (
         {"acceleratorInstanceTypes": "[]"},

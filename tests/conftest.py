@@ -139,25 +139,6 @@ def in_existing_cluster() -> Synthesized:
     return synthesize(**existing_cluster())
 
 
-# The pipeline app's cloud assembly and moto's server on loopback, shared by the modules that
-# run staged assets (tests/staged.py): one synth per session.
-@pytest.fixture(scope="session")
-def assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.staged import synthesize_pipeline_app
-
-    return synthesize_pipeline_app(tmp_path_factory.mktemp("cdk.out"))
-
-
-@pytest.fixture(scope="session")
-def aws_endpoint():
-    """moto's server: S3, ECR, STS and CloudWatch of the pipeline's account, on loopback."""
-    from tests.moto_server import moto_server
-    from tests.staged import ACCOUNT
-
-    with moto_server(account=ACCOUNT) as endpoint:
-        yield endpoint
-
-
 # The Serve application on a Ray cluster in this process (tests/serve_backend.py), shared by
 # every module that talks to it, and the official openai client and the tokenizer on it.
 @pytest.fixture(scope="module")

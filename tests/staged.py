@@ -1,6 +1,7 @@
-"""What the staged-asset tests share: the pipeline app's cloud assembly (synthesized once per
-session by the `assembly` fixture of tests/conftest.py), what its manifests hold, and how
-CodeBuild runs a buildspec's commands.
+"""What the staged-asset tests share: the pipeline app's cloud assembly (the `assembly`
+fixture: synthesized once per session, by the first module that asks), moto's server, what
+the manifests hold, and how CodeBuild runs a buildspec's commands. A test module takes the
+fixtures in by name.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Any
 
 import aws_cdk as cdk
 import boto3
+import pytest
 
 from app import build_app
 from stacks.settings import Settings
 from tests.conftest import ROOT, context
+from tests.moto_server import moto_server
 from tests.test_pipeline import PIPELINE
 
 ACCOUNT = PIPELINE["account"]
@@ -128,3 +131,20 @@ def tool(directory: Path, name: str, module: str) -> None:
 def moto_client(endpoint: str, service: str):
     return boto3.client(service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing",
                         aws_secret_access_key="testing")
+
+
+_ASSEMBLY: list[Path] = []
+
+
+@pytest.fixture(scope="module")
+def assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not _ASSEMBLY:
+        _ASSEMBLY.append(synthesize_pipeline_app(tmp_path_factory.mktemp("cdk.out")))
+    return _ASSEMBLY[0]
+
+
+@pytest.fixture(scope="module")
+def aws_endpoint():
+    """moto's server: S3, ECR, STS and CloudWatch of the pipeline's account, on loopback."""
+    with moto_server(account=ACCOUNT) as endpoint:
+        yield endpoint

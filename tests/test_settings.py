@@ -13,6 +13,7 @@ import pytest
 from app import main
 from ray_serve_ha.charts.accelerators import ACCELERATORS, NEURON, NVIDIA
 from ray_serve_ha.charts.job_args import JOB_ARGUMENTS
+from ray_serve_ha.charts.models import DEFAULT_MODEL
 from ray_serve_ha.constructs.gcs_store_engine import ELASTICACHE_NODE_TYPES
 from ray_serve_ha.constructs.readiness import READINESS_TIMEOUT_MAX_MINUTES
 from stacks.settings import (
@@ -109,11 +110,12 @@ def test_account_and_region_make_the_stacks_environment_aware():
 
 
 def test_the_smallest_inferentia_is_refused_for_its_host_memory():
-    assert "16 GiB" in NEURON.unfit_reason("inf2.xlarge")
+    assert "16 GiB" in NEURON.unfit_reason("inf2.xlarge", DEFAULT_MODEL)
 
 
 def test_every_instance_type_but_the_smallest_inferentia_can_serve_the_model():
-    unfit = {t: a.unfit_reason(t) for a in ACCELERATORS.values() for t in a.instance_types if a.unfit_reason(t)}
+    reasons = {t: a.unfit_reason(t, DEFAULT_MODEL) for a in ACCELERATORS.values() for t in a.instance_types}
+    unfit = {t: reason for t, reason in reasons.items() if reason}
     assert list(unfit) == ["inf2.xlarge"]
     for accelerator in ACCELERATORS.values():
         s = settings(accelerator=accelerator.name, acceleratorInstanceTypes=[
@@ -265,6 +267,6 @@ def test_settings_defaults_are_the_librarys():
     assert s.gcs_store == GcsStoreEngine()
     assert s.operations.readiness_timeout_minutes == DEFAULT_READINESS_TIMEOUT_MINUTES
     assert s.operations.availability_slo_percent == DEFAULT_SLO_PERCENT
-    assert (s.serving.model_id, s.secrets.hugging_face_token_secret_name) == (
-        EksDeployment.model_id, EksDeployment.hugging_face_token_secret
+    assert (s.serving.model, s.secrets.hugging_face_token_secret_name) == (
+        EksDeployment.model, EksDeployment.hugging_face_token_secret
     )

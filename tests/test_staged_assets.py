@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from stacks.pipeline import CDK_PIPELINES_CDK_ASSETS, STAGED_PUBLISHER
+from tests import staged
 from tests.conftest import ROOT
 from tests.staged import (
     ACCOUNT,
@@ -51,6 +52,8 @@ from tests.staged import (
 )
 
 pytestmark = pytest.mark.staged
+# The session's cloud assembly and moto (tests/staged.py), taken in by name.
+assembly, aws_endpoint = staged.assembly, staged.aws_endpoint
 
 
 

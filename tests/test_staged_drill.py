@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from stacks.drill_runner import DRILL_REQUIREMENTS, drill_sources, ha_drill_project_name
+from tests import staged
 from tests.fakes.aws import TOKEN as EKS_TOKEN
 from tests.fakes.drill_cluster import FakeCluster
 from tests.fakes.drill_cluster import api_handler as fake_cluster_handler
@@ -42,6 +43,8 @@ from tests.staged import (
 )
 
 pytestmark = pytest.mark.staged
+# The session's cloud assembly (tests/staged.py), taken in by name.
+assembly = staged.assembly
 
 
 @pytest.mark.parametrize("status,code", [("SUCCEEDED", 0), ("FAILED", 1), ("TIMED_OUT", 1)])

@@ -20,6 +20,7 @@ from typing import Any
 import boto3
 import pytest
 
+from tests import staged
 from tests.conftest import ROOT
 from tests.fakes.openai_serve import FakeServe, start_fake_serve
 from tests.fakes.readiness_kube import (
@@ -42,6 +43,8 @@ from tests.staged import (
 )
 
 pytestmark = pytest.mark.staged
+# The session's cloud assembly and moto (tests/staged.py), taken in by name.
+assembly, aws_endpoint = staged.assembly, staged.aws_endpoint
 
 # What the Lambda Python runtime holds besides the standard library.
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")

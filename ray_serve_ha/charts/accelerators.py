@@ -19,14 +19,14 @@ from typing import Any
 
 from ray_serve_ha.charts import constants
 from ray_serve_ha.charts.helm import HelmChartRef
+from ray_serve_ha.charts.models import Model
 from ray_serve_ha.charts.node_sizing import InstanceShape, WorkerSize
 
-# --- the model the serving workers hold ---------------------------------------------------
-# Mistral-7B-Instruct in bf16: 7.24 B parameters x 2 bytes. A worker loads the weights into
-# host memory before it places (Neuron: compiles) them on its devices.
-MODEL_WEIGHTS_GB = 14.5
 _GB = 10**9
 _GIB = 2**30
+# A model the table lacks gets room for its KV cache and activations beside its weights on
+# the devices it shards over (ray_serve_ha/charts/models.py).
+KV_CACHE_HEADROOM = 0.2
 
 # batch/'s image for CPU-only teams (PyTorch's CPU build).
 CPU_BATCH_DOCKERFILE = "Dockerfile"
@@ -80,8 +80,6 @@ class Accelerator:
     # The serving engine of images/ray-serve on this accelerator, and its Dockerfile there.
     engine: str
     dockerfile: str
-    # Devices' Ray units one replica of the served model shards over (tensor parallel degree).
-    replica_units: int
     # Batch teams on this accelerator: their image (a Dockerfile in batch/) and whether Ray
     # Train's PyTorch workers train on the devices (`use_gpu`: CUDA) or on the node's CPUs.
     batch_dockerfile: str
@@ -141,28 +139,40 @@ class Accelerator:
             devices=min(s.devices for s in shapes),
         )
 
-    def unfit_reason(self, instance_type: str) -> str | None:
-        """Why a serving worker on `instance_type` cannot hold the model, or None if it can."""
+    def replica_units(self, model: Model, instance_types: tuple[str, ...] = ()) -> int:
+        """Ray units one replica of `model` shards over (its tensor parallel degree): the models
+        table's, or, for a model it does not list here, the fewest (a power of two) whose
+        memory holds its weights with room for the KV cache, on the smallest device of
+        `instance_types` (all listed types when empty)."""
+        if self.name in model.tensor_parallel:
+            return model.tensor_parallel[self.name]
+        shapes = [self.instance_types[t] for t in instance_types or self.instance_types]
+        unit_gib = min(s.device_memory_gib for s in shapes) / self.ray_device.units_per_device
+        needed = math.ceil(model.weights_gb * (1 + KV_CACHE_HEADROOM) * _GB / (unit_gib * _GIB))
+        return 1 << max(0, needed - 1).bit_length()
+
+    def unfit_reason(self, instance_type: str, model: Model) -> str | None:
+        """Why a serving worker on `instance_type` cannot hold `model`, or None if it can."""
         if instance_type not in self.instance_types:
             return (
                 f"{instance_type} is not a {self.name} instance type; allowed: {', '.join(self.instance_types)}"
             )
         shape = self.instance_types[instance_type]
         size = self.worker_size((instance_type,))
-        weights = f"the model's ≈{MODEL_WEIGHTS_GB:g} GB of bf16 weights (Mistral-7B)"
-        if size.memory_gib * _GIB < MODEL_WEIGHTS_GB * _GB:
+        weights = f"{model.id}'s ≈{model.weights_gb:g} GB of bf16 weights"
+        if size.memory_gib * _GIB < model.weights_gb * _GB:
             return (
                 f"{instance_type} has {shape.memory_gib} GiB of host memory; a worker there may request "
                 f"{size.memory_gib} GiB, too little to load {weights}"
             )
-        units = self.replica_units
+        units = self.replica_units(model, (instance_type,))
         devices_needed = math.ceil(units / self.ray_device.units_per_device)
         if shape.devices < devices_needed:
             return (
-                f"{instance_type} has {shape.devices} device(s); one replica shards the model over {units} "
+                f"{instance_type} has {shape.devices} device(s); one replica shards {model.id} over {units} "
                 f"{self.ray_device.unit_word} ({devices_needed} device(s))"
             )
-        if devices_needed * shape.device_memory_gib * _GIB < MODEL_WEIGHTS_GB * _GB:
+        if devices_needed * shape.device_memory_gib * _GIB < model.weights_gb * _GB:
             return (
                 f"{instance_type}'s {devices_needed} x {shape.device_memory_gib} GiB of accelerator memory "
                 f"cannot hold {weights}"
@@ -211,8 +221,6 @@ NEURON = Accelerator(
     ray_device=RayDevice(resource="neuron_cores", units_per_device=2, unit_word="NeuronCores"),
     engine="neuron",
     dockerfile="Dockerfile.neuron",
-    # Mistral-7B sharded over the two NeuronCores of one Inferentia2 chip.
-    replica_units=2,
     # PyTorch on Inferentia2 needs torch-neuronx's own training path: the benchmark jobs use
     # the node's CPUs, on the CPU image.
     batch_dockerfile=CPU_BATCH_DOCKERFILE,
@@ -250,8 +258,6 @@ NVIDIA = Accelerator(
     ray_device=RayDevice(resource=None, units_per_device=1, unit_word="GPUs"),
     engine="vllm",
     dockerfile="Dockerfile.nvidia",
-    # One GPU holds Mistral-7B.
-    replica_units=1,
     batch_dockerfile="Dockerfile.cuda",
     train_on_devices=True,
     node_group_ami_type="AL2023_X86_64_NVIDIA",

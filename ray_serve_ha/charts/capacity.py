@@ -21,6 +21,7 @@ from ray_serve_ha.charts.capacity_plan import (
     team_node_disk,
 )
 from ray_serve_ha.charts.images import ContainerImage
+from ray_serve_ha.charts.models import DEFAULT_MODEL, Model
 from ray_serve_ha.charts.serve_config import MIN_REPLICAS
 
 
@@ -81,13 +82,14 @@ def serving_capacity(
     max_nodes: int = DEFAULT_MAX_NODES,
     node_disk_gib: int | None = None,
     team_images: Mapping[str, ContainerImage] | None = None,
+    model: Model = DEFAULT_MODEL,
 ) -> ServingCapacity:
     """The capacity for `accelerator` (default instance type unless given), its disks sized
     from what each node keeps (a serving node's disk at least `node_disk_gib`), and the
     system nodes for the serving head and each batch team's head (`team_images`: team name ->
-    the image its nodes pull)."""
+    the image its nodes pull); the serving nodes hold `model`."""
     teams = dict(team_images or {})
-    serving = accelerator_node_disk(accelerator)
+    serving = accelerator_node_disk(accelerator, model)
     return ServingCapacity(
         accelerator=accelerator,
         mode=CapacityMode(mode),
