@@ -27,8 +27,10 @@ def only(template, resource_type: str, props: dict | None = None) -> tuple[str, 
 
 @pytest.fixture(scope="module")
 def changed():
-    """Another model and a shorter readiness timeout than the defaults."""
-    return synthesize(modelId="mistralai/Mistral-7B-Instruct-v0.3", readinessTimeoutMinutes="30").serving
+    """Another model (one the models table lacks, with its size) and a shorter readiness timeout."""
+    return synthesize(
+        modelId="mistralai/Mistral-7B-Instruct-v0.3", modelWeightsGb=14.5, readinessTimeoutMinutes="30"
+    ).serving
 
 
 def waiter_seconds(template) -> int:
