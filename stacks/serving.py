@@ -13,7 +13,7 @@ from constructs import Construct
 
 from ray_serve_ha.charts.gradio import GRADIO_NAME
 from ray_serve_ha.charts.profiles import EksDeployment
-from ray_serve_ha.charts.rayservice import serve_service_name
+from ray_serve_ha.charts.serve_service import serve_service_name
 from ray_serve_ha.constructs.availability import (
     ServeAvailabilityAlarm,
     ServeAvailabilityAlarmProps,
