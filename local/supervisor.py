@@ -169,7 +169,7 @@ def node_command(node: RayNode, settings: NodeSettings, generation: int) -> list
         ]
         if settings.fault_tolerance:
             # Ray 2.60 passes the Redis password to gcs_server only as a command-line flag
-            # (KubeRay does the same from its REDIS_PASSWORD variable): see README.
+            # (KubeRay does the same from its REDIS_PASSWORD variable): see docs/operating.md.
             command += ["--redis-password", settings.redis_password]
         return command
     return [

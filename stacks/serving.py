@@ -171,7 +171,7 @@ class ServingStack(cdk.Stack):
         self._outputs(settings, namespace, rayservice_name, serve_url)
 
     def _outputs(self, settings: Settings, namespace: str, rayservice_name: str, serve_url: str) -> None:
-        """The next commands a user runs, in the order the README gives them."""
+        """The next commands a user runs, in the order docs/operating.md gives them."""
         name = settings.cluster.name
         outputs = {
             "UpdateKubeconfig": f"aws eks update-kubeconfig --name {name} --region {self.region}",

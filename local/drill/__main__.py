@@ -223,7 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=("local", "kubernetes"), default="local",
                         help="the local stack, or a RayService through your kubeconfig")
     parser.add_argument("--fault", choices=FAULT_NAMES, default="head",
-                        help=f"what to break (kubernetes: {', '.join(KUBERNETES_FAULTS)}); see README")
+                        help=f"what to break (kubernetes: {', '.join(KUBERNETES_FAULTS)}); see docs/operating.md")
     parser.add_argument("--outage", type=seconds, default=20.0,
                         help="seconds the faulted part stays down (local; the partition's length)")
     parser.add_argument("--grace", type=seconds, default=None,
