@@ -30,16 +30,21 @@ from ray_serve_ha.charts.ray_pods import (
     PodResources,
     SecretKeyRef,
     autoscaling,
+    capacity_type_terms,
     container_resources,
     head_group,
     on_demand_capacity_affinity,
+    required_node_affinity,
     worker_group,
     worker_pod_resources,
 )
 from ray_serve_ha.charts.serve_config import (
     CPU_ENGINE,
+    CAPACITY_RESOURCES,
+    DEPLOYMENT_NAME,
     GRACEFUL_SHUTDOWN_TIMEOUT_S,
     MIN_REPLICAS,
+    SPOT_DEPLOYMENT_NAME,
     Engine,
     LlmServing,
     serve_config_yaml,
@@ -60,6 +65,10 @@ REDIS_CA_CERT = "/etc/ssl/certs/ca-certificates.crt"
 # In-flight streams get the replicas' graceful-shutdown time, plus margin, both when a pod is
 # stopped and when an upgraded cluster takes the traffic and the old one is deleted.
 DRAIN_SECONDS = GRACEFUL_SHUTDOWN_TIMEOUT_S + 30
+# EC2's notice before it reclaims a spot instance. A spot worker's drain (DRAIN_SECONDS, on
+# the spot worker group as on the others) must end before it: EKS Auto Mode and managed node
+# groups start the drain when the notice (or, node groups, a rebalance recommendation) comes.
+SPOT_INTERRUPTION_NOTICE_S = 120
 
 
 # Annotations for an internal NLB per capacity mode: EKS Auto Mode provisions it for the
@@ -76,6 +85,18 @@ SERVE_LOAD_BALANCERS: dict[CapacityMode, ServeLoadBalancer] = {
 
 
 @dataclass(frozen=True)
+class WorkerGroupPlan:
+    """One worker group: its name and bounds, the capacity type its nodes must have (None:
+    any the accelerator's capacity offers) and the Serve deployment its replicas belong to."""
+
+    name: str
+    min_replicas: int
+    max_replicas: int
+    capacity_type: str | None
+    deployment: str
+
+
+@dataclass(frozen=True)
 class RayWorkers:
     """The worker group: where it runs, what each pod gets, how many pods."""
 
@@ -84,8 +105,18 @@ class RayWorkers:
     accelerator: Accelerator | None = None
     min_replicas: int = MIN_REPLICAS
     max_replicas: int = MIN_REPLICAS
+    # None: one worker group on the accelerator's on-demand capacity. A number: a fixed group
+    # of that many workers on on-demand nodes (the Serve floor's) and a group on spot nodes for
+    # the rest (min_replicas - floor to max_replicas - floor), each advertising its capacity
+    # type's Ray resource (ray_serve_ha/charts/serve_config.py, CAPACITY_RESOURCES).
+    on_demand_replicas: int | None = None
 
     def __post_init__(self) -> None:
+        if self.on_demand_replicas is not None and not 1 <= self.on_demand_replicas < self.min_replicas:
+            raise ValueError(
+                f"workers on_demand_replicas={self.on_demand_replicas}: must be from 1 to min_replicas - 1 "
+                f"({self.min_replicas - 1}), so that at least one worker runs on spot"
+            )
         if self.min_replicas < MIN_REPLICAS:
             raise ValueError(
                 f"workers min_replicas={self.min_replicas}: at least {MIN_REPLICAS} worker pods are "
@@ -106,13 +137,30 @@ class RayWorkers:
     def group_name(self) -> str:
         return self.accelerator.name if self.accelerator else "cpu"
 
+    def groups(self) -> list[WorkerGroupPlan]:
+        """The worker groups: one, or (with an on-demand floor) one per capacity type."""
+        floor = self.on_demand_replicas
+        if floor is None:
+            return [WorkerGroupPlan(self.group_name, self.min_replicas, self.max_replicas, None, DEPLOYMENT_NAME)]
+        return [
+            WorkerGroupPlan(f"{self.group_name}-on-demand", floor, floor, "on-demand", DEPLOYMENT_NAME),
+            WorkerGroupPlan(
+                f"{self.group_name}-spot", self.min_replicas - floor, self.max_replicas - floor, "spot",
+                SPOT_DEPLOYMENT_NAME,
+            ),
+        ]
+
     @property
     def engine(self) -> Engine:
         return self.accelerator.engine if self.accelerator else CPU_ENGINE  # type: ignore[return-value]
 
 
 def accelerator_workers(
-    accelerator: Accelerator, instance_types: tuple[str, ...], min_replicas: int, max_replicas: int
+    accelerator: Accelerator,
+    instance_types: tuple[str, ...],
+    min_replicas: int,
+    max_replicas: int,
+    on_demand_replicas: int | None = None,
 ) -> RayWorkers:
     """One worker pod per accelerator node, sized to fit the smallest of `instance_types`
     (by Karpenter's allocatable estimate, see ray_serve_ha/charts/accelerators.py), with all its devices:
@@ -122,6 +170,7 @@ def accelerator_workers(
         accelerator=accelerator,
         min_replicas=min_replicas,
         max_replicas=max_replicas,
+        on_demand_replicas=on_demand_replicas,
     )
 
 
@@ -172,6 +221,11 @@ class RayServiceInputs:
             raise ValueError(
                 f"one Serve replica needs {needed:g} {_unit(self.workers)} but a worker pod has "
                 f"{offered:g}: lower tensor_parallel_degree or pick a larger instance type"
+            )
+        if self.serving.on_demand_replicas != self.workers.on_demand_replicas:
+            raise ValueError(
+                f"Serve's on-demand floor ({self.serving.on_demand_replicas}) differs from the on-demand "
+                f"workers' ({self.workers.on_demand_replicas}): the floor's replicas need a worker each"
             )
         if self.serving.max_replicas > self.workers.max_replicas:
             raise ValueError(
@@ -247,7 +301,7 @@ def _head_group(inputs: RayServiceInputs) -> dict[str, Any]:
     )
 
 
-def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
+def _worker_group(inputs: RayServiceInputs, plan: WorkerGroupPlan) -> dict[str, Any]:
     workers = inputs.workers
     selector = {"matchLabels": worker_selector(inputs.name)}
     # Plain values, and the token's secret reference below.
@@ -260,7 +314,7 @@ def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
         "resources": container_resources(workers.resources, workers.accelerator),
         "env": env,
         # Ready only once this worker's own replica serves (ray_serve_ha/charts/worker_readiness.py).
-        "readinessProbe": worker_readiness_probe(),
+        "readinessProbe": worker_readiness_probe(plan.deployment),
     }
     pod_spec: dict[str, Any] = {
         "terminationGracePeriodSeconds": DRAIN_SECONDS,
@@ -288,15 +342,22 @@ def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
     if accelerator is not None:
         pod_spec["nodeSelector"] = accelerator.node_labels()
         pod_spec["tolerations"] = [accelerator.toleration()]
+    ray_resources = None
+    if plan.capacity_type is not None:
+        # Only nodes of the group's capacity type, in either capacity mode; its workers offer
+        # the Ray resource that the replicas of its deployment (and only those) require.
+        pod_spec["affinity"] = required_node_affinity(capacity_type_terms(plan.capacity_type, []))
+        ray_resources = {CAPACITY_RESOURCES[plan.capacity_type]: "1"}
     return worker_group(
-        group_name=workers.group_name,
-        min_replicas=workers.min_replicas,
-        max_replicas=workers.max_replicas,
+        group_name=plan.name,
+        min_replicas=plan.min_replicas,
+        max_replicas=plan.max_replicas,
         container=container,
         labels={RAYSERVICE_LABEL: inputs.name},
         accelerator=accelerator,
         devices=workers.resources.devices,
         pod_spec=pod_spec,
+        ray_resources=ray_resources,
     )
 
 
@@ -346,7 +407,7 @@ def rayservice_spec(inputs: RayServiceInputs) -> dict[str, Any]:
                 },
                 **_autoscaling(inputs.workers),
                 "headGroupSpec": _head_group(inputs),
-                "workerGroupSpecs": [_worker_group(inputs)],
+                "workerGroupSpecs": [_worker_group(inputs, plan) for plan in inputs.workers.groups()],
             },
         },
     }
