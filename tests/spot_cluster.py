@@ -10,6 +10,7 @@ test session's, and prints one JSON report on its last line. Everything listens 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -59,12 +60,11 @@ def replica_nodes(app: str, deployment: str) -> list[str]:
     for actor in ray.util.list_named_actors(all_namespaces=True):
         if actor["name"].startswith(prefix):
             handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
-            try:
+            # A replica dead with its node, or not placed, does not answer.
+            with contextlib.suppress(ray.exceptions.RayError, TimeoutError):
                 found.append(ray.get(
                     handle.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()), timeout=10
                 ))
-            except (ray.exceptions.RayError, TimeoutError):
-                pass  # dead with its node, or not placed
     return found
 
 

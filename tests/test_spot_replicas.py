@@ -296,7 +296,8 @@ def test_the_longest_stream_drains_before_the_spot_notice_runs_out():
 
 
 def test_the_serve_floor_must_leave_spot_replicas():
-    with pytest.raises(ValueError, match=r"on_demand_replicas=2: the on-demand floor must be from 1 to min_replicas - 1 \(1\)"):
+    floor = r"on_demand_replicas=2: the on-demand floor must be from 1 to min_replicas - 1 \(1\)"
+    with pytest.raises(ValueError, match=floor):
         LlmServing(model_id="m", engine="transformers", on_demand_replicas=2)
     with pytest.raises(ValueError, match=r"on_demand_replicas=2: must be from 1 to min_replicas - 1 \(1\)"):
         accelerator_workers(NEURON, ("inf2.8xlarge",), 2, 4, on_demand_replicas=2)

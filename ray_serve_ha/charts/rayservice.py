@@ -39,8 +39,8 @@ from ray_serve_ha.charts.ray_pods import (
     worker_pod_resources,
 )
 from ray_serve_ha.charts.serve_config import (
-    CPU_ENGINE,
     CAPACITY_RESOURCES,
+    CPU_ENGINE,
     DEPLOYMENT_NAME,
     GRACEFUL_SHUTDOWN_TIMEOUT_S,
     MIN_REPLICAS,

@@ -36,7 +36,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .args import AppArgs
 from .engines import ChatTemplateError, Engine, Prompt, SamplingParams, load_engine
-from .router import Router, run_asgi
 from .protocol import (
     SSE_DONE,
     OpenAIError,
@@ -50,6 +49,7 @@ from .protocol import (
     sse,
     usage,
 )
+from .router import Router, run_asgi
 
 logger = logging.getLogger("ray.serve")
 
