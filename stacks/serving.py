@@ -92,7 +92,7 @@ class ServingStack(cdk.Stack):
                     gradio_image=self.gradio_image.image_uri,
                     min_workers=capacity.min_nodes,
                     max_workers=capacity.max_nodes,
-                    model_id=settings.serving.model_id,
+                    model=settings.serving.model,
                     capacity_mode=capacity.mode,
                     on_demand_replicas=capacity.floor,
                 ),

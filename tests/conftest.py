@@ -151,6 +151,29 @@ def in_existing_cluster() -> Synthesized:
     return synthesize(**existing_cluster())
 
 
+# The Serve application on a Ray cluster in this process (tests/serve_backend.py), shared by
+# every module that talks to it, and the official openai client and the tokenizer on it.
+@pytest.fixture(scope="module")
+def backend(request: pytest.FixtureRequest):
+    from tests.serve_backend import shared_backend
+
+    return shared_backend(request)
+
+
+@pytest.fixture(scope="module")
+def client(backend):
+    import openai
+
+    return openai.OpenAI(base_url=backend.openai_url, api_key="not-needed", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(backend):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(backend.model_dir)
+
+
 # Fixtures that start something `make check` leaves out: a test that uses one (directly or
 # through another fixture) gets the marker, so selection follows what a test really needs.
 _FIXTURE_MARKERS = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ray_serve_ha.charts.accelerators import CPU_INSTANCE_TYPES, NEURON, NVIDIA, PodRequest, nodes_to_hold
+from ray_serve_ha.charts.accelerators import NEURON, NVIDIA
 from ray_serve_ha.charts.capacity_plan import (
     AUTO_MODE_DEFAULT_DISK_GIB,
     accelerator_node_disk,
@@ -16,6 +16,7 @@ from ray_serve_ha.charts.capacity_plan import (
     team_node_disk,
 )
 from ray_serve_ha.charts.images import ALL_IMAGES, BATCH_CUDA, BATCH_IMAGES, SERVING_IMAGES
+from ray_serve_ha.charts.node_sizing import CPU_INSTANCE_TYPES, PodRequest, nodes_to_hold
 from ray_serve_ha.charts.replica_start import budget_table, nat_table, nat_traffic_gb
 from tests.conftest import ROOT
 from tests.crd_schemas import crd_schema

@@ -146,7 +146,7 @@ BAD_INPUTS = {
     "instance type too small for the model": (
         [*EKS, "--instance-type", "inf2.xlarge"],
         "--instance-type inf2.xlarge: cannot serve the model: inf2.xlarge has 16 GiB of host memory; a worker "
-        "there may request 12 GiB, too little to load the model's ≈14.5 GB of bf16 weights (Mistral-7B)",
+        "there may request 12 GiB, too little to load mistralai/Mistral-7B-Instruct-v0.2's ≈14.5 GB of bf16 weights",
     ),
     "workers": (
         [*EKS, "--min-workers", "1"],

@@ -44,7 +44,7 @@ from tests.chart_inputs import example_eks_deployment
 from tests.conftest import ROOT
 from tests.crd_schemas import schema_errors
 from tests.test_charts_serve_config import unknown_keys
-from tests.test_cluster import manifests
+from tests.cluster_objects import manifests
 from tests.test_placement import TAINT_EFFECTS, tolerates
 from tests.test_serving import the_rayservice
 

@@ -21,6 +21,7 @@ from ray_serve_ha.charts.capacity_plan import (
     team_node_disk,
 )
 from ray_serve_ha.charts.images import ContainerImage
+from ray_serve_ha.charts.models import DEFAULT_MODEL, Model
 from ray_serve_ha.charts.serve_config import MIN_REPLICAS
 
 
@@ -78,6 +79,8 @@ class ServingCapacity:
     disks: NodeDisks
     # node-groups mode: the system node group's type and bounds.
     system_nodes: SystemNodes
+    # What the serving nodes hold (the spot instance types must hold it too).
+    model: Model = DEFAULT_MODEL
     capacity_type: ServingCapacityType = DEFAULT_SERVING_CAPACITY_TYPE
     # With `mixed`: the workers (and Serve replicas) on on-demand nodes; the others run on spot.
     on_demand_replicas: int = DEFAULT_ON_DEMAND_REPLICAS
@@ -104,7 +107,7 @@ class ServingCapacity:
             and shape.devices == size.devices
             and shape.worker_cpus >= size.cpus
             and shape.worker_memory_gib >= size.memory_gib
-            and self.accelerator.unfit_reason(name) is None
+            and self.accelerator.unfit_reason(name, self.model) is None
         ]
         return (*self.instance_types, *others)
 
@@ -128,15 +131,16 @@ def serving_capacity(
     max_nodes: int = DEFAULT_MAX_NODES,
     node_disk_gib: int | None = None,
     team_images: Mapping[str, ContainerImage] | None = None,
+    model: Model = DEFAULT_MODEL,
     capacity_type: ServingCapacityType = DEFAULT_SERVING_CAPACITY_TYPE,
     on_demand_replicas: int = DEFAULT_ON_DEMAND_REPLICAS,
 ) -> ServingCapacity:
     """The capacity for `accelerator` (default instance type unless given), its disks sized
     from what each node keeps (a serving node's disk at least `node_disk_gib`), and the
     system nodes for the serving head and each batch team's head (`team_images`: team name ->
-    the image its nodes pull)."""
+    the image its nodes pull); the serving nodes hold `model`."""
     teams = dict(team_images or {})
-    serving = accelerator_node_disk(accelerator)
+    serving = accelerator_node_disk(accelerator, model)
     return ServingCapacity(
         accelerator=accelerator,
         mode=CapacityMode(mode),
@@ -150,6 +154,7 @@ def serving_capacity(
             teams={name: team_node_disk(name, image) for name, image in teams.items()},
         ),
         system_nodes=system_nodes(autoscaling=max_nodes > min_nodes, teams=list(teams)),
+        model=model,
         capacity_type=ServingCapacityType(capacity_type),
         on_demand_replicas=on_demand_replicas,
     )

@@ -20,14 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ray_serve_ha.charts.accelerators import (
-    ACCELERATORS,
-    CPU_INSTANCE_TYPES,
-    MODEL_WEIGHTS_GB,
-    Accelerator,
-    PodRequest,
-    nodes_to_hold,
-)
+from ray_serve_ha.charts.accelerators import ACCELERATORS, Accelerator
 from ray_serve_ha.charts.constants import HEADS_NODE_CLASS, accelerator_node_class
 from ray_serve_ha.charts.images import (
     ALL_IMAGES,
@@ -39,6 +32,8 @@ from ray_serve_ha.charts.images import (
     SERVING_IMAGES,
     ContainerImage,
 )
+from ray_serve_ha.charts.models import DEFAULT_MODEL, Model
+from ray_serve_ha.charts.node_sizing import CPU_INSTANCE_TYPES, PodRequest, nodes_to_hold
 from ray_serve_ha.charts.pod_requests import (
     BATCH_HEAD_RESOURCES,
     EKS_HEAD_RESOURCES,
@@ -115,13 +110,13 @@ class NodeDisk:
         )
 
 
-def accelerator_node_disk(accelerator: Accelerator) -> NodeDisk:
-    """A serving worker's node: the serving image, the weights and the engine's scratch."""
+def accelerator_node_disk(accelerator: Accelerator, model: Model = DEFAULT_MODEL) -> NodeDisk:
+    """A serving worker's node: the serving image, the model's weights and the engine's scratch."""
     return NodeDisk(
         role=f"{accelerator.name} serving node",
         images=(SERVING_IMAGES[accelerator.dockerfile],),
         data=(
-            ("model weights", MODEL_WEIGHTS_GB),
+            ("model weights", model.weights_gb),
             (f"{accelerator.engine} compile scratch", accelerator.compile_scratch_gb),
         ),
     )
@@ -212,7 +207,7 @@ def system_nodes(*, autoscaling: bool, teams: Sequence[str]) -> SystemNodes:
     )
 
 
-# --- README's tables (`python -m charts.capacity_plan`) ----------------------------------
+# --- README's tables (`python -m ray_serve_ha.charts.capacity_plan`) ----------------------------------
 
 def images_table() -> str:
     rows = ["| image | built on | unpacked | pulled | runs on | source of the sizes |", "|---|---|---|---|---|---|"]

@@ -17,7 +17,7 @@ from ray_serve_ha.charts import constants
 from ray_serve_ha.charts.accelerators import Accelerator
 from ray_serve_ha.charts.capacity import DEFAULT_CAPACITY_MODE, DEFAULT_MAX_NODES, DEFAULT_MIN_NODES, CapacityMode
 from ray_serve_ha.charts.gradio import GradioChart, GradioInputs
-from ray_serve_ha.charts.models import DEFAULT_HUGGING_FACE_TOKEN_SECRET, DEFAULT_MODEL_ID
+from ray_serve_ha.charts.models import DEFAULT_HUGGING_FACE_TOKEN_SECRET, DEFAULT_MODEL, Model
 from ray_serve_ha.charts.namespace import NamespaceChart
 from ray_serve_ha.charts.query_job import QueryJobChart
 from ray_serve_ha.charts.ray_pods import GcsStore, PodResources
@@ -64,7 +64,8 @@ class EksDeployment:
     gradio_image: str
     min_workers: int = DEFAULT_MIN_NODES
     max_workers: int = DEFAULT_MAX_NODES
-    model_id: str = DEFAULT_MODEL_ID
+    # What the RayService serves (ray_serve_ha/charts/models.py).
+    model: Model = DEFAULT_MODEL
     namespace: str = constants.SERVING_NAMESPACE
     # How the cluster provisions nodes, and so the serve Service's internal NLB.
     capacity_mode: CapacityMode = DEFAULT_CAPACITY_MODE
@@ -108,15 +109,20 @@ class KindCharts:
 
 
 def accelerator_serving(
-    model_id: str, accelerator: Accelerator, workers: RayWorkers, compiled_artifacts: str | None = None
+    model: Model,
+    accelerator: Accelerator,
+    workers: RayWorkers,
+    compiled_artifacts: str | None = None,
+    instance_types: tuple[str, ...] = (),
 ) -> LlmServing:
     """Serve replicas follow the workers: one per worker pod, as many as there can be."""
     return LlmServing(
-        model_id=model_id,
+        model_id=model.id,
         engine=workers.engine,
         ray_device=accelerator.ray_device,
-        # What one replica of the model shards over (ray_serve_ha/charts/accelerators.py).
-        tensor_parallel_degree=accelerator.replica_units,
+        # What one replica of the model shards over, and its context (the models table).
+        tensor_parallel_degree=accelerator.replica_units(model, instance_types),
+        max_model_len=model.max_model_len,
         min_replicas=workers.min_replicas,
         max_replicas=workers.max_replicas,
         compiled_artifacts=compiled_artifacts if workers.engine in COMPILED_ARTIFACT_ENGINES else None,
@@ -133,7 +139,7 @@ def eks_rayservice_inputs(deployment: EksDeployment) -> RayServiceInputs:
         deployment.on_demand_replicas,
     )
     serving = accelerator_serving(
-        deployment.model_id, deployment.accelerator, workers, deployment.compiled_artifacts
+        deployment.model, deployment.accelerator, workers, deployment.compiled_artifacts, deployment.instance_types
     )
     return RayServiceInputs(
         serving=serving,
@@ -146,7 +152,7 @@ def eks_rayservice_inputs(deployment: EksDeployment) -> RayServiceInputs:
         serve_load_balancer=deployment.capacity_mode,
         worker_service_account=constants.RAY_WORKER_SERVICE_ACCOUNT if serving.compiled_artifacts else None,
         # Above a first start's node launch, compile and load (ray_serve_ha/charts/replica_start.py).
-        initializing_timeout_minutes=initializing_timeout_minutes(deployment.accelerator),
+        initializing_timeout_minutes=initializing_timeout_minutes(deployment.accelerator, deployment.model),
     )
 
 
@@ -171,7 +177,7 @@ def eks_charts(app: cdk8s.App, deployment: EksDeployment) -> EksCharts:
             inputs=GradioInputs(
                 image=deployment.gradio_image,
                 openai_base_url=openai_base_url(rayservice.name, deployment.namespace),
-                model_id=deployment.model_id,
+                model_id=deployment.model.id,
                 device=deployment.accelerator.ui_device_word,
                 namespace=deployment.namespace,
             ),

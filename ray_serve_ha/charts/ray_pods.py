@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ray_serve_ha.charts import constants
-from ray_serve_ha.charts.accelerators import Accelerator, WorkerSize
+from ray_serve_ha.charts.accelerators import Accelerator
+from ray_serve_ha.charts.node_sizing import WorkerSize
 
 RAY_VERSION = "2.60.0"
 # Ray's own CPU image; accelerator images (Neuron, vLLM) are built from images/ray-serve.

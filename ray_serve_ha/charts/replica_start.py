@@ -2,9 +2,9 @@
 time-out, README's budget and its NAT traffic figures are computed from.
 
 Estimates, not measurements (no Inferentia2 or GPU account here): data sizes come from the
-image table (ray_serve_ha/charts/images.py) and the accelerator table (weights, compile and load times);
-the transfer rates below are assumptions. `python -m charts.replica_start` prints README's
-tables.
+image table (ray_serve_ha/charts/images.py) and the models table (weights), compile and load
+times from the accelerator table; the transfer rates below are assumptions.
+`python -m ray_serve_ha.charts.replica_start` prints README's tables.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ray_serve_ha.charts.accelerators import ACCELERATORS, MODEL_WEIGHTS_GB, Accelerator
+from ray_serve_ha.charts.accelerators import ACCELERATORS, Accelerator
 from ray_serve_ha.charts.images import COMPILED_ARTIFACTS_GB, SERVING_IMAGES
+from ray_serve_ha.charts.models import DEFAULT_MODEL, Model
 from ray_serve_ha.charts.serve_config import COMPILED_ARTIFACT_ENGINES
 
 # Assumed rates, MB/s: an image pull from ECR in the region (download and unpack), the
@@ -43,7 +44,7 @@ def _transfer_s(gb: float, mb_s: int) -> int:
     return math.ceil(gb * 1000 / mb_s)
 
 
-def replica_start(accelerator: Accelerator) -> list[Step]:
+def replica_start(accelerator: Accelerator, model: Model = DEFAULT_MODEL) -> list[Step]:
     """From the node Ready to the replica serving: with the compiled-artifact cache (where the
     engine has one) and without it."""
     image = SERVING_IMAGES[accelerator.dockerfile]
@@ -53,8 +54,8 @@ def replica_start(accelerator: Accelerator) -> list[Step]:
         Step(f"image pull (≈{image.pulled_gb:g} GB of layers, ECR in the region)",
              f"≈{IMAGE_PULL_MB_S} MB/s pull and unpack", *[_transfer_s(image.pulled_gb, IMAGE_PULL_MB_S)] * 2),
         Step("Ray worker start, joins the cluster, replica placed", "", RAY_JOIN_S, RAY_JOIN_S),
-        Step(f"weights (≈{MODEL_WEIGHTS_GB:g} GB, bf16) from the Hugging Face Hub", f"≈{HUB_MB_S} MB/s",
-             *[_transfer_s(MODEL_WEIGHTS_GB, HUB_MB_S)] * 2),
+        Step(f"weights (≈{model.weights_gb:g} GB, bf16) from the Hugging Face Hub", f"≈{HUB_MB_S} MB/s",
+             *[_transfer_s(model.weights_gb, HUB_MB_S)] * 2),
     ]
     if cache:
         steps.append(Step(f"compiled artifacts from S3 (< {COMPILED_ARTIFACTS_GB:g} GB)", f"≈{S3_MB_S} MB/s",
@@ -66,19 +67,21 @@ def replica_start(accelerator: Accelerator) -> list[Step]:
     return steps
 
 
-def start_seconds(accelerator: Accelerator, *, cached: bool) -> int:
-    return sum(s.cached_s if cached else s.recompiling_s for s in replica_start(accelerator))
+def start_seconds(accelerator: Accelerator, *, cached: bool, model: Model = DEFAULT_MODEL) -> int:
+    return sum(s.cached_s if cached else s.recompiling_s for s in replica_start(accelerator, model))
 
 
-def initializing_timeout_minutes(accelerator: Accelerator) -> int:
+def initializing_timeout_minutes(accelerator: Accelerator, model: Model = DEFAULT_MODEL) -> int:
     """`ray.io/initializing-timeout`: KubeRay gives up for good on a RayService that has not
     been Ready this long since its creation. A first deploy launches a node and compiles."""
-    first_start = NODE_LAUNCH_S + start_seconds(accelerator, cached=False)
+    first_start = NODE_LAUNCH_S + start_seconds(accelerator, cached=False, model=model)
     minutes = INITIALIZING_TIMEOUT_FACTOR * first_start / 60
     return math.ceil(minutes / INITIALIZING_TIMEOUT_STEP_MIN) * INITIALIZING_TIMEOUT_STEP_MIN
 
 
-def nat_traffic_gb(accelerator: Accelerator, *, s3_endpoint: bool, cached: bool = True) -> float:
+def nat_traffic_gb(
+    accelerator: Accelerator, *, s3_endpoint: bool, cached: bool = True, model: Model = DEFAULT_MODEL
+) -> float:
     """What one replica start sends through the NAT gateways: ECR's image layers and the
     compiled artifacts come from S3 (an S3 gateway endpoint takes them off the NAT path; ECR's
     API and manifests are kilobytes), the weights from the Hugging Face Hub (the internet)."""
@@ -86,7 +89,7 @@ def nat_traffic_gb(accelerator: Accelerator, *, s3_endpoint: bool, cached: bool 
     from_s3 = image.pulled_gb + (
         COMPILED_ARTIFACTS_GB if cached and accelerator.engine in COMPILED_ARTIFACT_ENGINES else 0
     )
-    return MODEL_WEIGHTS_GB + (0 if s3_endpoint else from_s3)
+    return model.weights_gb + (0 if s3_endpoint else from_s3)
 
 
 def budget_table(accelerator: Accelerator) -> str:

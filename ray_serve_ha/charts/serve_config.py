@@ -79,6 +79,8 @@ class LlmServing:
     tensor_parallel_degree: int = 1
     # Most tokens a request may generate (and what it gets when it asks for no limit).
     max_tokens: int = 1024
+    # Prompt plus completion, tokens (the models table's); None: the application's default.
+    max_model_len: int | None = None
     min_replicas: int = MIN_REPLICAS
     max_replicas: int = MIN_REPLICAS
     # Requests one replica takes at once: the engine batches them continuously.
@@ -118,6 +120,11 @@ class LlmServing:
                 f"on_demand_replicas={self.on_demand_replicas}: the on-demand floor must be from 1 to "
                 f"min_replicas - 1 ({self.min_replicas - 1}): at least one replica runs on spot, or the spot "
                 "deployment would never get the traffic that scales it up"
+            )
+        if self.max_model_len is not None and self.max_tokens >= self.max_model_len:
+            raise ValueError(
+                f"max_tokens={self.max_tokens} must be below max_model_len={self.max_model_len}: the prompt "
+                "needs room in the context too"
             )
         for field in ("tensor_parallel_degree", "max_tokens", "max_ongoing_requests", "cpus_per_replica"):
             if getattr(self, field) < 1:
@@ -231,6 +238,8 @@ def _app_args(serving: LlmServing) -> dict[str, Any]:
         "tensor_parallel_degree": serving.tensor_parallel_degree,
         "max_tokens_limit": serving.max_tokens,
     }
+    if serving.max_model_len is not None:
+        args["max_model_len"] = serving.max_model_len
     if serving.served_model_name:
         args["served_model_name"] = serving.served_model_name
     if serving.compiled_artifacts:

@@ -16,7 +16,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from ray_serve_ha.charts import constants
-from ray_serve_ha.charts.accelerators import Accelerator, cpu_instance_type
+from ray_serve_ha.charts.accelerators import Accelerator
 from ray_serve_ha.charts.batch_teams import (
     AcceleratorWorkerShape,
     BatchTeam,
@@ -26,6 +26,7 @@ from ray_serve_ha.charts.batch_teams import (
 )
 from ray_serve_ha.charts.capacity import ServingCapacity
 from ray_serve_ha.charts.node_pool import accelerator_node_pool, auto_mode_node_class, heads_node_pool
+from ray_serve_ha.charts.node_sizing import cpu_instance_type
 from ray_serve_ha.constructs.operators import install_chart
 
 

@@ -33,7 +33,7 @@ from ray_serve_ha.charts.capacity import (
     serving_capacity,
 )
 from ray_serve_ha.charts.images import BATCH_IMAGES, CUSTOM_TEAM_IMAGE, ContainerImage
-from ray_serve_ha.charts.models import DEFAULT_MODEL_ID
+from ray_serve_ha.charts.models import DEFAULT_MODEL_ID, MODELS, Model, model_of
 from ray_serve_ha.charts.ray_pods import MAX_RAYJOB_NAME_LENGTH
 from ray_serve_ha.constructs.availability import DEFAULT_SLO_PERCENT
 from ray_serve_ha.constructs.gcs_store_engine import (
@@ -95,6 +95,7 @@ from stacks.settings.types import (
     Text,
     VpcEndpoints,
     VpcId,
+    WeightsGb,
     cli_json,
 )
 
@@ -230,7 +231,14 @@ class SettingsModel(BaseModel):
         description="name of an existing Secrets Manager secret holding the Hugging Face token",
     )
     model_id: ModelId = Field(
-        DEFAULT_MODEL_ID, alias="modelId", description="a Hugging Face model id, `<organization>/<model>`"
+        DEFAULT_MODEL_ID, alias="modelId",
+        description="a Hugging Face model id, `<organization>/<model>`, of the models table ("
+        + ", ".join(MODELS) + "), or any other with modelWeightsGb",
+    )
+    model_weights_gb: WeightsGb | None = Field(
+        None, alias="modelWeightsGb",
+        description="the size in GB of the weights of a model the models table lacks (bf16: 2 × its "
+        "parameters in billions); its tensor parallelism then follows from the accelerator's memory",
     )
     readiness_timeout_minutes: ReadinessMinutes = Field(
         DEFAULT_READINESS_TIMEOUT_MINUTES, alias="readinessTimeoutMinutes",
@@ -325,6 +333,10 @@ class SettingsModel(BaseModel):
     def engine_version(self) -> str:
         return self.gcs_store_engine_version or DEFAULT_GCS_ENGINE_VERSION[self.gcs_store_engine]
 
+    def served_model(self) -> Model:
+        """The model the RayService serves (a ValueError names the fix; the rules report it)."""
+        return model_of(self.model_id, self.model_weights_gb)
+
     def capacity(self) -> ServingCapacity:
         return serving_capacity(
             ACCELERATORS[self.accelerator],
@@ -334,6 +346,7 @@ class SettingsModel(BaseModel):
             max_nodes=self.accelerator_max_nodes,
             node_disk_gib=self.accelerator_node_disk_gib,
             team_images={t.name: team_image(t) for t in self.batch_teams},
+            model=self.served_model(),
             capacity_type=ServingCapacityType(self.serving_capacity_type),
             on_demand_replicas=self.on_demand_replicas,
         )

@@ -7,12 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ray_serve_ha.charts.accelerators import (
-    ACCELERATORS,
-    CPU_INSTANCE_TYPES,
-    accelerator_of_instance_type,
-    cpu_instance_type,
-)
+from ray_serve_ha.charts.accelerators import ACCELERATORS, accelerator_of_instance_type
 from ray_serve_ha.charts.batch_teams import (
     distinct_teams_problem,
 )
@@ -27,6 +22,7 @@ from ray_serve_ha.charts.capacity_plan import (
     team_head,
     team_node_disk,
 )
+from ray_serve_ha.charts.node_sizing import CPU_INSTANCE_TYPES, cpu_instance_type
 from ray_serve_ha.constructs.gcs_store_engine import (
     GCS_ENGINE_VERSIONS,
     TRANSIT_ENCRYPTION_MODE_MIN_VERSION,
@@ -87,7 +83,14 @@ def problems_across_fields(model: SettingsModel, refused: set[str], team_indexes
     def ok(*keys: str) -> bool:
         return not refused.intersection(keys)
 
-    if ok("accelerator", "acceleratorInstanceTypes"):
+    model_known = ok("modelId", "modelWeightsGb")
+    if model_known:
+        try:
+            model.served_model()
+        except ValueError as problem:
+            problems.append(str(problem))
+            model_known = False
+    if model_known and ok("accelerator", "acceleratorInstanceTypes"):
         problems += _instance_type_problems(model)
     if ok("acceleratorMinNodes", "acceleratorMaxNodes") and model.accelerator_min_nodes > model.accelerator_max_nodes:
         problems.append(
@@ -108,8 +111,8 @@ def problems_across_fields(model: SettingsModel, refused: set[str], team_indexes
     if ok("batchTeams", "capacityMode"):
         team_problems = _team_problems(model, team_indexes or list(range(len(model.batch_teams))))
         problems += team_problems
-    if not team_problems and ok("batchTeams", "capacityMode", "accelerator", "acceleratorNodeDiskGib",
-                                "acceleratorMinNodes", "acceleratorMaxNodes"):
+    if model_known and not team_problems and ok("batchTeams", "capacityMode", "accelerator", "acceleratorNodeDiskGib",
+                                                "acceleratorMinNodes", "acceleratorMaxNodes"):
         problems += _node_problems(model)
     problems += _existing_infrastructure_problems(model, ok)
     return problems
@@ -126,7 +129,7 @@ def _instance_type_problems(model: SettingsModel) -> list[str]:
                 f"accelerator={accelerator.name}: {', '.join(accelerator.instance_types)}"
             )
             continue
-        reason = accelerator.unfit_reason(instance_type)
+        reason = accelerator.unfit_reason(instance_type, model.served_model())
         if reason:
             problems.append(f"{key}={instance_type!r}: cannot serve the model: {reason}")
     return problems
@@ -183,7 +186,7 @@ def _team_problems(model: SettingsModel, indexes: list[int]) -> list[str]:
 def _node_problems(model: SettingsModel) -> list[str]:
     problems = []
     accelerator = ACCELERATORS[model.accelerator]
-    need = accelerator_node_disk(accelerator)
+    need = accelerator_node_disk(accelerator, model.served_model())
     if model.accelerator_node_disk_gib is not None and model.accelerator_node_disk_gib < need.min_gib:
         problems.append(
             f"acceleratorNodeDiskGib={model.accelerator_node_disk_gib}: a {need.role} keeps {need.explain()}; "

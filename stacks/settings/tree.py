@@ -18,6 +18,7 @@ from ray_serve_ha.charts.batch_teams import (
 from ray_serve_ha.charts.capacity import (
     ServingCapacity,
 )
+from ray_serve_ha.charts.models import Model
 from ray_serve_ha.constructs.gcs_store_engine import (
     GcsStoreEngine,
 )
@@ -63,8 +64,8 @@ class SecretsSettings:
 
 @dataclass(frozen=True)
 class ServingSettings:
-    # Hugging Face model the RayService serves (gated: needs the token secret).
-    model_id: str
+    # The model the RayService serves (ray_serve_ha/charts/models.py; gated: needs the token secret).
+    model: Model
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def settings_tree(model: SettingsModel) -> Settings:
             engine=model.gcs_store_engine, engine_version=model.engine_version, node_type=model.gcs_store_node_type
         ),
         secrets=SecretsSettings(hugging_face_token_secret_name=model.hugging_face_token_secret_name),
-        serving=ServingSettings(model_id=model.model_id),
+        serving=ServingSettings(model=model.served_model()),
         operations=OperationsSettings(
             readiness_timeout_minutes=model.readiness_timeout_minutes,
             availability_slo_percent=model.availability_slo_percent,
