@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -121,6 +122,7 @@ def main() -> None:
 
         def ask(n: int) -> dict:
             ok, failed, streamed = 0, 0, 0
+            served_by: dict[str, int] = {}
             for index in range(n):
                 body = {"messages": [{"role": "user", "content": f"hello {index}"}], "max_tokens": 8,
                         "stream": index % 2 == 1}
@@ -135,7 +137,10 @@ def main() -> None:
                 ok += good
                 failed += not good
                 streamed += good and body["stream"]
-            return {"ok": ok, "failed": failed, "streamed": streamed}
+                if good:
+                    by = answer.headers.get("x-served-by", "?")
+                    served_by[by] = served_by.get(by, 0) + 1
+            return {"ok": ok, "failed": failed, "streamed": streamed, "served_by": served_by}
 
         report["before"] = ask(REQUESTS_PER_PHASE)
         report["models"] = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=30).json()["data"][0]["id"]
@@ -154,6 +159,7 @@ def main() -> None:
     finally:
         ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(report))
 
 

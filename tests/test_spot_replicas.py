@@ -41,93 +41,14 @@ from ray_serve_ha.charts.serve_config import (
 )
 from stacks.settings import Settings, SettingsError
 from tests.chart_inputs import example_eks_deployment
+from tests.cluster_objects import manifests
 from tests.conftest import ROOT
 from tests.crd_schemas import schema_errors
+from tests.placement_model import head_capacity, node_kinds, replica_capacity
 from tests.test_charts_serve_config import unknown_keys
-from tests.cluster_objects import manifests
-from tests.test_placement import TAINT_EFFECTS, tolerates
 from tests.test_serving import the_rayservice
 
 MIXED = ("mixed_auto_mode", "mixed_node_groups_nvidia")
-
-
-# --- a small model of where pods and replicas can land ------------------------------------
-
-def node_kinds(cluster) -> list[dict]:
-    """Every kind of node the cluster stack can launch: labels (with the capacity type as each
-    mode labels it) and taints. Auto Mode: one per NodePool and capacity type it allows;
-    node groups: one per managed node group."""
-    kinds = []
-    for pool in (o for o in manifests(cluster) if o["kind"] == "NodePool"):
-        template = pool["spec"]["template"]
-        (capacity,) = [r for r in template["spec"]["requirements"] if r["key"] == "karpenter.sh/capacity-type"]
-        for capacity_type in capacity["values"]:
-            kinds.append({
-                "name": pool["metadata"]["name"],
-                "capacity": capacity_type,
-                "labels": {**template["metadata"]["labels"], "karpenter.sh/nodepool": pool["metadata"]["name"],
-                           constants.KARPENTER_CAPACITY_TYPE_LABEL: capacity_type},
-                "taints": template["spec"]["taints"],
-            })
-    by_value = {v: k for k, v in constants.NODE_GROUP_CAPACITY_TYPES.items()}
-    for logical_id, group in cluster.find_resources("AWS::EKS::Nodegroup").items():
-        props = group["Properties"]
-        capacity_type = props.get("CapacityType", "ON_DEMAND")
-        kinds.append({
-            "name": logical_id,
-            "capacity": by_value[capacity_type],
-            "labels": {**props.get("Labels", {}), constants.NODE_GROUP_CAPACITY_TYPE_LABEL: capacity_type},
-            "taints": [{"key": t["Key"], "effect": TAINT_EFFECTS[t["Effect"]],
-                        **({"value": t["Value"]} if "Value" in t else {})} for t in props.get("Taints", [])],
-        })
-    return kinds
-
-
-def _term_matches(term: dict, labels: dict) -> bool:
-    for expression in term["matchExpressions"]:
-        assert expression["operator"] == "In", expression  # the only operator the charts use
-        if labels.get(expression["key"]) not in expression["values"]:
-            return False
-    return True
-
-
-def pod_fits(pod: dict, kind: dict) -> bool:
-    """Whether the scheduler may put `pod` (a pod spec) on a node of `kind`."""
-    if not pod.get("nodeSelector", {}).items() <= kind["labels"].items():
-        return False
-    required = pod.get("affinity", {}).get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution")
-    if required and not any(_term_matches(t, kind["labels"]) for t in required["nodeSelectorTerms"]):
-        return False
-    return all(tolerates(pod.get("tolerations", []), taint) for taint in kind["taints"]
-               if taint["effect"] in ("NoSchedule", "NoExecute"))
-
-
-def custom_resources(options: dict) -> set[str]:
-    return set(options.get("resources", {}))
-
-
-def replica_capacity(rayservice: dict, kinds: list[dict]) -> dict[str, set[str]]:
-    """For each Serve deployment: the capacity types of the nodes its replicas can run on (a
-    worker group that advertises what the replica requires, on a node its pods fit)."""
-    cluster = rayservice["spec"]["rayClusterConfig"]
-    config = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
-    (application,) = config["applications"]
-    where: dict[str, set[str]] = {}
-    for deployment in application["deployments"]:
-        needs = custom_resources(deployment.get("ray_actor_options", {}))
-        where[deployment["name"]] = {
-            kind["capacity"]
-            for group in cluster["workerGroupSpecs"]
-            if needs <= set(group.get("resources", {}))
-            for kind in kinds
-            if pod_fits(group["template"]["spec"], kind)
-        }
-    return where
-
-
-def head_capacity(rayservice: dict, kinds: list[dict]) -> set[str]:
-    head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
-    return {kind["capacity"] for kind in kinds if pod_fits(head, kind)}
 
 
 @pytest.fixture(scope="module", params=MIXED)
@@ -277,7 +198,11 @@ def test_mixed_serve_config_is_valid_for_ray_serve(mixed_objects):
     assert deployments[DEPLOYMENT_NAME]["num_replicas"] == 1
     assert deployments[SPOT_DEPLOYMENT_NAME]["autoscaling_config"]["min_replicas"] == 1
     assert deployments[SPOT_DEPLOYMENT_NAME]["autoscaling_config"]["max_replicas"] == 3
-    assert deployments[ROUTER_DEPLOYMENT_NAME]["max_replicas_per_node"] == 1
+    router = deployments[ROUTER_DEPLOYMENT_NAME]
+    assert router["max_replicas_per_node"] == 1
+    # One router alone takes every model replica's requests, and lets streams finish on a drain.
+    assert router["max_ongoing_requests"] == 4 * deployments[DEPLOYMENT_NAME]["max_ongoing_requests"]
+    assert router["graceful_shutdown_timeout_s"] == GRACEFUL_SHUTDOWN_TIMEOUT_S
 
 
 def test_each_worker_group_probes_its_own_deployment_and_drains_in_time(mixed_objects):
@@ -369,9 +294,31 @@ def test_the_floor_serves_on_when_the_spot_node_is_lost():
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["floor_nodes"] == ["on-demand"] and report["spot_nodes"] == ["spot"]
-    assert report["before"] == {"ok": 20, "failed": 0, "streamed": 10}
+    before = report["before"]
+    assert (before["ok"], before["failed"], before["streamed"]) == (20, 0, 10)
+    # The router sends both deployments traffic while both run.
+    assert set(before["served_by"]) == {DEPLOYMENT_NAME, SPOT_DEPLOYMENT_NAME}
     # After the spot node is gone (no notice, no drain): the floor answers everything once the
     # router and the proxy have noticed, and the lost spot replica finds no other node.
-    assert report["settled"] == {"ok": 20, "failed": 0, "streamed": 10}
+    assert report["settled"] == {"ok": 20, "failed": 0, "streamed": 10, "served_by": {DEPLOYMENT_NAME: 20}}
     assert report["floor_nodes_after"] == ["on-demand"]
     assert report["spot_nodes_after"] == []
+
+
+# --- python -m charts renders the same -------------------------------------------------------
+
+def test_the_charts_cli_renders_spot_replicas(tmp_path, capsys):
+    from charts.__main__ import main
+    from tests.test_charts_cli import EKS
+
+    assert main([*EKS, "--on-demand-replicas", "1", "--out", str(tmp_path)]) == 0
+    (rayservice,) = [o for o in yaml.safe_load_all((tmp_path / "02-rayservice.k8s.yaml").read_text())
+                     if o and o["kind"] == "RayService"]
+    groups = [g["groupName"] for g in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]]
+    assert groups == ["neuron-on-demand", "neuron-spot"]
+    assert main([*EKS, "--on-demand-replicas", "2", "--out", str(tmp_path / "refused")]) == 2
+    assert capsys.readouterr().err.endswith(
+        "error: workers on_demand_replicas=2: must be from 1 to min_replicas - 1 (1), so that at least one "
+        "worker runs on spot\n"
+    )
+    assert not (tmp_path / "refused").exists()

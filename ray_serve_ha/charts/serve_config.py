@@ -215,8 +215,15 @@ def _deployments(serving: LlmServing) -> list[dict[str, Any]]:
         {
             "name": ROUTER_DEPLOYMENT_NAME,
             "num_replicas": MIN_REPLICAS,
+            # A router holds each request for as long as its answer streams: one router alone
+            # (the other's node lost) must take what every model replica can (Serve's default
+            # is 5).
+            "max_ongoing_requests": serving.max_replicas * serving.max_ongoing_requests,
             # Two routers on two nodes: a node's loss leaves one.
             "max_replicas_per_node": 1,
+            # A draining router's streams finish, as the model replicas' do.
+            "graceful_shutdown_timeout_s": GRACEFUL_SHUTDOWN_TIMEOUT_S,
+            "graceful_shutdown_wait_loop_s": GRACEFUL_SHUTDOWN_WAIT_LOOP_S,
             "ray_actor_options": {"num_cpus": ROUTER_CPUS},
         },
         # The floor does not scale: it is what a spot interruption can never take.

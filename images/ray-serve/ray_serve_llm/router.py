@@ -30,6 +30,8 @@ from .protocol import OpenAIError
 logger = logging.getLogger("ray.serve")
 
 ROUTER_DEPLOYMENT_NAME = "Router"
+# The response header that names the deployment (floor or spot) that answered.
+SERVED_BY_HEADER = "x-served-by"
 # How often the router asks the controller how many replicas of each deployment run.
 REFRESH_S = 2.0
 # A request body the router holds before it forwards it; the model replica applies the
@@ -116,6 +118,7 @@ class Router:
         start = await messages.__anext__()
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in start.get("headers", [])
                    if k.lower() != b"content-length"}
+        headers[SERVED_BY_HEADER] = deployment
         return StreamingResponse(_bodies(messages), status_code=start["status"], headers=headers)
 
 
