@@ -64,16 +64,17 @@ class BatchStack(cdk.Stack):
                 self.node_groups[team.name] = team_node_group(self, f"{label}Nodes", TeamNodeGroupProps(
                     cluster=cluster.cluster, team=team, subnets=subnets, disk_gib=disk_gib,
                 ))
-                # The cluster stack installs the serving accelerator's device plugin; a team
-                # on another accelerator gets its own here, or its pods would stay Pending.
+                # The cluster stack installs the serving accelerator's device plugin, whose
+                # one release serves every accelerator of its chart; a team on an accelerator
+                # of another chart gets that chart's release here (once), or its pods would
+                # stay Pending. Keyed by chart: Helm refuses a second release of one.
+                plugin = accelerator.device_plugin if accelerator is not None else None
                 if (
-                    accelerator is not None
-                    and accelerator != capacity.accelerator
-                    and accelerator.name not in self.device_plugins
+                    plugin is not None
+                    and plugin.chart != capacity.accelerator.device_plugin.chart
+                    and plugin.chart.chart not in self.device_plugins
                 ):
-                    self.device_plugins[accelerator.name] = install_device_plugin(
-                        cluster.cluster, accelerator, scope=self
-                    )
+                    self.device_plugins[plugin.chart.chart] = install_device_plugin(cluster.cluster, plugin, scope=self)
             cluster_manifest = eks.KubernetesManifest(
                 self, f"{label}RayCluster", cluster=cluster.cluster, manifest=team_chart.to_json()
             )

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 
-NEURON_TYPES = "inf2.xlarge, inf2.8xlarge, inf2.24xlarge, inf2.48xlarge"
-NVIDIA_TYPES = (
-    "g6e.xlarge, g6e.2xlarge, g6e.4xlarge, g6e.12xlarge, g6.2xlarge, g6.4xlarge, "
-    "g5.2xlarge, g5.4xlarge, g5.12xlarge"
-)
+from ray_serve_ha.charts.accelerators import ACCELERATORS
+
+# From the accelerator table, in its order.
+ACCELERATOR_NAMES = ", ".join(ACCELERATORS)
+NEURON_TYPES = ", ".join(ACCELERATORS["neuron"].instance_types)
+NVIDIA_TYPES = ", ".join(ACCELERATORS["nvidia"].instance_types)
+ALL_TYPES = ", ".join(t for a in ACCELERATORS.values() for t in a.instance_types)
+DEFAULT_TYPES = ", ".join(f"{a.name}: {a.default_instance_type}" for a in ACCELERATORS.values())
 CLUSTER_NAME_RULE = (
     "must be 1-40 lowercase letters, digits or hyphens, starting with a letter and ending with "
     "a letter or digit (a valid EKS cluster name and Kubernetes label value)"
@@ -18,7 +21,7 @@ ARN_RULE = "must be an IAM role or user ARN, arn:aws:iam::<12-digit account>:rol
 NODE_FAMILIES = "m7g, m6g, m5, m4, t4g, t3, r7g, r6g, r5, r4"
 EMPTY_TYPES = (
     "must name at least one instance type; leave it unset for the accelerator's default "
-    "(neuron: inf2.8xlarge, nvidia: g6e.xlarge)"
+    f"({DEFAULT_TYPES})"
 )
 # What a worker may request on each team node-group size (Karpenter's allocatable estimate
 # less DaemonSets and margin, ray_serve_ha/charts/accelerators.py).
@@ -58,7 +61,7 @@ BAD_INPUTS = {
     ),
     "unknown accelerator": (
         {"accelerator": "tpu"},
-        "accelerator='tpu': must be one of: neuron, nvidia",
+        f"accelerator='tpu': must be one of: {ACCELERATOR_NAMES}",
     ),
     "unknown capacity mode": (
         {"capacityMode": "fargate"},
@@ -309,8 +312,7 @@ BAD_INPUTS = {
     ),
     "team on a type of no accelerator": (
         {"batchTeams": json.dumps([{"name": "vision", "namespace": "team-vision", "instanceType": "m5.large"}])},
-        f"batchTeams[0]: instanceType='m5.large' is not an accelerator instance type; allowed: {NEURON_TYPES}, "
-        f"{NVIDIA_TYPES}",
+        f"batchTeams[0]: instanceType='m5.large' is not an accelerator instance type; allowed: {ALL_TYPES}",
     ),
     "team name too long for its RayJobs": (
         {"batchTeams": team(name="a" * 40)},

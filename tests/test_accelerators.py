@@ -41,6 +41,7 @@ ACME = replace(
     train_on_devices=False,
     node_group_ami_type="AL2023_X86_64_STANDARD",
     device_plugin=DevicePlugin(
+        name="Acme",
         chart=HelmChartRef(
             repository="oci://registry.acme.example/charts", chart="acme-device-plugin", version="3.1.4"
         ),

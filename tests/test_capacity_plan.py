@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ray_serve_ha.charts.accelerators import NEURON, NVIDIA
+from ray_serve_ha.charts.accelerators import ACCELERATORS, NEURON, NVIDIA
 from ray_serve_ha.charts.capacity_plan import (
     AUTO_MODE_DEFAULT_DISK_GIB,
     accelerator_node_disk,
@@ -33,7 +33,7 @@ def test_every_dockerfile_of_the_project_is_in_the_image_table_with_its_base():
         assert image.basis.startswith(("estimate: ", "measured: "))
         assert image.base in (ROOT / image.dockerfile).read_text()
     # Every accelerator's serving and batch image has its size.
-    for accelerator in (NEURON, NVIDIA):
+    for accelerator in ACCELERATORS.values():
         assert accelerator.dockerfile in SERVING_IMAGES and accelerator.batch_dockerfile in BATCH_IMAGES
 
 

@@ -12,6 +12,7 @@ import yaml
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from charts.__main__ import main
+from ray_serve_ha.charts.accelerators import ACCELERATORS
 from tests.conftest import ROOT
 
 EKS_VALUES = [
@@ -136,7 +137,8 @@ BAD_INPUTS = {
     "port": ([*EKS, "--redis-port", "70000"], "argument --redis-port: '70000' is not a TCP port (1-65535)"),
     "region": ([*EKS, "--region", "mars-1"], "argument --region: 'mars-1' is not an AWS region such as us-east-2"),
     "accelerator": (
-        [*EKS, "--accelerator", "tpu"], "argument --accelerator: invalid choice: 'tpu' (choose from 'neuron', 'nvidia')"
+        [*EKS, "--accelerator", "tpu"],
+        f"argument --accelerator: invalid choice: 'tpu' (choose from {', '.join(map(repr, sorted(ACCELERATORS)))})",
     ),
     "instance type of another accelerator": (
         [*EKS, "--instance-type", "g6e.xlarge"],

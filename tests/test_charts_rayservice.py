@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ray_serve_ha.charts import constants
-from ray_serve_ha.charts.accelerators import NEURON, NVIDIA
+from ray_serve_ha.charts.accelerators import ACCELERATORS, NEURON, NVIDIA
 from ray_serve_ha.charts.rayservice import (
     RAYSERVICE_LABEL,
     PodResources,
@@ -24,11 +24,8 @@ from ray_serve_ha.charts.secrets import HUGGING_FACE_TOKEN
 from ray_serve_ha.charts.serve_config import serve_config
 from tests.chart_inputs import eks_inputs
 
-ACCELERATORS = {"neuron": NEURON, "nvidia": NVIDIA}
-INSTANCE_TYPES = {"neuron": "inf2.8xlarge", "nvidia": "g6e.xlarge"}
 
-
-@pytest.fixture(scope="module", params=["neuron", "nvidia"])
+@pytest.fixture(scope="module", params=list(ACCELERATORS))
 def accelerator(request) -> str:
     return request.param
 
@@ -182,7 +179,7 @@ def test_workers_select_and_tolerate_their_accelerator_nodes(worker_group, accel
 
 
 def test_workers_take_the_whole_node_less_what_karpenter_reserves(worker_group, accelerator):
-    shape = ACCELERATORS[accelerator].instance_types[INSTANCE_TYPES[accelerator]]
+    shape = ACCELERATORS[accelerator].instance_types[ACCELERATORS[accelerator].default_instance_type]
     resources = worker_group["template"]["spec"]["containers"][0]["resources"]
     assert resources["requests"] == resources["limits"]
     device = ACCELERATORS[accelerator].device_resource
@@ -214,9 +211,10 @@ def test_workers_fit_the_smallest_of_several_instance_types():
 
 
 def test_neuron_workers_tell_ray_their_neuron_cores(worker_group, accelerator):
-    if accelerator == "neuron":
-        # inf2.8xlarge: one chip, two NeuronCores; the replica asks for two.
-        assert worker_group["resources"] == {"neuron_cores": "2"}
+    device = ACCELERATORS[accelerator].ray_device
+    if device.resource is not None:
+        # inf2.8xlarge, trn1.2xlarge: one chip, two NeuronCores; the replica asks for two.
+        assert worker_group["resources"] == {device.resource: "2"}
     else:
         assert "resources" not in worker_group  # KubeRay derives num-gpus from nvidia.com/gpu
     assert worker_group["rayStartParams"] == {}
@@ -303,19 +301,26 @@ def test_unknown_load_balancer_kind_is_refused():
         eks_inputs("neuron", capacity_mode="alb")
 
 
-@pytest.mark.parametrize(("accelerator_name", "minutes"), [("neuron", 30), ("nvidia", 15)])
-def test_kuberay_gives_up_only_after_a_first_start_could_have_finished(accelerator_name, minutes):
-    from ray_serve_ha.charts.accelerators import ACCELERATORS
+@pytest.mark.parametrize("accelerator_name", list(ACCELERATORS))
+def test_kuberay_gives_up_only_after_a_first_start_could_have_finished(accelerator_name):
     from ray_serve_ha.charts.replica_start import NODE_LAUNCH_S, start_seconds
 
-    rayservice = rayservice_spec(eks_inputs(accelerator_name))
-    assert rayservice["metadata"]["annotations"] == {"ray.io/initializing-timeout": f"{minutes}m"}
+    annotations = rayservice_spec(eks_inputs(accelerator_name))["metadata"]["annotations"]
+    minutes = int(annotations["ray.io/initializing-timeout"].removesuffix("m"))
     # A first deploy: a node launches, the image is pulled, the weights downloaded, the model
-    # compiled (no cache yet) and loaded; the time-out leaves that twice over.
+    # compiled (no cache yet) and loaded; the time-out leaves that twice over, in 5-minute steps.
     first_start_s = NODE_LAUNCH_S + start_seconds(ACCELERATORS[accelerator_name], cached=False)
-    assert minutes * 60 >= 2 * first_start_s
+    assert 2 * first_start_s <= minutes * 60 < 2 * first_start_s + 5 * 60
+
+
+def test_the_initializing_timeout_on_inferentia2_and_a_gpu():
+    from ray_serve_ha.charts.replica_start import NODE_LAUNCH_S, start_seconds
+
     # Neuron: 120 s + 53 + 15 + 49 + 600 + 40 = 877 s; NVIDIA: 120 + 40 + 15 + 49 + 90 + 30 = 344 s.
-    assert first_start_s == {"neuron": 877, "nvidia": 344}[accelerator_name]
+    assert [NODE_LAUNCH_S + start_seconds(a, cached=False) for a in (NEURON, NVIDIA)] == [877, 344]
+    assert [rayservice_spec(eks_inputs(a.name))["metadata"]["annotations"] for a in (NEURON, NVIDIA)] == [
+        {"ray.io/initializing-timeout": "30m"}, {"ray.io/initializing-timeout": "15m"}
+    ]
 
 
 def test_the_kind_profile_sets_no_initializing_timeout():

@@ -22,7 +22,7 @@ from stacks.settings import (
     SettingsError,
     settings_table,
 )
-from tests.bad_settings import BAD_INPUTS, CLUSTER_NAME_RULE, CPU_SIZES, team
+from tests.bad_settings import ACCELERATOR_NAMES, BAD_INPUTS, CLUSTER_NAME_RULE, CPU_SIZES, team
 from tests.conftest import CDK_JSON_CONTEXT, ROOT, context
 
 
@@ -162,7 +162,7 @@ def test_every_problem_is_reported_in_one_message():
     assert str(raised.value) == (
         "Invalid settings (5 problems). Fix them in cdk.json or with -c key=value:\n"
         f"  - clusterName='X': {CLUSTER_NAME_RULE}\n"
-        "  - accelerator='tpu': must be one of: neuron, nvidia\n"
+        f"  - accelerator='tpu': must be one of: {ACCELERATOR_NAMES}\n"
         "  - batchTeams[0].cpus=2.5: must be a whole number from 1 to 192\n"
         "  - acceleratorMinNodes=9: must not exceed acceleratorMaxNodes (4)\n"
         "  - gcsStoreEngineVersion='6.2': the GCS store requires TLS (transit encryption mode 'required'), "
@@ -173,7 +173,7 @@ def test_every_problem_is_reported_in_one_message():
 def test_a_rule_across_values_is_not_reported_for_a_value_already_refused():
     # A bad accelerator says so once; its instance types are not then judged against a guess.
     assert problems(accelerator="tpu", acceleratorInstanceTypes="g6e.xlarge") == [
-        "accelerator='tpu': must be one of: neuron, nvidia"
+        f"accelerator='tpu': must be one of: {ACCELERATOR_NAMES}"
     ]
 
 

@@ -12,13 +12,12 @@ Worker sizes follow the scheduler's estimate of a node (ray_serve_ha/charts/node
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from ray_serve_ha.charts import constants
-from ray_serve_ha.charts.helm import HelmChartRef
+from ray_serve_ha.charts.device_plugins import NEURON_DEVICE_PLUGIN, NVIDIA_DEVICE_PLUGIN, DevicePlugin
 from ray_serve_ha.charts.models import Model
 from ray_serve_ha.charts.node_sizing import InstanceShape, WorkerSize
 
@@ -58,18 +57,6 @@ class RayDevice:
 
 
 @dataclass(frozen=True)
-class DevicePlugin:
-    """The device plugin's Helm chart for managed node groups (EKS Auto Mode brings its
-    own), with where in its values the DaemonSet's tolerations and affinity go."""
-
-    chart: HelmChartRef
-    namespace: str
-    values: dict[str, Any]
-    tolerations_path: tuple[str, ...]
-    affinity_path: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class Accelerator:
     name: str
     # Extended resource the device plugin advertises and pods request.
@@ -87,6 +74,8 @@ class Accelerator:
     # Managed node group AMI type, as named by aws_eks_v2.NodegroupAmiType (AL2023; AL2
     # reached end of support 2025-11-26).
     node_group_ami_type: str
+    # The device plugin's chart for managed node groups (ray_serve_ha/charts/device_plugins.py),
+    # shared with the other accelerators that use it.
     device_plugin: DevicePlugin
     instance_types: dict[str, InstanceShape]
     # What the workers run on unless the settings say otherwise.
@@ -102,6 +91,9 @@ class Accelerator:
     # its compile is part of `load_s`), and loading it onto them and warming up.
     compile_s: int
     load_s: int
+    # Whether aws-cdk-lib accepts this accelerator's AMI type for its instance types (see
+    # TRAINIUM); when not, the node group's AMI type is set on its CloudFormation resource.
+    cdk_knows_instance_family: bool = True
 
     @staticmethod
     def family(instance_type: str) -> str:
@@ -179,38 +171,6 @@ class Accelerator:
             )
         return None
 
-    def device_plugin_values(self, tolerated_taint_keys: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The device plugin chart's values: on this accelerator's nodes only (by label),
-        tolerating its taint and `tolerated_taint_keys` (batch teams' taints)."""
-        values = copy.deepcopy(self.device_plugin.values)
-        tolerations = [
-            # Critical add-ons tolerate this (as the charts' defaults do).
-            {"key": "CriticalAddonsOnly", "operator": "Exists"},
-            self.toleration(),
-            *({"key": key, "operator": "Exists", "effect": "NoSchedule"} for key in tolerated_taint_keys),
-        ]
-        _set(values, self.device_plugin.tolerations_path, tolerations)
-        _set(values, self.device_plugin.affinity_path, _label_affinity(self.node_labels()))
-        return values
-
-
-def _set(values: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    for key in path[:-1]:
-        values = values.setdefault(key, {})
-    values[path[-1]] = value
-
-
-def _label_affinity(labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {"matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in labels.items()]}
-                ]
-            }
-        }
-    }
-
 
 NEURON = Accelerator(
     name="neuron",
@@ -226,16 +186,7 @@ NEURON = Accelerator(
     batch_dockerfile=CPU_BATCH_DOCKERFILE,
     train_on_devices=False,
     node_group_ami_type="AL2023_X86_64_NEURON",
-    device_plugin=DevicePlugin(
-        chart=HelmChartRef(
-            repository="oci://public.ecr.aws/neuron/neuron-helm-chart", chart="neuron-helm-chart", version="1.10.0"
-        ),
-        namespace="neuron-system",
-        # The node problem detector needs extra IAM; the device plugin is what we need.
-        values={"npd": {"enabled": False}},
-        tolerations_path=("devicePlugin", "tolerations"),
-        affinity_path=("devicePlugin", "affinity"),
-    ),
+    device_plugin=NEURON_DEVICE_PLUGIN,
     instance_types={
         "inf2.xlarge": InstanceShape(vcpus=4, memory_gib=16, devices=1, device_memory_gib=32, max_pods=58),
         "inf2.8xlarge": InstanceShape(vcpus=32, memory_gib=128, devices=1, device_memory_gib=32, max_pods=234),
@@ -261,17 +212,7 @@ NVIDIA = Accelerator(
     batch_dockerfile="Dockerfile.cuda",
     train_on_devices=True,
     node_group_ami_type="AL2023_X86_64_NVIDIA",
-    device_plugin=DevicePlugin(
-        chart=HelmChartRef(
-            repository="https://nvidia.github.io/k8s-device-plugin", chart="nvidia-device-plugin", version="0.19.3"
-        ),
-        namespace="nvidia-device-plugin",
-        # The chart's default affinity waits for Node Feature Discovery labels that nothing
-        # here sets: the accelerator label our nodes carry replaces it.
-        values={},
-        tolerations_path=("tolerations",),
-        affinity_path=("affinity",),
-    ),
+    device_plugin=NVIDIA_DEVICE_PLUGIN,
     instance_types={
         "g6e.xlarge": InstanceShape(vcpus=4, memory_gib=32, devices=1, device_memory_gib=48, max_pods=58),
         "g6e.2xlarge": InstanceShape(vcpus=8, memory_gib=64, devices=1, device_memory_gib=48, max_pods=58),
@@ -294,7 +235,45 @@ NVIDIA = Accelerator(
     load_s=30,
 )
 
-ACCELERATORS: dict[str, Accelerator] = {a.name: a for a in (NEURON, NVIDIA)}
+TRAINIUM = Accelerator(
+    name="trainium",
+    # The Neuron SDK's device plugin advertises Trainium chips as it does Inferentia2 ones,
+    # and the Neuron AMI taints nothing: the same resource and taint key.
+    device_resource="aws.amazon.com/neuron",
+    taint_key="aws.amazon.com/neuron",
+    ray_device=RayDevice(resource="neuron_cores", units_per_device=2, unit_word="NeuronCores"),
+    # vLLM on NxD Inference supports Inf2, Trn1 and Trn2 (Neuron docs, "AI Inference on
+    # Neuron"): the same serving image as Inferentia2.
+    engine="neuron",
+    dockerfile="Dockerfile.neuron",
+    batch_dockerfile=CPU_BATCH_DOCKERFILE,
+    train_on_devices=False,
+    node_group_ami_type="AL2023_X86_64_NEURON",
+    device_plugin=NEURON_DEVICE_PLUGIN,
+    # Trn1 (Trainium, NeuronCore-v2: 2 cores and 32 GiB per chip), as the Neuron SDK's
+    # support matrix lists it beside Inf2; trn1n is trn1.32xlarge with more network. Max pods:
+    # trn1.2xlarge as every 8-vCPU type with 4 ENIs; trn1.32xlarge is absent from the
+    # eni-max-pods.txt read, and 737 (the most any type lists) sizes its pods the smallest.
+    instance_types={
+        "trn1.2xlarge": InstanceShape(vcpus=8, memory_gib=32, devices=1, device_memory_gib=32, max_pods=58),
+        "trn1.32xlarge": InstanceShape(vcpus=128, memory_gib=512, devices=16, device_memory_gib=32, max_pods=737),
+        "trn1n.32xlarge": InstanceShape(vcpus=128, memory_gib=512, devices=16, device_memory_gib=32, max_pods=737),
+    },
+    # One Trainium chip: the model at the Neuron table's tensor parallelism.
+    default_instance_type="trn1.2xlarge",
+    ui_device_word="Trainium",
+    compile_scratch_gb=16.0,
+    # The same NxD Inference compile as Inferentia2's (an estimate: not timed on trn1).
+    compile_s=600,
+    load_s=40,
+    # aws-cdk-lib 2.275's list of accelerated instance classes (aws-eks-v2's
+    # isGpuInstanceType) lacks trn1: given the Neuron AMI type, it refuses the pair ("The
+    # specified AMI does not match the instance types architecture"). The AMI type goes on
+    # the CloudFormation resource instead, where EKS checks it.
+    cdk_knows_instance_family=False,
+)
+
+ACCELERATORS: dict[str, Accelerator] = {a.name: a for a in (NEURON, NVIDIA, TRAINIUM)}
 # What the settings and `python -m charts` use unless told otherwise.
 DEFAULT_ACCELERATOR = NEURON.name
 
@@ -302,3 +281,20 @@ DEFAULT_ACCELERATOR = NEURON.name
 def accelerator_of_instance_type(instance_type: str) -> Accelerator | None:
     """The accelerator whose table lists `instance_type`, if any."""
     return next((a for a in ACCELERATORS.values() if instance_type in a.instance_types), None)
+
+
+def accelerators_of_plugin(plugin: DevicePlugin) -> list[Accelerator]:
+    """The accelerators whose nodes the plugin's one release serves."""
+    return [a for a in ACCELERATORS.values() if a.device_plugin.chart == plugin.chart]
+
+
+def device_plugin_values(plugin: DevicePlugin, tolerated_taint_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The plugin chart's values: on the nodes of every accelerator that uses it (by label),
+    tolerating their taints and `tolerated_taint_keys` (batch teams' taints)."""
+    accelerators = accelerators_of_plugin(plugin)
+    return plugin.release_values(
+        constants.ACCELERATOR_LABEL,
+        [a.name for a in accelerators],
+        [a.taint_key for a in accelerators],
+        tolerated_taint_keys,
+    )

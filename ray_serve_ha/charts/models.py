@@ -46,15 +46,15 @@ MISTRAL_7B_INSTRUCT = Model(
     "mistralai/Mistral-7B-Instruct-v0.2",
     # 7.24 B parameters.
     weights_gb=14.5,
-    # The two NeuronCores of one Inferentia2 chip (16 GiB each); one GPU of 24 GiB
+    # The two NeuronCores of one Inferentia2 or Trainium chip (16 GiB each); one GPU of 24 GiB
     # or more.
-    tensor_parallel={"neuron": 2, "nvidia": 1},
+    tensor_parallel={"neuron": 2, "trainium": 2, "nvidia": 1},
 )
 LLAMA_3_1_8B_INSTRUCT = Model(
     "meta-llama/Llama-3.1-8B-Instruct",
     # 8.03 B parameters. The public Neuron anchor runs it at TP 2 on one inf2 chip.
     weights_gb=16.1,
-    tensor_parallel={"neuron": 2, "nvidia": 1},
+    tensor_parallel={"neuron": 2, "trainium": 2, "nvidia": 1},
 )
 
 MODELS: dict[str, Model] = {m.id: m for m in (MISTRAL_7B_INSTRUCT, LLAMA_3_1_8B_INSTRUCT)}

@@ -16,7 +16,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from ray_serve_ha.charts import constants
-from ray_serve_ha.charts.accelerators import Accelerator
+from ray_serve_ha.charts.accelerators import Accelerator, device_plugin_values
 from ray_serve_ha.charts.batch_teams import (
     AcceleratorWorkerShape,
     BatchTeam,
@@ -25,6 +25,7 @@ from ray_serve_ha.charts.batch_teams import (
     team_node_group_taints,
 )
 from ray_serve_ha.charts.capacity import ServingCapacity
+from ray_serve_ha.charts.device_plugins import DevicePlugin
 from ray_serve_ha.charts.node_pool import accelerator_node_pool, auto_mode_node_class, heads_node_pool
 from ray_serve_ha.charts.node_sizing import cpu_instance_type
 from ray_serve_ha.constructs.operators import install_chart
@@ -150,7 +151,7 @@ class NodeGroupCapacity(Construct):
             "Accelerator",
             cluster=cluster,
             instance_types=[ec2.InstanceType(t) for t in capacity.instance_types],
-            ami_type=eks.NodegroupAmiType[accelerator.node_group_ami_type],
+            **ami_type_prop(accelerator),
             capacity_type=eks.CapacityType.ON_DEMAND,
             labels=accelerator.node_labels(),
             taints=[eks.TaintSpec(effect=eks.TaintEffect.NO_SCHEDULE, key=accelerator.taint_key)],
@@ -172,6 +173,7 @@ class NodeGroupCapacity(Construct):
             tags=autoscaler_node_template_tags(accelerator, capacity.instance_types),
         )
         without_surge(self.accelerator)
+        with_ami_type(self.accelerator, accelerator)
         self.accelerator_spot: eks.Nodegroup | None = None
         spot_min, spot_max = capacity.spot_nodes()
         if spot_max:
@@ -184,7 +186,7 @@ class NodeGroupCapacity(Construct):
                 "AcceleratorSpot",
                 cluster=cluster,
                 instance_types=[ec2.InstanceType(t) for t in capacity.spot_instance_types],
-                ami_type=eks.NodegroupAmiType[accelerator.node_group_ami_type],
+                **ami_type_prop(accelerator),
                 capacity_type=eks.CapacityType.SPOT,
                 labels=accelerator.node_labels(),
                 taints=[eks.TaintSpec(effect=eks.TaintEffect.NO_SCHEDULE, key=accelerator.taint_key)],
@@ -198,7 +200,27 @@ class NodeGroupCapacity(Construct):
                 tags=autoscaler_node_template_tags(accelerator, capacity.spot_instance_types),
             )
             without_surge(self.accelerator_spot)
-        self.device_plugin = install_device_plugin(cluster, accelerator)
+            with_ami_type(self.accelerator_spot, accelerator)
+        self.device_plugin = install_device_plugin(cluster, accelerator.device_plugin)
+
+
+def ami_type_prop(accelerator: Accelerator) -> dict[str, eks.NodegroupAmiType]:
+    """The node group's `ami_type`, where aws-cdk-lib accepts it for the accelerator's
+    instance types (with_ami_type sets it otherwise)."""
+    if not accelerator.cdk_knows_instance_family:
+        return {}
+    return {"ami_type": eks.NodegroupAmiType[accelerator.node_group_ami_type]}
+
+
+def with_ami_type(node_group: eks.Nodegroup, accelerator: Accelerator) -> None:
+    """The accelerator's AMI type on the node group's CloudFormation resource, where
+    aws-cdk-lib's instance-class list would refuse it as a prop (Trainium; EKS checks it)."""
+    if accelerator.cdk_knows_instance_family:
+        return
+    cfn = node_group.node.default_child
+    assert isinstance(cfn, eks.CfnNodegroup)
+    # The enum member itself: jsii hands CloudFormation its value ("AL2023_x86_64_NEURON").
+    cfn.add_property_override("AmiType", eks.NodegroupAmiType[accelerator.node_group_ami_type])
 
 
 def without_surge(node_group: eks.Nodegroup) -> None:
@@ -223,18 +245,18 @@ def autoscaler_node_template_tags(accelerator: Accelerator, instance_types: Sequ
 
 
 def install_device_plugin(
-    cluster: eks.ICluster, accelerator: Accelerator, scope: Construct | None = None
+    cluster: eks.ICluster, plugin: DevicePlugin, scope: Construct | None = None
 ) -> eks.HelmChart:
-    """The accelerator's device plugin (node-groups mode: Auto Mode brings its own), on the
-    accelerator's nodes, serving and batch teams' alike: it tolerates every team's taint.
-    Under `scope` (another stack's construct), or else under the cluster."""
-    plugin = accelerator.device_plugin
+    """A device plugin's one release (node-groups mode: Auto Mode brings its own), on the
+    nodes of every accelerator that uses its chart, serving and batch teams' alike: it
+    tolerates every team's taint. Under `scope` (another stack's construct), or else under
+    the cluster."""
     return install_chart(
         cluster,
-        f"{accelerator.name.title()}DevicePlugin",
+        f"{plugin.name}DevicePlugin",
         plugin.chart,
         plugin.namespace,
-        values=accelerator.device_plugin_values(tolerated_taint_keys=(constants.TEAM_LABEL,)),
+        values=device_plugin_values(plugin, tolerated_taint_keys=(constants.TEAM_LABEL,)),
         scope=scope,
     )
 
@@ -259,7 +281,7 @@ def team_node_group(scope: Construct, construct_id: str, props: TeamNodeGroupPro
     tags: dict[str, str] = {}
     if isinstance(shape, AcceleratorWorkerShape):
         instance_type = shape.instance_type
-        ami_type = eks.NodegroupAmiType[shape.accelerator.node_group_ami_type]
+        ami_type = ami_type_prop(shape.accelerator)
         # A team group scales from zero: the autoscaler must know its nodes' devices.
         tags = autoscaler_node_template_tags(shape.accelerator, (instance_type,))
     else:
@@ -270,13 +292,13 @@ def team_node_group(scope: Construct, construct_id: str, props: TeamNodeGroupPro
                 f"{shape.memory_gib} GiB in node-groups mode; lower cpus or memoryGib"
             )
         instance_type = fitting
-        ami_type = eks.NodegroupAmiType.AL2023_X86_64_STANDARD
+        ami_type = {"ami_type": eks.NodegroupAmiType.AL2023_X86_64_STANDARD}
     node_group = eks.Nodegroup(
         scope,
         construct_id,
         cluster=props.cluster,
         instance_types=[ec2.InstanceType(instance_type)],
-        ami_type=ami_type,
+        **ami_type,
         capacity_type=eks.CapacityType[team_node_group_capacity_type(team)],
         labels=team_node_group_labels(team),
         taints=[
@@ -296,4 +318,5 @@ def team_node_group(scope: Construct, construct_id: str, props: TeamNodeGroupPro
     if isinstance(shape, AcceleratorWorkerShape):
         # Accelerator instances: no surge of extra nodes during an update.
         without_surge(node_group)
+        with_ami_type(node_group, shape.accelerator)
     return node_group
