@@ -204,7 +204,7 @@ class NodeGroupCapacity(Construct):
         self.device_plugin = install_device_plugin(cluster, accelerator.device_plugin)
 
 
-def ami_type_prop(accelerator: Accelerator) -> dict[str, eks.NodegroupAmiType]:
+def ami_type_prop(accelerator: Accelerator) -> dict[str, Any]:
     """The node group's `ami_type`, where aws-cdk-lib accepts it for the accelerator's
     instance types (with_ami_type sets it otherwise)."""
     if not accelerator.cdk_knows_instance_family:
