@@ -151,7 +151,7 @@ class NodeGroupCapacity(Construct):
             "Accelerator",
             cluster=cluster,
             instance_types=[ec2.InstanceType(t) for t in capacity.instance_types],
-            **ami_type_prop(accelerator),
+            ami_type=ami_type_of(accelerator),
             capacity_type=eks.CapacityType.ON_DEMAND,
             labels=accelerator.node_labels(),
             taints=[eks.TaintSpec(effect=eks.TaintEffect.NO_SCHEDULE, key=accelerator.taint_key)],
@@ -186,7 +186,7 @@ class NodeGroupCapacity(Construct):
                 "AcceleratorSpot",
                 cluster=cluster,
                 instance_types=[ec2.InstanceType(t) for t in capacity.spot_instance_types],
-                **ami_type_prop(accelerator),
+                ami_type=ami_type_of(accelerator),
                 capacity_type=eks.CapacityType.SPOT,
                 labels=accelerator.node_labels(),
                 taints=[eks.TaintSpec(effect=eks.TaintEffect.NO_SCHEDULE, key=accelerator.taint_key)],
@@ -204,12 +204,12 @@ class NodeGroupCapacity(Construct):
         self.device_plugin = install_device_plugin(cluster, accelerator.device_plugin)
 
 
-def ami_type_prop(accelerator: Accelerator) -> dict[str, Any]:
+def ami_type_of(accelerator: Accelerator) -> eks.NodegroupAmiType | None:
     """The node group's `ami_type`, where aws-cdk-lib accepts it for the accelerator's
-    instance types (with_ami_type sets it otherwise)."""
+    instance types (None: with_ami_type sets it on the resource)."""
     if not accelerator.cdk_knows_instance_family:
-        return {}
-    return {"ami_type": eks.NodegroupAmiType[accelerator.node_group_ami_type]}
+        return None
+    return eks.NodegroupAmiType[accelerator.node_group_ami_type]
 
 
 def with_ami_type(node_group: eks.Nodegroup, accelerator: Accelerator) -> None:
@@ -281,7 +281,7 @@ def team_node_group(scope: Construct, construct_id: str, props: TeamNodeGroupPro
     tags: dict[str, str] = {}
     if isinstance(shape, AcceleratorWorkerShape):
         instance_type = shape.instance_type
-        ami_type = ami_type_prop(shape.accelerator)
+        ami_type = ami_type_of(shape.accelerator)
         # A team group scales from zero: the autoscaler must know its nodes' devices.
         tags = autoscaler_node_template_tags(shape.accelerator, (instance_type,))
     else:
@@ -292,13 +292,13 @@ def team_node_group(scope: Construct, construct_id: str, props: TeamNodeGroupPro
                 f"{shape.memory_gib} GiB in node-groups mode; lower cpus or memoryGib"
             )
         instance_type = fitting
-        ami_type = {"ami_type": eks.NodegroupAmiType.AL2023_X86_64_STANDARD}
+        ami_type = eks.NodegroupAmiType.AL2023_X86_64_STANDARD
     node_group = eks.Nodegroup(
         scope,
         construct_id,
         cluster=props.cluster,
         instance_types=[ec2.InstanceType(instance_type)],
-        **ami_type,
+        ami_type=ami_type,
         capacity_type=eks.CapacityType[team_node_group_capacity_type(team)],
         labels=team_node_group_labels(team),
         taints=[
