@@ -322,3 +322,49 @@ def test_the_charts_cli_renders_spot_replicas(tmp_path, capsys):
         "worker runs on spot\n"
     )
     assert not (tmp_path / "refused").exists()
+
+
+# --- the router's own logic -----------------------------------------------------------------
+
+def test_the_router_splits_by_running_replicas_and_falls_back_to_the_floor():
+    import tests.serve_backend  # noqa: F401  (puts images/ray-serve on the path)
+    from ray_serve_llm.router import pick
+
+    running = {DEPLOYMENT_NAME: 1, SPOT_DEPLOYMENT_NAME: 3}
+    draws = [pick(running, DEPLOYMENT_NAME, i / 100) for i in range(100)]
+    assert draws.count(DEPLOYMENT_NAME) == 25 and draws.count(SPOT_DEPLOYMENT_NAME) == 75
+    # Spot gone: all to the floor; nothing known yet: the floor.
+    assert pick({DEPLOYMENT_NAME: 1, SPOT_DEPLOYMENT_NAME: 0}, DEPLOYMENT_NAME, 0.99) == DEPLOYMENT_NAME
+    assert pick({DEPLOYMENT_NAME: 0, SPOT_DEPLOYMENT_NAME: 0}, DEPLOYMENT_NAME, 0.5) == DEPLOYMENT_NAME
+
+
+def test_a_forwarded_request_streams_through_the_app_as_it_is_written():
+    import asyncio
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    import tests.serve_backend  # noqa: F401
+    from ray_serve_llm.router import run_asgi
+
+    async def echo(request: Request) -> StreamingResponse:
+        body = await request.body()
+
+        async def chunks():
+            for part in (b"a:", body, b":z"):
+                yield part
+
+        return StreamingResponse(chunks(), status_code=201, headers={"x-path": request.url.path})
+
+    app = Starlette(routes=[Route("/v1/echo", echo, methods=["POST"])])
+    message = {"method": "POST", "path": "/v1/echo", "query_string": b"", "headers": [], "body": b"hi"}
+
+    async def collect() -> list[dict]:
+        return [sent async for sent in run_asgi(app, message)]
+
+    sent = asyncio.run(collect())
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 201
+    assert (b"x-path", b"/v1/echo") in sent[0]["headers"]
+    assert b"".join(m.get("body", b"") for m in sent[1:]) == b"a:hi:z"
