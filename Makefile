@@ -14,7 +14,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 
 CDK := cdk
 
-.PHONY: setup system-packages demo demo-down drill chaos batch-local synth lint check test bench bench-drill clean
+.PHONY: setup system-packages demo demo-down drill chaos soak batch-local synth lint check test bench bench-drill clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -61,6 +61,11 @@ drill: setup system-packages
 chaos: setup system-packages
 	$(BIN)/python -m local.drill.matrix $(MATRIX_ARGS)
 
+## A seeded random soak on the running demo: FAULTS faults of every kind (SEED, FAULTS;
+## SOAK_ARGS="--kinds head,redis-crash" to narrow), traffic throughout, a JSON + PNG report.
+soak: setup system-packages
+	$(BIN)/python -m local.drill.soak --seed $(or $(SEED),1) --faults $(or $(FAULTS),20) $(SOAK_ARGS)
+
 ## A batch benchmark on the running demo's Ray cluster: JOB=xgboost|pytorch, ARGS="--rows 2000".
 batch-local: setup
 	$(BIN)/python -m local batch $(or $(JOB),xgboost) $(ARGS)
@@ -89,9 +94,10 @@ test: setup system-packages lint
 bench: setup
 	$(BIN)/python bench/synth_time.py --runs $(or $(RUNS),5)
 
-## Medians of K local head drills and where the restarted head's time goes (RUNS=5 by default).
+## Medians of K local head drills and where the restarted head's time goes (RUNS=5 by default;
+## BENCH_ARGS="--no-cpu-weights" to measure without a cgroup per node).
 bench-drill: setup system-packages
-	$(BIN)/python bench/drill.py --runs $(or $(RUNS),5)
+	$(BIN)/python bench/drill.py --runs $(or $(RUNS),5) $(BENCH_ARGS)
 
 clean:
 	rm -rf cdk.out .pytest_cache drill-results test-artifacts

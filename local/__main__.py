@@ -9,21 +9,23 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
 import threading
+import time
 
-from local import processes
+from local import cgroups, processes
 from local.stack import (
     HEAD_DASHBOARD,
     LocalStack,
     StackError,
-    StackState,
     check_platform,
     running_state,
     serve_status_healthy,
 )
+from local.state import REDIS_DIR, REDIS_UNIT, WATCHDOG_STATUS_FILE, WATCHDOG_UNIT, NodeRecord, StackState
 from local.topology import (
     API_URL,
     DASHBOARD_PORT,
@@ -40,7 +42,7 @@ def _up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stack = LocalStack.up(fault_tolerance=not args.no_ft, ui=not args.no_ui,
-                          owner_pid=None if args.detach else os.getpid())
+                          owner_pid=None if args.detach else os.getpid(), cpu_weights=not args.no_cpu_weights)
     print(
         "\nThe local stack is up"
         + ("" if stack.state.fault_tolerance else " WITHOUT GCS fault tolerance (--no-ft)")
@@ -93,20 +95,17 @@ def _status(_: argparse.Namespace) -> int:
     supervised = bool(state.supervisor_pid and processes.alive(state.supervisor_pid))
     line("supervisor", supervised, f"pid {state.supervisor_pid}" + ("" if supervised else " not running"))
     if state.fault_tolerance:
-        redis_up = bool(state.redis_pid and processes.alive(state.redis_pid))
-        line("redis", redis_up, f"pid {state.redis_pid}" + ("" if redis_up else " not running"))
+        record = stack.record(REDIS_UNIT)
+        ok, text = _unit_line(record)
+        if record is not None and record.generation > 1:
+            text += f"; restarted from its append-only file ({_aof_kib()} KiB)"
+        line("redis", ok, text)
     for node in NODES:
-        record = stack.node_record(node)
-        if record is None:
-            line(node.name, False, "never started")
-            continue
-        alive = bool(record.pid and processes.alive(record.pid))
-        probe = "liveness " + ("not yet probed" if record.probe_ok is None else record.probe_detail)
-        text = (f"process {'alive' if alive else 'NOT running'} (pid {record.pid}), {record.state}, "
-                f"generation {record.generation}; {probe}")
-        if record.last_exit:
-            text += f"; last restart: {record.last_exit}"
-        line(node.name, alive and record.state == "live" and bool(record.probe_ok), text)
+        ok, text = _unit_line(stack.node_record(node))
+        line(node.name, ok, text)
+    ok, text = _watchdog_line(stack.record(WATCHDOG_UNIT))
+    line("watchdog", ok, text)
+    line("cpu", True, _cpu_weights_line(state.cpu_weights))
     gcs = stack.gcs_reachable()
     line("GCS", gcs, "reachable" if gcs else "NOT reachable")
     serve = stack.serve_status()
@@ -115,8 +114,62 @@ def _status(_: argparse.Namespace) -> int:
     else:
         deployments = ", ".join(f"{name} {d.get('status')}" for name, d in serve.get("deployments", {}).items())
         line("Serve", serve_status_healthy(serve), f"application {serve.get('status')} ({deployments})")
+    proxies = {worker.name: stack.proxy_health(worker) for worker in WORKERS}
+    line("proxies", all(ok for ok, _ in proxies.values()),
+         ", ".join(f"{name} {detail}" for name, (_, detail) in proxies.items()))
     print("healthy" if not problems else f"NOT healthy: {', '.join(problems)}")
     return 0 if not problems else 1
+
+
+def _unit_line(record: NodeRecord | None) -> tuple[bool, str]:
+    """A supervised unit's line: is its process alive, its state, its probe, its restarts."""
+    if record is None:
+        return False, "never started"
+    alive = bool(record.pid and processes.alive(record.pid))
+    probe = "liveness " + ("not yet probed" if record.probe_ok is None else record.probe_detail)
+    state = record.state
+    if state == "backoff":
+        state += f" (next start in {max(0.0, record.next_start_at - time.monotonic()):.1f} s)"
+    text = (f"process {'alive' if alive else 'NOT running'} (pid {record.pid}), {state}, "
+            f"generation {record.generation}; {probe}")
+    if record.last_exit:
+        text += f"; last restart: {record.last_exit}"
+    return alive and record.state == "live" and bool(record.probe_ok), text
+
+
+def _aof_kib() -> int:
+    files = [p for p in REDIS_DIR.rglob("*.aof*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) // 1024
+
+
+def _watchdog_line(record: NodeRecord | None) -> tuple[bool, str]:
+    """The Serve watchdog: its process (a container of the head pod) and what it last saw."""
+    if record is None or not record.pid or not processes.alive(record.pid):
+        return False, f"NOT running ({record.state if record else 'never started'})"
+    try:
+        seen = json.loads(WATCHDOG_STATUS_FILE.read_text())
+    except (OSError, ValueError):
+        return True, f"pid {record.pid}, starting"
+    text = f"pid {record.pid}, {seen.get('state')}: {seen.get('detail')}"
+    if seen.get("unanswered_for_s") is not None:
+        text += f" (unanswered for {seen['unanswered_for_s']:g} s)"
+    remedies = seen.get("remedies") or []
+    if remedies:
+        last = remedies[-1]
+        text += (f"; {len(remedies)} remed{'y' if len(remedies) == 1 else 'ies'}, last "
+                 f"{time.time() - last['at_wall']:.0f} s ago: {last.get('result')}")
+    return seen.get("state") in ("ok", "idle", "waiting", "starting"), text
+
+
+def _cpu_weights_line(wanted: bool) -> str:
+    if not wanted:
+        return "CPU weights off (up --no-cpu-weights): the head runs at a higher CPU priority (nice) instead"
+    hierarchy, why = cgroups.available()
+    if hierarchy is None:
+        return (f"no CPU weights: no cgroup can be written ({why}); the head runs at a higher CPU "
+                "priority (nice) instead, and times after a head restart mean less than on EKS")
+    weights = ", ".join(f"{node.name} {cgroups.read_weight(hierarchy, node.name)}" for node in NODES)
+    return f"a cgroup per node with its pod's CPU request as weight ({hierarchy.describe()}): {weights}"
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -143,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--no-ft", action="store_true", help="no Redis: show what GCS fault tolerance buys")
     up.add_argument("--no-ui", action="store_true", help="skip the Gradio UI")
     up.add_argument("--detach", action="store_true", help="return once up (stop with `down`)")
+    up.add_argument("--no-cpu-weights", action="store_true",
+                    help="no cgroup per node: the older stand-in (the head at a higher CPU priority), to compare")
     commands.add_parser("down", help="stop the local stack")
     commands.add_parser("status", help="each part's health; exit 1 unless all are healthy")
     batch = commands.add_parser("batch", help="run a benchmark job on the local Ray cluster")

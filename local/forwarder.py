@@ -1,6 +1,8 @@
 """A TCP forwarder on loopback to the workers' Serve proxies: the local stand-in for the
 serve Service with `excludeHeadPodFromServeSvc`. Each connection goes to the next backend;
-a backend that refuses is skipped, as a Service skips a not-ready endpoint.
+a backend that refuses is skipped, as a Service skips a not-ready endpoint, and so is a node
+the drill holds down (a deleted pod, terminating or not yet replaced, is no endpoint of its
+Service). Connections already open stay where they are, as they do through kube-proxy.
 
     python -m local.forwarder --listen 127.0.0.1:8000 --backend 10.213.7.11:8000 ...
 """
@@ -10,6 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+
+from local.state import held
+from local.topology import NODES
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -27,12 +32,20 @@ class Forwarder:
     def __init__(self, backends: list[tuple[str, int]]):
         self.backends = backends
         self._next = itertools.cycle(range(len(backends)))
+        self._node_of = {node.ip: node.name for node in NODES}
+
+    def _terminating(self, host: str) -> bool:
+        name = self._node_of.get(host)
+        return name is not None and held(name)
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         start = next(self._next)
         last: OSError | None = None
-        for offset in range(len(self.backends)):
-            host, port = self.backends[(start + offset) % len(self.backends)]
+        candidates = [self.backends[(start + offset) % len(self.backends)] for offset in range(len(self.backends))]
+        # Every endpoint terminating: try them anyway (a Service with no ready endpoint
+        # refuses; here the client's retry decides).
+        ready = [b for b in candidates if not self._terminating(b[0])] or candidates
+        for host, port in ready:
             try:
                 return await asyncio.wait_for(asyncio.open_connection(host, port), timeout=2)
             except (TimeoutError, OSError) as error:

@@ -11,6 +11,7 @@ the Redis password, the Ray token, Redis's AOF and the Ray session directories.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -24,12 +25,29 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local import netns, processes
-from local.supervisor import HOLD_DIR, NODE_DIR, NodeRecord, hold_path
+from local import cgroups, netns, processes
+from local.redis_client import ping
+from local.state import (
+    HOLD_DIR,
+    LOG_DIR,
+    NODE_DIR,
+    REDIS_CONFIG,
+    REDIS_DIR,
+    REDIS_UNIT,
+    SERVE_CONFIG_FILE,
+    STATE_FILE,
+    WATCHDOG_UNIT,
+    NodeRecord,
+    StackState,
+    StateDirError,
+    hold,
+    private_state_dir,
+    release,
+    unit_names,
+)
 from local.topology import (
     API_PORT,
     BRIDGE_IP,
@@ -44,14 +62,13 @@ from local.topology import (
     WORKERS,
     RayNode,
 )
-from ray_serve_ha.charts import ray_env
+from ray_serve_ha.charts import ray_env, worker_readiness
+from ray_serve_ha.charts.constants import SERVE_PROXY_HEALTH_PATH
 from ray_serve_ha.charts.serve_config import APP_NAME, LlmServing, serve_config, tiny_model_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_APP_DIR = ROOT / "images" / "ray-serve"
 GRADIO_APP_DIR = ROOT / "images" / "gradio"
-STATE_FILE = STATE_DIR / "state.json"
-LOG_DIR = STATE_DIR / "logs"
 # The dashboard as seen from inside the head's namespace (its port is closed to the rest).
 HEAD_DASHBOARD = f"http://127.0.0.1:{DASHBOARD_PORT}"
 
@@ -60,58 +77,14 @@ class StackError(RuntimeError):
     """The local stack cannot do what was asked; the message says why and what to do."""
 
 
-@dataclass
-class StackState:
-    fault_tolerance: bool
-    redis_password: str = ""
-    redis_pid: int | None = None
-    supervisor_pid: int | None = None
-    forwarder_pid: int | None = None
-    gradio_pid: int | None = None
-    # The foreground `up` process: `down` from another terminal ends it too.
-    owner_pid: int | None = None
-    # Identical across head restarts, as KubeRay uses the RayCluster's UID.
-    storage_namespace: str = field(default_factory=lambda: f"local-{secrets.token_hex(4)}")
-
-    @property
-    def auth_token_path(self) -> Path:
-        return STATE_DIR / "ray-auth-token"
-
-    def pids(self) -> list[int]:
-        found = [self.redis_pid, self.supervisor_pid, self.forwarder_pid, self.gradio_pid]
-        for node in NODES:
-            record = NodeRecord.load(node.name)
-            if record and record.pid:
-                found.append(record.pid)
-        return [p for p in found if p]
-
-    def save(self) -> None:
-        _private_state_dir()
-        temporary = STATE_FILE.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(self), indent=2))
-        temporary.chmod(0o600)
-        os.replace(temporary, STATE_FILE)
-
-    @staticmethod
-    def load() -> StackState | None:
-        try:
-            return StackState(**json.loads(STATE_FILE.read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
-
-
 Progress = Callable[[str], None]
 
 
 def _private_state_dir() -> None:
-    """The state directory, root's alone (it may exist from an earlier run, or be a
-    world-writable /tmp path someone else created: then it is refused)."""
-    STATE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = STATE_DIR.stat()
-    if info.st_uid != os.geteuid():
-        raise StackError(f"{STATE_DIR} belongs to another user (uid {info.st_uid}): "
-                         "remove it or set RAY_SERVE_HA_LOCAL_DIR")
-    STATE_DIR.chmod(0o700)
+    try:
+        private_state_dir()
+    except StateDirError as error:
+        raise StackError(str(error)) from None
 
 
 def check_platform() -> None:
@@ -148,7 +121,7 @@ class LocalStack:
 
     @staticmethod
     def up(*, fault_tolerance: bool = True, ui: bool = True, progress: Progress = print,
-           owner_pid: int | None = None) -> LocalStack:
+           owner_pid: int | None = None, cpu_weights: bool = True) -> LocalStack:
         check_platform()
         if running_state():
             raise StackError(
@@ -158,13 +131,14 @@ class LocalStack:
         LocalStack.clean_leftovers()
         stack = LocalStack(StackState(
             fault_tolerance=fault_tolerance, redis_password=secrets.token_urlsafe(24), owner_pid=owner_pid,
+            cpu_weights=cpu_weights,
         ))
         steps: list[tuple[str, Callable[[], None]]] = [
             ("state directory, Ray token, network namespaces and bridge", stack._create_network),
             ("tiny model", stack._build_model),
         ]
         if fault_tolerance:
-            steps.append(("Redis (GCS fault tolerance store)", stack._start_redis))
+            steps.append(("Redis (GCS fault tolerance store), supervised as a managed service", stack._start_redis))
         steps += [
             ("Ray head (num-cpus 0) and workers, supervised", stack._start_nodes),
             ("Serve application (2 replicas)", stack._deploy),
@@ -201,29 +175,41 @@ class LocalStack:
         if result.returncode != 0:
             raise StackError(f"building the tiny model failed:\n{result.stdout}{result.stderr}")
 
-    def _start_redis(self) -> None:
-        data = STATE_DIR / "redis"
-        data.mkdir(mode=0o700, parents=True, exist_ok=True)
-        config = data / "redis.conf"
-        # The password goes in a 0600 config file, not on the command line (ps would show it).
-        # AOF keeps the GCS data across a Redis restart, as ElastiCache keeps it across a failover.
-        config.write_text(
-            f"bind {BRIDGE_IP}\nport {REDIS_PORT}\nrequirepass {self.state.redis_password}\n"
-            f"dir {data}\nappendonly yes\nappendfsync everysec\nsave \"\"\nprotected-mode yes\n"
-        )
-        config.chmod(0o600)
-        self.state.redis_pid = processes.spawn(["redis-server", str(config)], log=LOG_DIR / "redis.log")
-        self.state.save()
-        _wait_for_port(BRIDGE_IP, REDIS_PORT, timeout=15, what="Redis")
-
-    def _start_nodes(self) -> None:
+    def _start_supervisor(self) -> None:
+        if self.state.supervisor_pid and processes.alive(self.state.supervisor_pid):
+            return
         self.state.supervisor_pid = processes.spawn(
             [sys.executable, "-m", "local.supervisor"], env={"PYTHONPATH": str(ROOT)}, log=LOG_DIR / "supervisor.log",
         )
         self.state.save()
+
+    def _start_redis(self) -> None:
+        # A new stack gets a new, empty store (as a new ElastiCache group would): an earlier
+        # stack's append-only file holds only other clusters' keys.
+        shutil.rmtree(REDIS_DIR, ignore_errors=True)
+        REDIS_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The password goes in a 0600 config file, not on the command line (ps would show it).
+        # AOF keeps the GCS data across a Redis restart, as ElastiCache keeps it across a failover.
+        REDIS_CONFIG.write_text(
+            f"bind {BRIDGE_IP}\nport {REDIS_PORT}\nrequirepass {self.state.redis_password}\n"
+            f"dir {REDIS_DIR}\nappendonly yes\nappendfsync everysec\nsave \"\"\nprotected-mode yes\n"
+        )
+        REDIS_CONFIG.chmod(0o600)
+        # The supervisor runs Redis (and restarts it from its AOF), then the Ray nodes.
+        self._start_supervisor()
+        deadline = time.monotonic() + 30
+        while not ping(BRIDGE_IP, REDIS_PORT, self.state.redis_password, timeout_s=1)[0]:
+            if not processes.alive(self.state.supervisor_pid or 0):
+                raise StackError(f"the supervisor exited; see {LOG_DIR / 'supervisor.log'}")
+            if time.monotonic() > deadline:
+                raise StackError(f"Redis did not answer on {BRIDGE_IP}:{REDIS_PORT} within 30 s; see {LOG_DIR}")
+            time.sleep(0.2)
+
+    def _start_nodes(self) -> None:
+        self._start_supervisor()
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            if not processes.alive(self.state.supervisor_pid):
+            if not processes.alive(self.state.supervisor_pid or 0):
                 raise StackError(f"the supervisor exited; see {LOG_DIR / 'supervisor.log'}")
             if self.alive_worker_count() == len(WORKERS):
                 return
@@ -231,7 +217,11 @@ class LocalStack:
         raise StackError(f"the Ray head and workers were not up within 180 s; see {LOG_DIR}")
 
     def _deploy(self) -> None:
-        self.dashboard("PUT", "/api/serve/applications/", serve_config(self.serving), retry_s=60)
+        config = serve_config(self.serving)
+        # Kept as KubeRay keeps serveConfigV2: the watchdog submits it again after a remedy.
+        SERVE_CONFIG_FILE.write_text(json.dumps(config))
+        SERVE_CONFIG_FILE.chmod(0o600)
+        self.dashboard("PUT", "/api/serve/applications/", config, retry_s=60)
         self.wait_serve_healthy(timeout=180)
 
     def _start_forwarder(self) -> None:
@@ -329,19 +319,42 @@ class LocalStack:
         except (StackError, KeyError, TypeError, AttributeError):
             return None
 
+    @staticmethod
+    def proxy_health(node: RayNode) -> tuple[bool, str]:
+        """A worker's Serve proxy as the serve Service's readiness probe and a load balancer's
+        health check see it: its health route answers 200. Serve can count a restarted
+        worker's replica RUNNING before the proxy on that node listens (or while Serve restarts
+        a proxy it found unhealthy); no request reaches that node until it answers."""
+        url = f"{node.proxy_url}{SERVE_PROXY_HEALTH_PATH}"
+        try:
+            with urllib.request.urlopen(url, timeout=worker_readiness.HTTP_TIMEOUT_SECONDS) as response:
+                return response.status == 200, f"{SERVE_PROXY_HEALTH_PATH} {response.status}"
+        except urllib.error.HTTPError as error:
+            return False, f"{SERVE_PROXY_HEALTH_PATH} {error.code}"
+        except OSError as error:
+            return False, f"{SERVE_PROXY_HEALTH_PATH} no answer ({getattr(error, 'reason', error)})"
+
+    def proxies_down(self) -> list[str]:
+        """The workers whose Serve proxy does not answer its health route."""
+        return [worker.name for worker in WORKERS if not self.proxy_health(worker)[0]]
+
     def serve_healthy(self) -> bool:
-        return serve_status_healthy(self.serve_status())
+        """The application healthy with every replica it targets, and every worker's proxy
+        answering (what makes each worker a ready endpoint of the serve Service)."""
+        return serve_status_healthy(self.serve_status()) and not self.proxies_down()
 
     def wait_serve_healthy(self, timeout: float) -> float:
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             status = self.serve_status()
-            if serve_status_healthy(status):
+            if serve_status_healthy(status) and not self.proxies_down():
                 return time.monotonic() - started
             if status is not None and status.get("status") == "DEPLOY_FAILED":
                 raise StackError(f"the Serve application failed to deploy: {status.get('message', '')[-2000:]}")
             time.sleep(0.5)
-        raise StackError(f"Serve did not become healthy within {timeout:.0f} s; see {LOG_DIR}")
+        down = self.proxies_down()
+        why = f" (the Serve proxy of {', '.join(down)} does not answer)" if down else ""
+        raise StackError(f"Serve did not become healthy within {timeout:.0f} s{why}; see {LOG_DIR}")
 
     # ---- what the drill uses: the supervisor's records, holds, faults ----------------------
 
@@ -350,44 +363,122 @@ class LocalStack:
         return NodeRecord.load(node.name)
 
     @staticmethod
-    def hold(node: RayNode) -> None:
-        """Keeps the supervisor from restarting `node` until `release` (a drill's outage)."""
-        HOLD_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-        hold_path(node).write_text(str(os.getpid()))
+    def record(unit: str) -> NodeRecord | None:
+        """The supervisor's record of a unit: a node's name, "redis" or "serve-watchdog"."""
+        return NodeRecord.load(unit)
 
     @staticmethod
-    def release(node: RayNode) -> None:
-        hold_path(node).unlink(missing_ok=True)
+    def hold(unit: str) -> None:
+        """Keeps the supervisor from restarting `unit` until `release` (a drill's outage)."""
+        hold(unit)
+
+    @staticmethod
+    def release(unit: str) -> None:
+        release(unit)
 
     def kill_node(self, node: RayNode) -> None:
         """SIGKILL every process of the node (a crashed pod); it stays down while held."""
-        self.hold(node)
+        self.hold(node.name)
         processes.kill_namespace(node.namespace)
 
     def terminate_node(self, node: RayNode, grace: float) -> None:
-        """SIGTERM, SIGKILL after `grace` (a deleted pod); it stays down while held."""
-        self.hold(node)
+        """SIGTERM every process, SIGKILL after `grace`; it stays down while held."""
+        self.hold(node.name)
         processes.terminate_namespace(node.namespace, grace)
 
-    def wait_restarted(self, node: RayNode, after_generation: int, timeout: float = 30) -> NodeRecord:
-        """Waits until the supervisor has started `node` again; returns its record."""
+    def drain_node(self, node: RayNode, grace: float) -> float:
+        """A deleted pod with a grace period, as node expiry, consolidation and a spot
+        interruption delete one: SIGTERM to the pod's main process only (`ray start --block`,
+        which marks its node draining in the GCS and waits for it to drain), SIGKILL of
+        whatever is left after `grace`. The node stays down while held (no endpoint of the
+        API port meanwhile, as a terminating pod leaves the Service's endpoints). Returns how
+        long the node took to exit."""
+        record = self.node_record(node)
+        if record is None or not record.pid or not processes.alive(record.pid):
+            raise StackError(f"{node.name} is not running: nothing to drain")
+        self.hold(node.name)
+        started = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, signal.SIGTERM)
+        processes.wait_gone([record.pid], grace)
+        took = time.monotonic() - started
+        processes.kill_namespace(node.namespace)
+        return took
+
+    def wait_restarted(self, node: RayNode | str, after_generation: int, timeout: float = 30) -> NodeRecord:
+        """Waits until the supervisor has started the unit again; returns its record."""
+        name = node if isinstance(node, str) else node.name
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            record = self.node_record(node)
+            record = self.record(name)
             if record and record.generation > after_generation and record.started_at is not None:
                 return record
             time.sleep(0.1)
-        raise StackError(f"the supervisor did not restart {node.name} within {timeout:.0f} s; see {LOG_DIR}")
+        raise StackError(f"the supervisor did not restart {name} within {timeout:.0f} s; see {LOG_DIR}")
+
+    def _redis_pid(self) -> int:
+        if not self.state.fault_tolerance:
+            raise StackError("this stack runs without Redis (--no-ft): there is no Redis to fault")
+        record = self.record(REDIS_UNIT)
+        if record is None or not record.pid or not processes.alive(record.pid):
+            raise StackError(f"Redis is not running (supervisor record: {record.state if record else 'none'})")
+        return record.pid
 
     def stop_redis(self) -> None:
-        if not self.state.redis_pid:
-            raise StackError("this stack runs without Redis (--no-ft): there is no Redis to stop")
-        processes.terminate(self.state.redis_pid)
-        self.state.redis_pid = None
-        self.state.save()
+        """Stops Redis cleanly and keeps it down (held) until `release("redis")`."""
+        pid = self._redis_pid()
+        self.hold(REDIS_UNIT)
+        processes.terminate(pid, grace=10)
 
-    def start_redis(self) -> None:
-        self._start_redis()
+    def kill_redis(self) -> None:
+        """SIGKILL (a crash): nothing holds it, the supervisor restarts it from its AOF."""
+        pid = self._redis_pid()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    def freeze_redis(self) -> int:
+        """SIGSTOP: Redis keeps its port and connections and answers nothing. Returns the PID
+        to `thaw` (the supervisor may have replaced a frozen Redis by then)."""
+        pid = self._redis_pid()
+        os.kill(pid, signal.SIGSTOP)
+        return pid
+
+    @staticmethod
+    def thaw(pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+    @staticmethod
+    def ray_processes(node: RayNode, title: str) -> list[int]:
+        """PIDs in the node's namespace whose process title (Ray sets it per actor) starts
+        with `title`."""
+        found = []
+        for pid in processes.namespace_pids(node.namespace):
+            try:
+                name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            if name.startswith(title):
+                found.append(pid)
+        return found
+
+    def kill_ray_process(self, node: RayNode, title: str) -> int:
+        """SIGKILL one Ray actor's worker process (Serve's controller, a replica)."""
+        pids = self.ray_processes(node, title)
+        if not pids:
+            raise StackError(f"no process titled {title!r} in {node.name}")
+        os.kill(pids[0], signal.SIGKILL)
+        return pids[0]
+
+    def pause_watchdog(self) -> None:
+        """Stops the Serve watchdog and keeps it stopped until `resume_watchdog`."""
+        self.hold(WATCHDOG_UNIT)
+        record = self.record(WATCHDOG_UNIT)
+        if record and record.pid:
+            processes.terminate(record.pid, grace=5)
+
+    def resume_watchdog(self) -> None:
+        self.release(WATCHDOG_UNIT)
 
     @staticmethod
     def partition(node: RayNode) -> None:
@@ -408,15 +499,21 @@ class LocalStack:
             os.kill(owner, signal.SIGTERM)
             if processes.wait_gone([owner], 90):
                 return
+        # The supervisor stops the units it runs (Redis last); then whatever it left.
         for pid in (self.state.gradio_pid, self.state.forwarder_pid, self.state.supervisor_pid):
             if pid:
-                processes.terminate(pid, grace=30)
+                processes.terminate(pid, grace=60)
         for node in NODES:
             if node.namespace in netns.existing_namespaces():
                 processes.terminate_namespace(node.namespace, grace=5)
-        if self.state.redis_pid:
-            processes.terminate(self.state.redis_pid)
+        for name in unit_names():
+            record = NodeRecord.load(name)
+            if record and record.pid and processes.alive(record.pid):
+                processes.terminate(record.pid, grace=10)
         netns.destroy()
+        hierarchy, _ = cgroups.available()
+        if hierarchy is not None:
+            cgroups.remove(hierarchy, [node.name for node in NODES])
         STATE_FILE.unlink(missing_ok=True)
         for folder in (HOLD_DIR, NODE_DIR):
             shutil.rmtree(folder, ignore_errors=True)

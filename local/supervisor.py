@@ -1,26 +1,30 @@
-"""`python -m local.supervisor`: keeps the local stack's Ray nodes running, as the kubelet
-keeps a RayService's pods running.
+"""`python -m local.supervisor`: keeps the local stack running as the kubelet keeps a
+RayService's pods running, and as a managed service keeps itself running.
 
-Each node (the head, each worker) runs as `ray start --block` inside its network namespace,
-a child of this process. The supervisor restarts a node, with a fresh temp dir as a new
-pod would have, when its process exits (a crash, a failed start) or when its liveness
-probe fails: the probe KubeRay puts on the pods (the raylet's health on every node, the
-GCS's health on the head), asked from inside the node's namespace as the kubelet asks from
-the node. A node that keeps failing is restarted after a growing back-off.
+What it supervises (each a *unit* with its own record, `nodes/<unit>.json`):
 
-A node with a hold (a file `holds/<node>` that the drill writes while it keeps a node down
-for an outage) is left down until the hold is gone, then started at once: the drill owns
-its outage, the supervisor only takes over after it.
+- **Redis**, the stand-in for ElastiCache, which recovers by itself: `redis-server` is
+  restarted from its append-only file when it exits (a crash) or stops answering PING (a
+  frozen or hung server), after a back-off, as a managed service replaces a failed node;
+- **each Ray node** (the head, each worker) as `ray start --block` inside its network
+  namespace: restarted, with a fresh temp dir as a new pod would have, when its process
+  exits or its liveness probe fails. The probe is KubeRay's (the raylet's health on every
+  node, the GCS's on the head), asked from inside the node's namespace as the kubelet asks
+  from the node. Each node runs in a cgroup with the CPU weight of its pod's request
+  (`local.cgroups`), as the kubelet gives it;
+- **the Serve watchdog** (`ray_serve_llm.serve_watchdog`), a second process of the head,
+  as it is a second container of the head pod on Kubernetes: it starts and stops with the
+  head and is restarted if it exits on its own.
 
-Each node's record (`nodes/<node>.json`: PID, generation, starts, state, last probe, why it
-last restarted) is what `python -m local status` and the drill read. SIGTERM stops every
-node and exits.
+A unit that keeps failing is restarted after a growing back-off (1 s doubling to 8 s). A unit
+with a hold (a file `holds/<unit>` that the drill writes while it keeps a unit down for an
+outage) is left down until the hold is gone, then started at once: the drill owns its
+outage, the supervisor takes over after it. SIGTERM stops every unit and exits.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -30,38 +34,51 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from local import netns, processes
+from local import cgroups, netns, processes
+from local.redis_client import ping
+from local.state import (
+    LOG_DIR,
+    REDIS_CONFIG,
+    REDIS_UNIT,
+    SERVE_CONFIG_FILE,
+    WATCHDOG_STATUS_FILE,
+    WATCHDOG_UNIT,
+    NodeRecord,
+    StackState,
+    held,
+)
 from local.topology import (
+    BRIDGE_IP,
     DASHBOARD_PORT,
     GCS_ADDRESS,
     GCS_PORT,
+    HEAD,
     NODES,
     REDIS_ADDRESS,
+    REDIS_PORT,
     STATE_DIR,
     RayNode,
 )
 from ray_serve_ha.charts import ray_env
+from ray_serve_ha.charts.ray_pods import KIND_HEAD_RESOURCES, KIND_WORKER_RESOURCES, SERVE_WATCHDOG_RESOURCES
 
-NODE_DIR = STATE_DIR / "nodes"
-HOLD_DIR = STATE_DIR / "holds"
-LOG_DIR = STATE_DIR / "logs"
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_APP_DIR = ROOT / "images" / "ray-serve"
 # CPUs each worker offers Ray: one replica (1 CPU) plus room for a batch job's tasks.
 WORKER_CPUS = 2
 # The kubelet's crash-loop back-off, shortened (kubelet: 10 s doubling to 5 min): the
-# local nodes start in seconds, and a head restarted during a Redis outage should come
+# local units start in seconds, and a head restarted during a Redis outage should come
 # back soon after Redis does.
 BACKOFF_INITIAL_S = 1.0
 BACKOFF_MAX_S = 8.0
-# A node that stayed live this long has recovered: its next failure starts a new back-off.
+# A unit that stayed live this long has recovered: its next failure starts a new back-off.
 STABLE_AFTER_S = 60.0
 TICK_S = 0.25
+# Without CPU weights (no writable cgroup): the older stand-in for a head pod's own CPUs.
 HEAD_NICENESS = -10
 AGENT_NICENESS = -20
 AGENT_SCRIPTS = (b"dashboard/agent.py", b"runtime_env/agent/main.py", b"ray::DashboardAgent", b"ray::RuntimeEnvAgent")
@@ -71,59 +88,37 @@ AGENT_SCRIPTS = (b"dashboard/agent.py", b"runtime_env/agent/main.py", b"ray::Das
 AGENT_PORTS = ("--dashboard-agent-listen-port", str(ray_env.DASHBOARD_AGENT_PORT))
 
 
+@dataclass(frozen=True)
+class Liveness:
+    """A liveness probe: `check` answers (ok, detail); counted as KubeRay's probes are."""
+
+    check: Callable[[], tuple[bool, str]]
+    initial_delay_s: float
+    period_s: float
+    failure_threshold: int
+    namespace: str | None = None  # asked from inside this network namespace
+
+
+# Redis stands in for ElastiCache, which replaces a primary that stops answering. A PING every
+# 2 s; 10 unanswered in a row (20 s) and it is killed and restarted from its AOF. A Redis
+# loading a large AOF gets 10 s before its probe counts.
+REDIS_PROBE_PERIOD_S = 2.0
+REDIS_PROBE_TIMEOUT_S = 2.0
+REDIS_PROBE_FAILURES = 10
+
+
 def backoff_s(consecutive_failures: int) -> float:
-    """Wait before restart number `consecutive_failures` (1-based) of a failing node."""
+    """Wait before restart number `consecutive_failures` (1-based) of a failing unit."""
     if consecutive_failures <= 0:
         return 0.0
     return min(BACKOFF_INITIAL_S * 2.0 ** (consecutive_failures - 1), BACKOFF_MAX_S)
-
-
-@dataclass
-class NodeRecord:
-    """What the supervisor knows of one node; written to nodes/<name>.json on each change."""
-
-    name: str
-    pid: int | None = None
-    generation: int = 0  # how many times the node was started; names its temp dir
-    started_at: float | None = None  # time.monotonic() of the last start (same clock machine-wide)
-    live_since: float | None = None  # first passing probe of this generation
-    state: str = "waiting"  # waiting | starting | live | held | backoff | stopped
-    probe_ok: bool | None = None
-    probe_detail: str = ""
-    probe_failures: int = 0  # consecutive failed probes of this generation
-    consecutive_failures: int = 0  # failed generations in a row (back-off)
-    next_start_at: float = 0.0
-    last_exit: str = ""  # why the previous generation ended
-    restarts: list[dict[str, Any]] = field(default_factory=list)  # {"at", "generation", "why"}, newest last
-
-    def save(self) -> None:
-        NODE_DIR.mkdir(parents=True, exist_ok=True)
-        path = NODE_DIR / f"{self.name}.json"
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(self), indent=1))
-        os.replace(temporary, path)
-
-    @staticmethod
-    def load(name: str) -> NodeRecord | None:
-        try:
-            return NodeRecord(**json.loads((NODE_DIR / f"{name}.json").read_text()))
-        except (OSError, ValueError, TypeError):
-            return None
-
-
-def hold_path(node: RayNode) -> Path:
-    return HOLD_DIR / node.name
-
-
-def held(node: RayNode) -> bool:
-    return hold_path(node).exists()
 
 
 def temp_dir(node: RayNode, generation: int) -> Path:
     return STATE_DIR / "ray" / f"{node.name}-{generation}"
 
 
-# ---- what each node runs ---------------------------------------------------------------
+# ---- what each unit runs ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -167,10 +162,6 @@ def node_command(node: RayNode, settings: NodeSettings, generation: int) -> list
               "--disable-usage-stats", *AGENT_PORTS]
     if node.head:
         command = [
-            # The head pod has its CPUs reserved (requests = limits); on this shared machine a
-            # higher CPU priority stands in for that, or a restart under load can starve the
-            # head's dashboard agent past the raylet's wait for it.
-            "nice", "-n", str(HEAD_NICENESS),
             str(BIN / "ray"), "start", "--head", *common, "--port", str(GCS_PORT),
             # No replicas on the head: it can crash without taking one down.
             "--num-cpus", "0",
@@ -178,7 +169,7 @@ def node_command(node: RayNode, settings: NodeSettings, generation: int) -> list
         ]
         if settings.fault_tolerance:
             # Ray 2.60 passes the Redis password to gcs_server only as a command-line flag
-            # (KubeRay does the same from its REDIS_PASSWORD variable): see README.
+            # (KubeRay does the same from its REDIS_PASSWORD variable): see docs/operating.md.
             command += ["--redis-password", settings.redis_password]
         return command
     return [
@@ -186,7 +177,36 @@ def node_command(node: RayNode, settings: NodeSettings, generation: int) -> list
     ]
 
 
-# ---- liveness probes, from inside each namespace ---------------------------------------------
+def watchdog_command() -> list[str]:
+    """The head pod's watchdog container, as a process: it asks the head's dashboard on the
+    namespace's loopback, and submits the stack's serve config again after a remedy (the
+    local stack has no KubeRay to do it)."""
+    return [
+        sys.executable, "-m", "ray_serve_llm.serve_watchdog", "watch",
+        "--dashboard", f"http://127.0.0.1:{DASHBOARD_PORT}",
+        "--serve-config", str(SERVE_CONFIG_FILE), "--status-file", str(WATCHDOG_STATUS_FILE),
+    ]
+
+
+def redis_command() -> list[str]:
+    # The config (written by `up`, 0600) holds the password and `appendonly yes`: a restart
+    # loads the AOF, as a replaced ElastiCache node syncs from its replica.
+    return ["redis-server", str(REDIS_CONFIG)]
+
+
+def pod_cpu_request_milli(node: RayNode) -> int:
+    """What the node's pod requests in the kind profile (the chart's CPU pods, the same
+    workload): the head container plus its watchdog container; a worker container."""
+    if node.head:
+        return cgroups.milli_cpu(KIND_HEAD_RESOURCES.cpu) + cgroups.milli_cpu(SERVE_WATCHDOG_RESOURCES.cpu)
+    return cgroups.milli_cpu(KIND_WORKER_RESOURCES.cpu)
+
+
+def _node_command(node: RayNode, settings: NodeSettings) -> Callable[[int], list[str]]:
+    return lambda generation: node_command(node, settings, generation)
+
+
+# ---- liveness probes ----------------------------------------------------------------------
 
 
 def probe_once(probe: ray_env.Probe) -> tuple[bool, str]:
@@ -205,13 +225,24 @@ def probe_once(probe: ray_env.Probe) -> tuple[bool, str]:
     return True, "success"
 
 
-class Prober(threading.Thread):
-    """Runs one node's liveness probe every period, from inside the node's namespace.
-    `results` counts up with each probe; the supervisor reads the newest."""
+def node_liveness(node: RayNode) -> Liveness:
+    probe = ray_env.kuberay_liveness(node.head, DASHBOARD_PORT)
+    return Liveness(lambda: probe_once(probe), probe.initial_delay_s, probe.period_s, probe.failure_threshold,
+                    namespace=node.namespace)
 
-    def __init__(self, node: RayNode, probe: ray_env.Probe):
-        super().__init__(name=f"probe-{node.name}", daemon=True)
-        self.node, self.probe = node, probe
+
+def redis_liveness(password: str) -> Liveness:
+    return Liveness(lambda: ping(BRIDGE_IP, REDIS_PORT, password, REDIS_PROBE_TIMEOUT_S),
+                    initial_delay_s=10, period_s=REDIS_PROBE_PERIOD_S, failure_threshold=REDIS_PROBE_FAILURES)
+
+
+class Prober(threading.Thread):
+    """Runs one unit's liveness probe every period (from inside its namespace, if any).
+    `latest` counts up with each probe; the supervisor reads the newest."""
+
+    def __init__(self, name: str, liveness: Liveness):
+        super().__init__(name=f"probe-{name}", daemon=True)
+        self.liveness = liveness
         self.lock = threading.Lock()
         self.sequence = 0
         self.ok: bool | None = None
@@ -219,9 +250,14 @@ class Prober(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        netns.enter(self.node.namespace)
-        while not self.stop.wait(self.probe.period_s):
-            ok, detail = probe_once(self.probe)
+        if self.liveness.namespace:
+            netns.enter(self.liveness.namespace)
+        # One probe every period, start to start, as the kubelet runs them: a probe that
+        # waits out its time-out does not stretch the period.
+        next_at = time.monotonic() + self.liveness.period_s
+        while not self.stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at = time.monotonic() + self.liveness.period_s
+            ok, detail = self.liveness.check()
             with self.lock:
                 self.sequence += 1
                 self.ok, self.detail = ok, detail
@@ -234,93 +270,164 @@ class Prober(threading.Thread):
 # ---- the supervisor ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    command: Callable[[int], list[str]]  # generation -> argv (inside the namespace)
+    env: dict[str, str]
+    namespace: str | None = None
+    liveness: Liveness | None = None
+    node: RayNode | None = None  # a Ray node: its generation ends with everything in its namespace
+    cgroup: Path | None = None
+
+
 class Supervisor:
-    def __init__(self, settings: NodeSettings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: NodeSettings, *, cpu_weights: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.clock = clock
-        self.records = {node.name: NodeRecord(node.name) for node in NODES}
-        self.children: dict[str, subprocess.Popen[bytes] | None] = {node.name: None for node in NODES}
-        self.probe = {node.name: ray_env.kuberay_liveness(node.head, DASHBOARD_PORT) for node in NODES}
-        self.probers = {node.name: Prober(node, self.probe[node.name]) for node in NODES}
-        self.seen_probe = {node.name: 0 for node in NODES}
-        self.was_held = {node.name: False for node in NODES}
-        self.head_was_live = False
+        self.hierarchy, self.cpu_weights_problem = cgroups.available() if cpu_weights else (None, "turned off")
+        self.units: dict[str, Unit] = {}
+        if settings.fault_tolerance:
+            self.units[REDIS_UNIT] = Unit(REDIS_UNIT, lambda _: redis_command(), {},
+                                          liveness=redis_liveness(settings.redis_password))
+        for node in NODES:
+            group = None
+            if self.hierarchy is not None:
+                group = cgroups.create(self.hierarchy, node.name, pod_cpu_request_milli(node))
+            self.units[node.name] = Unit(
+                node.name, _node_command(node, settings), pod_env(node, settings), namespace=node.namespace,
+                liveness=node_liveness(node), node=node, cgroup=group,
+            )
+        head = self.units[HEAD.name]
+        self.units[WATCHDOG_UNIT] = Unit(WATCHDOG_UNIT, lambda _: watchdog_command(), head.env,
+                                         namespace=HEAD.namespace, cgroup=head.cgroup)
+        self.records = {name: NodeRecord(name) for name in self.units}
+        self.children: dict[str, subprocess.Popen[bytes] | None] = {name: None for name in self.units}
+        self.probers = {name: Prober(name, unit.liveness) for name, unit in self.units.items() if unit.liveness}
+        self.seen_probe = {name: 0 for name in self.units}
+        self.was_held = {name: False for name in self.units}
+        self.live_once: set[str] = set()
         self.stopping = threading.Event()
 
-    # -- one node's life --
+    # -- one unit's life --
 
-    def start(self, node: RayNode, why: str) -> None:
-        record = self.records[node.name]
+    def start(self, unit: Unit, why: str) -> None:
+        record = self.records[unit.name]
         record.generation += 1
-        # A fresh temp dir, as a new pod has: a restarted head refuses the old session's.
-        log = LOG_DIR / f"{node.name}-{record.generation}.log"
+        log = LOG_DIR / f"{unit.name}-{record.generation}.log"
         LOG_DIR.mkdir(parents=True, exist_ok=True)
+        command = unit.command(record.generation)
+        if unit.namespace:
+            command = ["ip", "netns", "exec", unit.namespace, *command]
+        if unit.cgroup is not None:
+            command = [*cgroups.enter_command(unit.cgroup), *command]
+        elif unit.node is not None and unit.node.head:
+            # No CPU weights: the head pod's own CPUs stood in for by a higher CPU priority,
+            # or a restart under load can starve the head's dashboard agent past the
+            # raylet's wait for it.
+            command = ["nice", "-n", str(HEAD_NICENESS), *command]
         with open(log, "ab") as out:
             child = subprocess.Popen(
-                ["ip", "netns", "exec", node.namespace, *node_command(node, self.settings, record.generation)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **pod_env(node, self.settings)}, start_new_session=True,
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **unit.env}, start_new_session=True,
             )
-        self.children[node.name] = child
+        self.children[unit.name] = child
         now = self.clock()
         record.pid, record.started_at, record.live_since = child.pid, now, None
         record.state, record.probe_ok, record.probe_detail, record.probe_failures = "starting", None, "", 0
         record.restarts = [*record.restarts[-49:], {"at": now, "generation": record.generation, "why": why}]
-        self.seen_probe[node.name] = self.probers[node.name].latest()[0]
+        if unit.name in self.probers:
+            self.seen_probe[unit.name] = self.probers[unit.name].latest()[0]
         record.save()
 
-    def _ended(self, node: RayNode, why: str) -> None:
-        """The node's generation is over (exited, or killed for a failed probe)."""
-        record = self.records[node.name]
-        self.children[node.name] = None
-        # Whatever the generation left in its namespace goes with it, as with a pod.
-        processes.kill_namespace(node.namespace)
+    def _kill(self, unit: Unit) -> None:
+        """Whatever the generation left goes with it, as with a pod: for a Ray node every
+        process in its namespace; otherwise the unit's process group."""
+        if unit.node is not None:
+            processes.kill_namespace(unit.node.namespace)
+            return
+        child = self.children[unit.name]
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=10)
+
+    def _ended(self, unit: Unit, why: str, *, failure: bool = True) -> None:
+        """The unit's generation is over (exited, killed for a failed probe, or stopped
+        with the head it belongs to)."""
+        record = self.records[unit.name]
+        self._kill(unit)
+        self.children[unit.name] = None
         now = self.clock()
-        stable = record.live_since is not None and now - record.live_since >= STABLE_AFTER_S
-        record.consecutive_failures = 1 if stable else record.consecutive_failures + 1
-        record.next_start_at = now + backoff_s(record.consecutive_failures)
+        if failure:
+            stable = record.live_since is not None and now - record.live_since >= STABLE_AFTER_S
+            record.consecutive_failures = 1 if stable else record.consecutive_failures + 1
+            record.next_start_at = now + backoff_s(record.consecutive_failures)
+            record.state = "backoff"
+        else:
+            record.consecutive_failures, record.next_start_at, record.state = 0, now, "waiting"
         record.pid, record.live_since, record.last_exit = None, None, why
-        record.state = "backoff"
         record.save()
+        if unit.node is not None and unit.node.head and self.children[WATCHDOG_UNIT] is not None:
+            # The watchdog is a container of the head pod: it goes with the head.
+            self._ended(self.units[WATCHDOG_UNIT], f"the head ended ({why})", failure=False)
 
-    def step(self, node: RayNode) -> None:
-        record, child = self.records[node.name], self.children[node.name]
+    def _may_start(self, unit: Unit) -> bool:
+        """First bring-up order (Redis, then the head, then the workers), and the watchdog
+        only beside a running head."""
+        if unit is self.units[WATCHDOG_UNIT]:
+            return self.children[HEAD.name] is not None and not held(HEAD.name)
+        if unit.node is None:
+            return True
+        if unit.node.head:
+            return not self.settings.fault_tolerance or REDIS_UNIT in self.live_once
+        return HEAD.name in self.live_once
+
+    def step(self, unit: Unit) -> None:
+        record, child = self.records[unit.name], self.children[unit.name]
         now = self.clock()
         if child is not None and child.poll() is not None:
-            self._ended(node, f"exited with code {child.returncode}")
+            self._ended(unit, f"exited with code {child.returncode}")
             child = None
-        if held(node):
-            if not self.was_held[node.name]:
-                self.was_held[node.name] = True
+        if held(unit.name):
+            self.was_held[unit.name] = True
             if record.state != "held" and child is None:
                 record.state = "held"
                 record.save()
             return
-        if self.was_held[node.name]:
+        if self.was_held[unit.name]:
             # The drill's outage is over: start now, as a replacement pod would be.
-            self.was_held[node.name] = False
+            self.was_held[unit.name] = False
             record.consecutive_failures, record.next_start_at = 0, now
-            if child is None:
-                self.start(node, "the drill's outage ended")
+            if child is None and self._may_start(unit):
+                self.start(unit, "the drill's outage ended")
                 return
         if child is None:
-            if not node.head and not self.head_was_live:
-                return  # first bring-up: workers join once the head answers
+            if not self._may_start(unit):
+                return
             if now >= record.next_start_at:
-                self.start(node, record.last_exit or "first start")
+                self.start(unit, record.last_exit or "first start")
             elif record.state != "backoff":
                 record.state = "backoff"
                 record.save()
             return
-        if record.state == "starting":
-            self._hurry_agents(node)
-        self._check_liveness(node, now)
+        if unit.liveness is None:
+            if record.state != "live":
+                record.live_since, record.state = now, "live"
+                self.live_once.add(unit.name)
+                record.save()
+            return
+        if record.state == "starting" and unit.node is not None:
+            self._hurry_agents(unit.node)
+        self._check_liveness(unit, now)
 
     def _hurry_agents(self, node: RayNode) -> None:
         """While a node starts, its raylet waits at most 15 s (fixed in Ray 2.60) for the
         dashboard agent to write its ports, then aborts the start. On this shared 2-core
-        machine the agent's imports compete with a dozen other Ray processes starting at the
-        same moment (a pod has its own CPUs): give the agents the CPU first."""
+        machine the agent's imports compete with a dozen other processes of the same node
+        starting at the same moment: give the agents the CPU first, within the node."""
         for pid in processes.namespace_pids(node.namespace):
             try:
                 command = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -330,12 +437,13 @@ class Supervisor:
             except (OSError, ProcessLookupError):
                 continue
 
-    def _check_liveness(self, node: RayNode, now: float) -> None:
-        record, probe = self.records[node.name], self.probe[node.name]
-        sequence, ok, detail = self.probers[node.name].latest()
-        if sequence == self.seen_probe[node.name] or ok is None:
+    def _check_liveness(self, unit: Unit, now: float) -> None:
+        assert unit.liveness is not None
+        record, liveness = self.records[unit.name], unit.liveness
+        sequence, ok, detail = self.probers[unit.name].latest()
+        if sequence == self.seen_probe[unit.name] or ok is None:
             return
-        self.seen_probe[node.name] = sequence
+        self.seen_probe[unit.name] = sequence
         assert record.started_at is not None
         changed = (ok, detail) != (record.probe_ok, record.probe_detail)
         record.probe_ok, record.probe_detail = ok, detail
@@ -343,17 +451,12 @@ class Supervisor:
             record.probe_failures = 0
             if record.live_since is None:
                 record.live_since, record.state, changed = now, "live", True
-                if node.head:
-                    self.head_was_live = True
-        elif now - record.started_at >= probe.initial_delay_s or record.live_since is not None:
+                self.live_once.add(unit.name)
+        elif now - record.started_at >= liveness.initial_delay_s or record.live_since is not None:
             record.probe_failures += 1
             changed = True
-            if record.probe_failures >= probe.failure_threshold:
-                child = self.children[node.name]
-                processes.kill_namespace(node.namespace)
-                if child is not None:
-                    child.wait(timeout=10)
-                self._ended(node, f"liveness probe failed {record.probe_failures} times ({detail})")
+            if record.probe_failures >= liveness.failure_threshold:
+                self._ended(unit, f"liveness probe failed {record.probe_failures} times ({detail})")
                 return
         if changed:
             record.save()
@@ -366,26 +469,35 @@ class Supervisor:
         for record in self.records.values():
             record.save()
         while not self.stopping.is_set():
-            for node in NODES:
-                self.step(node)
+            for unit in self.units.values():
+                self.step(unit)
             self.stopping.wait(TICK_S)
         self.stop_all()
 
     def stop_all(self) -> None:
-        for node in reversed(NODES):
-            processes.terminate_namespace(node.namespace, grace=5)
-            child = self.children[node.name]
+        # The watchdog and the nodes first (the head last of the nodes), Redis last: the GCS
+        # must not see its store go while it still runs.
+        order = [WATCHDOG_UNIT, *(node.name for node in reversed(NODES)), REDIS_UNIT]
+        for name in order:
+            unit = self.units.get(name)
+            if unit is None:
+                continue
+            child = self.children[name]
+            if unit.node is not None:
+                processes.terminate_namespace(unit.node.namespace, grace=5)
+            elif child is not None:
+                processes.terminate(child.pid, grace=10)
             if child is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.wait(timeout=10)
-            record = self.records[node.name]
+            record = self.records[name]
             record.pid, record.state = None, "stopped"
             record.save()
+        if self.hierarchy is not None:
+            cgroups.remove(self.hierarchy, [node.name for node in NODES])
 
 
 def main() -> int:
-    from local.stack import StackState
-
     state = StackState.load()
     if state is None:
         print("error: no local stack state; start the stack with `python -m local up`", file=sys.stderr)
@@ -393,7 +505,7 @@ def main() -> int:
     supervisor = Supervisor(NodeSettings(
         fault_tolerance=state.fault_tolerance, redis_password=state.redis_password,
         storage_namespace=state.storage_namespace, auth_token_path=str(state.auth_token_path),
-    ))
+    ), cpu_weights=state.cpu_weights)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: supervisor.stopping.set())
     supervisor.run()

@@ -60,6 +60,7 @@ class RayNode:
 HEAD = RayNode("head", "10.213.7.10", head=True)
 WORKERS = (RayNode("worker-1", "10.213.7.11"), RayNode("worker-2", "10.213.7.12"))
 NODES = (HEAD, *WORKERS)
+NODE_NAMED = {node.name: node for node in NODES}
 
 GCS_ADDRESS = f"{HEAD.ip}:{GCS_PORT}"
 DASHBOARD_URL = f"http://{HEAD.ip}:{DASHBOARD_PORT}"

@@ -13,7 +13,7 @@ from constructs import Construct
 
 from ray_serve_ha.charts.gradio import GRADIO_NAME
 from ray_serve_ha.charts.profiles import EksDeployment
-from ray_serve_ha.charts.rayservice import serve_service_name
+from ray_serve_ha.charts.serve_service import serve_service_name
 from ray_serve_ha.constructs.availability import (
     ServeAvailabilityAlarm,
     ServeAvailabilityAlarmProps,
@@ -172,7 +172,7 @@ class ServingStack(cdk.Stack):
         self._outputs(settings, namespace, rayservice_name, serve_url)
 
     def _outputs(self, settings: Settings, namespace: str, rayservice_name: str, serve_url: str) -> None:
-        """The next commands a user runs, in the order the README gives them."""
+        """The next commands a user runs, in the order docs/operating.md gives them."""
         name = settings.cluster.name
         outputs = {
             "UpdateKubeconfig": f"aws eks update-kubeconfig --name {name} --region {self.region}",

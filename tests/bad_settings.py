@@ -300,7 +300,7 @@ BAD_INPUTS = {
     ),
     "team not an object": (
         {"batchTeams": '["analytics"]'},
-        "batchTeams[0]='analytics': must be a team object (see README, Settings)",
+        "batchTeams[0]='analytics': must be a team object (see docs/settings.md)",
     ),
     "teams not a list": (
         {"batchTeams": '{"name": "analytics"}'},

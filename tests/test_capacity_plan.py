@@ -1,5 +1,5 @@
 """What each node keeps and holds: the image table, the disks computed from it, the system
-node group packed from its pods' requests, a replica's start on paper, and README's tables
+node group packed from its pods' requests, a replica's start on paper, and the docs' tables
 equal to the code that computes them."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ray_serve_ha.charts.replica_start import budget_table, nat_table, nat_traff
 from tests.conftest import ROOT
 from tests.crd_schemas import crd_schema
 
-README = (ROOT / "README.md").read_text()
+DOCS = "\n".join(page.read_text() for page in sorted((ROOT / "docs").glob("*.md")))
 
 
 def test_every_dockerfile_of_the_project_is_in_the_image_table_with_its_base():
@@ -39,7 +39,7 @@ def test_every_dockerfile_of_the_project_is_in_the_image_table_with_its_base():
 
 def test_readme_tables_are_the_codes():
     for table in (images_table(), disks_table(), budget_table(NEURON), nat_table()):
-        assert table in README
+        assert table in DOCS
 
 
 def test_a_serving_node_keeps_its_image_the_weights_and_compile_scratch():

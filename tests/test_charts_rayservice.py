@@ -16,12 +16,12 @@ from ray_serve_ha.charts.rayservice import (
     RayServiceChart,
     RayServiceInputs,
     accelerator_workers,
-    openai_base_url,
     rayservice_spec,
     worker_disruption_budget,
 )
 from ray_serve_ha.charts.secrets import HUGGING_FACE_TOKEN
 from ray_serve_ha.charts.serve_config import serve_config
+from ray_serve_ha.charts.serve_service import openai_base_url
 from tests.chart_inputs import eks_inputs
 
 
@@ -99,6 +99,56 @@ def test_head_trusts_the_system_ca_bundle_for_elasticache_tls(head_pod):
     assert env["RAY_REDIS_CA_CERT"] == {"name": "RAY_REDIS_CA_CERT", "value": "/etc/ssl/certs/ca-certificates.crt"}
 
 
+def test_head_pod_runs_the_serve_watchdog_beside_ray_with_the_token_handed_over(head_pod, inputs):
+    """The watchdog container: the same image (it holds ray_serve_llm), the head's dashboard
+    on the pod's loopback, the Ray token from a memory volume that only these two
+    containers mount, Guaranteed QoS like the head, and nothing of the Kubernetes API."""
+    ray_head, watchdog = head_pod["spec"]["containers"]
+    assert watchdog["image"] == inputs.image == ray_head["image"]
+    assert watchdog["command"] == ["python", "-m", "ray_serve_llm.serve_watchdog", "watch",
+                                   "--dashboard", "http://127.0.0.1:8265"]
+    assert env_of(watchdog)["RAY_AUTH_TOKEN_PATH"]["value"] == "/var/run/ray-serve-watchdog/token"
+    assert watchdog["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                     "limits": {"cpu": "100m", "memory": "128Mi"}}
+    assert watchdog["securityContext"]["readOnlyRootFilesystem"] is True
+    (volume,) = [v for v in head_pod["spec"]["volumes"] if v["name"] == "serve-watchdog-token"]
+    assert volume["emptyDir"]["medium"] == "Memory"
+    assert watchdog["volumeMounts"] == [{"name": "serve-watchdog-token", "mountPath": "/var/run/ray-serve-watchdog",
+                                         "readOnly": True}]
+    assert ray_head["volumeMounts"] == [{"name": "serve-watchdog-token", "mountPath": "/var/run/ray-serve-watchdog"}]
+    hook = ray_head["lifecycle"]["postStart"]["exec"]["command"]
+    assert hook[:2] == ["sh", "-c"] and "umask 077" in hook[2] and hook[2].endswith("; true")
+    assert "serviceAccountName" not in head_pod["spec"]
+
+
+def test_the_token_hand_over_writes_only_the_token_and_never_fails(tmp_path):
+    """The postStart hook run for real with sh: it writes the token 0600, and with no token
+    (auth off) it writes nothing and still succeeds (a failing hook kills the container)."""
+    import subprocess
+
+    from ray_serve_ha.charts import serve_watchdog
+
+    script = serve_watchdog.ray_container_additions()["lifecycle"]["postStart"]["exec"]["command"][2]
+    script = script.replace(serve_watchdog.MOUNT_PATH, str(tmp_path))
+    done = subprocess.run(["sh", "-c", script], env={"RAY_AUTH_TOKEN": "s3cr3t", "PATH": "/usr/bin:/bin"})
+    token = tmp_path / "token"
+    assert done.returncode == 0 and token.read_text() == "s3cr3t" and token.stat().st_mode & 0o777 == 0o600
+    token.unlink()
+    assert subprocess.run(["sh", "-c", script], env={"PATH": "/usr/bin:/bin"}).returncode == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_deleted_worker_drains_within_its_grace_period(worker_group):
+    """Ray drains the node on SIGTERM for longer than a replica's graceful shutdown and ends
+    before the kubelet's SIGKILL."""
+    from ray_serve_ha.charts.serve_config import GRACEFUL_SHUTDOWN_TIMEOUT_S
+
+    spec = worker_group["template"]["spec"]
+    drain = int(env_of(spec["containers"][0])["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"]["value"])
+    assert GRACEFUL_SHUTDOWN_TIMEOUT_S < drain < spec["terminationGracePeriodSeconds"]
+    assert (GRACEFUL_SHUTDOWN_TIMEOUT_S, drain, spec["terminationGracePeriodSeconds"]) == (60, 80, 90)
+
+
 def test_reconnect_timeouts_short_on_the_head_long_on_workers(head_pod, worker_group):
     head_env = env_of(head_pod["spec"]["containers"][0])
     worker_env = env_of(worker_group["template"]["spec"]["containers"][0])
@@ -110,7 +160,8 @@ def test_reconnect_timeouts_short_on_the_head_long_on_workers(head_pod, worker_g
 
 def test_head_runs_no_replicas_and_no_accelerator(cluster, head_pod, accelerator):
     assert cluster["headGroupSpec"]["rayStartParams"] == {"num-cpus": "0"}
-    (container,) = head_pod["spec"]["containers"]
+    container, watchdog = head_pod["spec"]["containers"]
+    assert (container["name"], watchdog["name"]) == ("ray-head", "serve-watchdog")  # the Ray container first
     assert container["resources"] == {
         "requests": {"cpu": "2", "memory": "8Gi"},
         "limits": {"cpu": "2", "memory": "8Gi"},

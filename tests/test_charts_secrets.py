@@ -94,6 +94,12 @@ def env_vars(value) -> list[dict]:
 SENSITIVE_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY")
 
 
+def names_a_file(env: dict) -> bool:
+    """A variable that names the file a secret is in (RAY_AUTH_TOKEN_PATH: a mounted volume's
+    path) carries a reference, not the value."""
+    return env["name"].upper().endswith(("_PATH", "_FILE")) and str(env.get("value", "")).startswith("/")
+
+
 def literal_secrets(objects: list[dict]) -> list[str]:
     """Places where a manifest would carry a secret value instead of a reference."""
     found = [f"Secret/{o['metadata']['name']}" for o in objects if o["kind"] == "Secret"]
@@ -101,7 +107,7 @@ def literal_secrets(objects: list[dict]) -> list[str]:
         f"env {e['name']}"
         for o in objects
         for e in env_vars(o)
-        if any(word in e["name"].upper() for word in SENSITIVE_WORDS) and "value" in e
+        if any(word in e["name"].upper() for word in SENSITIVE_WORDS) and "value" in e and not names_a_file(e)
     ]
     for o in objects:
         if o["kind"] == "RayService":
@@ -121,6 +127,8 @@ def test_a_literal_secret_value_would_be_caught(eks_objects):
     cluster = rayservice["spec"]["rayClusterConfig"]
     cluster["gcsFaultToleranceOptions"]["redisPassword"] = {"value": "hunter2"}
     worker = cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
-    worker["env"] = [e for e in worker["env"] if e["name"] != "HF_TOKEN"] + [{"name": "HF_TOKEN", "value": "hf_x"}]
+    worker["env"] = [e for e in worker["env"] if e["name"] != "HF_TOKEN"] + [
+        {"name": "HF_TOKEN", "value": "hf_x"}, {"name": "API_KEY_FILE", "value": "sk-x"}]  # a value, not a path
     bad.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "leak"}, "stringData": {"k": "v"}})
-    assert literal_secrets(bad) == ["Secret/leak", "env HF_TOKEN", "gcsFaultToleranceOptions.redisPassword.value"]
+    assert literal_secrets(bad) == ["Secret/leak", "env HF_TOKEN", "env API_KEY_FILE",
+                                    "gcsFaultToleranceOptions.redisPassword.value"]

@@ -1,5 +1,5 @@
-"""The drill's statistics, its target guard, and its Kubernetes backend against a real local
-HTTP server that speaks the parts of the Kubernetes API the drill uses."""
+"""The drill's statistics, its target guard, its arguments (each checked before any traffic
+or fault), its clients' retries, and the Kubernetes client's key handling."""
 
 from __future__ import annotations
 
@@ -7,19 +7,18 @@ import asyncio
 import base64
 import json
 import re
+import socket
 import ssl
 import threading
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
-from local.drill.__main__ import run_drill
-from local.drill.backends import DrillError, KubernetesBackend
+from local.drill.backends import DrillError
 from local.drill.load import SEQUENTIAL, Sample
 from local.drill.stats import Timeline, build_report, format_table, percentile
 from local.topology import ForeignTargetError, check_local_target
-from tests.fakes.drill_cluster import FakeCluster, api_handler
 
 # ---- statistics ------------------------------------------------------------------------
 
@@ -114,149 +113,6 @@ def test_local_backend_checks_the_target_before_sending_anything():
         LocalBackend(Stack(), "http://10.0.0.5:8000")
 
 
-# ---- Kubernetes backend ----------------------------------------------------------------
-
-
-
-@pytest.fixture
-def fake_cluster(tmp_path):
-    cluster = FakeCluster()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), api_handler(cluster))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": url}}],
-        "users": [{"name": "fake", "user": {"token": "test-token"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-    }))
-    yield cluster, url, str(kubeconfig)
-    server.shutdown()
-
-
-def backend_for(url: str, kubeconfig: str, name: str = "ray-serve-llm") -> KubernetesBackend:
-    return KubernetesBackend(base_url=url, namespace="ray-serving", rayservice=name, kubeconfig=kubeconfig)
-
-
-def test_head_fault_deletes_the_head_pod_without_grace(fake_cluster):
-    cluster, url, kubeconfig = fake_cluster
-    backend = backend_for(url, kubeconfig)
-    times = backend.inject("head", outage_s=0, grace_s=10, clock=lambda: 5.0)
-    assert (times.fault_at, times.restarted_at) == (5.0, None)
-    assert cluster.deletions == [("ray-serve-llm-abcde-head-1", 0)]
-
-
-def test_graceful_fault_passes_the_grace_period(fake_cluster):
-    cluster, url, kubeconfig = fake_cluster
-    backend_for(url, kubeconfig).inject("head-graceful", outage_s=0, grace_s=30, clock=lambda: 0.0)
-    assert cluster.deletions == [("ray-serve-llm-abcde-head-1", 30)]
-
-
-def test_healthy_only_once_a_new_head_pod_is_ready_and_serve_runs(fake_cluster):
-    _cluster, url, kubeconfig = fake_cluster
-    backend = backend_for(url, kubeconfig)
-    backend.inject("head", outage_s=0, grace_s=0, clock=lambda: 0.0)
-    answers = [backend.serve_healthy() for _ in range(4)]
-    assert answers == [False, False, False, True]
-
-
-def test_redis_fault_is_refused_on_kubernetes(fake_cluster):
-    _, url, kubeconfig = fake_cluster
-    with pytest.raises(DrillError, match="aws elasticache test-failover"):
-        backend_for(url, kubeconfig).inject("redis", outage_s=0, grace_s=0, clock=lambda: 0.0)
-
-
-def test_a_missing_rayservice_is_a_clear_error(fake_cluster):
-    _, url, kubeconfig = fake_cluster
-    with pytest.raises(DrillError, match="cannot read RayService ray-serving/other: 404 NotFound"):
-        backend_for(url, kubeconfig, name="other").head_pod()
-
-
-def test_a_missing_kubeconfig_is_a_clear_error(tmp_path):
-    with pytest.raises(DrillError, match=r"cannot read kubeconfig .*missing.*update-kubeconfig"):
-        backend_for("http://127.0.0.1:1", str(tmp_path / "missing"))
-
-
-def test_token_from_the_kubeconfig_is_sent(fake_cluster):
-    cluster, url, kubeconfig = fake_cluster
-    backend_for(url, kubeconfig).head_pod()
-    assert cluster.authorizations and set(cluster.authorizations) == {"Bearer test-token"}
-
-
-def test_exec_plugin_token_is_used(fake_cluster, tmp_path):
-    cluster, url, _ = fake_cluster
-    plugin = tmp_path / "get-token"
-    plugin.write_text('#!/bin/sh\necho \'{"kind": "ExecCredential", "status": {"token": "k8s-aws-v1.abc"}}\'\n')
-    plugin.chmod(0o755)
-    kubeconfig = tmp_path / "exec-kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "eks",
-        "clusters": [{"name": "eks", "cluster": {"server": url}}],
-        "users": [{"name": "eks", "user": {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1",
-                                                    "command": str(plugin), "args": ["eks", "get-token"]}}}],
-        "contexts": [{"name": "eks", "context": {"cluster": "eks", "user": "eks"}}],
-    }))
-    backend_for(url, str(kubeconfig)).head_pod()
-    assert "Bearer k8s-aws-v1.abc" in cluster.authorizations
-
-
-def test_whole_drill_against_the_fake_cluster(fake_cluster):
-    cluster, url, kubeconfig = fake_cluster
-    backend = backend_for(url, kubeconfig)
-    report, samples = asyncio.run(run_drill(
-        backend, fault="head", clients=2, before_s=0.5, outage_s=0, grace_s=0, after_s=0.5,
-        recovery_timeout_s=10, progress=lambda *a, **k: None,
-    ))
-    assert cluster.deletions and report.total.failed == 0
-    assert report.total.requests == len(samples) > 10
-    assert report.fault_to_healthy_s is not None and report.phases["after"].requests > 0
-
-
-def drill_cli(url: str, kubeconfig: str, out) -> int:
-    from local.drill.__main__ import main
-
-    return main([
-        "--backend", "kubernetes", "--url", url, "--kubeconfig", kubeconfig, "--clients", "1",
-        "--before", "0.3", "--after", "0.3", "--recovery-timeout", "10", "--out", str(out), "--max-failed", "0",
-        # A deleted pod is replaced at once: no outage to wait out after the fault.
-        "--outage", "0",
-    ])
-
-
-def test_cli_passes_and_writes_the_report_and_timeline(fake_cluster, tmp_path):
-    _, url, kubeconfig = fake_cluster
-    assert drill_cli(url, kubeconfig, tmp_path) == 0
-    report = json.loads((tmp_path / "drill-kubernetes-head.json").read_text())
-    assert report["total"]["failed"] == 0 and report["backend"] == "kubernetes"
-    assert (tmp_path / "drill-kubernetes-head.png").read_bytes()[:4] == b"\x89PNG"
-
-
-def test_cli_fails_the_gate_when_a_request_fails(fake_cluster, tmp_path, capsys):
-    cluster, url, kubeconfig = fake_cluster
-    cluster.chat_status = 503
-    assert drill_cli(url, kubeconfig, tmp_path) == 1
-    assert "requests failed (--max-failed 0)" in capsys.readouterr().err
-    report = json.loads((tmp_path / "drill-kubernetes-head.json").read_text())
-    assert report["problems"] and report["problems"][0].endswith("requests failed (--max-failed 0)")
-
-
-def test_cli_fails_when_serve_is_not_healthy_within_the_recovery_timeout(fake_cluster, tmp_path, capsys):
-    cluster, url, kubeconfig = fake_cluster
-    cluster.never_ready = True
-    from local.drill.__main__ import main
-
-    code = main(["--backend", "kubernetes", "--url", url, "--kubeconfig", kubeconfig, "--clients", "1",
-                 "--before", "0.2", "--after", "0", "--recovery-timeout", "1.5", "--outage", "0",
-                 "--out", str(tmp_path)])
-    assert code == 1  # whatever --max-failed says (none given here)
-    assert "FAILED: Serve was not healthy again within --recovery-timeout 1.5 s" in capsys.readouterr().err
-    report = json.loads((tmp_path / "drill-kubernetes-head.json").read_text())
-    assert report["fault_to_healthy_s"] is None
-    assert report["problems"] == ["Serve was not healthy again within --recovery-timeout 1.5 s"]
-
-
 # ---- arguments: every one checked before any traffic or fault ------------------------------
 
 
@@ -282,7 +138,12 @@ def test_cli_fails_when_serve_is_not_healthy_within_the_recovery_timeout(fake_cl
         (["--backend", "kubernetes", "--url", "http://127.0.0.1:8000", "--fault", "redis"],
          "the redis fault is local only"),
         (["--backend", "kubernetes", "--url", "http://127.0.0.1:8000", "--fault", "worker"],
-         "the worker fault is local only; on Kubernetes the drill can: head, head-graceful"),
+         "the worker fault is local only; on Kubernetes the drill can: head, head-graceful, worker-drain"),
+        (["--backend", "kubernetes", "--url", "http://127.0.0.1:8000", "--fault", "redis-crash"],
+         "the redis-crash fault is local only: on EKS, test the ElastiCache failover"),
+        (["--no-ft", "--fault", "redis-freeze"], "the redis-freeze fault needs the GCS store"),
+        (["--fault", "meteor"], "argument --fault: invalid choice: 'meteor'"),
+        (["--streams", "-1"], "argument --streams: -1 must be at least 0 and at most 256"),
         (["--backend", "kubernetes", "--url", "http://127.0.0.1:8000", "--no-ft"], "--no-ft is local only"),
         (["--backend", "kubernetes", "--url", "http://8.8.8.8:8000"],
          "refusing --url 'http://8.8.8.8:8000': the drill sends load only to loopback"),
@@ -330,7 +191,7 @@ def test_every_option_shows_its_default_in_help(capsys):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     options = [a for a in _parser()._actions if a.option_strings != ["-h", "--help"]]
-    assert len(options) == 17
+    assert len(options) == 18
     for action in options:
         # The option's own help text, as printed, ends with its default.
         help_string = _parser().formatter_class("x")._get_help_string(action)
@@ -389,3 +250,141 @@ def test_an_embedded_client_key_is_not_left_on_disk(tmp_path, monkeypatch):
     config = KubeConfig.load(str(config_path))
     assert isinstance(config.verify, ssl.SSLContext) and config.client_cert is None
     assert list(scratch.iterdir()) == []  # written, loaded, deleted
+
+
+def test_streams_retry_only_before_their_first_token_and_must_end_with_done():
+    """A stream that broke after tokens were shown is failed (a retry would start the answer
+    over); one refused before its first token is retried, as the SDK retries."""
+    from local.drill.load import LoadGenerator, LoadSpec
+
+    bodies = [
+        httpx.Response(503),  # before any token: retried
+        httpx.Response(200, content=b"data: {\"x\": 1}\n\ndata: [DONE]\n\n"),
+        httpx.Response(200, content=b"data: {\"x\": 1}\n\n"),  # cut after a token: failed, not retried
+        httpx.Response(200, content=b"data: [DONE]\n\n"),  # nothing streamed
+    ]
+
+    def handle(request):
+        assert json.loads(request.content)["stream"] is True
+        return bodies.pop(0)
+
+    spec = LoadSpec(base_url="http://drill.test", model="m", clients=0, streams=1, retry_initial_delay_s=0.001)
+    load = LoadGenerator(spec, 0.0)
+    body = {"stream": True}
+
+    async def three_streams():
+        async with httpx.AsyncClient(base_url=spec.base_url, transport=httpx.MockTransport(handle)) as http:
+            return [await load._stream(http, body) for _ in range(3)]
+
+    assert asyncio.run(three_streams()) == [
+        (True, "", 1), (False, "stream ended without [DONE] after 1 chunks", 0), (False, "empty stream", 0)]
+
+
+def test_the_report_counts_streams_in_flight_when_the_fault_struck():
+    samples = [
+        Sample(1.0, 0.5, True, "stream-1"),  # over before the fault
+        Sample(9.5, 1.0, True, "stream-1"),  # in flight at 10 s, finished
+        Sample(9.8, 0.4, True, "stream-2"),  # in flight, finished
+        Sample(10.5, 0.3, False, "stream-2", "ReadError after 3 chunks"),
+        Sample(9.9, 0.2, True, "client-1"),  # not a stream
+    ]
+    report = build_report(samples, Timeline(fault_at=10.0, restarted_at=None, healthy_at=20.0, ended_at=30.0),
+                          fault="worker-drain", backend="local", fault_tolerance=True)
+    assert report.streams == {"requests": 4, "in_flight_at_fault": 2, "failed": 1}
+    assert "streams: 4, 2 in flight when the fault struck, 1 failed" in format_table(report)
+
+
+def test_a_lost_replica_counts_as_replaced_only_by_one_that_was_not_there_before():
+    """A replacement's start time is when Serve asked for it, which can be before a fault that
+    lands during the recovery: the drill waits for a RUNNING replica on the node that was not
+    there before the fault, not for a later start time."""
+    from local.drill.backends import LocalBackend
+    from local.stack import StackState
+
+    def status(*replicas: tuple[str, str, str, float]) -> dict:
+        return {"status": "RUNNING", "deployments": {"LLMServer": {
+            "status": "HEALTHY", "target_num_replicas": 2,
+            "replicas": [{"replica_id": i, "node_ip": ip, "state": state, "start_time_s": t}
+                         for i, ip, state, t in replicas]}}}
+
+    class Stack:
+        state = StackState(fault_tolerance=True)
+        answer: dict | None = None
+        def serve_status(self):
+            return self.answer
+
+        def proxies_down(self):
+            return []
+
+    stack = Stack()
+    backend = LocalBackend(stack)
+    stack.answer = status(("a", "10.213.7.11", "RUNNING", 1.0), ("late", "10.213.7.12", "STARTING", 50.0))
+    before = backend._replicas_on("10.213.7.12")
+    assert before == {"late"}
+    backend._replaced_on = ("10.213.7.12", 100.0, set())  # nothing on the node before the fault
+    stack.answer = status(("a", "10.213.7.11", "RUNNING", 1.0), ("late", "10.213.7.12", "RUNNING", 50.0))
+    assert backend.serve_healthy()  # started before the fault, but a replacement all the same
+    backend._replaced_on = ("10.213.7.12", 100.0, {"late"})
+    assert not backend.serve_healthy()  # the replica the fault took, still listed
+    stack.answer = status(("a", "10.213.7.11", "RUNNING", 1.0), ("new", "10.213.7.12", "RUNNING", 120.0))
+    assert backend.serve_healthy()
+    backend._replaced_on = ("10.213.7.12", 130.0, None)  # Serve did not answer at the fault: by start time
+    assert not backend.serve_healthy()
+
+
+def test_serve_is_healthy_only_while_every_workers_proxy_answers(tmp_path):
+    """Serve's status can count a restarted worker's replica RUNNING before the proxy on that
+    node listens: healthy waits for each worker's proxy health route, as the serve Service's
+    readiness and a load balancer's health check do."""
+    from local.drill.backends import LocalBackend
+    from local.stack import LocalStack, StackState
+
+    class Proxy(BaseHTTPRequestHandler):
+        code = 200
+
+        def do_GET(self):
+            self.send_response(Proxy.code if self.path == "/-/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *_):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    class Node:
+        proxy_url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    with socket.socket() as spare:  # a port nothing listens on
+        spare.bind(("127.0.0.1", 0))
+        closed_port = spare.getsockname()[1]
+
+    class Closed:
+        proxy_url = f"http://127.0.0.1:{closed_port}"
+
+    try:
+        assert LocalStack.proxy_health(Node) == (True, "/-/healthz 200")
+        Proxy.code = 503  # its node draining
+        assert LocalStack.proxy_health(Node) == (False, "/-/healthz 503")
+        ok, detail = LocalStack.proxy_health(Closed)
+        assert not ok and detail.startswith("/-/healthz no answer") and "refused" in detail
+    finally:
+        server.shutdown()
+
+    class Stack:
+        state = StackState(fault_tolerance=True)
+        down: tuple[str, ...] = ("worker-1",)
+
+        def serve_status(self):
+            return {"status": "RUNNING", "deployments": {"LLMServer": {
+                "status": "HEALTHY", "target_num_replicas": 1,
+                "replicas": [{"replica_id": "a", "node_ip": "10.213.7.11", "state": "RUNNING"}]}}}
+
+        def proxies_down(self):
+            return list(self.down)
+
+    stack = Stack()
+    backend = LocalBackend(stack)
+    assert not backend.serve_healthy()
+    stack.down = ()
+    assert backend.serve_healthy()

@@ -9,7 +9,6 @@ Needs root on Linux (CI is): every test that starts or uses the stack is marked
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -18,63 +17,36 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from local import netns, processes
-from local.drill.__main__ import run_drill
-from local.drill.backends import LocalBackend
+from local import cgroups, netns, processes
 from local.drill.matrix import run_matrix, wait_stack_healthy
-from local.drill.plot import plot_timeline
+from local.drill.soak import plan
+from local.faults import FAULT_NAMES
 from local.stack import HEAD_DASHBOARD, STATE_DIR, LocalStack, StackError, StackState, check_platform, running_state
-from local.supervisor import temp_dir
-from local.topology import API_URL, BRIDGE_IP, DASHBOARD_PORT, GRADIO_URL, HEAD, WORKERS
+from local.state import REDIS_UNIT, WATCHDOG_STATUS_FILE
+from local.supervisor import pod_cpu_request_milli, temp_dir
+from local.topology import API_URL, BRIDGE_IP, DASHBOARD_PORT, GRADIO_URL, HEAD, NODES, SERVE_PORT, WORKERS
 from tests.conftest import ROOT
-
-ARTIFACTS = ROOT / "test-artifacts"
-
-
-def quiet(*_, **__) -> None:
-    pass
-
-
-def drill(stack: LocalStack, fault: str, **overrides):
-    options = dict(fault=fault, clients=4, before_s=5, outage_s=10, grace_s=5, after_s=5, recovery_timeout_s=120)
-    options.update(overrides)
-    report, samples = asyncio.run(run_drill(LocalBackend(stack), progress=quiet, **options))
-    ARTIFACTS.mkdir(exist_ok=True)
-    stem = f"drill-{fault}{'' if report.fault_tolerance else '-no-ft'}"
-    (ARTIFACTS / f"{stem}.json").write_text(json.dumps(report.to_json(), indent=2))
-    plot_timeline(samples, report, ARTIFACTS / f"{stem}.png")
-    return report
-
-
-def listening(host: str, port: int, timeout: float = 0.5) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(timeout)
-        return probe.connect_ex((host, port)) == 0
-
-
-def assert_nothing_left(pids: list[int]) -> None:
-    assert [p for p in pids if processes.alive(p)] == []
-    assert netns.leftovers() == []
-    assert not listening("127.0.0.1", 8000) and not listening("127.0.0.1", 7860)
-    leftover = subprocess.run(["pgrep", "-f", str(STATE_DIR)], capture_output=True, text=True).stdout.split()
-    assert [p for p in map(int, leftover) if processes.alive(p)] == []
-    assert running_state() is None
-
-
-def get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return response.status, response.read()
-
-
-def status() -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "local", "status"], capture_output=True, text=True, cwd=ROOT,
-                          timeout=120)
+from tests.local_stack_probes import (
+    ARTIFACTS,
+    assert_nothing_left,
+    controller_actor,
+    drill,
+    get,
+    listening,
+    mark_node_dead_in_redis,
+    quiet,
+    replica_ids,
+    state_api,
+    status,
+    with_traffic,
+)
 
 
 def test_not_root_gets_one_clear_message(monkeypatch):
@@ -140,8 +112,12 @@ class TestWithFaultTolerance:
         healthy = status()
         assert healthy.returncode == 0, healthy.stdout + healthy.stderr
         assert healthy.stdout.rstrip().endswith("healthy")
-        for part in ("supervisor", "redis", "head", "worker-1", "worker-2", "GCS", "Serve"):
+        for part in ("supervisor", "redis", "head", "worker-1", "worker-2", "watchdog", "cpu", "GCS", "Serve",
+                     "proxies"):
             assert re.search(rf"^  {part}\s+ok ", healthy.stdout, re.M), healthy.stdout
+        assert re.search(r"^  redis\s+ok   process alive \(pid \d+\), live, generation \d+; liveness PONG",
+                         healthy.stdout, re.M), healthy.stdout
+        assert re.search(r"^  watchdog\s+ok   pid \d+, ok: the controller answered", healthy.stdout, re.M)
         # A worker held down (as the drill holds a node for an outage): status says so.
         worker = WORKERS[-1]
         stack.kill_node(worker)
@@ -151,7 +127,7 @@ class TestWithFaultTolerance:
             assert re.search(rf"^  {worker.name}\s+BAD  process NOT running.*held", down.stdout, re.M), down.stdout
             assert "NOT healthy: " in down.stdout and worker.name in down.stdout.splitlines()[-1]
         finally:
-            stack.release(worker)
+            stack.release(worker.name)
         assert wait_stack_healthy(stack, 240)
 
     def test_the_supervisor_restarts_a_crashed_node(self, stack):
@@ -166,6 +142,10 @@ class TestWithFaultTolerance:
         command = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")
         assert str(temp_dir(worker, record.generation)).encode() in command  # a fresh temp dir
         assert wait_stack_healthy(stack, 240)
+        # Healthy means the restarted worker serves again: its proxy answers, as the serve
+        # Service's readiness and a load balancer's health check ask.
+        assert stack.proxy_health(worker) == (True, "/-/healthz 200")
+        assert listening(worker.ip, SERVE_PORT, timeout=2)
 
     def test_ray_is_locked_down(self, stack):
         # The dashboard, the GCS and the raylets are closed to the main namespace (the
@@ -173,7 +153,7 @@ class TestWithFaultTolerance:
         assert not listening(HEAD.ip, DASHBOARD_PORT, timeout=2)
         assert not listening(HEAD.ip, 6379, timeout=2)
         assert not listening(WORKERS[0].ip, 52365, timeout=2)
-        assert listening(WORKERS[0].ip, 8000)
+        assert listening(WORKERS[0].ip, SERVE_PORT, timeout=2)
         # Inside the head's namespace, the dashboard wants the cluster's token.
         def jobs(headers: dict[str, str]) -> int:
             request = urllib.request.Request(f"{HEAD_DASHBOARD}/api/jobs/", headers=headers)
@@ -192,7 +172,7 @@ class TestWithFaultTolerance:
         with socket.create_connection((BRIDGE_IP, 6379), timeout=5) as redis:
             redis.sendall(b"PING\r\n")
             assert redis.recv(100).startswith(b"-NOAUTH")
-        redis_command = Path(f"/proc/{stack.state.redis_pid}/cmdline").read_bytes()
+        redis_command = Path(f"/proc/{stack.record(REDIS_UNIT).pid}/cmdline").read_bytes()
         assert stack.state.redis_password.encode() not in redis_command
 
     def test_the_chaos_matrix_loses_nothing(self, stack):
@@ -200,16 +180,97 @@ class TestWithFaultTolerance:
         other on this stack, each healthy again before the next. No request fails (client
         retries counted apart), no recovery is stuck, and no node the fault did not touch
         (a worker wrongly declared dead) is restarted."""
-        plan = [("head", 2), ("head-graceful", 1), ("redis", 1), ("worker", 1), ("partition", 1)]
-        results = run_matrix(stack, plan, clients=2, outage_s=5, partition_s=30, before_s=3, after_s=3,
+        matrix = [("head", 2), ("head-graceful", 1), ("redis", 1), ("worker", 1), ("worker-drain", 1), ("partition", 1)]
+        results = run_matrix(stack, matrix, clients=2, outage_s=5, partition_s=30, before_s=3, after_s=3,
                              recovery_timeout_s=240, progress=quiet)
         rows = [r.row() for r in results]
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "chaos-matrix-short.json").write_text(json.dumps(rows, indent=2))
-        assert [(r["fault"], r["runs"]) for r in rows] == plan
+        assert [(r["fault"], r["runs"]) for r in rows] == matrix
         for row in rows:
             assert row["requests"] > 0, row
             assert (row["failed"], row["stuck"], row["untouched_nodes_restarted"]) == (0, 0, 0), row
+        # The drain ran streaming clients: streams in flight when the worker got SIGTERM finished.
+        (drain,) = [r for r in rows if r["fault"] == "worker-drain"]
+        assert drain["streams_in_flight"] >= 1, drain
+
+    def test_each_node_runs_in_a_cgroup_weighted_by_its_pods_cpu_request(self, stack):
+        hierarchy, why = cgroups.available()
+        if hierarchy is None:
+            assert "no CPU weights: no cgroup can be written" in status().stdout
+            pytest.skip(f"no writable cgroup on this machine: {why}")
+        for node in NODES:
+            group = hierarchy.group(node.name)
+            assert cgroups.read_weight(hierarchy, node.name) == hierarchy.value(pod_cpu_request_milli(node))
+            members = set(map(int, (group / "cgroup.procs").read_text().split()))
+            # Every process of the node's namespace (the watchdog too, on the head) is in it.
+            assert set(processes.namespace_pids(node.namespace)) <= members, node.name
+            assert members, node.name
+
+    def test_the_watchdog_recovers_a_controller_left_alive_on_a_dead_node(self, stack):
+        """Ray 2.60's stuck state, made on purpose: the head is killed and, while it is down,
+        Redis gets the one record a GCS killed mid-way through declaring a node dead had
+        already written (the node DEAD; the actor on it still ALIVE). The restarted GCS
+        loads it and never restarts Serve's controller: with the watchdog paused it is still
+        ALIVE on the dead node well after any healthy recovery would be over, and Serve does
+        not answer. Resumed, the watchdog takes the remedy and Serve is healthy again, with
+        the same replicas, and no request fails meanwhile."""
+        assert wait_stack_healthy(stack, 240)
+        replicas_before = replica_ids(stack)
+
+        def scenario() -> dict:
+            controller = controller_actor(stack)
+            stack.pause_watchdog()
+            try:
+                stack.kill_node(HEAD)
+                mark_node_dead_in_redis(stack, controller["node_id"])
+                stack.release(HEAD.name)
+                deadline = time.monotonic() + 180
+                while not stack.gcs_reachable():
+                    assert time.monotonic() < deadline, "the restarted head's GCS never answered"
+                    time.sleep(1)
+                time.sleep(30)  # a healthy recovery restarts the controller ~3 s after the GCS is back
+                stuck = controller_actor(stack)
+                nodes = {n["node_id"]: n["state"] for n in state_api(stack, "/api/v0/nodes?detail=1")}
+                serve_answered = stack.serve_status() is not None
+            finally:
+                resumed = time.monotonic()
+                stack.resume_watchdog()
+            healthy = wait_stack_healthy(stack, 240)
+            return {"controller": controller, "stuck": stuck, "node_state": nodes.get(controller["node_id"]),
+                    "serve_answered": serve_answered, "healthy": healthy,
+                    "to_healthy_s": time.monotonic() - resumed,
+                    "watchdog": json.loads(WATCHDOG_STATUS_FILE.read_text())}
+
+        seen, samples = with_traffic(scenario)
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "serve-watchdog-remedy.json").write_text(json.dumps(
+            {**seen, "requests": len(samples), "failed": sum(1 for s in samples if not s.ok)}, indent=2))
+        assert seen["stuck"]["actor_id"] == seen["controller"]["actor_id"] and seen["stuck"]["state"] == "ALIVE"
+        assert seen["node_state"] == "DEAD" and not seen["serve_answered"]
+        assert seen["healthy"], seen["watchdog"]
+        (remedy,) = seen["watchdog"]["remedies"]
+        assert "which the GCS declared dead" in remedy["why"] and remedy["result"] == "killed; config submitted again"
+        assert controller_actor(stack)["actor_id"] != seen["controller"]["actor_id"]
+        assert replica_ids(stack) == replicas_before  # recovered from Serve's checkpoint, none restarted
+        assert samples and [s for s in samples if not s.ok] == []
+
+    def test_a_short_seeded_soak_loses_nothing(self, stack):
+        """`python -m local.drill.soak` as a user runs it: seed 26 draws a Redis crash (the
+        supervisor restarts Redis from its AOF, and the head by itself), a kill of Serve's
+        controller followed 8 s later, during its recovery, by a head kill."""
+        assert wait_stack_healthy(stack, 240)
+        assert [p.kind for p in plan(26, 3, FAULT_NAMES, 0.25)] == ["redis-crash", "controller-kill", "head"]
+        done = subprocess.run([sys.executable, "-m", "local.drill.soak", "--seed", "26", "--faults", "3",
+                               "--out", str(ARTIFACTS)], capture_output=True, text=True, cwd=ROOT, timeout=1800)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        assert re.fullmatch(r"3 faults, \d+ requests, 0 failed, 0 stuck", done.stdout.strip().splitlines()[-1])
+        report = json.loads((ARTIFACTS / "soak-26.json").read_text())
+        redis_crash, controller_kill, head = report["faults"]
+        assert redis_crash["recovery"]["starts"]["redis"] == 1 and redis_crash["recovery"]["starts"]["head"] >= 1
+        assert redis_crash["to_healthy_s"] is not None and not redis_crash["stuck"]
+        assert controller_kill["to_healthy_s"] is None and head["landed_during_recovery"] is True
+        assert (ARTIFACTS / "soak-26.png").read_bytes()[:4] == b"\x89PNG"
 
     def test_batch_benchmarks_run_on_the_local_stack(self, stack):
         result = subprocess.run(

@@ -1,8 +1,10 @@
 """`python -m local.drill`: send traffic, inject a fault (the Ray head, its Redis, a worker,
-the head's network), wait for Serve to be healthy again, report what the clients saw.
+the head's network, Serve's controller or a replica: `local.faults`), wait for Serve to be
+healthy again, report what the clients saw.
 
     python -m local.drill                          # local stack, SIGKILL the head, 20 s outage
     python -m local.drill --fault redis
+    python -m local.drill --fault worker-drain     # SIGTERM with notice: in-flight streams finish
     python -m local.drill --no-ft                  # the same without Redis: expect failures
     python -m local.drill --backend kubernetes --url http://127.0.0.1:8000   # via port-forward
 
@@ -30,8 +32,6 @@ from urllib.parse import urlsplit
 import httpx
 
 from local.drill.backends import (
-    FAULTS,
-    KUBERNETES_FAULTS,
     Backend,
     Clock,
     DrillError,
@@ -42,7 +42,9 @@ from local.drill.backends import (
 from local.drill.load import LoadGenerator, LoadSpec, Sample
 from local.drill.plot import plot_timeline
 from local.drill.stats import DrillReport, Timeline, build_report, format_table
+from local.faults import FAULT_NAMES, FAULTS, KUBERNETES_FAULTS
 from local.topology import ForeignTargetError
+from ray_serve_ha.charts.ray_env import WORKER_TERMINATION_GRACE_S
 
 # Where progress lines go: print, or a caller's print-like function.
 Progress = Callable[..., Any]
@@ -51,7 +53,7 @@ Progress = Callable[..., Any]
 async def run_drill(
     backend: Backend, *, fault: str, clients: int, before_s: float, outage_s: float, grace_s: float,
     after_s: float, recovery_timeout_s: float, model: str | None = None, progress: Progress = print,
-    max_failed: int | None = None,
+    max_failed: int | None = None, streams: int | None = None,
 ) -> tuple[DrillReport, list[Sample]]:
     model = model or await _served_model(backend.base_url)
     zero = time.monotonic()
@@ -59,7 +61,8 @@ async def run_drill(
     def clock() -> float:
         return time.monotonic() - zero
 
-    load = LoadGenerator(LoadSpec(base_url=backend.base_url, model=model, clients=clients), zero)
+    streams = default_streams(fault) if streams is None else streams
+    load = LoadGenerator(LoadSpec(base_url=backend.base_url, model=model, clients=clients, streams=streams), zero)
     traffic = asyncio.create_task(load.run())
     ticker = asyncio.create_task(_report_progress(load, clock, progress))
     try:
@@ -77,6 +80,21 @@ async def run_drill(
                           fault_tolerance=backend.fault_tolerance, recovery_timeout_s=recovery_timeout_s,
                           max_failed=max_failed, recovery=backend.recovery())
     return report, load.samples
+
+
+# A drain must let in-flight streams finish: its drill streams too (a stream is the one request
+# a lost replica cannot retry, so the kill faults run without them).
+DRAIN_STREAMS = 2
+
+
+def default_streams(fault: str) -> int:
+    return DRAIN_STREAMS if fault == "worker-drain" else 0
+
+
+def default_grace(fault: str) -> float:
+    """The notice a fault gives before SIGKILL: a worker pod's termination grace period for a
+    drain (charts/ray_env.py), 10 s for a graceful head stop."""
+    return float(WORKER_TERMINATION_GRACE_S) if fault == "worker-drain" else 10.0
 
 
 def _wait_healthy(backend: Backend, clock: Clock, not_before: float, timeout_s: float) -> float | None:
@@ -204,11 +222,15 @@ def _parser() -> argparse.ArgumentParser:
     seconds = _bounded(0, MAX_PHASE_S)
     parser.add_argument("--backend", choices=("local", "kubernetes"), default="local",
                         help="the local stack, or a RayService through your kubeconfig")
-    parser.add_argument("--fault", choices=FAULTS, default="head",
-                        help=f"what to break (kubernetes: {', '.join(KUBERNETES_FAULTS)})")
+    parser.add_argument("--fault", choices=FAULT_NAMES, default="head",
+                        help=f"what to break (kubernetes: {', '.join(KUBERNETES_FAULTS)}); see docs/operating.md")
     parser.add_argument("--outage", type=seconds, default=20.0,
                         help="seconds the faulted part stays down (local; the partition's length)")
-    parser.add_argument("--grace", type=seconds, default=10.0, help="SIGTERM grace period in seconds for head-graceful")
+    parser.add_argument("--grace", type=seconds, default=None,
+                        help="seconds from SIGTERM to SIGKILL for head-graceful and worker-drain (default: 10; "
+                             f"worker-drain: the worker pod's termination grace period, {WORKER_TERMINATION_GRACE_S})")
+    parser.add_argument("--streams", type=_bounded(0, MAX_CLIENTS, int), default=None,
+                        help="streaming clients besides --clients (default: 2 with --fault worker-drain, else 0)")
     parser.add_argument("--clients", type=_bounded(1, MAX_CLIENTS, int), default=8,
                         help="concurrent clients, plus one sequential client")
     parser.add_argument("--before", type=seconds, default=10.0, help="seconds of traffic before the fault")
@@ -264,8 +286,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                 check_local_target(args.url)
             except ForeignTargetError as error:
                 parser.error(str(error))
-        if args.no_ft and args.fault == "redis":
-            parser.error("the redis fault needs the GCS store: run it without --no-ft")
+        if args.no_ft and FAULTS[args.fault].needs_gcs_store:
+            parser.error(f"the {args.fault} fault needs the GCS store: run it without --no-ft")
     return args
 
 
@@ -295,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
               f"fault '{args.fault}' after {args.before:g} s")
         report, samples = asyncio.run(run_drill(
             backend, fault=args.fault, clients=args.clients, before_s=args.before, outage_s=args.outage,
-            grace_s=args.grace, after_s=args.after, recovery_timeout_s=args.recovery_timeout,
-            max_failed=args.max_failed,
+            grace_s=default_grace(args.fault) if args.grace is None else args.grace, after_s=args.after,
+            recovery_timeout_s=args.recovery_timeout, max_failed=args.max_failed, streams=args.streams,
         ))
     except (DrillError, ForeignTargetError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,12 +1,16 @@
-"""Where the drill sends traffic and how it injects the fault: the local stack (processes in
-network namespaces) or a Kubernetes cluster (the RayService's head pod)."""
+"""Where the drill sends traffic and how it injects a fault (the kinds are in `local.faults`):
+the local stack (processes in network namespaces, supervised), or a Kubernetes cluster
+(the RayService's pods)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+
+from local.faults import FAULT_NAMES, FAULTED_WORKER, FAULTS, KUBERNETES_FAULTS
 
 if TYPE_CHECKING:
     from local.stack import LocalStack
@@ -15,10 +19,8 @@ if TYPE_CHECKING:
 # The drill's clock: seconds since the drill started.
 Clock = Callable[[], float]
 
-# Faults on the head (crash, graceful stop), its GCS store, a worker node (crash) and the
-# head's network (its link down, processes running).
-FAULTS = ("head", "head-graceful", "redis", "worker", "partition")
-KUBERNETES_FAULTS = ("head", "head-graceful")
+CONTROLLER_TITLE = "ray::ServeController"
+REPLICA_TITLE = "ray::ServeReplica:"
 
 
 class DrillError(RuntimeError):
@@ -57,15 +59,29 @@ class LocalBackend:
         self.fault_tolerance = stack.state.fault_tolerance
         self.base_url = check_local_target(target_url or API_URL)
         self._before: dict[str, int] = {}
-        self._touched: tuple[str, ...] = ()
-        # A worker fault: healthy only once a replica started after the fault runs on it.
-        self._replaced_on: tuple[str, float] | None = None
+        self._may_restart: tuple[str, ...] = ()
+        # A fault that loses a replica: healthy only once a replacement runs on that node (node
+        # IP, the fault's time, the replicas on that node before it or None if unknown).
+        self._replaced_on: tuple[str, float, set[str] | None] | None = None
         self._head_generation_at_restart: int | None = None
+        self.drain_took_s: float | None = None
+        self._inject: dict[str, Callable[[float, float, Clock], FaultTimes]] = {
+            "head": self._head, "head-graceful": self._head_graceful, "redis": self._redis,
+            "redis-crash": self._redis_crash, "redis-freeze": self._redis_freeze, "worker": self._worker,
+            "worker-drain": self._worker_drain, "partition": self._partition,
+            "controller-kill": self._controller_kill, "replica-kill": self._replica_kill,
+            "head-worker": self._head_worker,
+        }
+
+    def implemented(self) -> set[str]:
+        return set(self._inject)
 
     def _generations(self) -> dict[str, int]:
+        from local.state import REDIS_UNIT
         from local.topology import NODES
 
-        records = {node.name: self.stack.node_record(node) for node in NODES}
+        names = [node.name for node in NODES] + ([REDIS_UNIT] if self.fault_tolerance else [])
+        records = {name: self.stack.record(name) for name in names}
         return {name: record.generation if record else 0 for name, record in records.items()}
 
     def _restart(self, node: RayNode, outage_s: float, clock: Clock) -> float:
@@ -73,7 +89,7 @@ class LocalBackend:
         started it again."""
         time.sleep(outage_s)
         generation = self._generations()[node.name]
-        self.stack.release(node)
+        self.stack.release(node.name)
         record = self.stack.wait_restarted(node, generation)
         if node.head:
             self._head_generation_at_restart = record.generation - 1
@@ -81,66 +97,196 @@ class LocalBackend:
         return clock() - (time.monotonic() - record.started_at)
 
     def inject(self, fault: str, outage_s: float, grace_s: float, clock: Clock) -> FaultTimes:
-        from local.topology import HEAD, WORKERS
-
+        kind = FAULTS.get(fault)
+        if kind is None:
+            raise DrillError(f"unknown fault {fault!r}; the local stack knows: {', '.join(FAULT_NAMES)}")
+        if kind.needs_gcs_store and not self.fault_tolerance:
+            raise DrillError(f"the {fault} fault needs the GCS store: run it without --no-ft")
         self._before = self._generations()
-        if fault == "redis":
-            if not self.fault_tolerance:
-                raise DrillError("the redis fault needs the GCS store: run it without --no-ft")
-            # The GCS loses its store and exits; the supervisor restarts the head (with
-            # back-off while Redis is away), and the new GCS reloads the cluster from Redis.
-            self._touched = (HEAD.name,)
-            self._head_generation_at_restart = self._before[HEAD.name]
-            fault_at = clock()
-            self.stack.stop_redis()
-            time.sleep(outage_s)
-            self.stack.start_redis()
-            return FaultTimes(fault_at, clock())
-        if fault == "partition":
-            # Nothing restarts: the head runs on behind its cut link, the workers keep
-            # serving and wait for it, and no node may be declared dead for it.
-            self._touched = ()
-            fault_at = clock()
-            self.stack.partition(HEAD)
-            try:
-                time.sleep(outage_s)
-            finally:
-                self.stack.heal(HEAD)
-            return FaultTimes(fault_at, clock())
-        node = WORKERS[-1] if fault == "worker" else HEAD
-        self._touched = (node.name,)
-        if fault == "worker":
-            self._replaced_on = (node.ip, time.time())
+        self._may_restart = kind.may_restart
+        self._head_generation_at_restart = None
+        self._replaced_on = None
+        if kind.replica_replaced_on is not None:
+            from local.topology import NODE_NAMED
+
+            node = NODE_NAMED[kind.replica_replaced_on]
+            self._replaced_on = (node.ip, time.time(), self._replicas_on(node.ip))
+        return self._inject[fault](outage_s, grace_s, clock)
+
+    # -- the faults, one method each (the table in local.faults says what they stand for) --
+
+    def _held_node_fault(self, node: RayNode, act: Callable[[], None], outage_s: float, clock: Clock) -> FaultTimes:
         fault_at = clock()
         try:
-            if fault == "head-graceful":
-                self.stack.terminate_node(node, grace_s)
-            else:
-                self.stack.kill_node(node)
+            act()
             restarted_at = self._restart(node, outage_s, clock)
         finally:
-            self.stack.release(node)
+            self.stack.release(node.name)
         return FaultTimes(fault_at, restarted_at)
 
-    def serve_healthy(self) -> bool:
-        if self._replaced_on is None:
-            return self.stack.serve_healthy()
-        # Serve's status may still count the lost replica for a moment: wait for its
-        # replacement on the restarted node.
-        ip, since = self._replaced_on
+    def _head(self, outage_s: float, grace_s: float, clock: Clock) -> FaultTimes:
+        from local.topology import HEAD
+
+        return self._held_node_fault(HEAD, lambda: self.stack.kill_node(HEAD), outage_s, clock)
+
+    def _head_graceful(self, outage_s: float, grace_s: float, clock: Clock) -> FaultTimes:
+        from local.topology import HEAD
+
+        return self._held_node_fault(HEAD, lambda: self.stack.terminate_node(HEAD, grace_s), outage_s, clock)
+
+    def _worker(self, outage_s: float, grace_s: float, clock: Clock) -> FaultTimes:
+        return self._held_node_fault(FAULTED_WORKER, lambda: self.stack.kill_node(FAULTED_WORKER), outage_s, clock)
+
+    def _worker_drain(self, outage_s: float, grace_s: float, clock: Clock) -> FaultTimes:
+        from local.stack import StackError
+
+        def drain() -> None:
+            try:
+                self.drain_took_s = self.stack.drain_node(FAULTED_WORKER, grace_s)
+            except StackError as error:
+                raise DrillError(str(error)) from None
+
+        return self._held_node_fault(FAULTED_WORKER, drain, outage_s, clock)
+
+    def _head_worker(self, outage_s: float, grace_s: float, clock: Clock) -> FaultTimes:
+        from local.topology import HEAD
+
+        fault_at = clock()
+        nodes = (HEAD, FAULTED_WORKER)
+        try:
+            # Together, as one machine failure or one zone outage would take both.
+            killers = [threading.Thread(target=self.stack.kill_node, args=(node,)) for node in nodes]
+            for killer in killers:
+                killer.start()
+            for killer in killers:
+                killer.join()
+            time.sleep(outage_s)
+            generations = self._generations()
+            for node in nodes:
+                self.stack.release(node.name)
+            records = [self.stack.wait_restarted(node, generations[node.name]) for node in nodes]
+            self._head_generation_at_restart = records[0].generation - 1
+            started = max(r.started_at or 0.0 for r in records)
+            restarted_at = clock() - (time.monotonic() - started)
+        finally:
+            for node in nodes:
+                self.stack.release(node.name)
+        return FaultTimes(fault_at, restarted_at)
+
+    def _redis_generation(self) -> int:
+        from local.state import REDIS_UNIT
+
+        return self._generations()[REDIS_UNIT]
+
+    def _redis_restarted_at(self, generation: int, clock: Clock) -> float:
+        from local.state import REDIS_UNIT
+
+        # The GCS loses its store and exits; the supervisor restarts Redis (from its AOF) and
+        # the head (with back-off while Redis is away); the new GCS reloads from Redis.
+        record = self.stack.wait_restarted(REDIS_UNIT, generation, timeout=60)
+        assert record.started_at is not None
+        return clock() - (time.monotonic() - record.started_at)
+
+    def _redis(self, outage_s: float, grace_s: float, clock: Clock) -> FaultTimes:
+        from local.state import REDIS_UNIT
+
+        generation = self._redis_generation()
+        fault_at = clock()
+        try:
+            self.stack.stop_redis()
+            time.sleep(outage_s)
+        finally:
+            self.stack.release(REDIS_UNIT)
+        return FaultTimes(fault_at, self._redis_restarted_at(generation, clock))
+
+    def _redis_crash(self, outage_s: float, grace_s: float, clock: Clock) -> FaultTimes:
+        generation = self._redis_generation()
+        fault_at = clock()
+        self.stack.kill_redis()
+        return FaultTimes(fault_at, self._redis_restarted_at(generation, clock))
+
+    def _redis_freeze(self, outage_s: float, grace_s: float, clock: Clock) -> FaultTimes:
+        generation = self._redis_generation()
+        fault_at = clock()
+        pid = self.stack.freeze_redis()
+        try:
+            time.sleep(outage_s)
+        finally:
+            self.stack.thaw(pid)
+        if self._redis_generation() > generation:
+            # Frozen past its liveness probe: the supervisor replaced it, as ElastiCache would.
+            return FaultTimes(fault_at, self._redis_restarted_at(generation, clock))
+        return FaultTimes(fault_at, clock())
+
+    def _partition(self, outage_s: float, grace_s: float, clock: Clock) -> FaultTimes:
+        from local.topology import HEAD
+
+        # Nothing restarts: the head runs on behind its cut link, the workers keep serving
+        # and wait for it, and no node may be declared dead for it.
+        fault_at = clock()
+        self.stack.partition(HEAD)
+        try:
+            time.sleep(outage_s)
+        finally:
+            self.stack.heal(HEAD)
+        return FaultTimes(fault_at, clock())
+
+    def _controller_kill(self, outage_s: float, grace_s: float, clock: Clock) -> FaultTimes:
+        from local.stack import StackError
+        from local.topology import HEAD
+
+        fault_at = clock()
+        try:
+            self.stack.kill_ray_process(HEAD, CONTROLLER_TITLE)
+        except StackError as error:
+            raise DrillError(f"{error}: is Serve running?") from None
+        return FaultTimes(fault_at, None)
+
+    def _replica_kill(self, outage_s: float, grace_s: float, clock: Clock) -> FaultTimes:
+        from local.stack import StackError
+
+        fault_at = clock()
+        try:
+            self.stack.kill_ray_process(FAULTED_WORKER, REPLICA_TITLE)
+        except StackError as error:
+            raise DrillError(f"{error}: is a replica running there?") from None
+        return FaultTimes(fault_at, None)
+
+    # -- recovery --
+
+    def _replicas_on(self, ip: str) -> set[str] | None:
+        """The ids of the replicas Serve places on the node (any state), None if Serve does
+        not answer."""
         status = self.stack.serve_status()
+        if status is None:
+            return None
+        return {r["replica_id"] for d in status.get("deployments", {}).values() for r in d.get("replicas", [])
+                if r.get("node_ip") == ip}
+
+    def serve_healthy(self) -> bool:
         from local.stack import serve_status_healthy
 
-        if not serve_status_healthy(status):
+        status = self.stack.serve_status()
+        # Every worker's proxy answering too: a worker is a ready endpoint of the serve Service
+        # only then (the Kubernetes backend waits for Ready pods).
+        if not serve_status_healthy(status) or self.stack.proxies_down():
             return False
+        if self._replaced_on is None:
+            return True
+        # Serve's status may still count the lost replica for a moment: wait for its
+        # replacement on that node, a replica that was not there before the fault (a
+        # replacement's start time is when Serve asked for it, which can be before a fault
+        # that lands during the recovery; where Serve did not answer then, the start time it is).
+        ip, since, before = self._replaced_on
         assert status is not None  # healthy implies a status was read
         replicas = [r for d in status["deployments"].values() for r in d.get("replicas", [])]
-        return any(r.get("node_ip") == ip and r.get("state") == "RUNNING" and r.get("start_time_s", 0) > since
+        return any(r.get("node_ip") == ip and r.get("state") == "RUNNING"
+                   and (r.get("replica_id") not in before if before is not None else r.get("start_time_s", 0) > since)
                    for r in replicas)
 
     def recovery(self) -> dict[str, object]:
-        """What the supervisor did: starts per node since the fault, how many starts the head
-        needed to recover, and restarts of nodes the fault did not touch (a worker wrongly
+        """What the supervisor did: starts per unit since the fault, how many starts the head
+        needed to recover, and restarts of units the fault may not restart (a worker wrongly
         declared dead would show up here)."""
         from local.topology import HEAD
 
@@ -149,14 +295,24 @@ class LocalBackend:
         details: dict[str, object] = {"starts": starts}
         if self._head_generation_at_restart is not None:
             details["head_starts_to_recover"] = after[HEAD.name] - self._head_generation_at_restart
-        details["unplanned_restarts"] = sorted(n for n, count in starts.items() if count and n not in self._touched)
+        details["unplanned_restarts"] = sorted(n for n, count in starts.items()
+                                               if count and n not in self._may_restart)
+        if self.drain_took_s is not None:
+            details["drain_took_s"] = round(self.drain_took_s, 1)
         return details
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions") or []
+    return not pod["metadata"].get("deletionTimestamp") and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 class KubernetesBackend:
     """Traffic through the serve Service (a port-forward, or the internal load balancer from
-    inside the VPC); the fault deletes the RayService's head pod through the Kubernetes API
-    with the user's kubeconfig, and KubeRay starts a new one."""
+    inside the VPC); the fault deletes one of the RayService's pods through the Kubernetes
+    API with the user's kubeconfig (the head, or a worker with a grace period: a drain), and
+    KubeRay starts a new one."""
 
     name = "kubernetes"
     fault_tolerance = True
@@ -174,7 +330,9 @@ class KubernetesBackend:
         self.namespace = namespace
         self.rayservice_name = rayservice
         self.base_url = base_url
-        self._old_head_uid: str | None = None
+        self._fault = "head"
+        self._old_uid: str | None = None
+        self._workers_before = 0
 
     def rayservice(self) -> dict[str, Any]:
         from local.drill.kube import KubeError
@@ -184,24 +342,37 @@ class KubernetesBackend:
         except KubeError as error:
             raise DrillError(f"cannot read RayService {self.namespace}/{self.rayservice_name}: {error}") from None
 
-    def head_pod(self) -> dict[str, Any] | None:
+    def _pods(self, node_type: str) -> list[dict[str, Any]]:
         status = self.rayservice().get("status", {})
         cluster = status.get("activeServiceStatus", {}).get("rayClusterName")
         if not cluster:
             raise DrillError(f"RayService {self.rayservice_name} has no active Ray cluster yet")
-        pods = self.api.list_pods(self.namespace, f"ray.io/cluster={cluster},ray.io/node-type=head")
+        return self.api.list_pods(self.namespace, f"ray.io/cluster={cluster},ray.io/node-type={node_type}")
+
+    def head_pod(self) -> dict[str, Any] | None:
+        pods = self._pods("head")
         return pods[0] if pods else None
 
     def inject(self, fault: str, outage_s: float, grace_s: float, clock: Clock) -> FaultTimes:
         if fault not in KUBERNETES_FAULTS:
             raise DrillError(kubernetes_fault_refusal(fault))
-        pod = self.head_pod()
-        if pod is None:
-            raise DrillError("the RayService has no head pod to delete")
-        self._old_head_uid = pod["metadata"]["uid"]
+        self._fault = fault
+        if fault == "worker-drain":
+            ready = sorted((p for p in self._pods("worker") if _pod_ready(p)), key=lambda p: p["metadata"]["name"])
+            if len(ready) < 2:
+                raise DrillError(f"the RayService has {len(ready)} Ready worker pod(s): draining one would leave no "
+                                 "replica serving; wait until every worker is Ready")
+            pod, self._workers_before = ready[-1], len(ready)
+            grace: int = int(grace_s)
+        else:
+            head = self.head_pod()
+            if head is None:
+                raise DrillError("the RayService has no head pod to delete")
+            # grace 0: a crash; otherwise Kubernetes' SIGTERM, SIGKILL after the grace period.
+            pod, grace = head, 0 if fault == "head" else int(grace_s)
+        self._old_uid = pod["metadata"]["uid"]
         fault_at = clock()
-        # grace 0: a crash; otherwise Kubernetes' SIGTERM, SIGKILL after the grace period.
-        self.api.delete_pod(self.namespace, pod["metadata"]["name"], 0 if fault == "head" else int(grace_s))
+        self.api.delete_pod(self.namespace, pod["metadata"]["name"], grace)
         # KubeRay replaces the pod itself; nothing to restart by hand.
         return FaultTimes(fault_at, None)
 
@@ -209,18 +380,22 @@ class KubernetesBackend:
         return {}
 
     def serve_healthy(self) -> bool:
-        pod = self.head_pod()
-        if pod is None or pod["metadata"]["uid"] == self._old_head_uid:
-            return False
-        conditions = pod.get("status", {}).get("conditions") or []
-        if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
-            return False
+        if self._fault == "worker-drain":
+            workers = self._pods("worker")
+            if any(p["metadata"]["uid"] == self._old_uid for p in workers):
+                return False  # the drained pod is still terminating
+            if sum(1 for p in workers if _pod_ready(p)) < self._workers_before:
+                return False
+        else:
+            pod = self.head_pod()
+            if pod is None or pod["metadata"]["uid"] == self._old_uid or not _pod_ready(pod):
+                return False
         apps = self.rayservice().get("status", {}).get("activeServiceStatus", {}).get("applicationStatuses", {})
         return bool(apps) and all(app.get("status") == "RUNNING" for app in apps.values())
 
 
 def kubernetes_fault_refusal(fault: str) -> str:
-    if fault == "redis":
-        return ("the redis fault is local only: on EKS, test the ElastiCache failover with "
+    if fault.startswith("redis"):
+        return (f"the {fault} fault is local only: on EKS, test the ElastiCache failover with "
                 "`aws elasticache test-failover`")
     return f"the {fault} fault is local only; on Kubernetes the drill can: {', '.join(KUBERNETES_FAULTS)}"

@@ -7,7 +7,9 @@ back-off, on a connection error, a timeout, 408, 409, 429 or a 5xx): a request w
 died under it is sent again and lands on a live replica. A request counts as failed only
 when its last try fails; retried requests are counted apart, so the report shows both.
 These are plain (non-streaming) requests: a stream that already sent tokens cannot be
-retried without the client seeing the answer start over."""
+retried without the client seeing the answer start over. Streaming clients (`streams`) send
+streamed requests and retry only before the first token: a stream that broke after it had
+started counts as failed, which is what a drained node must never cause."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any
 import httpx
 
 SEQUENTIAL = "sequential"
+STREAM_PREFIX = "stream-"
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,14 @@ class Sample:
     error: str = ""
     retries: int = 0  # tries after the first (client retries, as the OpenAI SDK does)
 
+    @property
+    def stream(self) -> bool:
+        return self.client.startswith(STREAM_PREFIX)
+
+    @property
+    def ended(self) -> float:
+        return self.started + self.latency
+
 
 @dataclass(frozen=True)
 class LoadSpec:
@@ -37,6 +48,9 @@ class LoadSpec:
     model: str
     clients: int = 8
     max_tokens: int = 8
+    # Streaming clients, one streamed answer at a time each, of `stream_tokens` tokens.
+    streams: int = 0
+    stream_tokens: int = 64
     timeout_s: float = 30.0
     # Safety bounds: a client stops after this many requests or this long, whichever first.
     max_requests_per_client: int = 200_000
@@ -80,6 +94,51 @@ class LoadGenerator:
                 # not hammered with thousands of instant connection errors.
                 await asyncio.sleep(0.05)
 
+    async def _stream_client(self, name: str, http: httpx.AsyncClient) -> None:
+        body = {
+            "model": self.spec.model,
+            "messages": [{"role": "user", "content": "Tell me a story."}],
+            "max_tokens": self.spec.stream_tokens,
+            "stream": True,
+        }
+        deadline = self.now() + self.spec.max_seconds
+        for _ in range(self.spec.max_requests_per_client):
+            if self._stop.is_set() or self.now() > deadline:
+                return
+            started = self.now()
+            ok, error, retries = await self._stream(http, body)
+            self.samples.append(Sample(started, self.now() - started, ok, name, error, retries))
+            if not ok:
+                await asyncio.sleep(0.05)
+
+    async def _stream(self, http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[bool, str, int]:
+        """One streamed request: retried (as the SDK retries) only until the first chunk;
+        ok only when it ends with `data: [DONE]` after at least one chunk."""
+        error = ""
+        for attempt in range(self.spec.max_retries + 1):
+            if attempt:
+                await asyncio.sleep(self.spec.retry_initial_delay_s * 2 ** (attempt - 1))
+            chunks = 0
+            try:
+                async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                    if response.status_code != 200:
+                        error = f"HTTP {response.status_code}"
+                        if response.status_code not in RETRYABLE_STATUS:
+                            return False, error, attempt
+                        continue
+                    async for line in response.aiter_lines():
+                        if line == "data: [DONE]":
+                            return (True, "", attempt) if chunks else (False, "empty stream", attempt)
+                        if line.startswith("data: "):
+                            chunks += 1
+                    error = "stream ended without [DONE]"
+            except (httpx.HTTPError, ValueError) as exc:
+                error = type(exc).__name__
+            if chunks:
+                # Tokens were already shown: a retry would start the answer over.
+                return False, f"{error} after {chunks} chunks", attempt
+        return False, error, self.spec.max_retries
+
     async def _request(self, http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[bool, str, int]:
         """One request as the OpenAI SDK sends it: tries until one succeeds, a refusal that
         no retry can fix, or the retries are spent. Returns (ok, last error, retries)."""
@@ -99,7 +158,9 @@ class LoadGenerator:
         return False, error, self.spec.max_retries
 
     async def run(self) -> None:
-        limits = httpx.Limits(max_connections=self.spec.clients + 1)
+        limits = httpx.Limits(max_connections=self.spec.clients + self.spec.streams + 1)
         async with httpx.AsyncClient(base_url=self.spec.base_url, timeout=self.spec.timeout_s, limits=limits) as http:
             names = [f"client-{i + 1}" for i in range(self.spec.clients)] + [SEQUENTIAL]
-            await asyncio.gather(*(self._client(name, http) for name in names))
+            streams = [f"{STREAM_PREFIX}{i + 1}" for i in range(self.spec.streams)]
+            await asyncio.gather(*(self._client(name, http) for name in names),
+                                 *(self._stream_client(name, http) for name in streams))

@@ -1,6 +1,7 @@
 """`python -m local.drill.matrix`: the chaos matrix, on ONE running local stack, in sequence:
-head SIGKILLs, graceful head stops, Redis restarts, worker-node SIGKILLs, and a network
-partition of the head (its link down). Traffic flows through the API port (both workers'
+head SIGKILLs, graceful head stops, Redis restarts, worker-node SIGKILLs, graceful worker
+drains (SIGTERM with notice, streams in flight), and a network partition of the head (its
+link down). Traffic flows through the API port (both workers'
 proxies, as through the serve Service) during every fault; after each fault the stack must
 be healthy again (every node live, Serve healthy) before the next one.
 
@@ -10,8 +11,8 @@ restarted that the fault did not touch, stuck recoveries) and writes it as JSON 
 Markdown. Exit 0 only with 0 failed requests, 0 stuck recoveries and 0 untouched nodes
 restarted.
 
-    python -m local.drill.matrix                       # 10 head, 3 graceful, 3 redis, 2 worker, 1 partition
-    python -m local.drill.matrix --head-kills 2 --head-graceful 1 --redis 1 --worker-kills 1
+    python -m local.drill.matrix           # 10 head, 3 graceful, 3 redis, 2 worker, 2 drain, 1 partition
+    python -m local.drill.matrix --head-kills 2 --head-graceful 1 --redis 1 --worker-kills 1 --worker-drains 1
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from local.drill.__main__ import Progress, _bounded, _check_out, _HelpWithDefaults, run_drill
+from local.drill.__main__ import Progress, _bounded, _check_out, _HelpWithDefaults, default_grace, run_drill
 from local.drill.backends import LocalBackend
 from local.drill.stats import percentile
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 # How long each kind's outage lasts: the partition is the matrix's 30 s cut; the others are
 # crashes that the supervisor (the kubelet) answers after the drill's --outage.
-KINDS = ("head", "head-graceful", "redis", "worker", "partition")
+KINDS = ("head", "head-graceful", "redis", "worker", "worker-drain", "partition")
 
 
 @dataclass
@@ -45,6 +46,8 @@ class KindResult:
     requests: int = 0
     failed: int = 0
     retried: int = 0
+    # Streamed requests in flight when the fault struck (the drain runs streaming clients).
+    streams_in_flight: int = 0
     during_latencies_ms: list[float] = field(default_factory=list, repr=False)
     to_healthy_s: list[float] = field(default_factory=list)
     second_starts: int = 0
@@ -59,6 +62,7 @@ class KindResult:
             "requests": self.requests,
             "failed": self.failed,
             "retried": self.retried,
+            "streams_in_flight": self.streams_in_flight,
             "p99_during_ms": _round(percentile(self.during_latencies_ms, 99)),
             "to_healthy_median_s": _round(statistics.median(healthy)) if healthy else None,
             "to_healthy_max_s": _round(max(healthy)) if healthy else None,
@@ -74,7 +78,8 @@ def _round(value: float | None) -> float | None:
 
 COLUMNS = [
     ("fault", "fault"), ("runs", "runs"), ("requests", "requests"), ("failed", "failed"), ("retried", "retried"),
-    ("p99_during_ms", "p99 during ms"), ("to_healthy_median_s", "to healthy median s"),
+    ("streams_in_flight", "streams in flight at the fault"), ("p99_during_ms", "p99 during ms"),
+    ("to_healthy_median_s", "to healthy median s"),
     ("to_healthy_max_s", "to healthy max s"), ("head_second_starts", "head 2nd starts"),
     ("untouched_nodes_restarted", "untouched nodes restarted"), ("stuck", "stuck"),
 ]
@@ -89,14 +94,21 @@ def markdown(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def wait_stack_healthy(stack: LocalStack, timeout_s: float) -> bool:
-    """Every node live (the supervisor's probe passing) and Serve healthy."""
+def stack_healthy(stack: LocalStack) -> bool:
+    """Every supervised unit live (Redis and each node with its probe passing) and Serve
+    healthy."""
+    from local.state import REDIS_UNIT
     from local.topology import NODES
 
+    names = [node.name for node in NODES] + ([REDIS_UNIT] if stack.state.fault_tolerance else [])
+    records = [stack.record(name) for name in names]
+    return all(r and r.state == "live" and r.probe_ok for r in records) and stack.serve_healthy()
+
+
+def wait_stack_healthy(stack: LocalStack, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        records = [stack.node_record(node) for node in NODES]
-        if all(r and r.state == "live" and r.probe_ok for r in records) and stack.serve_healthy():
+        if stack_healthy(stack):
             return True
         time.sleep(1)
     return False
@@ -118,12 +130,14 @@ def run_matrix(stack: LocalStack, plan: list[tuple[str, int]], *, clients: int, 
             report, samples = asyncio.run(run_drill(
                 backend, fault=fault, clients=clients, before_s=before_s,
                 outage_s=partition_s if fault == "partition" else outage_s,
-                grace_s=5, after_s=after_s, recovery_timeout_s=recovery_timeout_s, progress=lambda *a, **k: None,
+                grace_s=default_grace(fault) if fault == "worker-drain" else 5, after_s=after_s,
+                recovery_timeout_s=recovery_timeout_s, progress=lambda *a, **k: None,
             ))
             result.runs += 1
             result.requests += report.total.requests
             result.failed += report.total.failed
             result.retried += report.total.retried
+            result.streams_in_flight += report.streams.get("in_flight_at_fault", 0)
             timeline = report.timeline
             result.during_latencies_ms += [
                 s.latency * 1000 for s in samples
@@ -156,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head-graceful", type=count, default=3, help="graceful head stops (SIGTERM, grace 5 s)")
     parser.add_argument("--redis", type=count, default=3, help="Redis restarts")
     parser.add_argument("--worker-kills", type=count, default=2, help="worker-node SIGKILLs")
+    parser.add_argument("--worker-drains", type=count, default=2,
+                        help="graceful worker drains (SIGTERM, the pod's grace period, 2 streaming clients)")
     parser.add_argument("--partitions", type=count, default=1, help="network partitions of the head")
     parser.add_argument("--partition-s", type=seconds, default=30.0, help="seconds the head's link stays down")
     parser.add_argument("--outage", type=seconds, default=5.0, help="seconds a killed part stays down")
@@ -171,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         parser.error(problem)
     plan = [(k, n) for k, n in zip(KINDS, (args.head_kills, args.head_graceful, args.redis, args.worker_kills,
-                                           args.partitions), strict=True) if n]
+                                           args.worker_drains, args.partitions), strict=True) if n]
     if not plan:
         parser.error("nothing to run: every fault count is 0")
 

@@ -4,6 +4,7 @@ the fault, the restart and Serve healthy again as vertical lines."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,15 +15,30 @@ from local.drill.load import Sample
 from local.drill.stats import DrillReport
 
 
-def plot_timeline(samples: list[Sample], report: DrillReport, path: Path) -> Path:
-    figure, axis = plt.subplots(figsize=(11, 4.5), dpi=110)
+def scatter_requests(axis: Any, samples: list[Sample], *, headroom: float, dot: float) -> float:
+    """Every request's latency at its start; failed ones as crosses along the top, which is
+    returned (the slowest success times `headroom`)."""
     ok = [s for s in samples if s.ok]
     failed = [s for s in samples if not s.ok]
-    axis.scatter([s.started for s in ok], [s.latency * 1000 for s in ok], s=4, alpha=0.5, label=f"ok ({len(ok)})")
-    top = max((s.latency * 1000 for s in ok), default=100) * 1.1
+    axis.scatter([s.started for s in ok], [s.latency * 1000 for s in ok], s=dot, alpha=0.5, label=f"ok ({len(ok)})")
+    top: float = max((s.latency * 1000 for s in ok), default=100) * headroom
     if failed:
-        axis.scatter([s.started for s in failed], [top] * len(failed), s=14, marker="x", color="crimson",
+        axis.scatter([s.started for s in failed], [top] * len(failed), s=dot * 4, marker="x", color="crimson",
                      label=f"failed ({len(failed)})")
+    return top
+
+
+def save(figure: Any, path: Path) -> Path:
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def plot_timeline(samples: list[Sample], report: DrillReport, path: Path) -> Path:
+    figure, axis = plt.subplots(figsize=(11, 4.5), dpi=110)
+    scatter_requests(axis, samples, headroom=1.1, dot=4)
     timeline = report.timeline
     marks = [(timeline.fault_at, f"{report.fault} fault", "crimson")]
     if timeline.restarted_at is not None:
@@ -41,8 +57,4 @@ def plot_timeline(samples: list[Sample], report: DrillReport, path: Path) -> Pat
     )
     axis.legend(loc="upper left", fontsize=8)
     axis.grid(True, which="both", alpha=0.3)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save(figure, path)

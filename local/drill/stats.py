@@ -42,6 +42,9 @@ class DrillReport:
     fault_to_healthy_s: float | None
     restart_to_healthy_s: float | None
     errors: dict[str, int] = field(default_factory=dict)
+    # Streamed requests (streaming clients only): all, those in flight when the fault struck
+    # (started before it, ended after), and the failed ones.
+    streams: dict[str, int] = field(default_factory=dict)
     # What the backend saw of the recovery (local: the supervisor's records): e.g. how many
     # starts the head needed, which nodes were restarted that the fault did not touch.
     recovery: dict[str, object] = field(default_factory=dict)
@@ -117,6 +120,12 @@ def build_report(
     unplanned = (recovery or {}).get("unplanned_restarts")
     if unplanned:
         problems.append(f"nodes the fault did not touch were restarted: {unplanned}")
+    streamed = [s for s in samples if s.stream]
+    streams = {
+        "requests": len(streamed),
+        "in_flight_at_fault": sum(1 for s in streamed if s.started < timeline.fault_at < s.ended),
+        "failed": sum(1 for s in streamed if not s.ok),
+    } if streamed else {}
     return DrillReport(
         fault=fault,
         backend=backend,
@@ -131,6 +140,7 @@ def build_report(
             None if healthy is None or timeline.restarted_at is None else round(healthy - timeline.restarted_at, 1)
         ),
         errors=errors,
+        streams=streams,
         recovery=dict(recovery or {}),
         problems=problems,
     )
@@ -158,6 +168,9 @@ def format_table(report: DrillReport) -> str:
     )
     lines.append(f"Serve healthy again: {healthy}; {report.requests_per_second:g} requests/s")
     lines.append(f"sequential client (KubeRay query.py style): {report.sequential_failures} failed")
+    if report.streams:
+        lines.append(f"streams: {report.streams['requests']}, {report.streams['in_flight_at_fault']} in flight "
+                     f"when the fault struck, {report.streams['failed']} failed")
     if report.errors:
         lines.append("errors: " + ", ".join(f"{k} x{v}" for k, v in sorted(report.errors.items())))
     if report.recovery:

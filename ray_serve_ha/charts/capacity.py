@@ -35,8 +35,8 @@ class CapacityMode(StrEnum):
 
 class ServingCapacityType(StrEnum):
     """What the serving workers run on: all on on-demand nodes, or an on-demand floor of
-    replicas (`on_demand_replicas`) with the rest on spot nodes (capacity.md in README: cost
-    and availability of each)."""
+    replicas (`on_demand_replicas`) with the rest on spot nodes (the cost of each:
+    docs/measurements.md; what each keeps serving: docs/operating.md, Spot interruptions)."""
 
     ON_DEMAND = "on-demand"
     MIXED = "mixed"

@@ -207,7 +207,7 @@ def system_nodes(*, autoscaling: bool, teams: Sequence[str]) -> SystemNodes:
     )
 
 
-# --- README's tables (`python -m ray_serve_ha.charts.capacity_plan`) ----------------------------------
+# --- the docs' tables (`python -m ray_serve_ha.charts.capacity_plan`) ----------------------------------
 
 def images_table() -> str:
     rows = ["| image | built on | unpacked | pulled | runs on | source of the sizes |", "|---|---|---|---|---|---|"]

@@ -59,6 +59,9 @@ CLUSTER_AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
 # Ports.
 REDIS_PORT = 6379
 SERVE_PORT = 8000
+# Each Serve proxy's health route (200 while it serves, 503 while its node drains): what the
+# workers' readiness probe and a load balancer's health check ask.
+SERVE_PROXY_HEALTH_PATH = "/-/healthz"
 DASHBOARD_PORT = 8265
 # The Ray dashboard agent on every node (KubeRay's default `dashboard-agent-listen-port`).
 DASHBOARD_AGENT_PORT = 52365

@@ -2,7 +2,7 @@
 
 The one owner of these numbers: the node disks (ray_serve_ha/charts/capacity_plan.py), the Auto Mode
 NodeClass, the managed node groups, the replica-start budget (ray_serve_ha/charts/replica_start.py) and
-README's tables read them from here.
+The docs' tables read them from here.
 
 Sizes are in GB (10^9 bytes). `unpacked_gb` is what the image takes on a node's disk once
 pulled and unpacked; `pulled_gb` is what a pull transfers (compressed layers). No registry

@@ -20,19 +20,19 @@ from ray_serve_ha.charts.gradio import GradioChart, GradioInputs
 from ray_serve_ha.charts.models import DEFAULT_HUGGING_FACE_TOKEN_SECRET, DEFAULT_MODEL, Model
 from ray_serve_ha.charts.namespace import NamespaceChart
 from ray_serve_ha.charts.query_job import QueryJobChart
-from ray_serve_ha.charts.ray_pods import GcsStore, PodResources
+from ray_serve_ha.charts.ray_pods import KIND_HEAD_RESOURCES, KIND_WORKER_RESOURCES, GcsStore
 from ray_serve_ha.charts.rayservice import (
     RAYSERVICE_NAME,
     RayServiceChart,
     RayServiceInputs,
     RayWorkers,
     accelerator_workers,
-    openai_base_url,
 )
 from ray_serve_ha.charts.redis import InClusterRedisChart, in_cluster_gcs_store
 from ray_serve_ha.charts.replica_start import initializing_timeout_minutes
 from ray_serve_ha.charts.secrets import GCS_STORE_PASSWORD, HUGGING_FACE_TOKEN, SecretsChart, SecretsInputs
 from ray_serve_ha.charts.serve_config import COMPILED_ARTIFACT_ENGINES, TINY_MODEL_ID, LlmServing, tiny_model_serving
+from ray_serve_ha.charts.serve_service import openai_base_url
 
 # The tiny model (random weights, ~135k parameters) that the CPU image builds into this
 # folder (images/ray-serve/Dockerfile.cpu): the kind profile needs no download and no token.
@@ -185,9 +185,9 @@ def eks_charts(app: cdk8s.App, deployment: EksDeployment) -> EksCharts:
     )
 
 
-# kind: two small CPU workers and a small head, as in KubeRay's HA sample.
-KIND_WORKERS = RayWorkers(resources=PodResources(cpu="1", memory="3Gi"))
-KIND_HEAD_RESOURCES = PodResources(cpu="1", memory="2Gi")
+# kind: two small CPU workers and a small head, as in KubeRay's HA sample (sizes in
+# charts/ray_pods.py, which the local stack also reads for its nodes' CPU weights).
+KIND_WORKERS = RayWorkers(resources=KIND_WORKER_RESOURCES)
 
 
 def kind_rayservice_inputs(deployment: KindDeployment) -> RayServiceInputs:

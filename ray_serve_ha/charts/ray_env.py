@@ -1,12 +1,12 @@
 """The environment of the Ray pods, in one place for the RayService chart and the local
-stack (which runs the same Ray nodes as processes). Standard library only: the local stack
-imports it without cdk8s.
+stack (which runs the same Ray nodes as processes). No cdk8s: the local stack imports it.
 
 Three groups:
 
 - what the chart puts on the head and worker containers (`head_env`, `worker_env`):
-  GCS reconnect timeouts and the GCS health-check settings that decide how fast a dead
-  node (the old head after a restart) is declared dead;
+  GCS reconnect timeouts, the GCS health-check settings that decide how fast a dead node
+  (the old head after a restart) is declared dead, and how long a worker drains when its
+  pod is deleted;
 - what KubeRay itself sets on every Ray container of a RayService (`KUBERAY_SET_ENV`):
   the chart must not repeat it, the local stack sets it as KubeRay would;
 - the probes KubeRay puts on the pods (`KUBERAY_PROBES`), which the local stack's
@@ -16,6 +16,8 @@ Three groups:
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ray_serve_ha.charts.serve_config import GRACEFUL_SHUTDOWN_TIMEOUT_S
 
 # Ray's default is 60 s. When `gcs_server` dies inside a running head container, the head's
 # raylet exits after this timeout and the container restarts with a fresh GCS that reloads
@@ -60,6 +62,17 @@ def refusing_node_declared_dead_after_s() -> float:
     ) / 1000
 
 
+# A deleted worker pod (node expiry, consolidation, a spot interruption, an upgrade's old
+# cluster) gets this long between SIGTERM and SIGKILL: its replica's graceful shutdown
+# (in-flight requests and streams finish) plus room for Serve to notice the drain.
+WORKER_TERMINATION_GRACE_S = GRACEFUL_SHUTDOWN_TIMEOUT_S + 30
+# Ray 2.60's `ray start --block` marks its node draining on SIGTERM (ray#64454): Serve stops
+# sending it new requests, moves its replica and lets in-flight ones finish, and the raylet
+# exits once idle. It waits at most this long, then stops the node's processes itself, before
+# the kubelet's SIGKILL at the end of the grace period (Ray's default is 30 s, less than a
+# replica's graceful shutdown).
+WORKER_DRAIN_TIMEOUT_S = WORKER_TERMINATION_GRACE_S - 10
+
 GCS_HEALTH_CHECK_ENV = {
     "RAY_health_check_initial_delay_ms": str(GCS_HEALTH_CHECK_INITIAL_DELAY_MS),
     "RAY_health_check_period_ms": str(GCS_HEALTH_CHECK_PERIOD_MS),
@@ -83,7 +96,10 @@ def head_env() -> dict[str, str]:
 
 def worker_env() -> dict[str, str]:
     """The environment the chart sets on the worker containers (besides secrets)."""
-    return {"RAY_gcs_rpc_server_reconnect_timeout_s": str(WORKER_GCS_RECONNECT_TIMEOUT_S)}
+    return {
+        "RAY_gcs_rpc_server_reconnect_timeout_s": str(WORKER_GCS_RECONNECT_TIMEOUT_S),
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": str(WORKER_DRAIN_TIMEOUT_S),
+    }
 
 
 def as_container_env(env: dict[str, str]) -> list[dict[str, str]]:

@@ -64,6 +64,15 @@ class PodResources:
     devices: int = 0
 
 
+# The kind profile's pods (CPU workers serving the tiny model, as in KubeRay's HA sample): the
+# same workload the local stack runs as processes, so its nodes get these pods' CPU weights.
+KIND_HEAD_RESOURCES = PodResources(cpu="1", memory="2Gi")
+KIND_WORKER_RESOURCES = PodResources(cpu="1", memory="3Gi")
+# The head pod's Serve watchdog container (ray_serve_llm.serve_watchdog): a Python loop of a
+# few HTTP calls every 5 s; its remedy runs as a Ray job in the head container.
+SERVE_WATCHDOG_RESOURCES = PodResources(cpu="100m", memory="128Mi")
+
+
 def worker_pod_resources(size: WorkerSize) -> PodResources:
     """A worker that takes a whole node, as the accelerator table sizes it."""
     return PodResources(cpu=str(size.cpus), memory=f"{size.memory_gib}Gi", devices=size.devices)
@@ -134,15 +143,17 @@ def head_group(
     labels: dict[str, str],
     annotations: dict[str, str] | None = None,
     pod_spec: dict[str, Any] | None = None,
+    sidecars: tuple[dict[str, Any], ...] = (),
 ) -> dict[str, Any]:
     """A head group whose Ray holds no CPUs: tasks, actors and Serve replicas go to workers,
-    so a head restart never takes work with it."""
+    so a head restart never takes work with it. The Ray container comes first (KubeRay's
+    rule), then any `sidecars`."""
     metadata: dict[str, Any] = {"labels": labels}
     if annotations:
         metadata["annotations"] = annotations
     return {
         "rayStartParams": {"num-cpus": "0"},
-        "template": {"metadata": metadata, "spec": {"containers": [container], **(pod_spec or {})}},
+        "template": {"metadata": metadata, "spec": {"containers": [container, *sidecars], **(pod_spec or {})}},
     }
 
 

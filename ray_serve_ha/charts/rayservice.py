@@ -11,12 +11,12 @@ operator rejects (see `charts.kuberay_rules`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any
 
 import cdk8s
 from constructs import Construct
 
-from ray_serve_ha.charts import constants, ray_env
+from ray_serve_ha.charts import constants, ray_env, serve_watchdog
 from ray_serve_ha.charts.capacity import CapacityMode
 from ray_serve_ha.charts.objects import add_api_object
 from ray_serve_ha.charts.pod_requests import EKS_HEAD_RESOURCES
@@ -41,10 +41,10 @@ from ray_serve_ha.charts.ray_workers import WorkerGroupPlan
 from ray_serve_ha.charts.ray_workers import accelerator_workers as accelerator_workers
 from ray_serve_ha.charts.serve_config import (
     CAPACITY_RESOURCES,
-    GRACEFUL_SHUTDOWN_TIMEOUT_S,
     LlmServing,
     serve_config_yaml,
 )
+from ray_serve_ha.charts.serve_service import SERVE_LOAD_BALANCERS, serve_service_template
 from ray_serve_ha.charts.worker_readiness import worker_readiness_probe
 
 RAYSERVICE_NAME = "ray-serve-llm"
@@ -59,25 +59,13 @@ RAYSERVICE_LABEL = f"{constants.LABEL_DOMAIN}/rayservice"
 # system bundle (without it: CERTIFICATE_VERIFY_FAILED, ray#41161).
 REDIS_CA_CERT = "/etc/ssl/certs/ca-certificates.crt"
 # In-flight streams get the replicas' graceful-shutdown time, plus margin, both when a pod is
-# stopped and when an upgraded cluster takes the traffic and the old one is deleted.
-DRAIN_SECONDS = GRACEFUL_SHUTDOWN_TIMEOUT_S + 30
+# stopped and when an upgraded cluster takes the traffic and the old one is deleted
+# (charts/ray_env.py: the worker pods' grace period and Ray's drain within it).
+DRAIN_SECONDS = ray_env.WORKER_TERMINATION_GRACE_S
 # EC2's notice before it reclaims a spot instance. A spot worker's drain (DRAIN_SECONDS, on
 # the spot worker group as on the others) must end before it: EKS Auto Mode and managed node
 # groups start the drain when the notice (or, node groups, a rebalance recommendation) comes.
 SPOT_INTERRUPTION_NOTICE_S = 120
-
-
-# Annotations for an internal NLB per capacity mode: EKS Auto Mode provisions it for the
-# `eks.amazonaws.com/nlb` class; with managed node groups the EKS cloud provider does.
-# What the serve Service asks of the load balancer: its class (None: the controller's default) and annotations.
-ServeLoadBalancer = TypedDict("ServeLoadBalancer", {"class": str | None, "annotations": dict[str, str]})
-SERVE_LOAD_BALANCERS: dict[CapacityMode, ServeLoadBalancer] = {
-    CapacityMode.AUTO_MODE: {"class": "eks.amazonaws.com/nlb", "annotations": {
-        "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"}},
-    CapacityMode.NODE_GROUPS: {"class": None, "annotations": {
-        "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
-        "service.beta.kubernetes.io/aws-load-balancer-internal": "true"}},
-}
 
 
 @dataclass(frozen=True)
@@ -169,16 +157,6 @@ def _unit(workers: RayWorkers) -> str:
     return workers.accelerator.ray_device.unit_word if workers.accelerator else "CPUs"
 
 
-def serve_service_name(rayservice_name: str) -> str:
-    """The Service KubeRay creates for Serve traffic (worker proxies only, here)."""
-    return f"{rayservice_name}-serve-svc"
-
-
-def openai_base_url(rayservice_name: str, namespace: str) -> str:
-    host = f"{serve_service_name(rayservice_name)}.{namespace}.svc.cluster.local"
-    return f"http://{host}:{constants.SERVE_PORT}/v1"
-
-
 def worker_selector(rayservice_name: str) -> dict[str, str]:
     """Labels of this RayService's worker pods, in every RayCluster it creates."""
     return {"ray.io/node-type": "worker", RAYSERVICE_LABEL: rayservice_name}
@@ -194,16 +172,21 @@ def _head_group(inputs: RayServiceInputs) -> dict[str, Any]:
         "image": inputs.image,
         "resources": container_resources(inputs.head_resources, None),
         "env": env,
+        # The Serve control-plane watchdog beside it (charts/serve_watchdog.py).
+        **serve_watchdog.ray_container_additions(),
     }
+    watchdog = (serve_watchdog.watchdog_container(inputs.image),)
+    volumes = {"volumes": [serve_watchdog.token_volume()]}
     if not inputs.head_on_stable_capacity:
-        return head_group(container, labels={RAYSERVICE_LABEL: inputs.name})
+        return head_group(container, labels={RAYSERVICE_LABEL: inputs.name}, pod_spec=volumes, sidecars=watchdog)
     return head_group(
         container,
         labels={RAYSERVICE_LABEL: inputs.name},
         # Karpenter (EKS Auto Mode) leaves the node alone while the head runs on it; node
         # expiry and a deleted pod still move it, as the HA design allows.
         annotations={"karpenter.sh/do-not-disrupt": "true"},
-        pod_spec={"affinity": on_demand_capacity_affinity()},
+        pod_spec={"affinity": on_demand_capacity_affinity(), **volumes},
+        sidecars=watchdog,
     )
 
 
@@ -301,7 +284,7 @@ def rayservice_spec(inputs: RayServiceInputs) -> dict[str, Any]:
             # the Gateway API, which this cluster does not run.
             "upgradeStrategy": {"type": "NewCluster"},
             "rayClusterDeletionDelaySeconds": DRAIN_SECONDS,
-            **_serve_service(inputs),
+            **serve_service_template(inputs.name, inputs.serve_load_balancer),
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
                 # The operator generates a token Secret and sets it on every Ray container:
@@ -316,27 +299,6 @@ def rayservice_spec(inputs: RayServiceInputs) -> dict[str, Any]:
                 "workerGroupSpecs": [_worker_group(inputs, plan) for plan in inputs.workers.groups()],
             },
         },
-    }
-
-
-def _serve_service(inputs: RayServiceInputs) -> dict[str, Any]:
-    """KubeRay builds the serve Service from this template and keeps its selector on the
-    active cluster's worker proxies, through upgrades: an internal NLB that the
-    availability probe and in-VPC clients use."""
-    if inputs.serve_load_balancer is None:
-        return {}
-    balancer = SERVE_LOAD_BALANCERS[inputs.serve_load_balancer]
-    spec: dict[str, Any] = {
-        "type": "LoadBalancer",
-        "ports": [{"name": "serve", "port": constants.SERVE_PORT, "targetPort": constants.SERVE_PORT}],
-    }
-    if balancer["class"]:
-        spec["loadBalancerClass"] = balancer["class"]
-    return {
-        "serveService": {
-            "metadata": {"name": serve_service_name(inputs.name), "annotations": dict(balancer["annotations"])},
-            "spec": spec,
-        }
     }
 
 

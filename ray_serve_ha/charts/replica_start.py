@@ -1,10 +1,10 @@
 """A serving replica's start, step by step, on paper: what the RayService's initializing
-time-out, README's budget and its NAT traffic figures are computed from.
+time-out, the docs' budget and NAT traffic figures are computed from.
 
 Estimates, not measurements (no Inferentia2 or GPU account here): data sizes come from the
 image table (ray_serve_ha/charts/images.py) and the models table (weights), compile and load
 times from the accelerator table; the transfer rates below are assumptions.
-`python -m ray_serve_ha.charts.replica_start` prints README's tables.
+`python -m ray_serve_ha.charts.replica_start` prints the docs' tables.
 """
 
 from __future__ import annotations

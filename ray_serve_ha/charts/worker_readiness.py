@@ -31,7 +31,7 @@ TIMEOUT_SECONDS = 5
 FAILURE_THRESHOLD = 1
 INITIAL_DELAY_SECONDS = 10
 # Each HTTP check's own time-out, within the probe's.
-_HTTP_TIMEOUT_SECONDS = 2
+HTTP_TIMEOUT_SECONDS = 2
 
 _SCRIPT = """\
 import os, sys, urllib.request
@@ -72,14 +72,14 @@ def readiness_command(
 ) -> list[str]:
     """The probe's command: exit status 0 when the replica serves and raylet and proxy answer."""
     script = _SCRIPT.format(
-        http_timeout=_HTTP_TIMEOUT_SECONDS,
+        http_timeout=HTTP_TIMEOUT_SECONDS,
         title=replica_title or replica_process_title(),
         starting=REPLICA_STARTING_METHODS,
         proc_root=proc_root,
         # The raylet's health from the node's dashboard agent, as KubeRay 1.7 probes RayService
         # workers (it answers 200 while only the GCS, on the head, is unreachable).
         raylet_url=f"http://localhost:{agent_port}/api/local_raylet_healthz",
-        proxy_url=f"http://localhost:{serve_port}/-/healthz",
+        proxy_url=f"http://localhost:{serve_port}{constants.SERVE_PROXY_HEALTH_PATH}",
     )
     # python3 from the image: every Ray image has it (KubeRay's own fallback probe uses Python).
     return ["python3", "-c", script]

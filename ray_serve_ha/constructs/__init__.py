@@ -1,5 +1,5 @@
 """The serving system's parts as CDK constructs, for the project's own stacks and for an app
-of your own (README, "Bring your own VPC or cluster"). Each takes a frozen dataclass of
+of your own (docs/operating.md, "Bring your own VPC or cluster"). Each takes a frozen dataclass of
 props whose defaults are the library's:
 
 - `GcsStore`: the ElastiCache Redis that makes the Ray head fault tolerant;

@@ -15,8 +15,8 @@ from constructs import Construct, IConstruct
 
 from ray_serve_ha.charts import constants
 from ray_serve_ha.charts.profiles import EksCharts, EksDeployment, eks_charts
-from ray_serve_ha.charts.rayservice import serve_service_name
 from ray_serve_ha.charts.serve_config import COMPILED_ARTIFACT_ENGINES
+from ray_serve_ha.charts.serve_service import serve_service_name
 from ray_serve_ha.constructs.artifact_cache import CompiledArtifactCache, CompiledArtifactCacheProps
 from ray_serve_ha.constructs.helper_access import HelperReach, HelperSecurityGroup, HelperSecurityGroupProps
 from ray_serve_ha.constructs.kuberay_validation import add_kuberay_rules

@@ -8,7 +8,7 @@ user changes (and the CDK feature flags); an unset key takes the model's default
 whose one message names each bad key, its value and what is allowed (errors.py). Nothing
 below app.py reads context or the environment.
 
-`python -m stacks.settings` prints README's settings table from the model (table.py).
+`python -m stacks.settings` prints docs/settings.md's table from the model (table.py).
 """
 
 from stacks.settings.context import parse_settings

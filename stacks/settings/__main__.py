@@ -1,4 +1,4 @@
-"""`python -m stacks.settings`: README's settings table, from the model."""
+"""`python -m stacks.settings`: docs/settings.md's table, from the model."""
 
 from stacks.settings.table import settings_table
 

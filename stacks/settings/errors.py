@@ -88,7 +88,7 @@ def describe_errors(error: ValidationError, given: Mapping[str, Any]) -> list[st
             index = int(loc[1])
             where = f"batchTeams[{index}]"
             if len(loc) == 2:
-                problems.append(f"{where}={_show(item['input'])}: must be a team object (see README, Settings)")
+                problems.append(f"{where}={_show(item['input'])}: must be a team object (see docs/settings.md)")
             elif kind == "extra_forbidden":
                 unknown_team_fields.setdefault(index, []).append(str(loc[2]))
             elif kind == "missing":

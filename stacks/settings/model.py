@@ -1,5 +1,5 @@
 """The settings model: every setting once, with its context key, type, default and what it
-allows (the "allowed" column of README's table). The defaults are the library's: its
+allows (the "allowed" column of docs/settings.md). The defaults are the library's: its
 tables, its charts' inputs and its constructs' props own them, and the model reads them."""
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ _DEFAULT_TYPES = " / ".join(f"`{a.default_instance_type}` ({a.name})" for a in A
 class SettingsModel(BaseModel):
     """Every setting as the context holds it (camelCase keys), with its one default.
 
-    Each field's description is the "allowed" column of README's settings table.
+    Each field's description is the "allowed" column of docs/settings.md.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -195,7 +195,7 @@ class SettingsModel(BaseModel):
         DEFAULT_SERVING_CAPACITY_TYPE, alias="servingCapacityType",
         description=f"{', '.join(ServingCapacityType)}: `mixed` keeps `onDemandReplicas` Serve replicas on "
         "on-demand nodes (the floor no spot interruption can take) and runs the others on spot nodes (an Auto Mode "
-        "NodePool or a managed node group per capacity type; README, Spot replicas)",
+        "NodePool or a managed node group per capacity type; docs/design.md, Spot replicas)",
     )
     on_demand_replicas: OnDemandReplicas = Field(
         DEFAULT_ON_DEMAND_REPLICAS, alias="onDemandReplicas",
@@ -281,7 +281,7 @@ class SettingsModel(BaseModel):
         description="region name; unset: environment-agnostic (required with `pipeline=true`)",
     )
 
-    # --- bring your own VPC or cluster (README: "Bring your own VPC or cluster") -----------
+    # --- bring your own VPC or cluster (docs/operating.md: "Bring your own VPC or cluster") -----------
     vpc_id: VpcId | None = Field(
         None, alias="vpcId",
         description="an existing VPC to deploy into (no network stack; looked up at synth, so `account` and "

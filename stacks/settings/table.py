@@ -1,5 +1,5 @@
-"""README's settings table, printed by `python -m stacks.settings`: every key, its default
-(JSON) and what it allows, from the model (a test keeps README equal to it)."""
+"""The settings table of docs/settings.md, printed by `python -m stacks.settings`: every key, its default
+(JSON) and what it allows, from the model (a test keeps the page equal to it)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from stacks.settings.model import (
 
 
 def settings_table() -> str:
-    """README's settings table: every key, its default (JSON) and what it allows."""
+    """The settings table: every key, its default (JSON) and what it allows."""
     rows = ["| key | default | allowed |", "|---|---|---|"]
     for key, field in FIELDS_BY_KEY.items():
         default = field.default

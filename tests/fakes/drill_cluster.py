@@ -24,6 +24,30 @@ class FakeCluster:
         self.chat_status = 200
         self.never_ready = False
         self.lock = threading.Lock()
+        # Worker pods: name -> polls left until Ready (a replacement starts not Ready).
+        self.workers = {"ray-serve-llm-abcde-cpu-worker-a": 0, "ray-serve-llm-abcde-cpu-worker-b": 0}
+        self.next_worker = "c"
+
+    def worker_pods(self) -> list[dict]:
+        with self.lock:
+            pods = []
+            for name, polls in list(self.workers.items()):
+                self.workers[name] = polls - 1
+                pods.append({
+                    "metadata": {"name": name, "namespace": "ray-serving", "uid": f"uid-{name}",
+                                 "labels": {"ray.io/cluster": "ray-serve-llm-abcde", "ray.io/node-type": "worker"}},
+                    "status": {"conditions": [{"type": "Ready", "status": "True" if polls <= 0 else "False"}]},
+                })
+            return pods
+
+    def delete_worker(self, name: str, grace: int | None) -> dict:
+        with self.lock:
+            self.deletions.append((name, grace))
+            del self.workers[name]
+            # The drained pod terminates; KubeRay creates a replacement that becomes Ready later.
+            self.workers[f"ray-serve-llm-abcde-cpu-worker-{self.next_worker}"] = 3
+            self.next_worker = chr(ord(self.next_worker) + 1)
+            return {"metadata": {"name": name}}
 
     def head_pod(self) -> dict:
         with self.lock:
@@ -68,10 +92,11 @@ def api_handler(cluster: FakeCluster):
                         "applicationStatuses": {"llm": {"status": "RUNNING"}}}},
                 })
             if url.path == "/api/v1/namespaces/ray-serving/pods":
-                selector = parse_qs(url.query)["labelSelector"][0]
-                assert set(selector.split(",")) == {"ray.io/cluster=ray-serve-llm-abcde", "ray.io/node-type=head"}
-                return self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {},
-                                        "items": [cluster.head_pod()]})
+                selector = set(parse_qs(url.query)["labelSelector"][0].split(","))
+                node_type = "worker" if "ray.io/node-type=worker" in selector else "head"
+                assert selector == {"ray.io/cluster=ray-serve-llm-abcde", f"ray.io/node-type={node_type}"}
+                items = cluster.worker_pods() if node_type == "worker" else [cluster.head_pod()]
+                return self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
             if url.path == "/v1/models":
                 return self._send(200, {"object": "list", "data": [{"id": "tiny", "object": "model"}]})
             self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})
@@ -91,6 +116,9 @@ def api_handler(cluster: FakeCluster):
             grace = body.get("gracePeriodSeconds")
             if grace is None and "gracePeriodSeconds" in parse_qs(url.query):
                 grace = int(parse_qs(url.query)["gracePeriodSeconds"][0])
+            name = url.path.rsplit("/", 1)[1]
+            if "-worker-" in name:
+                return self._send(200, {"kind": "Pod", "apiVersion": "v1", **cluster.delete_worker(name, grace)})
             deleted = cluster.head_pod()
             cluster.delete(url.path.rsplit("/", 1)[1], grace)
             # The API answers a pod delete with the pod, now terminating.

@@ -35,6 +35,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .args import AppArgs
+from .draining import DRAINING_NODES, CloseConnectionsThroughDrainingNodes
 from .engines import ChatTemplateError, Engine, Prompt, SamplingParams, load_engine
 from .protocol import (
     SSE_DONE,
@@ -83,6 +84,8 @@ api = FastAPI(
     docs_url=None,
     redoc_url=None,
 )
+# Clients that reach us through a draining node's proxy are told to reconnect (draining.py).
+api.add_middleware(CloseConnectionsThroughDrainingNodes, draining=DRAINING_NODES)
 
 
 @api.exception_handler(OpenAIError)
@@ -123,6 +126,7 @@ class ModelServer:
     async def __init__(self, args: dict[str, Any]) -> None:
         self.args = AppArgs.parse(args)
         self.model_name = self.args.model_name
+        DRAINING_NODES.start()
         self.created = now()
         # Loading blocks for seconds (CPU) to minutes (Neuron compile): off the event loop.
         self.engine: Engine = await asyncio.to_thread(load_engine, self.args)

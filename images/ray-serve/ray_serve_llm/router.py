@@ -102,6 +102,10 @@ class Router:
             "query_string": request.url.query.encode(),
             "headers": [(k, v) for k, v in request.headers.raw if k.lower() not in _HOP_HEADERS],
             "body": body,
+            # The proxy it came through (its node's IP) and the client: the model replica's
+            # routes run behind the draining middleware, which reads the proxy from the scope.
+            "server": request.scope.get("server"),
+            "client": request.scope.get("client"),
         }
         chosen = pick(self.running, self.floor, random.random())
         try:
@@ -152,8 +156,8 @@ async def run_asgi(app: Any, message: Mapping[str, Any]) -> AsyncIterator[dict[s
         "root_path": "",
         "query_string": message["query_string"],
         "headers": list(message["headers"]),
-        "client": None,
-        "server": None,
+        "client": message.get("client"),
+        "server": message.get("server"),
     }
     body_given = False
     finished = asyncio.Event()
