@@ -49,7 +49,7 @@ _KIND_SECRETS = "kind reads no AWS secrets"
 _KIND_MODEL = "kind serves the tiny model built into the CPU image"
 EKS_ONLY = {
     "accelerator": _KIND_WORKERS, "instance_type": _KIND_WORKERS, "min_workers": _KIND_WORKERS,
-    "max_workers": _KIND_WORKERS, "capacity_mode": _KIND_WORKERS,
+    "max_workers": _KIND_WORKERS, "capacity_mode": _KIND_WORKERS, "on_demand_replicas": _KIND_WORKERS,
     "model_id": _KIND_MODEL, "model_weights_gb": _KIND_MODEL,
     "redis_endpoint": _KIND_REDIS, "redis_port": _KIND_REDIS,
     "redis_auth_secret_arn": _KIND_SECRETS, "hf_token_secret_name": _KIND_SECRETS, "region": _KIND_SECRETS,
@@ -124,6 +124,9 @@ def parser() -> argparse.ArgumentParser:
                      f"(default: {', '.join(f'{a.name} {a.default_instance_type}' for a in ACCELERATORS.values())})")
     eks.add_argument("--min-workers", type=_worker_count, help=f"default: {EksDeployment.min_workers}")
     eks.add_argument("--max-workers", type=_worker_count, help=f"default: {EksDeployment.max_workers}")
+    eks.add_argument("--on-demand-replicas", type=_worker_count,
+                     help="spot replicas above an on-demand floor of this many (servingCapacityType=mixed); "
+                     "default: every worker on on-demand nodes")
     eks.add_argument("--model-id", type=_checked(HF_MODEL_ID, HF_MODEL_ID_RULE.removeprefix("must be ")),
                      help=f"Hugging Face model id (default: {EksDeployment.model.id}; the models table: "
                      f"{', '.join(MODELS)}, or another with --model-weights-gb)")
@@ -173,6 +176,7 @@ def build(args: argparse.Namespace, app: cdk8s.App) -> tuple[cdk8s.Chart, ...]:
     # Unset: the library's defaults, which `cdk synth` takes too (EksDeployment's).
     given: dict[str, Any] = {
         "min_workers": args.min_workers, "max_workers": args.max_workers, "model": model,
+        "on_demand_replicas": args.on_demand_replicas,
         "capacity_mode": args.capacity_mode and CapacityMode(args.capacity_mode), "redis_port": args.redis_port,
         "hugging_face_token_secret": args.hf_token_secret_name,
     }

@@ -94,6 +94,7 @@ class ServingStack(cdk.Stack):
                     max_workers=capacity.max_nodes,
                     model=settings.serving.model,
                     capacity_mode=capacity.mode,
+                    on_demand_replicas=capacity.floor,
                 ),
                 vpc=network.vpc,
                 subnets=network.private_subnets,

@@ -123,6 +123,18 @@ def node_groups_nvidia() -> Synthesized:
 
 
 @pytest.fixture(scope="session")
+def mixed_auto_mode() -> Synthesized:
+    """Spot replicas above an on-demand floor, on Auto Mode (neuron)."""
+    return synthesize(servingCapacityType="mixed")
+
+
+@pytest.fixture(scope="session")
+def mixed_node_groups_nvidia() -> Synthesized:
+    """Spot replicas above an on-demand floor, on managed node groups (nvidia: several spot types)."""
+    return synthesize(servingCapacityType="mixed", capacityMode="node-groups", accelerator="nvidia")
+
+
+@pytest.fixture(scope="session")
 def auto_mode_nvidia() -> Synthesized:
     return synthesize(accelerator="nvidia")
 

@@ -32,8 +32,6 @@ TAINT_EFFECT = "NoSchedule"
 
 CapacityType = Literal["on-demand", "spot"]
 CAPACITY_TYPES: tuple[str, ...] = ("on-demand", "spot")
-# Managed node groups name capacity types as aws_eks_v2.CapacityType does.
-NODE_GROUP_CAPACITY_TYPES = {"on-demand": "ON_DEMAND", "spot": "SPOT"}
 
 # The longest name made from a team name is a RayJob's, `<team>-<job>` (KubeRay refuses
 # RayJob names over 47 characters, RayCluster names over 53), for the longest job name.
@@ -261,7 +259,7 @@ def team_node_group_taints(team: BatchTeam) -> tuple[NodeTaint, ...]:
 
 def team_node_group_capacity_type(team: BatchTeam) -> str:
     """The node group capacity type, as aws_eks_v2.CapacityType names it."""
-    return NODE_GROUP_CAPACITY_TYPES[team.capacity_type]
+    return constants.NODE_GROUP_CAPACITY_TYPES[team.capacity_type]
 
 
 def worker_resources(team: BatchTeam) -> PodResources:

@@ -19,9 +19,21 @@ NODE_ROLE_LABEL = f"{LABEL_DOMAIN}/node-role"
 TEAM_LABEL = f"{LABEL_DOMAIN}/team"
 SYSTEM_NODE_ROLE = "system"
 
+# The capacity type of a node (on-demand or spot), as each capacity mode labels it: Karpenter
+# (EKS Auto Mode) with its own values, EKS managed node groups with theirs.
+KARPENTER_CAPACITY_TYPE_LABEL = "karpenter.sh/capacity-type"
+NODE_GROUP_CAPACITY_TYPE_LABEL = "eks.amazonaws.com/capacityType"
+NODE_GROUP_CAPACITY_TYPES = {"on-demand": "ON_DEMAND", "spot": "SPOT"}
+
 # Names of the accelerator capacity (Karpenter NodePool in Auto Mode, node group otherwise).
 def accelerator_pool_name(accelerator: str) -> str:
     return f"ray-{accelerator}"
+
+
+# With spot replicas (servingCapacityType=mixed): the accelerator's spot capacity, beside the
+# on-demand pool or group above, which then holds the floor.
+def accelerator_spot_pool_name(accelerator: str) -> str:
+    return f"ray-{accelerator}-spot"
 
 
 # EKS Auto Mode: the NodePool the Ray heads run on, and the NodeClasses of the project's pools.

@@ -99,19 +99,25 @@ def accelerator_node_pool(
     max_nodes: int,
     upgrade_surge_nodes: int,
     node_class: str = DEFAULT_NODE_CLASS,
+    capacity_type: str = "on-demand",
 ) -> dict[str, Any]:
-    """The serving workers' pool. `upgrade_surge_nodes`: the nodes a NewCluster upgrade adds
-    next to the running cluster (its workers' minimum) until traffic switches."""
+    """The serving workers' pool on `capacity_type` (the spot pool has a name of its own).
+    `upgrade_surge_nodes`: the nodes a NewCluster upgrade adds next to the running cluster (its
+    workers' minimum) until traffic switches."""
     shapes = [accelerator.instance_types[t] for t in instance_types]
     # Limits bound the pool by what its largest instance type would add up to, for the
     # workers at their maximum plus an upgrade's new cluster.
     nodes = max_nodes + upgrade_surge_nodes
+    spot = capacity_type == "spot"
     return node_pool(
-        constants.accelerator_pool_name(accelerator.name),
+        (constants.accelerator_spot_pool_name if spot else constants.accelerator_pool_name)(accelerator.name),
         node_labels=accelerator.node_labels(),
         taints=[accelerator.taint()],
-        # Model replicas take minutes to load: no Spot interruptions.
-        requirements=[*instance_type_requirements(accelerator, instance_types), *capacity_requirements("on-demand")],
+        # Model replicas take minutes to load: spot only for the replicas above the on-demand
+        # floor (servingCapacityType=mixed), whose workers select this pool's capacity type.
+        # Auto Mode handles a spot interruption itself: it cordons and drains the node when
+        # the two-minute notice arrives (the workers' grace period ends before it runs out).
+        requirements=[*instance_type_requirements(accelerator, instance_types), *capacity_requirements(capacity_type)],
         # Expiry is forceful in Karpenter v1 (no budget applies), but a drain still waits on
         # the workers' PodDisruptionBudget (one worker at a time, and a worker counts only once
         # its replica serves) for up to the grace period.

@@ -73,6 +73,9 @@ class EksDeployment:
     # worker pods then run as RAY_WORKER_SERVICE_ACCOUNT, which EKS Pod Identity maps to a
     # role that may use that prefix.
     compiled_artifacts: str | None = None
+    # None: every worker on on-demand capacity. A number: that many workers and Serve replicas
+    # (the floor) on on-demand nodes, the rest on spot nodes (ServingCapacity.floor).
+    on_demand_replicas: int | None = None
 
 
 @dataclass(frozen=True)
@@ -123,12 +126,17 @@ def accelerator_serving(
         min_replicas=workers.min_replicas,
         max_replicas=workers.max_replicas,
         compiled_artifacts=compiled_artifacts if workers.engine in COMPILED_ARTIFACT_ENGINES else None,
+        on_demand_replicas=workers.on_demand_replicas,
     )
 
 
 def eks_rayservice_inputs(deployment: EksDeployment) -> RayServiceInputs:
     workers = accelerator_workers(
-        deployment.accelerator, deployment.instance_types, deployment.min_workers, deployment.max_workers
+        deployment.accelerator,
+        deployment.instance_types,
+        deployment.min_workers,
+        deployment.max_workers,
+        deployment.on_demand_replicas,
     )
     serving = accelerator_serving(
         deployment.model, deployment.accelerator, workers, deployment.compiled_artifacts, deployment.instance_types

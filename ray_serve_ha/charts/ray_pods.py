@@ -85,34 +85,42 @@ def container_resources(resources: PodResources, accelerator: Accelerator | None
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
+def capacity_type_terms(capacity_type: str, expressions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Node selector terms (ORed) for nodes of `capacity_type` ("on-demand", "spot") that also
+    match `expressions`: by Karpenter's label (EKS Auto Mode) or by the label EKS puts on a
+    managed node group's nodes. One spec fits both capacity modes."""
+    return [
+        {"matchExpressions": [
+            *expressions,
+            {"key": constants.KARPENTER_CAPACITY_TYPE_LABEL, "operator": "In", "values": [capacity_type]},
+        ]},
+        {"matchExpressions": [
+            *expressions,
+            {
+                "key": constants.NODE_GROUP_CAPACITY_TYPE_LABEL,
+                "operator": "In",
+                "values": [constants.NODE_GROUP_CAPACITY_TYPES[capacity_type]],
+            },
+        ]},
+    ]
+
+
+def required_node_affinity(terms: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
+
+
 def on_demand_capacity_affinity() -> dict[str, Any]:
     """Where Ray heads run: on-demand capacity without accelerators. The terms are ORed:
     in EKS Auto Mode the project's heads pool (Karpenter labels; its disk holds the heads'
     images), or, in node-groups mode, the system node group (on-demand managed nodes)."""
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchExpressions": [
-                            {"key": "karpenter.sh/nodepool", "operator": "In", "values": [constants.HEADS_POOL]},
-                            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
-                        ]
-                    },
-                    {
-                        "matchExpressions": [
-                            {
-                                "key": constants.NODE_ROLE_LABEL,
-                                "operator": "In",
-                                "values": [constants.SYSTEM_NODE_ROLE],
-                            },
-                            {"key": "eks.amazonaws.com/capacityType", "operator": "In", "values": ["ON_DEMAND"]},
-                        ]
-                    },
-                ]
-            }
-        }
-    }
+    auto_mode, node_groups = capacity_type_terms("on-demand", [])
+    auto_mode["matchExpressions"].insert(
+        0, {"key": "karpenter.sh/nodepool", "operator": "In", "values": [constants.HEADS_POOL]}
+    )
+    node_groups["matchExpressions"].insert(
+        0, {"key": constants.NODE_ROLE_LABEL, "operator": "In", "values": [constants.SYSTEM_NODE_ROLE]}
+    )
+    return required_node_affinity([auto_mode, node_groups])
 
 
 # The in-tree autoscaler's sidecar on the head.
@@ -159,9 +167,11 @@ def worker_group(
     accelerator: Accelerator | None = None,
     devices: int = 0,
     pod_spec: dict[str, Any] | None = None,
+    ray_resources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A worker group; on an accelerator, with the Ray resources Ray cannot derive from the
-    pod's device request (Neuron: the cores per chip)."""
+    pod's device request (Neuron: the cores per chip), plus `ray_resources` (custom ones the
+    group's workers advertise)."""
     group: dict[str, Any] = {
         "groupName": group_name,
         "replicas": min_replicas,
@@ -169,9 +179,9 @@ def worker_group(
         "maxReplicas": max_replicas,
         "rayStartParams": {},
     }
-    if accelerator is not None:
-        ray_resources = accelerator.ray_device.worker_group_resources(devices)
-        if ray_resources:
-            group["resources"] = ray_resources
+    resources = dict(accelerator.ray_device.worker_group_resources(devices)) if accelerator is not None else {}
+    resources.update(ray_resources or {})
+    if resources:
+        group["resources"] = resources
     group["template"] = {"metadata": {"labels": labels}, "spec": {"containers": [container], **(pod_spec or {})}}
     return group

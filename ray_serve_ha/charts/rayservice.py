@@ -17,7 +17,6 @@ import cdk8s
 from constructs import Construct
 
 from ray_serve_ha.charts import constants, ray_env, serve_watchdog
-from ray_serve_ha.charts.accelerators import Accelerator
 from ray_serve_ha.charts.capacity import CapacityMode
 from ray_serve_ha.charts.objects import add_api_object
 from ray_serve_ha.charts.pod_requests import EKS_HEAD_RESOURCES
@@ -30,16 +29,18 @@ from ray_serve_ha.charts.ray_pods import (
     PodResources,
     SecretKeyRef,
     autoscaling,
+    capacity_type_terms,
     container_resources,
     head_group,
     on_demand_capacity_affinity,
+    required_node_affinity,
     worker_group,
-    worker_pod_resources,
 )
+from ray_serve_ha.charts.ray_workers import RayWorkers as RayWorkers
+from ray_serve_ha.charts.ray_workers import WorkerGroupPlan
+from ray_serve_ha.charts.ray_workers import accelerator_workers as accelerator_workers
 from ray_serve_ha.charts.serve_config import (
-    CPU_ENGINE,
-    MIN_REPLICAS,
-    Engine,
+    CAPACITY_RESOURCES,
     LlmServing,
     serve_config_yaml,
 )
@@ -61,56 +62,10 @@ REDIS_CA_CERT = "/etc/ssl/certs/ca-certificates.crt"
 # stopped and when an upgraded cluster takes the traffic and the old one is deleted
 # (charts/ray_env.py: the worker pods' grace period and Ray's drain within it).
 DRAIN_SECONDS = ray_env.WORKER_TERMINATION_GRACE_S
-
-
-@dataclass(frozen=True)
-class RayWorkers:
-    """The worker group: where it runs, what each pod gets, how many pods."""
-
-    resources: PodResources
-    # None: CPU-only workers that land on any node (the kind profile).
-    accelerator: Accelerator | None = None
-    min_replicas: int = MIN_REPLICAS
-    max_replicas: int = MIN_REPLICAS
-
-    def __post_init__(self) -> None:
-        if self.min_replicas < MIN_REPLICAS:
-            raise ValueError(
-                f"workers min_replicas={self.min_replicas}: at least {MIN_REPLICAS} worker pods are "
-                "needed to keep two Serve replicas on two nodes"
-            )
-        if self.max_replicas < self.min_replicas:
-            raise ValueError(
-                f"workers max_replicas={self.max_replicas} is below min_replicas={self.min_replicas}"
-            )
-        if (self.accelerator is None) != (self.resources.devices == 0):
-            raise ValueError(
-                "accelerator workers need devices > 0 and CPU-only workers none; got "
-                f"accelerator={self.accelerator.name if self.accelerator else None}, "
-                f"devices={self.resources.devices}"
-            )
-
-    @property
-    def group_name(self) -> str:
-        return self.accelerator.name if self.accelerator else "cpu"
-
-    @property
-    def engine(self) -> Engine:
-        return self.accelerator.engine if self.accelerator else CPU_ENGINE  # type: ignore[return-value]
-
-
-def accelerator_workers(
-    accelerator: Accelerator, instance_types: tuple[str, ...], min_replicas: int, max_replicas: int
-) -> RayWorkers:
-    """One worker pod per accelerator node, sized to fit the smallest of `instance_types`
-    (by Karpenter's allocatable estimate, see ray_serve_ha/charts/accelerators.py), with all its devices:
-    one worker, and one Serve replica, per node."""
-    return RayWorkers(
-        resources=worker_pod_resources(accelerator.worker_size(instance_types)),
-        accelerator=accelerator,
-        min_replicas=min_replicas,
-        max_replicas=max_replicas,
-    )
+# EC2's notice before it reclaims a spot instance. A spot worker's drain (DRAIN_SECONDS, on
+# the spot worker group as on the others) must end before it: EKS Auto Mode and managed node
+# groups start the drain when the notice (or, node groups, a rebalance recommendation) comes.
+SPOT_INTERRUPTION_NOTICE_S = 120
 
 
 @dataclass(frozen=True)
@@ -160,6 +115,11 @@ class RayServiceInputs:
             raise ValueError(
                 f"one Serve replica needs {needed:g} {_unit(self.workers)} but a worker pod has "
                 f"{offered:g}: lower tensor_parallel_degree or pick a larger instance type"
+            )
+        if self.serving.on_demand_replicas != self.workers.on_demand_replicas:
+            raise ValueError(
+                f"Serve's on-demand floor ({self.serving.on_demand_replicas}) differs from the on-demand "
+                f"workers' ({self.workers.on_demand_replicas}): the floor's replicas need a worker each"
             )
         if self.serving.max_replicas > self.workers.max_replicas:
             raise ValueError(
@@ -230,7 +190,7 @@ def _head_group(inputs: RayServiceInputs) -> dict[str, Any]:
     )
 
 
-def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
+def _worker_group(inputs: RayServiceInputs, plan: WorkerGroupPlan) -> dict[str, Any]:
     workers = inputs.workers
     selector = {"matchLabels": worker_selector(inputs.name)}
     # Plain values, and the token's secret reference below.
@@ -243,7 +203,7 @@ def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
         "resources": container_resources(workers.resources, workers.accelerator),
         "env": env,
         # Ready only once this worker's own replica serves (ray_serve_ha/charts/worker_readiness.py).
-        "readinessProbe": worker_readiness_probe(),
+        "readinessProbe": worker_readiness_probe(plan.deployment),
     }
     pod_spec: dict[str, Any] = {
         "terminationGracePeriodSeconds": DRAIN_SECONDS,
@@ -271,15 +231,22 @@ def _worker_group(inputs: RayServiceInputs) -> dict[str, Any]:
     if accelerator is not None:
         pod_spec["nodeSelector"] = accelerator.node_labels()
         pod_spec["tolerations"] = [accelerator.toleration()]
+    ray_resources = None
+    if plan.capacity_type is not None:
+        # Only nodes of the group's capacity type, in either capacity mode; its workers offer
+        # the Ray resource that the replicas of its deployment (and only those) require.
+        pod_spec["affinity"] = required_node_affinity(capacity_type_terms(plan.capacity_type, []))
+        ray_resources = {CAPACITY_RESOURCES[plan.capacity_type]: "1"}
     return worker_group(
-        group_name=workers.group_name,
-        min_replicas=workers.min_replicas,
-        max_replicas=workers.max_replicas,
+        group_name=plan.name,
+        min_replicas=plan.min_replicas,
+        max_replicas=plan.max_replicas,
         container=container,
         labels={RAYSERVICE_LABEL: inputs.name},
         accelerator=accelerator,
         devices=workers.resources.devices,
         pod_spec=pod_spec,
+        ray_resources=ray_resources,
     )
 
 
@@ -329,7 +296,7 @@ def rayservice_spec(inputs: RayServiceInputs) -> dict[str, Any]:
                 },
                 **_autoscaling(inputs.workers),
                 "headGroupSpec": _head_group(inputs),
-                "workerGroupSpecs": [_worker_group(inputs)],
+                "workerGroupSpecs": [_worker_group(inputs, plan) for plan in inputs.workers.groups()],
             },
         },
     }

@@ -28,6 +28,18 @@ APP_IMPORT_PATH = "ray_serve_llm.app:build_app"
 APP_NAME = "llm"
 DEPLOYMENT_NAME = "LLMServer"
 ROUTE_PREFIX = "/"
+# With spot replicas above an on-demand floor (`LlmServing.on_demand_replicas`): the model's
+# second deployment, on spot workers, and the router in front of both (the application's
+# ingress, images/ray-serve/ray_serve_llm/router.py).
+SPOT_DEPLOYMENT_NAME = "LLMServerSpot"
+ROUTER_DEPLOYMENT_NAME = "Router"
+# The Ray resource a worker advertises for its node's capacity type, one unit per worker: the
+# floor's replicas require the on-demand one and the others the spot one, so Ray can place a
+# floor replica on an on-demand worker only, whatever Serve's scheduler and autoscaler do.
+CAPACITY_RESOURCES = {"on-demand": "on_demand_node", "spot": "spot_node"}
+# A router replica holds no model: a fraction of a CPU on any worker (never the head, which
+# offers no CPUs), two of them on two nodes.
+ROUTER_CPUS = 0.25
 
 # Engines that compile the model for the accelerator and can reuse the result
 # (`neuron_compiled_artifacts` of images/ray-serve/ray_serve_llm/args.py).
@@ -46,6 +58,10 @@ HEALTH_CHECK_TIMEOUT_S = 60
 # streams it serves: a long completion at Inferentia2's ~20 tokens/s takes about a minute.
 GRACEFUL_SHUTDOWN_TIMEOUT_S = 60
 GRACEFUL_SHUTDOWN_WAIT_LOOP_S = 2
+# The slowest single stream here, tokens/s: Llama-3.1-8B on one Inferentia2 chip at tensor
+# parallel 2 (published; the field notes' anchor). The longest stream, LlmServing.max_tokens at
+# this rate, must finish within GRACEFUL_SHUTDOWN_TIMEOUT_S (tests/test_spot_replicas.py).
+SLOWEST_STREAM_TOKENS_PER_S = 18
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,10 @@ class LlmServing:
     # Where compiled artifacts are cached (s3://bucket/prefix or an absolute path): the
     # engine adds a folder per model, SDK, tensor parallel degree and sequence settings.
     compiled_artifacts: str | None = None
+    # None: one deployment whose replicas run on any worker. A number: that many replicas
+    # (the floor) on on-demand workers, the others (min_replicas - floor up to max_replicas -
+    # floor) on spot workers, behind a router.
+    on_demand_replicas: int | None = None
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -94,6 +114,12 @@ class LlmServing:
             raise ValueError(
                 f"compiled_artifacts is only used by engine {', '.join(COMPILED_ARTIFACT_ENGINES)} "
                 f"(engine is {self.engine!r})"
+            )
+        if self.on_demand_replicas is not None and not 1 <= self.on_demand_replicas < self.min_replicas:
+            raise ValueError(
+                f"on_demand_replicas={self.on_demand_replicas}: the on-demand floor must be from 1 to "
+                f"min_replicas - 1 ({self.min_replicas - 1}): at least one replica runs on spot, or the spot "
+                "deployment would never get the traffic that scales it up"
             )
         if self.max_model_len is not None and self.max_tokens >= self.max_model_len:
             raise ValueError(
@@ -119,11 +145,16 @@ def tiny_model_serving(model_path: str) -> LlmServing:
     )
 
 
-def replica_actor_options(serving: LlmServing) -> dict[str, Any]:
-    """The Ray resources of one replica: what makes Ray place it on an accelerator node."""
+def replica_actor_options(serving: LlmServing, capacity_type: str | None = None) -> dict[str, Any]:
+    """The Ray resources of one replica: what makes Ray place it on an accelerator node (and,
+    with `capacity_type`, only on a worker of that capacity type)."""
     if serving.ray_device is None:
-        return {"num_cpus": serving.cpus_per_replica}
-    return serving.ray_device.actor_options(serving.tensor_parallel_degree)
+        options: dict[str, Any] = {"num_cpus": serving.cpus_per_replica}
+    else:
+        options = serving.ray_device.actor_options(serving.tensor_parallel_degree)
+    if capacity_type is not None:
+        options["resources"] = {**options.get("resources", {}), CAPACITY_RESOURCES[capacity_type]: 1}
+    return options
 
 
 def serve_config(serving: LlmServing) -> dict[str, Any]:
@@ -139,29 +170,71 @@ def serve_config(serving: LlmServing) -> dict[str, Any]:
                 "route_prefix": ROUTE_PREFIX,
                 "import_path": APP_IMPORT_PATH,
                 "args": _app_args(serving),
-                "deployments": [
-                    {
-                        "name": DEPLOYMENT_NAME,
-                        "autoscaling_config": {
-                            "min_replicas": serving.min_replicas,
-                            "max_replicas": serving.max_replicas,
-                            # Add a replica when they run half full: continuous batching keeps
-                            # latency flat up to there, and a new replica takes minutes to load.
-                            "target_ongoing_requests": max(1, serving.max_ongoing_requests // 2),
-                        },
-                        "max_ongoing_requests": serving.max_ongoing_requests,
-                        # One replica per node: a node failure takes out one replica, never two.
-                        "max_replicas_per_node": 1,
-                        "health_check_period_s": HEALTH_CHECK_PERIOD_S,
-                        "health_check_timeout_s": HEALTH_CHECK_TIMEOUT_S,
-                        "graceful_shutdown_timeout_s": GRACEFUL_SHUTDOWN_TIMEOUT_S,
-                        "graceful_shutdown_wait_loop_s": GRACEFUL_SHUTDOWN_WAIT_LOOP_S,
-                        "ray_actor_options": replica_actor_options(serving),
-                    }
-                ],
+                "deployments": _deployments(serving),
             }
         ],
     }
+
+
+def _model_deployment(
+    serving: LlmServing, name: str, replicas: dict[str, Any], capacity_type: str | None
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        **replicas,
+        "max_ongoing_requests": serving.max_ongoing_requests,
+        # One replica per node: a node failure takes out one replica, never two.
+        "max_replicas_per_node": 1,
+        "health_check_period_s": HEALTH_CHECK_PERIOD_S,
+        "health_check_timeout_s": HEALTH_CHECK_TIMEOUT_S,
+        "graceful_shutdown_timeout_s": GRACEFUL_SHUTDOWN_TIMEOUT_S,
+        "graceful_shutdown_wait_loop_s": GRACEFUL_SHUTDOWN_WAIT_LOOP_S,
+        "ray_actor_options": replica_actor_options(serving, capacity_type),
+    }
+
+
+def _autoscaling(serving: LlmServing, min_replicas: int, max_replicas: int) -> dict[str, Any]:
+    return {
+        "autoscaling_config": {
+            "min_replicas": min_replicas,
+            "max_replicas": max_replicas,
+            # Add a replica when they run half full: continuous batching keeps
+            # latency flat up to there, and a new replica takes minutes to load.
+            "target_ongoing_requests": max(1, serving.max_ongoing_requests // 2),
+        }
+    }
+
+
+def _deployments(serving: LlmServing) -> list[dict[str, Any]]:
+    floor = serving.on_demand_replicas
+    if floor is None:
+        return [_model_deployment(
+            serving, DEPLOYMENT_NAME, _autoscaling(serving, serving.min_replicas, serving.max_replicas), None
+        )]
+    return [
+        {
+            "name": ROUTER_DEPLOYMENT_NAME,
+            "num_replicas": MIN_REPLICAS,
+            # A router holds each request for as long as its answer streams: one router alone
+            # (the other's node lost) must take what every model replica can (Serve's default
+            # is 5).
+            "max_ongoing_requests": serving.max_replicas * serving.max_ongoing_requests,
+            # Two routers on two nodes: a node's loss leaves one.
+            "max_replicas_per_node": 1,
+            # A draining router's streams finish, as the model replicas' do.
+            "graceful_shutdown_timeout_s": GRACEFUL_SHUTDOWN_TIMEOUT_S,
+            "graceful_shutdown_wait_loop_s": GRACEFUL_SHUTDOWN_WAIT_LOOP_S,
+            "ray_actor_options": {"num_cpus": ROUTER_CPUS},
+        },
+        # The floor does not scale: it is what a spot interruption can never take.
+        _model_deployment(serving, DEPLOYMENT_NAME, {"num_replicas": floor}, "on-demand"),
+        _model_deployment(
+            serving,
+            SPOT_DEPLOYMENT_NAME,
+            _autoscaling(serving, serving.min_replicas - floor, serving.max_replicas - floor),
+            "spot",
+        ),
+    ]
 
 
 def _app_args(serving: LlmServing) -> dict[str, Any]:
@@ -178,6 +251,8 @@ def _app_args(serving: LlmServing) -> dict[str, Any]:
         args["served_model_name"] = serving.served_model_name
     if serving.compiled_artifacts:
         args["neuron_compiled_artifacts"] = serving.compiled_artifacts
+    if serving.on_demand_replicas is not None:
+        args["spot_replicas"] = True
     return args
 
 

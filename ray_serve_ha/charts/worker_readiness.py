@@ -85,9 +85,11 @@ def readiness_command(
     return ["python3", "-c", script]
 
 
-def worker_readiness_probe() -> dict[str, Any]:
+def worker_readiness_probe(deployment_name: str = DEPLOYMENT_NAME) -> dict[str, Any]:
+    """The probe of a worker whose replica is one of `deployment_name` (the floor's or the spot
+    deployment's, with spot replicas)."""
     return {
-        "exec": {"command": readiness_command()},
+        "exec": {"command": readiness_command(replica_title=replica_process_title(deployment_name=deployment_name))},
         "initialDelaySeconds": INITIAL_DELAY_SECONDS,
         "periodSeconds": PERIOD_SECONDS,
         "timeoutSeconds": TIMEOUT_SECONDS,

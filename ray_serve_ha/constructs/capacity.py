@@ -87,6 +87,19 @@ class AutoModeAcceleratorPool(Construct):
             )
 
         accelerator_class = constants.accelerator_node_class(capacity.accelerator.name)
+        on_demand_min, on_demand_max = capacity.on_demand_nodes()
+        spot_min, spot_max = capacity.spot_nodes()
+        # With spot replicas (mixed) a spot pool beside the on-demand one, on the same NodeClass.
+        spot_pools = [
+            accelerator_node_pool(
+                capacity.accelerator,
+                capacity.spot_instance_types,
+                spot_max,
+                upgrade_surge_nodes=spot_min,
+                node_class=accelerator_class,
+                capacity_type="spot",
+            )
+        ] if spot_max else []
         # One manifest: each NodePool after its NodeClass, both after the access entry.
         self.manifest = cluster.add_manifest(
             "AcceleratorNodePool",
@@ -94,10 +107,11 @@ class AutoModeAcceleratorPool(Construct):
             accelerator_node_pool(
                 capacity.accelerator,
                 capacity.instance_types,
-                capacity.max_nodes,
-                upgrade_surge_nodes=capacity.min_nodes,
+                on_demand_max,
+                upgrade_surge_nodes=on_demand_min,
                 node_class=accelerator_class,
             ),
+            *spot_pools,
             node_class(constants.HEADS_NODE_CLASS, disks.system.min_gib),
             heads_node_pool(capacity.system_nodes.heads, constants.HEADS_NODE_CLASS),
         )
@@ -131,6 +145,7 @@ class NodeGroupCapacity(Construct):
         )
         # eks.Nodegroup rather than cluster.add_nodegroup_capacity: the latter silently adds
         # an outdated Neuron device-plugin manifest for inf/trn instance types.
+        on_demand_min, on_demand_max = capacity.on_demand_nodes()
         self.accelerator = eks.Nodegroup(
             self,
             "Accelerator",
@@ -140,11 +155,11 @@ class NodeGroupCapacity(Construct):
             capacity_type=eks.CapacityType.ON_DEMAND,
             labels=accelerator.node_labels(),
             taints=[eks.TaintSpec(effect=eks.TaintEffect.NO_SCHEDULE, key=accelerator.taint_key)],
-            min_size=capacity.min_nodes,
-            desired_size=capacity.min_nodes,
+            min_size=on_demand_min,
+            desired_size=on_demand_min,
             # Room for a NewCluster upgrade: the new cluster's workers (at their minimum) start
             # beside the running ones, up to their maximum; the Cluster Autoscaler adds them.
-            max_size=capacity.max_nodes + capacity.min_nodes,
+            max_size=on_demand_max + on_demand_min,
             # A managed node group update (new AMI) drains one node at a time (max_unavailable)
             # and waits on the workers' PodDisruptionBudget: never both replicas. Not forced: a
             # forced update terminates a node whose worker the PDB protects (after EKS's 15-minute
@@ -159,6 +174,33 @@ class NodeGroupCapacity(Construct):
         )
         without_surge(self.accelerator)
         with_ami_type(self.accelerator, accelerator)
+        self.accelerator_spot: eks.Nodegroup | None = None
+        spot_min, spot_max = capacity.spot_nodes()
+        if spot_max:
+            # The replicas above the on-demand floor (mixed). A SPOT managed node group spreads
+            # over every instance type given (price-capacity-optimized) and has Capacity
+            # Rebalancing on: EKS drains a node when EC2 recommends rebalancing or sends the
+            # two-minute interruption notice, after starting its replacement.
+            self.accelerator_spot = eks.Nodegroup(
+                self,
+                "AcceleratorSpot",
+                cluster=cluster,
+                instance_types=[ec2.InstanceType(t) for t in capacity.spot_instance_types],
+                ami_type=ami_type_of(accelerator),
+                capacity_type=eks.CapacityType.SPOT,
+                labels=accelerator.node_labels(),
+                taints=[eks.TaintSpec(effect=eks.TaintEffect.NO_SCHEDULE, key=accelerator.taint_key)],
+                min_size=spot_min,
+                desired_size=spot_min,
+                max_size=spot_max + spot_min,
+                max_unavailable=1,
+                force_update=False,
+                disk_size=capacity.disks.accelerator_gib,
+                subnets=subnets,
+                tags=autoscaler_node_template_tags(accelerator, capacity.spot_instance_types),
+            )
+            without_surge(self.accelerator_spot)
+            with_ami_type(self.accelerator_spot, accelerator)
         self.device_plugin = install_device_plugin(cluster, accelerator.device_plugin)
 
 

@@ -25,8 +25,11 @@ from ray_serve_ha.charts.capacity import (
     DEFAULT_CAPACITY_MODE,
     DEFAULT_MAX_NODES,
     DEFAULT_MIN_NODES,
+    DEFAULT_ON_DEMAND_REPLICAS,
+    DEFAULT_SERVING_CAPACITY_TYPE,
     CapacityMode,
     ServingCapacity,
+    ServingCapacityType,
     serving_capacity,
 )
 from ray_serve_ha.charts.images import BATCH_IMAGES, CUSTOM_TEAM_IMAGE, ContainerImage
@@ -74,6 +77,7 @@ from stacks.settings.types import (
     ModelId,
     NodeCount,
     NodeType,
+    OnDemandReplicas,
     Percent,
     PrincipalArns,
     ReadinessMinutes,
@@ -81,6 +85,7 @@ from stacks.settings.types import (
     Repository,
     SecretName,
     SecurityGroupId,
+    ServingCapacityTypeName,
     SubnetIds,
     TeamCapacityType,
     TeamCpus,
@@ -185,6 +190,17 @@ class SettingsModel(BaseModel):
     )
     accelerator_max_nodes: NodeCount = Field(
         DEFAULT_MAX_NODES, alias="acceleratorMaxNodes", description=f"{MIN_ACCELERATOR_NODES}–{MAX_ACCELERATOR_NODES}"
+    )
+    serving_capacity_type: ServingCapacityTypeName = Field(
+        DEFAULT_SERVING_CAPACITY_TYPE, alias="servingCapacityType",
+        description=f"{', '.join(ServingCapacityType)}: `mixed` keeps `onDemandReplicas` Serve replicas on "
+        "on-demand nodes (the floor no spot interruption can take) and runs the others on spot nodes (an Auto Mode "
+        "NodePool or a managed node group per capacity type; docs/design.md, Spot replicas)",
+    )
+    on_demand_replicas: OnDemandReplicas = Field(
+        DEFAULT_ON_DEMAND_REPLICAS, alias="onDemandReplicas",
+        description="with `servingCapacityType=mixed`: 1 to acceleratorMinNodes − 1, the replicas (and "
+        "accelerator nodes) on on-demand capacity",
     )
     accelerator_node_disk_gib: DiskGib | None = Field(
         None, alias="acceleratorNodeDiskGib",
@@ -331,6 +347,8 @@ class SettingsModel(BaseModel):
             node_disk_gib=self.accelerator_node_disk_gib,
             team_images={t.name: team_image(t) for t in self.batch_teams},
             model=self.served_model(),
+            capacity_type=ServingCapacityType(self.serving_capacity_type),
+            on_demand_replicas=self.on_demand_replicas,
         )
 
 

@@ -13,6 +13,7 @@ from ray_serve_ha.charts.batch_teams import (
 )
 from ray_serve_ha.charts.capacity import (
     CapacityMode,
+    ServingCapacityType,
 )
 from ray_serve_ha.charts.capacity_plan import (
     AUTO_MODE_DEFAULT_DISK_GIB,
@@ -96,6 +97,8 @@ def problems_across_fields(model: SettingsModel, refused: set[str], team_indexes
             f"acceleratorMinNodes={model.accelerator_min_nodes}: must not exceed acceleratorMaxNodes "
             f"({model.accelerator_max_nodes})"
         )
+    if ok("servingCapacityType", "onDemandReplicas", "acceleratorMinNodes"):
+        problems += _floor_problems(model)
     if ok("gcsStoreEngine", "gcsStoreEngineVersion"):
         problems += _engine_version_problems(model)
     if model.pipeline and ok("pipeline"):
@@ -130,6 +133,27 @@ def _instance_type_problems(model: SettingsModel) -> list[str]:
         if reason:
             problems.append(f"{key}={instance_type!r}: cannot serve the model: {reason}")
     return problems
+
+def _floor_problems(model: SettingsModel) -> list[str]:
+    """With spot replicas, the on-demand floor leaves at least one replica to spot: the spot
+    deployment gets traffic in proportion to its replicas, so it could never scale up from none."""
+    if model.serving_capacity_type != ServingCapacityType.MIXED:
+        return []
+    floor, least = model.on_demand_replicas, model.accelerator_min_nodes
+    if 1 <= floor < least:
+        return []
+    why = (
+        "a floor of 0 is no floor: a spot interruption could take every replica"
+        if floor == 0
+        else f"acceleratorMinNodes={least} replicas leave none to spot, and acceleratorMaxNodes="
+        f"{model.accelerator_max_nodes} would add spot replicas only under load the router never sends them"
+    )
+    return [
+        f"onDemandReplicas={floor}: with servingCapacityType=mixed it must be from 1 to acceleratorMinNodes - 1 "
+        f"({least - 1}); {why}. Raise acceleratorMinNodes, lower onDemandReplicas, or use "
+        "servingCapacityType=on-demand"
+    ]
+
 
 def _engine_version_problems(model: SettingsModel) -> list[str]:
     engine, version = model.gcs_store_engine, model.engine_version

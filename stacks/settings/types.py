@@ -25,6 +25,7 @@ from ray_serve_ha.charts.batch_teams import (
 )
 from ray_serve_ha.charts.capacity import (
     CapacityMode,
+    ServingCapacityType,
 )
 from ray_serve_ha.charts.models import HF_MODEL_ID, HF_MODEL_ID_RULE
 from ray_serve_ha.charts.serve_config import MIN_REPLICAS
@@ -100,6 +101,15 @@ def _one_of(choices: Iterable[str]) -> Callable[[str], str]:
         return value
 
     return check
+
+
+def _team_capacity_type(value: str) -> str:
+    if value == ServingCapacityType.MIXED:
+        raise ValueError(
+            f"'mixed' is for the serving replicas (servingCapacityType); a team's workers all run on one "
+            f"capacity type: {', '.join(CAPACITY_TYPES)}"
+        )
+    return _one_of(CAPACITY_TYPES)(value)
 
 
 def installed_kubectl_layers() -> list[str]:
@@ -271,7 +281,10 @@ TeamCpus = Annotated[int, _strict, Field(ge=1, le=MAX_TEAM_WORKER_CPUS)]
 TeamMemory = Annotated[int, _strict, Field(ge=1, le=MAX_TEAM_WORKER_MEMORY_GIB)]
 TeamMinWorkers = Annotated[int, _strict, Field(ge=0, le=MAX_TEAM_WORKERS)]
 TeamMaxWorkers = Annotated[int, _strict, Field(ge=1, le=MAX_TEAM_WORKERS)]
-TeamCapacityType = Annotated[str, _strict, AfterValidator(_one_of(CAPACITY_TYPES))]
+TeamCapacityType = Annotated[str, _strict, AfterValidator(_team_capacity_type)]
+ServingCapacityTypeName = Annotated[str, _strict, AfterValidator(_one_of(tuple(ServingCapacityType)))]
+# The floor's own rule (1 up to acceleratorMinNodes - 1, with mixed) is a rule across values.
+OnDemandReplicas = Annotated[CliInt, Field(ge=0, le=MAX_ACCELERATOR_NODES)]
 Image = Annotated[str, _strict, AfterValidator(_matching(_IMAGE, "must be an image reference"))]
 DiskGib = Annotated[CliInt, Field(ge=MIN_NODE_DISK_GIB, le=MAX_NODE_DISK_GIB)]
 VpcEndpoints = Annotated[str, _strict, AfterValidator(_one_of(VPC_ENDPOINT_CHOICES))]
