@@ -3,11 +3,14 @@
 that deploys them).
 
 The only module that reads context. Bad settings end the process with one message naming
-each bad key, its value and what is allowed, before anything is synthesized.
+each bad key, its value and what is allowed, before anything is synthesized; so does what the
+constructs' validations refuse at synth (a RayService or RayCluster that the KubeRay operator
+would mark ValidationFailed), with each construct's path and message.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -39,6 +42,19 @@ def build_app(app: cdk.App) -> cdk.App:
     return app
 
 
+# How aws-cdk-lib reports the constructs' validations that failed at synth (one line each).
+_VALIDATION_FAILED = "ValidationFailedWithErrors:"
+_VALIDATION_ERROR = re.compile(r"^\s+\[(?P<path>[^\]]+)\] (?P<message>.+)$", re.MULTILINE)
+
+
+def validation_problems(error: RuntimeError) -> list[str] | None:
+    """`path: message` for each construct validation that failed, or None for another error."""
+    text = str(error)
+    if not text.startswith(_VALIDATION_FAILED):
+        return None
+    return [f"{m['path']}: {m['message']}" for m in _VALIDATION_ERROR.finditer(text)]
+
+
 def main(app: cdk.App | None = None) -> int:
     app = app or cdk.App()
     try:
@@ -50,7 +66,16 @@ def main(app: cdk.App | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         remove_empty_context_file(Path.cwd())
         return 1
-    app.synth()
+    try:
+        app.synth()
+    except RuntimeError as error:
+        problems = validation_problems(error)
+        if not problems:
+            raise
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        print(f"error: the app failed its validations ({count}); nothing was synthesized:\n{lines}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,17 +1,8 @@
 """Batch benchmark jobs for the teams' Ray clusters, and a client that submits them.
 
 `xgboost_benchmark.py` and `pytorch_benchmark.py` are plain scripts: they run as Ray jobs
-(from this folder as the job's working directory, or from a ConfigMap on a team's head pod)
-and import only `job_runner.py`, which ships beside them. This module stays free of Ray imports: the charts
-read the script table from it.
+(from a team head's ConfigMap mount, or from the working directory `submit.py` uploads) and
+import only what ships beside them: `job_runner.py` and their argument spec
+(`ray_serve_ha/charts/job_args.py`). The library (ray_serve_ha.charts.batch) lists and
+ships them; the Dockerfiles here build the teams' Ray images.
 """
-
-from __future__ import annotations
-
-from pathlib import Path
-
-BATCH_DIR = Path(__file__).resolve().parent
-# Job name -> script in this folder.
-JOB_SCRIPTS: dict[str, str] = {"xgboost": "xgboost_benchmark.py", "pytorch": "pytorch_benchmark.py"}
-# Modules the scripts import, shipped beside them.
-SHARED_MODULES: tuple[str, ...] = ("job_runner.py",)

@@ -11,10 +11,11 @@ and a final JSON line with every number. Exits non-zero when the run fails or th
 worse than `--min-accuracy`.
 
 Runs as a Ray job (`RAY_ADDRESS` set by the job submission server or the RayJob) or on its
-own (then it starts a private local Ray instance sized for the run). The script is
-self-contained on purpose: the Kubernetes RayJob runs it from a ConfigMap mount, and the
-training function travels to the workers by value, so the workers need torch but not this
-file.
+own (then it starts a private local Ray instance sized for the run). It imports only what
+ships beside it (the team chart's ConfigMap, or the job's working directory): job_runner.py
+and its argument spec, ray_serve_ha/charts/job_args.py, which the RayJob's command line is
+written from. The training function travels to the workers by value, so the workers need
+torch but not this file.
 """
 
 from __future__ import annotations
@@ -28,30 +29,17 @@ from typing import Any
 # Shipped beside this script (the job runs with this folder on sys.path).
 from job_runner import run_benchmark
 
-BENCHMARK = "pytorch"
+from ray_serve_ha.charts.job_args import PYTORCH
+
+BENCHMARK = PYTORCH.job
 # Held-out rows, as a share of the training rows.
 TEST_SHARE = 0.2
 LABEL_SEED = 7
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=20_000, help="training rows, over all workers")
-    parser.add_argument("--features", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2, help="Ray Train workers")
-    parser.add_argument("--cpus-per-worker", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=256, help="per worker")
-    parser.add_argument("--hidden", type=int, default=64, help="width of the two hidden layers")
-    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker (NVIDIA workers)")
-    parser.add_argument("--min-accuracy", type=float, default=0.0, help="fail below this test accuracy")
-    args = parser.parse_args(argv)
-    for name in ("rows", "features", "epochs", "workers", "cpus_per_worker", "batch_size", "hidden"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.rows < args.workers:
-        parser.error(f"--rows {args.rows} is fewer than --workers {args.workers}: every worker needs rows")
-    return args
+    """The arguments, as job_args.PYTORCH declares them (defaults, bounds)."""
+    return PYTORCH.parse(argv)
 
 
 def make_classification(rows: int, features: int, seed: int):

@@ -3,12 +3,13 @@
     python -m batch.submit --address http://127.0.0.1:8265 xgboost --rows 2000
     python -m batch.submit --address http://127.0.0.1:8265 pytorch --rows 2000 --epochs 2
 
-Everything after the job name goes to the job script. The job's working directory is this
-folder (uploaded by the client), so the cluster needs the libraries (xgboost, torch), not
-the files. For a cluster with Ray token authentication (every team cluster on EKS), set
-`RAY_AUTH_MODE=token` and `RAY_AUTH_TOKEN` (from the Secret KubeRay made for the cluster) as
-for any Ray client, or pass `headers` to `submit`. The exit status is 0 only when the job
-SUCCEEDED.
+Everything after the job name goes to the job script. The job's working directory holds
+what a team's Ray head mounts from its ConfigMap (`ray_serve_ha.charts.batch.job_files`:
+the scripts, their runner and their argument spec), uploaded by the client, so the cluster
+needs the libraries (xgboost, torch), not the files. For a cluster with Ray token
+authentication (every team cluster on EKS), set `RAY_AUTH_MODE=token` and `RAY_AUTH_TOKEN`
+(from the Secret KubeRay made for the cluster) as for any Ray client, or pass `headers` to
+`submit`. The exit status is 0 only when the job SUCCEEDED.
 """
 
 from __future__ import annotations
@@ -18,33 +19,41 @@ import asyncio
 import contextlib
 import shlex
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from pathlib import Path
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from batch import BATCH_DIR, JOB_SCRIPTS
+from ray_serve_ha.charts.batch import job_files
+from ray_serve_ha.charts.job_args import JOB_ARGUMENTS
 
-Job = Literal["xgboost", "pytorch"]
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 DEFAULT_TIMEOUT_S = 900.0
-# Only the scripts travel: the client and the package marker are of no use on the cluster.
-_EXCLUDES = ["__pycache__", "*.pyc", "__init__.py", "submit.py"]
 _POLL_S = 0.5
 
 
-def entrypoint(job: Job, args: Sequence[str] = ()) -> str:
+def entrypoint(job: str, args: Sequence[str] = ()) -> str:
     """The shell command the cluster runs, from the job's working directory."""
-    if job not in JOB_SCRIPTS:
-        raise ValueError(f"job {job!r} is not one of: {', '.join(JOB_SCRIPTS)}")
-    return shlex.join(["python", JOB_SCRIPTS[job], *args])
+    if job not in JOB_ARGUMENTS:
+        raise ValueError(f"job {job!r} is not one of: {', '.join(JOB_ARGUMENTS)}")
+    return shlex.join(["python", JOB_ARGUMENTS[job].script, *args])
+
+
+def stage_working_dir(folder: Path) -> Path:
+    """Writes the files a job runs with (what a team's head mounts) into `folder`."""
+    for relative, text in job_files().items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return folder
 
 
 def submit(
     dashboard_url: str,
-    job: Job,
+    job: str,
     args: Sequence[str] = (),
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -60,14 +69,16 @@ def submit(
     """
     command = entrypoint(job, args)
     client = JobSubmissionClient(dashboard_url, headers=dict(headers) if headers else None)
-    job_id = client.submit_job(
-        entrypoint=command,
-        submission_id=f"{job}-benchmark-{uuid.uuid4().hex[:8]}",
-        runtime_env={"working_dir": str(BATCH_DIR), "excludes": _EXCLUDES},
-        # The driver only coordinates: Ray Train's workers take the CPUs.
-        entrypoint_num_cpus=0,
-        metadata={"benchmark": job},
-    )
+    # The client uploads the working directory while it submits: the staged copy can go after.
+    with tempfile.TemporaryDirectory(prefix="batch-job-") as folder:
+        job_id = client.submit_job(
+            entrypoint=command,
+            submission_id=f"{job}-benchmark-{uuid.uuid4().hex[:8]}",
+            runtime_env={"working_dir": str(stage_working_dir(Path(folder)))},
+            # The driver only coordinates: Ray Train's workers take the CPUs.
+            entrypoint_num_cpus=0,
+            metadata={"benchmark": job},
+        )
     deadline = time.monotonic() + timeout_s
     with contextlib.suppress(TimeoutError):
         asyncio.run(asyncio.wait_for(_stream_logs(client, job_id, on_log), timeout=timeout_s))
@@ -102,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--address", default=DEFAULT_ADDRESS, help=f"Ray dashboard URL (default {DEFAULT_ADDRESS})")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds before the job is stopped")
-    parser.add_argument("job", choices=sorted(JOB_SCRIPTS))
+    parser.add_argument("job", choices=sorted(JOB_ARGUMENTS))
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the job script")
     options = parser.parse_args(argv)
 

@@ -11,10 +11,11 @@ and a final JSON line with every number. Exits non-zero when the run fails or th
 worse than `--min-accuracy`.
 
 Runs as a Ray job (`RAY_ADDRESS` set by the job submission server or the RayJob) or on its
-own (then it starts a private local Ray instance sized for the run). The script is
-self-contained on purpose: the Kubernetes RayJob runs it from a ConfigMap mount, and the
-training function travels to the workers by value, so the workers need xgboost but not
-this file.
+own (then it starts a private local Ray instance sized for the run). It imports only what
+ships beside it (the team chart's ConfigMap, or the job's working directory): job_runner.py
+and its argument spec, ray_serve_ha/charts/job_args.py, which the RayJob's command line is
+written from. The training function travels to the workers by value, so the workers need
+xgboost but not this file.
 """
 
 from __future__ import annotations
@@ -30,28 +31,17 @@ import numpy as np
 # Shipped beside this script (the job runs with this folder on sys.path).
 from job_runner import run_benchmark
 
-BENCHMARK = "xgboost"
+from ray_serve_ha.charts.job_args import XGBOOST
+
+BENCHMARK = XGBOOST.job
 # Held-out rows, as a share of the training rows.
 TEST_SHARE = 0.2
 LABEL_SEED = 7
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=20_000, help="training rows, over all workers")
-    parser.add_argument("--features", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=2, help="Ray Train workers")
-    parser.add_argument("--cpus-per-worker", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=50, help="boosting rounds")
-    parser.add_argument("--max-depth", type=int, default=6)
-    parser.add_argument("--min-accuracy", type=float, default=0.0, help="fail below this test accuracy")
-    args = parser.parse_args(argv)
-    for name in ("rows", "features", "workers", "cpus_per_worker", "rounds", "max_depth"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.rows < args.workers:
-        parser.error(f"--rows {args.rows} is fewer than --workers {args.workers}: every worker needs rows")
-    return args
+    """The arguments, as job_args.XGBOOST declares them (defaults, bounds)."""
+    return XGBOOST.parse(argv)
 
 
 def shard_rows(total: int, rank: int, world_size: int) -> int:

@@ -1,1 +1,1 @@
-"""cdk8s charts and the constants they share with the CDK stacks."""
+"""`python -m charts`: the library's charts (ray_serve_ha.charts) as plain YAML manifests."""

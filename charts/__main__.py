@@ -22,14 +22,16 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import cdk8s
 
-from charts import constants
-from charts.accelerators import ACCELERATORS, DEFAULT_ACCELERATOR
-from charts.profiles import (
-    HF_MODEL_ID,
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.accelerators import ACCELERATORS, DEFAULT_ACCELERATOR
+from ray_serve_ha.charts.capacity import DEFAULT_CAPACITY_MODE, CapacityMode
+from ray_serve_ha.charts.kuberay_rules import manifest_violations
+from ray_serve_ha.charts.models import HF_MODEL_ID, HF_MODEL_ID_RULE, MODELS, model_of
+from ray_serve_ha.charts.profiles import (
     KIND_IMAGE_BUILDS,
     EksDeployment,
     KindDeployment,
@@ -39,17 +41,16 @@ from charts.profiles import (
 
 PROG = "python -m charts"
 # Values only the CDK (or this CLI) knows at deploy time: the eks profile cannot guess them.
-EKS_REQUIRED = (
-    "redis_endpoint", "redis_auth_secret_arn", "hf_token_secret_name", "region", "ray_image", "gradio_image",
-)
+EKS_REQUIRED = ("redis_endpoint", "redis_auth_secret_arn", "region", "ray_image", "gradio_image")
 # Options that have no meaning on kind, each with the reason.
 _KIND_WORKERS = "kind runs two CPU workers"
 _KIND_REDIS = "kind runs its own Redis"
 _KIND_SECRETS = "kind reads no AWS secrets"
+_KIND_MODEL = "kind serves the tiny model built into the CPU image"
 EKS_ONLY = {
     "accelerator": _KIND_WORKERS, "instance_type": _KIND_WORKERS, "min_workers": _KIND_WORKERS,
-    "max_workers": _KIND_WORKERS, "capacity_mode": _KIND_WORKERS,
-    "model_id": "kind serves the tiny model built into the CPU image",
+    "max_workers": _KIND_WORKERS, "capacity_mode": _KIND_WORKERS, "on_demand_replicas": _KIND_WORKERS,
+    "model_id": _KIND_MODEL, "model_weights_gb": _KIND_MODEL,
     "redis_endpoint": _KIND_REDIS, "redis_port": _KIND_REDIS,
     "redis_auth_secret_arn": _KIND_SECRETS, "hf_token_secret_name": _KIND_SECRETS, "region": _KIND_SECRETS,
 }
@@ -92,6 +93,16 @@ def _worker_count(value: str) -> int:
     return int(value)
 
 
+def _weights_gb(value: str) -> float:
+    try:
+        gb = float(value)
+    except ValueError:
+        gb = 0.0
+    if not 0 < gb <= 1000:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a size in GB (above 0, at most 1000)")
+    return gb
+
+
 def _out_dir(value: str) -> Path:
     if not value.strip():
         raise argparse.ArgumentTypeError("an empty path is not a directory to write to")
@@ -111,19 +122,25 @@ def parser() -> argparse.ArgumentParser:
     eks.add_argument("--accelerator", choices=sorted(ACCELERATORS), help=f"default: {DEFAULT_ACCELERATOR}")
     eks.add_argument("--instance-type", help="accelerator instance type the workers are sized for "
                      f"(default: {', '.join(f'{a.name} {a.default_instance_type}' for a in ACCELERATORS.values())})")
-    eks.add_argument("--min-workers", type=_worker_count, help="default: 2")
-    eks.add_argument("--max-workers", type=_worker_count, help="default: --min-workers")
-    eks.add_argument("--model-id", type=_checked(HF_MODEL_ID, "a Hugging Face model id, <organization>/<model>"),
-                     help=f"Hugging Face model id (default: {EksDeployment.model_id})")
-    eks.add_argument("--capacity-mode", choices=("auto-mode", "node-groups"),
-                     help="how the cluster provisions the serve Service's internal NLB (default: auto-mode)")
+    eks.add_argument("--min-workers", type=_worker_count, help=f"default: {EksDeployment.min_workers}")
+    eks.add_argument("--max-workers", type=_worker_count, help=f"default: {EksDeployment.max_workers}")
+    eks.add_argument("--on-demand-replicas", type=_worker_count,
+                     help="spot replicas above an on-demand floor of this many (servingCapacityType=mixed); "
+                     "default: every worker on on-demand nodes")
+    eks.add_argument("--model-id", type=_checked(HF_MODEL_ID, HF_MODEL_ID_RULE.removeprefix("must be ")),
+                     help=f"Hugging Face model id (default: {EksDeployment.model.id}; the models table: "
+                     f"{', '.join(MODELS)}, or another with --model-weights-gb)")
+    eks.add_argument("--model-weights-gb", type=_weights_gb,
+                     help="size in GB of the weights of a model the models table lacks")
+    eks.add_argument("--capacity-mode", choices=tuple(CapacityMode), help="how the cluster provisions the "
+                     f"serve Service's internal NLB (default: {DEFAULT_CAPACITY_MODE})")
     eks.add_argument("--redis-endpoint", type=_checked(_HOSTNAME, "a host name"),
                      help="ElastiCache primary endpoint")
     eks.add_argument("--redis-port", type=_port, help=f"default: {constants.REDIS_PORT}")
     eks.add_argument("--redis-auth-secret-arn", type=_checked(_SECRET_ARN, "a Secrets Manager secret ARN"),
                      help="ARN of the ElastiCache AUTH token secret")
     eks.add_argument("--hf-token-secret-name", type=_checked(_SECRET_NAME, "a Secrets Manager secret name"),
-                     help="name of the Hugging Face token secret")
+                     help=f"name of the Hugging Face token secret (default: {EksDeployment.hugging_face_token_secret})")
     eks.add_argument("--region", type=_checked(_REGION, "an AWS region such as us-east-2"),
                      help="region of the secrets")
     return p
@@ -136,9 +153,9 @@ def _option(dest: str) -> str:
 def build(args: argparse.Namespace, app: cdk8s.App) -> tuple[cdk8s.Chart, ...]:
     """The profile's charts, in apply order; UsageError or ValueError on bad input."""
     if args.profile == "kind":
-        given = [f"{_option(d)} ({why})" for d, why in EKS_ONLY.items() if getattr(args, d) is not None]
-        if given:
-            raise UsageError(f"only for --profile eks: {', '.join(given)}")
+        eks_only = [f"{_option(d)} ({why})" for d, why in EKS_ONLY.items() if getattr(args, d) is not None]
+        if eks_only:
+            raise UsageError(f"only for --profile eks: {', '.join(eks_only)}")
         images = {"ray_image": args.ray_image, "gradio_image": args.gradio_image}
         return kind_charts(app, KindDeployment(**{k: v for k, v in images.items() if v})).in_apply_order()
 
@@ -149,9 +166,20 @@ def build(args: argparse.Namespace, app: cdk8s.App) -> tuple[cdk8s.Chart, ...]:
         )
     accelerator = ACCELERATORS[args.accelerator or DEFAULT_ACCELERATOR]
     instance_type = args.instance_type or accelerator.default_instance_type
-    if instance_type in accelerator.instance_types and (reason := accelerator.unfit_reason(instance_type)):
+    try:
+        model = model_of(args.model_id or EksDeployment.model.id, args.model_weights_gb,
+                         id_key="--model-id", weights_key="--model-weights-gb")
+    except ValueError as problem:
+        raise UsageError(str(problem)) from None
+    if instance_type in accelerator.instance_types and (reason := accelerator.unfit_reason(instance_type, model)):
         raise UsageError(f"--instance-type {instance_type}: cannot serve the model: {reason}")
-    min_workers = EksDeployment.min_workers if args.min_workers is None else args.min_workers
+    # Unset: the library's defaults, which `cdk synth` takes too (EksDeployment's).
+    given: dict[str, Any] = {
+        "min_workers": args.min_workers, "max_workers": args.max_workers, "model": model,
+        "on_demand_replicas": args.on_demand_replicas,
+        "capacity_mode": args.capacity_mode and CapacityMode(args.capacity_mode), "redis_port": args.redis_port,
+        "hugging_face_token_secret": args.hf_token_secret_name,
+    }
     return eks_charts(
         app,
         EksDeployment(
@@ -159,21 +187,20 @@ def build(args: argparse.Namespace, app: cdk8s.App) -> tuple[cdk8s.Chart, ...]:
             instance_types=(instance_type,),
             region=args.region,
             redis_endpoint=args.redis_endpoint,
-            redis_port=args.redis_port or constants.REDIS_PORT,
             gcs_store_auth_secret=args.redis_auth_secret_arn,
-            hugging_face_token_secret=args.hf_token_secret_name,
             ray_image=args.ray_image,
             gradio_image=args.gradio_image,
-            min_workers=min_workers,
-            max_workers=min_workers if args.max_workers is None else args.max_workers,
-            model_id=args.model_id or EksDeployment.model_id,
-            capacity_mode=args.capacity_mode or EksDeployment.capacity_mode,
+            **{key: value for key, value in given.items() if value is not None},
         ),
     ).in_apply_order()
 
 
 def render(charts: Sequence[cdk8s.Chart]) -> dict[str, str]:
-    """File name -> YAML, numbered in apply order."""
+    """File name -> YAML, numbered in apply order; UsageError for what the KubeRay operator
+    would refuse (ValidationFailed), as `cdk synth` refuses it."""
+    refused = manifest_violations(o for chart in charts for o in chart.to_json())
+    if refused:
+        raise UsageError("; ".join(refused))
     return {
         f"{index:02d}-{chart.node.id}.k8s.yaml": cdk8s.Yaml.stringify(*chart.to_json()).rstrip("\n") + "\n"
         for index, chart in enumerate(charts)

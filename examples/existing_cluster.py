@@ -13,9 +13,9 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 
-import ray_serve_ha as ha
-from charts.accelerators import ACCELERATORS
-from charts.profiles import EksDeployment
+import ray_serve_ha.constructs as ha
+from ray_serve_ha.charts.accelerators import ACCELERATORS
+from ray_serve_ha.charts.profiles import EksDeployment
 
 
 def build(app: cdk.App) -> cdk.Stack:
@@ -40,11 +40,10 @@ def build(app: cdk.App) -> cdk.Stack:
             accelerator=neuron, instance_types=(neuron.default_instance_type,), region=stack.region,
             redis_endpoint=store.primary_endpoint, redis_port=store.port,
             gcs_store_auth_secret=store.auth_token.secret_arn,
-            hugging_face_token_secret="ray-serve-ha/hugging-face-token",
             ray_image=c("rayImage"), gradio_image=c("gradioImage"))))
-    probe_access = ha.HelperSecurityGroup(
-        stack, "ProbeAccess", vpc=vpc, cluster_security_group=cluster.cluster_security_group,
-        reach=ha.HelperReach(serve_load_balancer=True, aws_apis=True), description="Ray Serve availability probe")
+    probe_access = ha.HelperSecurityGroup(stack, "ProbeAccess", ha.HelperSecurityGroupProps(
+        vpc=vpc, cluster_security_group=cluster.cluster_security_group, description="Ray Serve availability probe",
+        reach=ha.HelperReach(serve_load_balancer=True, aws_apis=True)))
     probe = ha.ServeAvailabilityProbe(stack, "Probe", ha.ServeAvailabilityProbeProps(
         service_name=f"{c('clusterName')}/{service.rayservice_name}", serve_url=service.serve_url, **where,
         security_group=probe_access.security_group))

@@ -28,9 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from charts import ray_env, worker_readiness
-from charts.constants import SERVE_PROXY_HEALTH_PATH
-from charts.serve_config import APP_NAME, LlmServing, serve_config, tiny_model_serving
 from local import cgroups, netns, processes
 from local.redis_client import ping
 from local.state import (
@@ -65,6 +62,9 @@ from local.topology import (
     WORKERS,
     RayNode,
 )
+from ray_serve_ha.charts import ray_env, worker_readiness
+from ray_serve_ha.charts.constants import SERVE_PROXY_HEALTH_PATH
+from ray_serve_ha.charts.serve_config import APP_NAME, LlmServing, serve_config, tiny_model_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_APP_DIR = ROOT / "images" / "ray-serve"

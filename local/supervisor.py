@@ -37,8 +37,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from charts import ray_env
-from charts.ray_pods import KIND_HEAD_RESOURCES, KIND_WORKER_RESOURCES, SERVE_WATCHDOG_RESOURCES
 from local import cgroups, netns, processes
 from local.redis_client import ping
 from local.state import (
@@ -64,6 +62,8 @@ from local.topology import (
     STATE_DIR,
     RayNode,
 )
+from ray_serve_ha.charts import ray_env
+from ray_serve_ha.charts.ray_pods import KIND_HEAD_RESOURCES, KIND_WORKER_RESOURCES, SERVE_WATCHDOG_RESOURCES
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,7 +169,7 @@ def node_command(node: RayNode, settings: NodeSettings, generation: int) -> list
         ]
         if settings.fault_tolerance:
             # Ray 2.60 passes the Redis password to gcs_server only as a command-line flag
-            # (KubeRay does the same from its REDIS_PASSWORD variable): see README.
+            # (KubeRay does the same from its REDIS_PASSWORD variable): see docs/operating.md.
             command += ["--redis-password", settings.redis_password]
         return command
     return [

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from charts import constants
+from ray_serve_ha.charts import constants
 
 PREFIX = "rsha"
 SUBNET = ipaddress.ip_network("10.213.7.0/24")
 BRIDGE = f"{PREFIX}-br0"
 BRIDGE_IP = "10.213.7.1"  # the main namespace's side: Redis listens here
-# The ports the pods use (charts/constants.py), so the local nodes listen where the pods do.
+# The ports the pods use (ray_serve_ha/charts/constants.py), so the local nodes listen where the pods do.
 SERVE_PORT = constants.SERVE_PORT
 GCS_PORT = constants.GCS_PORT
 DASHBOARD_PORT = constants.DASHBOARD_PORT

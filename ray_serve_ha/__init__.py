@@ -1,33 +1,11 @@
-"""The serving system's parts as CDK constructs for an app of your own (README, "Bring your
-own VPC or cluster"):
+"""Highly available Ray Serve on Amazon EKS, as a library:
 
-- `GcsStore`: the ElastiCache Redis that makes the Ray head fault tolerant;
-- `FaultTolerantRayService`: the charts and the readiness gate on a given EKS cluster;
-- `ServeAvailabilityProbe`, `ServeAvailabilityAlarm`: the probe and the SLO alarm;
-- `HelperSecurityGroup`, `HelperReach`: a group that reaches only what a helper talks to.
+- `ray_serve_ha.charts`: the Kubernetes side (pure spec functions, the tables they read,
+  the cdk8s charts), importable without the CDK;
+- `ray_serve_ha.constructs`: the CDK constructs (GCS store, fault-tolerant RayService,
+  readiness gate, availability probe and alarm, helper security groups) built on them.
 
-Each takes a frozen dataclass of props; the project's own stacks are built from them.
+It imports nothing of the app that uses it: the project's stacks (stacks/) and app.py are
+one such app, examples/existing_cluster.py another. Kept empty, so that importing a chart
+module does not load the CDK.
 """
-
-from ray_serve_ha.availability import (
-    ServeAvailabilityAlarm,
-    ServeAvailabilityAlarmProps,
-    ServeAvailabilityProbe,
-    ServeAvailabilityProbeProps,
-)
-from ray_serve_ha.gcs_store import GcsStore, GcsStoreProps
-from ray_serve_ha.rayservice import FaultTolerantRayService, FaultTolerantRayServiceProps
-from stacks.helper_access import HelperReach, HelperSecurityGroup
-
-__all__ = [
-    "FaultTolerantRayService",
-    "FaultTolerantRayServiceProps",
-    "GcsStore",
-    "GcsStoreProps",
-    "HelperReach",
-    "HelperSecurityGroup",
-    "ServeAvailabilityAlarm",
-    "ServeAvailabilityAlarmProps",
-    "ServeAvailabilityProbe",
-    "ServeAvailabilityProbeProps",
-]

@@ -14,19 +14,15 @@ from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
-from charts.accelerators import CPU_BATCH_DOCKERFILE, accelerator_of_instance_type, cpu_instance_type
-from charts.batch import (
-    AcceleratorWorkerShape,
-    BatchTeam,
-    BatchTeamChart,
-    team_node_group_capacity_type,
-    team_node_group_labels,
-    team_node_group_taints,
-)
-from charts.batch_jobs import BatchJobsChart
-from stacks.cluster import autoscaler_node_template_tags, install_device_plugin, without_surge
+from ray_serve_ha.charts.accelerators import CPU_BATCH_DOCKERFILE, accelerator_of_instance_type
+from ray_serve_ha.charts.batch import BatchTeamChart
+from ray_serve_ha.charts.batch_jobs import BatchJobsChart
+from ray_serve_ha.charts.batch_teams import BatchTeam
+from ray_serve_ha.charts.capacity import ServingCapacity
+from ray_serve_ha.constructs.capacity import TeamNodeGroupProps, install_device_plugin, team_node_group
+from ray_serve_ha.constructs.kuberay_validation import add_kuberay_rules
 from stacks.existing_cluster import AnyClusterStack
-from stacks.settings import BatchTeamSettings, CapacitySettings, batch_team
+from stacks.settings import BatchTeamSettings, batch_team
 
 BATCH_DIR = Path(__file__).resolve().parent.parent / "batch"
 
@@ -38,7 +34,7 @@ class BatchStack(cdk.Stack):
         construct_id: str,
         *,
         teams: tuple[BatchTeamSettings, ...],
-        capacity: CapacitySettings,
+        capacity: ServingCapacity,
         cluster: AnyClusterStack,
         subnets: list[ec2.ISubnet],
         **kwargs: Any,
@@ -64,22 +60,26 @@ class BatchStack(cdk.Stack):
             jobs_chart = BatchJobsChart(app, f"{team.name}-jobs", team=team)
             label = team.name.title().replace("-", "")
             if not capacity.auto_mode:
-                self.node_groups[team.name] = _team_node_group(
-                    self, label, cluster.cluster, team, subnets, disk_gib=capacity.disks.teams[team.name].min_gib
-                )
-                # The cluster stack installs the serving accelerator's device plugin; a team
-                # on another accelerator gets its own here, or its pods would stay Pending.
+                disk_gib = capacity.disks.teams[team.name].min_gib
+                self.node_groups[team.name] = team_node_group(self, f"{label}Nodes", TeamNodeGroupProps(
+                    cluster=cluster.cluster, team=team, subnets=subnets, disk_gib=disk_gib,
+                ))
+                # The cluster stack installs the serving accelerator's device plugin, whose
+                # one release serves every accelerator of its chart; a team on an accelerator
+                # of another chart gets that chart's release here (once), or its pods would
+                # stay Pending. Keyed by chart: Helm refuses a second release of one.
+                plugin = accelerator.device_plugin if accelerator is not None else None
                 if (
-                    accelerator is not None
-                    and accelerator != capacity.accelerator
-                    and accelerator.name not in self.device_plugins
+                    plugin is not None
+                    and plugin.chart != capacity.accelerator.device_plugin.chart
+                    and plugin.chart.chart not in self.device_plugins
                 ):
-                    self.device_plugins[accelerator.name] = install_device_plugin(
-                        cluster.cluster, accelerator, scope=self
-                    )
+                    self.device_plugins[plugin.chart.chart] = install_device_plugin(cluster.cluster, plugin, scope=self)
             cluster_manifest = eks.KubernetesManifest(
                 self, f"{label}RayCluster", cluster=cluster.cluster, manifest=team_chart.to_json()
             )
+            # What the KubeRay operator would refuse (ValidationFailed) fails synth instead.
+            add_kuberay_rules(cluster_manifest, team_chart.to_json())
             # The RayCluster is a KubeRay custom resource: the operator must run first (and,
             # on delete, still run to clean up).
             cluster_manifest.node.add_dependency(cluster.kuberay_operator)
@@ -98,50 +98,3 @@ class BatchStack(cdk.Stack):
                 platform=ecr_assets.Platform.LINUX_AMD64, exclude=["**/__pycache__", "**/*.pyc"],
             )
         return self.images[dockerfile]
-
-
-def _team_node_group(
-    scope: Construct, label: str, cluster: eks.ICluster, team: BatchTeam, subnets: list[ec2.ISubnet], *, disk_gib: int
-) -> eks.Nodegroup:
-    shape = team.worker_shape
-    tags: dict[str, str] = {}
-    if isinstance(shape, AcceleratorWorkerShape):
-        instance_type = shape.instance_type
-        ami_type = eks.NodegroupAmiType[shape.accelerator.node_group_ami_type]
-        # A team group scales from zero: the autoscaler must know its nodes' devices.
-        tags = autoscaler_node_template_tags(shape.accelerator, (instance_type,))
-    else:
-        fitting = cpu_instance_type(shape.cpus, shape.memory_gib)
-        if fitting is None:
-            raise ValueError(
-                f"team {team.name!r}: no general-purpose instance type holds a worker of {shape.cpus} CPUs and "
-                f"{shape.memory_gib} GiB in node-groups mode; lower cpus or memoryGib"
-            )
-        instance_type = fitting
-        ami_type = eks.NodegroupAmiType.AL2023_X86_64_STANDARD
-    node_group = eks.Nodegroup(
-        scope,
-        f"{label}Nodes",
-        cluster=cluster,
-        instance_types=[ec2.InstanceType(instance_type)],
-        ami_type=ami_type,
-        capacity_type=eks.CapacityType[team_node_group_capacity_type(team)],
-        labels=team_node_group_labels(team),
-        taints=[
-            eks.TaintSpec(effect=eks.TaintEffect.NO_SCHEDULE, key=taint.key, value=taint.value)
-            for taint in team_node_group_taints(team)
-        ],
-        # The cluster stack's Cluster Autoscaler adds nodes when the Ray autoscaler adds worker
-        # pods, and removes them when the pods go (Auto Mode's Karpenter does both itself).
-        min_size=team.min_workers,
-        desired_size=team.min_workers,
-        max_size=team.max_workers,
-        # The team's image and Ray's spill space (charts/capacity_plan.py; EKS's default: 20 GiB).
-        disk_size=disk_gib,
-        subnets=ec2.SubnetSelection(subnets=subnets),
-        tags=tags or None,
-    )
-    if isinstance(shape, AcceleratorWorkerShape):
-        # Accelerator instances: no surge of extra nodes during an update (stacks/cluster.py).
-        without_surge(node_group)
-    return node_group

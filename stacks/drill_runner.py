@@ -18,7 +18,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
-from charts.rbac import HA_DRILL_GROUP, ha_drill_rbac
+from ray_serve_ha.charts.rbac import HA_DRILL_GROUP, ha_drill_rbac
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the project runs: `python -m local.drill --backend kubernetes`, after installing this.
@@ -174,7 +174,7 @@ class HaDrillProject(Construct):
         # A Project made without `role=` creates its own; only imported projects have none.
         assert self.project.role is not None
         # Kubernetes access: a group bound to a Role that may read the RayService and list or
-        # delete pods in the serving namespace, nothing else (charts/rbac.py).
+        # delete pods in the serving namespace, nothing else (ray_serve_ha/charts/rbac.py).
         self.access = eks.CfnAccessEntry(
             self,
             "Access",

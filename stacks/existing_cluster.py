@@ -19,15 +19,12 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
-from stacks.cluster import (
-    ClusterAutoscaler,
-    ClusterStack,
-    ServingAddOns,
-    _kubectl_layer,
-)
+from ray_serve_ha.charts.capacity import ServingCapacity
+from ray_serve_ha.constructs.add_ons import ServingAddOns, ServingAddOnsProps
+from ray_serve_ha.constructs.operators import ClusterAutoscaler
+from stacks.cluster import ClusterStack, kubectl_layer
 from stacks.existing_network import ExistingNetwork
 from stacks.settings import (
-    CapacitySettings,
     ClusterSettings,
     ExistingClusterSettings,
     NetworkSettings,
@@ -47,7 +44,7 @@ class ExistingClusterStack(cdk.Stack):
         *,
         existing: ExistingClusterSettings,
         cluster_settings: ClusterSettings,
-        capacity: CapacitySettings,
+        capacity: ServingCapacity,
         secrets: SecretsSettings,
         existing_network: NetworkSettings,
         **kwargs: Any,
@@ -75,7 +72,7 @@ class ExistingClusterStack(cdk.Stack):
             self,
             "KubectlProvider",
             cluster=imported("ClusterForProvider"),
-            kubectl_layer=_kubectl_layer(self, cluster_settings),
+            kubectl_layer=kubectl_layer(self, cluster_settings),
             private_subnets=subnets,
         )
         self.cluster = imported("Cluster", self.kubectl_provider)
@@ -93,10 +90,10 @@ class ExistingClusterStack(cdk.Stack):
             ],
         )
         # No Pod Identity add-on: the imported cluster runs its own agent (see the docstring).
-        add_ons = ServingAddOns(
-            self, cluster=self.cluster, capacity=capacity, secrets=secrets,
-            subnets=ec2.SubnetSelection(subnets=list(subnets)), pod_identity_agent=False,
-        )
+        add_ons = ServingAddOns(self, ServingAddOnsProps(
+            cluster=self.cluster, capacity=capacity, subnets=ec2.SubnetSelection(subnets=list(subnets)),
+            hugging_face_token_secret_name=secrets.hugging_face_token_secret_name, pod_identity_agent=False,
+        ))
         self.accelerator_pool = add_ons.accelerator_pool
         self.node_groups = add_ons.node_groups
         self.kuberay_operator = add_ons.kuberay_operator

@@ -11,8 +11,8 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from ray_serve_ha.gcs_store import GcsStore, GcsStoreProps
-from stacks.settings import GcsStoreSettings
+from ray_serve_ha.constructs.gcs_store import GcsStore, GcsStoreProps
+from ray_serve_ha.constructs.gcs_store_engine import GcsStoreEngine
 
 
 class GcsStoreStack(cdk.Stack):
@@ -25,7 +25,7 @@ class GcsStoreStack(cdk.Stack):
         scope: Construct,
         construct_id: str,
         *,
-        settings: GcsStoreSettings,
+        settings: GcsStoreEngine,
         vpc: ec2.IVpc,
         subnets: Sequence[ec2.ISubnet],
         cluster_security_group: ec2.ISecurityGroup,

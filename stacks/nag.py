@@ -10,7 +10,7 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
-from stacks.artifact_cache import ARTIFACTS_PREFIX
+from ray_serve_ha.constructs.artifact_cache import ARTIFACTS_PREFIX
 from stacks.pipeline import PipelineStack
 from stacks.serving_system import ServingSystem
 

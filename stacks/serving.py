@@ -11,22 +11,27 @@ import aws_cdk as cdk
 from aws_cdk import aws_ecr_assets as ecr_assets
 from constructs import Construct
 
-from charts.gradio import GRADIO_NAME
-from charts.profiles import EksDeployment
-from charts.rayservice import serve_service_name
-from ray_serve_ha.availability import (
+from ray_serve_ha.charts.gradio import GRADIO_NAME
+from ray_serve_ha.charts.profiles import EksDeployment
+from ray_serve_ha.charts.serve_service import serve_service_name
+from ray_serve_ha.constructs.availability import (
     ServeAvailabilityAlarm,
     ServeAvailabilityAlarmProps,
     ServeAvailabilityProbe,
     ServeAvailabilityProbeProps,
 )
-from ray_serve_ha.rayservice import FaultTolerantRayService, FaultTolerantRayServiceProps
+from ray_serve_ha.constructs.dashboard import ServingDashboardProps, serving_dashboard
+from ray_serve_ha.constructs.helper_access import (
+    HelperPlacement,
+    HelperReach,
+    HelperSecurityGroup,
+    HelperSecurityGroupProps,
+)
+from ray_serve_ha.constructs.rayservice import FaultTolerantRayService, FaultTolerantRayServiceProps
 from stacks.drill_runner import HaDrillProject
 from stacks.existing_cluster import AnyClusterStack
 from stacks.existing_network import Network
 from stacks.gcs_store import GcsStoreStack
-from stacks.helper_access import HelperPlacement, HelperReach, HelperSecurityGroup
-from stacks.observability import serving_dashboard
 from stacks.settings import Settings
 
 IMAGES = Path(__file__).resolve().parent.parent / "images"
@@ -52,7 +57,7 @@ class ServingStack(cdk.Stack):
             self,
             "RayServeImage",
             directory=str(IMAGES / "ray-serve"),
-            # The accelerator's Dockerfile in images/ray-serve (charts/accelerators.py).
+            # The accelerator's Dockerfile in images/ray-serve (ray_serve_ha/charts/accelerators.py).
             file=capacity.accelerator.dockerfile,
             platform=ecr_assets.Platform.LINUX_AMD64,
             exclude=IMAGE_EXCLUDES,
@@ -87,8 +92,9 @@ class ServingStack(cdk.Stack):
                     gradio_image=self.gradio_image.image_uri,
                     min_workers=capacity.min_nodes,
                     max_workers=capacity.max_nodes,
-                    model_id=settings.serving.model_id,
+                    model=settings.serving.model,
                     capacity_mode=capacity.mode,
+                    on_demand_replicas=capacity.floor,
                 ),
                 vpc=network.vpc,
                 subnets=network.private_subnets,
@@ -110,10 +116,10 @@ class ServingStack(cdk.Stack):
         rayservice_name = self.rayservice.rayservice_name
         def in_vpc(name: str, reach: HelperReach, description: str) -> HelperPlacement:
             """The helper's place in the VPC: the private subnets and a group of its own."""
-            group = HelperSecurityGroup(
-                self, f"{name}Access", vpc=network.vpc, cluster_security_group=cluster.cluster_security_group,
+            group = HelperSecurityGroup(self, f"{name}Access", HelperSecurityGroupProps(
+                vpc=network.vpc, cluster_security_group=cluster.cluster_security_group,
                 reach=reach, description=description,
-            )
+            ))
             self.helper_access[name] = group
             return HelperPlacement(
                 vpc=network.vpc, subnets=network.private_subnets, security_group=group.security_group
@@ -140,11 +146,13 @@ class ServingStack(cdk.Stack):
         self.dashboard = serving_dashboard(
             self,
             "Dashboard",
-            name=settings.cluster.name,
-            probe=self.probe,
-            alarm=self.alarm.alarm,
-            replication_group_id=gcs_store.replication_group.ref,
-            accelerator_instance_types=capacity.instance_types,
+            ServingDashboardProps(
+                name=settings.cluster.name,
+                probe=self.probe,
+                alarm=self.alarm.alarm,
+                replication_group_id=gcs_store.replication_group.ref,
+                accelerator_instance_types=capacity.instance_types,
+            ),
         )
         self.ha_drill = HaDrillProject(
             self,
@@ -164,7 +172,7 @@ class ServingStack(cdk.Stack):
         self._outputs(settings, namespace, rayservice_name, serve_url)
 
     def _outputs(self, settings: Settings, namespace: str, rayservice_name: str, serve_url: str) -> None:
-        """The next commands a user runs, in the order the README gives them."""
+        """The next commands a user runs, in the order docs/operating.md gives them."""
         name = settings.cluster.name
         outputs = {
             "UpdateKubeconfig": f"aws eks update-kubeconfig --name {name} --region {self.region}",

@@ -77,7 +77,7 @@ def add_serving_system(scope: Construct, settings: Settings) -> ServingSystem:
     network: Network = network_stack or cluster.existing_network  # type: ignore[assignment]
     if network_stack is None:
         # eks_v2 tags the subnets of a VPC it is given for the load balancer controller, but
-        # cannot tag those of a looked-up VPC: the owner tags them (README, "Bring your own").
+        # cannot tag those of a looked-up VPC: the owner tags them (docs/operating.md, "Bring your own").
         cdk.Annotations.of(cluster.cluster).acknowledge_warning(
             "@aws-cdk/aws-eks:clusterMustManuallyTagSubnet",
             "an existing VPC's subnets carry their kubernetes.io/role/(internal-)elb tags already",

@@ -26,7 +26,7 @@ INTERFACE_SERVICES = {
 
 
 class VpcEndpoints(Construct):
-    """The endpoints `mode` names (stacks/settings.py VPC_ENDPOINT_CHOICES) on `subnets`."""
+    """The endpoints `mode` names (stacks/settings/types.py VPC_ENDPOINT_CHOICES) on `subnets`."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, vpc: ec2.IVpc, subnets: Sequence[ec2.ISubnet], mode: str

@@ -3,8 +3,9 @@ resolved (the charts tests' shared input)."""
 
 from __future__ import annotations
 
-from charts.accelerators import ACCELERATORS
-from charts.profiles import EksDeployment
+from ray_serve_ha.charts.accelerators import ACCELERATORS
+from ray_serve_ha.charts.profiles import EksDeployment, eks_rayservice_inputs
+from ray_serve_ha.charts.rayservice import RayServiceInputs
 
 
 def example_eks_deployment(accelerator: str, **overrides) -> EksDeployment:
@@ -20,3 +21,8 @@ def example_eks_deployment(accelerator: str, **overrides) -> EksDeployment:
         "gradio_image": "111122223333.dkr.ecr.us-east-2.amazonaws.com/gradio:1",
         **overrides,
     })
+
+
+def eks_inputs(accelerator: str, **overrides) -> RayServiceInputs:
+    """The RayService chart's inputs for that deployment."""
+    return eks_rayservice_inputs(example_eks_deployment(accelerator, **overrides))

@@ -123,6 +123,18 @@ def node_groups_nvidia() -> Synthesized:
 
 
 @pytest.fixture(scope="session")
+def mixed_auto_mode() -> Synthesized:
+    """Spot replicas above an on-demand floor, on Auto Mode (neuron)."""
+    return synthesize(servingCapacityType="mixed")
+
+
+@pytest.fixture(scope="session")
+def mixed_node_groups_nvidia() -> Synthesized:
+    """Spot replicas above an on-demand floor, on managed node groups (nvidia: several spot types)."""
+    return synthesize(servingCapacityType="mixed", capacityMode="node-groups", accelerator="nvidia")
+
+
+@pytest.fixture(scope="session")
 def auto_mode_nvidia() -> Synthesized:
     return synthesize(accelerator="nvidia")
 
@@ -137,6 +149,29 @@ def in_existing_vpc() -> Synthesized:
 def in_existing_cluster() -> Synthesized:
     """The default system (Auto Mode) in the fixture's existing cluster."""
     return synthesize(**existing_cluster())
+
+
+# The Serve application on a Ray cluster in this process (tests/serve_backend.py), shared by
+# every module that talks to it, and the official openai client and the tokenizer on it.
+@pytest.fixture(scope="module")
+def backend(request: pytest.FixtureRequest):
+    from tests.serve_backend import shared_backend
+
+    return shared_backend(request)
+
+
+@pytest.fixture(scope="module")
+def client(backend):
+    import openai
+
+    return openai.OpenAI(base_url=backend.openai_url, api_key="not-needed", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(backend):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(backend.model_dir)
 
 
 # Fixtures that start something `make check` leaves out: a test that uses one (directly or

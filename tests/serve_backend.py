@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+# A user turn the API tests send.
+USER = [{"role": "user", "content": "What is the capital of France?"}]
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_IMAGE = ROOT / "images" / "ray-serve"
 GRADIO_IMAGE = ROOT / "images" / "gradio"

@@ -17,13 +17,14 @@ import aws_cdk as cdk
 import pytest
 import yaml
 
-from charts import constants
-from charts.accelerators import ACCELERATORS, NVIDIA, DevicePlugin, InstanceShape, RayDevice
-from charts.helm import HelmChartRef
+from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.accelerators import ACCELERATORS, NVIDIA, DevicePlugin, RayDevice
+from ray_serve_ha.charts.helm import HelmChartRef
+from ray_serve_ha.charts.node_sizing import InstanceShape
 from stacks.settings import Settings
+from tests.cluster_objects import manifests
 from tests.conftest import ROOT, context, synthesize
 from tests.crd_schemas import schema_errors
-from tests.test_cluster import manifests
 from tests.test_placement import accelerator_capacity, tolerates
 from tests.test_serving import the_rayservice
 
@@ -36,11 +37,11 @@ ACME = replace(
     ray_device=RayDevice(resource="acme_cores", units_per_device=4, unit_word="AcmeCores"),
     engine="vllm",
     dockerfile="Dockerfile.nvidia",
-    replica_units=4,
     batch_dockerfile="Dockerfile",
     train_on_devices=False,
     node_group_ami_type="AL2023_X86_64_STANDARD",
     device_plugin=DevicePlugin(
+        name="Acme",
         chart=HelmChartRef(
             repository="oci://registry.acme.example/charts", chart="acme-device-plugin", version="3.1.4"
         ),
@@ -106,11 +107,14 @@ def test_workers_land_on_its_capacity_and_ask_for_its_device(request, fixture):
     assert limits["acme.example/accelerator"] == "1"
     # Sized from the table's shape: under Karpenter's estimate for acme1.2xlarge.
     assert (limits["cpu"], limits["memory"]) == ("7", "55Gi")
-    # Ray is told the device's cores, and each replica asks for all four.
+    # Ray is told the device's four cores. The models table has no entry for acme: a replica
+    # asks for the fewest 16 GiB cores that hold Mistral-7B's 14.5 GB with room for its KV
+    # cache, two.
     assert group["resources"] == {"acme_cores": "4"}
     config = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
     deployment = config["applications"][0]["deployments"][0]
-    assert deployment["ray_actor_options"] == {"resources": {"acme_cores": 4}}
+    assert deployment["ray_actor_options"] == {"resources": {"acme_cores": 2}}
+    assert config["applications"][0]["args"]["tensor_parallel_degree"] == 2
     assert config["applications"][0]["args"]["engine"] == "vllm"
 
 
@@ -184,7 +188,7 @@ def test_a_team_on_it_next_to_neuron_serving_gets_its_device_plugin(acme_team_ne
 # (images/) dispatches on its *engine* names, its own contract, which the table maps.
 SCANNED = [
     ROOT / "app.py",
-    *(p for d in ("stacks", "charts", "local", "lambda", "batch") for p in (ROOT / d).rglob("*.py")),
+    *(p for d in ("stacks", "ray_serve_ha", "charts", "local", "lambda", "batch") for p in (ROOT / d).rglob("*.py")),
 ]
 
 
@@ -232,12 +236,17 @@ def _in_membership_test(tokens, index: int) -> bool:
 PENDING: dict[str, list[str]] = {}
 
 
+# The tables that may name accelerators: the accelerator table, and the models table, which
+# keys each model's tensor parallelism by accelerator.
+TABLES = ("ray_serve_ha/charts/accelerators.py", "ray_serve_ha/charts/models.py")
+
+
 def test_no_module_outside_the_table_branches_on_an_accelerator_name():
     names = set(ACCELERATORS)
     offenders = {}
     for path in SCANNED:
         relative = path.relative_to(ROOT).as_posix()
-        if relative == "charts/accelerators.py":
+        if relative in TABLES:
             continue
         lines = [line for line in name_branches(path.read_text(), names) if line not in PENDING.get(relative, [])]
         if lines:

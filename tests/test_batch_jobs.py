@@ -28,7 +28,9 @@ import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from batch import pytorch_benchmark, xgboost_benchmark
-from batch.submit import JOB_SCRIPTS, entrypoint, submit
+from batch.submit import entrypoint, stage_working_dir, submit
+from ray_serve_ha.charts.batch import job_files
+from ray_serve_ha.charts.job_args import JOB_ARGUMENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -248,7 +250,7 @@ def test_a_failing_job_is_reported_failed_by_the_cli(ray_cluster):
 def test_entrypoints_run_the_scripts_from_the_working_dir():
     assert entrypoint("xgboost", ["--rows", "2000"]) == "python xgboost_benchmark.py --rows 2000"
     assert entrypoint("pytorch", ["--epochs", "1; rm -rf /"]) == "python pytorch_benchmark.py --epochs '1; rm -rf /'"
-    assert all((ROOT / "batch" / script).is_file() for script in JOB_SCRIPTS.values())
+    assert all((ROOT / "batch" / spec.script).is_file() for spec in JOB_ARGUMENTS.values())
     with pytest.raises(ValueError) as error:
         entrypoint("lightgbm")
     assert str(error.value) == "job 'lightgbm' is not one of: xgboost, pytorch"
@@ -262,6 +264,20 @@ def test_scripts_refuse_impossible_sizes(script, capsys):
     assert "--rows 1 is fewer than --workers 2: every worker needs rows" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         script.parse_args(["--features", "0"])
+
+
+def test_the_working_dir_holds_what_a_team_head_mounts_and_runs_from_there(tmp_path):
+    # The scripts import their runner and their argument spec from beside them: staged alone
+    # (no checkout on the path, no ray_serve_ha installed), a script's --help runs.
+    staged = stage_working_dir(tmp_path)
+    files = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file())
+    assert files == sorted(job_files()) == [
+        "job_runner.py", "pytorch_benchmark.py", "ray_serve_ha/charts/job_args.py", "xgboost_benchmark.py",
+    ]
+    result = subprocess.run([sys.executable, "xgboost_benchmark.py", "--help"], cwd=staged,
+                            env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "--rows ROWS" in result.stdout and "--max-depth MAX_DEPTH" in result.stdout
 
 
 def test_shards_cover_every_row_once():

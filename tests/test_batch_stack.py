@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from charts.accelerators import cpu_instance_type
+from ray_serve_ha.charts.node_sizing import cpu_instance_type
 from stacks.settings import Settings, SettingsError
 from tests.conftest import context, synthesize
 from tests.crd_schemas import schema_errors

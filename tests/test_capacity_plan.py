@@ -1,13 +1,13 @@
 """What each node keeps and holds: the image table, the disks computed from it, the system
-node group packed from its pods' requests, a replica's start on paper, and README's tables
+node group packed from its pods' requests, a replica's start on paper, and the docs' tables
 equal to the code that computes them."""
 
 from __future__ import annotations
 
 import pytest
 
-from charts.accelerators import CPU_INSTANCE_TYPES, NEURON, NVIDIA, PodRequest, nodes_to_hold
-from charts.capacity_plan import (
+from ray_serve_ha.charts.accelerators import ACCELERATORS, NEURON, NVIDIA
+from ray_serve_ha.charts.capacity_plan import (
     AUTO_MODE_DEFAULT_DISK_GIB,
     accelerator_node_disk,
     disks_table,
@@ -15,12 +15,13 @@ from charts.capacity_plan import (
     system_node_disk,
     team_node_disk,
 )
-from charts.images import ALL_IMAGES, BATCH_CUDA, BATCH_IMAGES, SERVING_IMAGES
-from charts.replica_start import budget_table, nat_table, nat_traffic_gb
+from ray_serve_ha.charts.images import ALL_IMAGES, BATCH_CUDA, BATCH_IMAGES, SERVING_IMAGES
+from ray_serve_ha.charts.node_sizing import CPU_INSTANCE_TYPES, PodRequest, nodes_to_hold
+from ray_serve_ha.charts.replica_start import budget_table, nat_table, nat_traffic_gb
 from tests.conftest import ROOT
 from tests.crd_schemas import crd_schema
 
-README = (ROOT / "README.md").read_text()
+DOCS = "\n".join(page.read_text() for page in sorted((ROOT / "docs").glob("*.md")))
 
 
 def test_every_dockerfile_of_the_project_is_in_the_image_table_with_its_base():
@@ -32,13 +33,13 @@ def test_every_dockerfile_of_the_project_is_in_the_image_table_with_its_base():
         assert image.basis.startswith(("estimate: ", "measured: "))
         assert image.base in (ROOT / image.dockerfile).read_text()
     # Every accelerator's serving and batch image has its size.
-    for accelerator in (NEURON, NVIDIA):
+    for accelerator in ACCELERATORS.values():
         assert accelerator.dockerfile in SERVING_IMAGES and accelerator.batch_dockerfile in BATCH_IMAGES
 
 
 def test_readme_tables_are_the_codes():
     for table in (images_table(), disks_table(), budget_table(NEURON), nat_table()):
-        assert table in README
+        assert table in DOCS
 
 
 def test_a_serving_node_keeps_its_image_the_weights_and_compile_scratch():

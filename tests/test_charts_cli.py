@@ -12,6 +12,7 @@ import yaml
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from charts.__main__ import main
+from ray_serve_ha.charts.accelerators import ACCELERATORS
 from tests.conftest import ROOT
 
 EKS_VALUES = [
@@ -80,13 +81,52 @@ def test_options_reach_the_manifests(written):
     assert redis_address == "rediss://master.gcs.example.cache.amazonaws.com:6379"
 
 
+def worker_group_and_replicas(rayservice: dict) -> tuple[int, int, int, int]:
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    (group,) = cluster["workerGroupSpecs"]
+    (application,) = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"]
+    (deployment,) = application["deployments"]
+    scaling = deployment["autoscaling_config"]
+    return group["minReplicas"], group["maxReplicas"], scaling["min_replicas"], scaling["max_replicas"]
+
+
+def test_the_cli_takes_the_defaults_cdk_synth_takes(written, default_system):
+    # One default, one place: what `cdk synth` builds with no settings given, the eks profile
+    # writes with no options given.
+    from tests.test_serving import the_rayservice
+
+    cli = yaml.safe_load(written["eks-neuron"]["02-rayservice.k8s.yaml"].split("\n---\n")[0])
+    synthesized = the_rayservice(default_system.serving)
+    assert worker_group_and_replicas(cli) == worker_group_and_replicas(synthesized) == (2, 4, 2, 4)
+    assert cli["spec"]["serveService"] == synthesized["spec"]["serveService"]
+
+
+def test_worker_bounds_given_reach_the_manifests(tmp_path):
+    assert main([*PROFILES["eks-neuron"], "--min-workers", "3", "--max-workers", "6", "--out", str(tmp_path)]) == 0
+    rayservice = yaml.safe_load((tmp_path / "02-rayservice.k8s.yaml").read_text().split("\n---\n")[0])
+    assert worker_group_and_replicas(rayservice) == (3, 6, 3, 6)
+
+
+def test_what_kuberay_would_refuse_is_not_written(tmp_path, monkeypatch, capsys):
+    from ray_serve_ha.charts import ray_env
+
+    head_env = ray_env.head_env
+    monkeypatch.setattr(ray_env, "head_env", lambda: {**head_env(), "RAY_REDIS_ADDRESS": "redis:6379"})
+    assert main([*PROFILES["kind"], "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        "python -m charts: error: RayService ray-serve-llm: cannot set `RAY_REDIS_ADDRESS` env var in head Pod when "
+        "GcsFaultToleranceOptions is enabled - use GcsFaultToleranceOptions.RedisAddress instead\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_eks_without_deploy_time_values_names_each_missing_option(tmp_path):
     out = tmp_path / "out"
     result = run_cli("--profile", "eks", "--out", str(out), "--ray-image", "ray:1")
     assert result.returncode == 2
     assert result.stderr == (
         "python -m charts: error: --profile eks needs --redis-endpoint, --redis-auth-secret-arn, "
-        "--hf-token-secret-name, --region, --gradio-image (deploy-time values the charts cannot guess)\n"
+        "--region, --gradio-image (deploy-time values the charts cannot guess)\n"
     )
     assert not out.exists()
 
@@ -97,7 +137,8 @@ BAD_INPUTS = {
     "port": ([*EKS, "--redis-port", "70000"], "argument --redis-port: '70000' is not a TCP port (1-65535)"),
     "region": ([*EKS, "--region", "mars-1"], "argument --region: 'mars-1' is not an AWS region such as us-east-2"),
     "accelerator": (
-        [*EKS, "--accelerator", "tpu"], "argument --accelerator: invalid choice: 'tpu' (choose from 'neuron', 'nvidia')"
+        [*EKS, "--accelerator", "tpu"],
+        f"argument --accelerator: invalid choice: 'tpu' (choose from {', '.join(map(repr, sorted(ACCELERATORS)))})",
     ),
     "instance type of another accelerator": (
         [*EKS, "--instance-type", "g6e.xlarge"],
@@ -107,7 +148,7 @@ BAD_INPUTS = {
     "instance type too small for the model": (
         [*EKS, "--instance-type", "inf2.xlarge"],
         "--instance-type inf2.xlarge: cannot serve the model: inf2.xlarge has 16 GiB of host memory; a worker "
-        "there may request 12 GiB, too little to load the model's ≈14.5 GB of bf16 weights (Mistral-7B)",
+        "there may request 12 GiB, too little to load mistralai/Mistral-7B-Instruct-v0.2's ≈14.5 GB of bf16 weights",
     ),
     "workers": (
         [*EKS, "--min-workers", "1"],

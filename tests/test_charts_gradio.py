@@ -5,9 +5,9 @@ from __future__ import annotations
 import cdk8s
 import pytest
 
-from charts.gradio import GRADIO_LABELS, GradioChart, GradioInputs
-from charts.profiles import eks_charts
-from charts.rayservice import openai_base_url
+from ray_serve_ha.charts.gradio import GRADIO_LABELS, GradioChart, GradioInputs
+from ray_serve_ha.charts.profiles import eks_charts
+from ray_serve_ha.charts.serve_service import openai_base_url
 from tests.chart_inputs import example_eks_deployment
 
 BASE_URL = openai_base_url("ray-serve-llm", "ray-serving")

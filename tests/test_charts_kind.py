@@ -14,9 +14,9 @@ import cdk8s
 import pytest
 import yaml
 
-from charts.profiles import TINY_MODEL_ID, TINY_MODEL_PATH, KindDeployment, kind_charts
-from charts.query_job import QUERY_SCRIPT
-from charts.redis import KIND_REDIS_PASSWORD
+from ray_serve_ha.charts.profiles import TINY_MODEL_ID, TINY_MODEL_PATH, KindDeployment, kind_charts
+from ray_serve_ha.charts.query_job import QUERY_SCRIPT
+from ray_serve_ha.charts.redis import KIND_REDIS_PASSWORD
 
 
 @pytest.fixture(scope="module")

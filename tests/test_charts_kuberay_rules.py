@@ -11,8 +11,8 @@ import copy
 import cdk8s
 import pytest
 
-from charts.kuberay_rules import operator_rule_violations
-from charts.profiles import KindDeployment, eks_charts, kind_charts
+from ray_serve_ha.charts.kuberay_rules import operator_rule_violations
+from ray_serve_ha.charts.profiles import KindDeployment, eks_charts, kind_charts
 from tests.chart_inputs import example_eks_deployment
 
 

@@ -15,7 +15,7 @@ import cdk8s
 import jsonschema
 import pytest
 
-from charts.profiles import KindDeployment, eks_charts, kind_charts
+from ray_serve_ha.charts.profiles import KindDeployment, eks_charts, kind_charts
 from tests.chart_inputs import example_eks_deployment
 from tests.crd_schemas import CRD_FILES, crd_schema, schema_errors
 

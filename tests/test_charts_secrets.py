@@ -8,9 +8,9 @@ import copy
 import cdk8s
 import pytest
 
-from charts.accelerators import ACCELERATORS
-from charts.profiles import EksDeployment, eks_charts
-from charts.secrets import SecretsChart, SecretsInputs
+from ray_serve_ha.charts.accelerators import ACCELERATORS
+from ray_serve_ha.charts.profiles import EksDeployment, eks_charts
+from ray_serve_ha.charts.secrets import SecretsChart, SecretsInputs
 
 AUTH_TOKEN_ARN = "arn:aws:secretsmanager:us-east-2:111122223333:secret:gcs-auth-AbCdEf"
 HF_SECRET = "ray-serve-ha/hugging-face-token"
@@ -23,13 +23,13 @@ def objects() -> dict[str, dict]:
     return {f"{o['kind']}/{o['metadata']['name']}": o for o in chart.to_json()}
 
 
-@pytest.fixture(scope="module", params=["neuron", "nvidia"])
+@pytest.fixture(scope="module", params=list(ACCELERATORS))
 def eks_objects(request) -> list[dict]:
     charts = eks_charts(
         cdk8s.App(),
         EksDeployment(
             accelerator=ACCELERATORS[request.param],
-            instance_types=({"neuron": "inf2.8xlarge", "nvidia": "g6e.xlarge"}[request.param],),
+            instance_types=(ACCELERATORS[request.param].default_instance_type,),
             region="us-east-2",
             redis_endpoint="master.gcs.example.cache.amazonaws.com",
             redis_port=6379,

@@ -15,11 +15,12 @@ from pydantic import BaseModel, ValidationError
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
-from charts.accelerators import NEURON as NEURON_ACCELERATOR
-from charts.accelerators import NVIDIA as NVIDIA_ACCELERATOR
-from charts.profiles import KindDeployment, eks_rayservice_inputs, kind_rayservice_inputs
-from charts.rayservice import RayServiceChart
-from charts.serve_config import (
+from local.stack import LocalStack, StackState
+from ray_serve_ha.charts.accelerators import NEURON as NEURON_ACCELERATOR
+from ray_serve_ha.charts.accelerators import NVIDIA as NVIDIA_ACCELERATOR
+from ray_serve_ha.charts.profiles import KindDeployment, eks_rayservice_inputs, kind_rayservice_inputs
+from ray_serve_ha.charts.rayservice import RayServiceChart
+from ray_serve_ha.charts.serve_config import (
     APP_IMPORT_PATH,
     DEPLOYMENT_NAME,
     LlmServing,
@@ -27,7 +28,6 @@ from charts.serve_config import (
     serve_config,
     serve_config_yaml,
 )
-from local.stack import LocalStack, StackState
 from tests.chart_inputs import example_eks_deployment
 from tests.conftest import ROOT
 
@@ -149,7 +149,9 @@ def test_zero_tensor_parallel_degree_is_refused():
 
 def test_the_local_runner_can_import_it_without_kubernetes_libraries():
     # The local stack's environment has Ray but no cdk8s: importing must not pull it in.
-    code = "import sys, charts.serve_config; sys.exit('cdk8s' in sys.modules or 'constructs' in sys.modules)"
+    code = (
+        "import sys, ray_serve_ha.charts.serve_config; sys.exit('cdk8s' in sys.modules or 'constructs' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 

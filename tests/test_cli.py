@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.bad_settings import ACCELERATOR_NAMES, DEFAULT_TYPES
 from tests.conftest import ROOT
 
 CDK = ROOT / "node_modules" / ".bin" / "cdk"
@@ -54,7 +55,7 @@ BAD = {
     "README's example": (
         ["-c", "accelerator=tpu", "-c", "acceleratorMinNodes=9", "-c", "gcsStoreEngineVersion=6.2"],
         "error: Invalid settings (3 problems). Fix them in cdk.json or with -c key=value:\n"
-        "  - accelerator='tpu': must be one of: neuron, nvidia\n"
+        f"  - accelerator='tpu': must be one of: {ACCELERATOR_NAMES}\n"
         "  - acceleratorMinNodes=9: must not exceed acceleratorMaxNodes (4)\n"
         "  - gcsStoreEngineVersion='6.2': the GCS store requires TLS (transit encryption mode 'required'), "
         "which needs redis 7.0 or later; use one of 7.0, 7.1\n",
@@ -66,7 +67,7 @@ BAD = {
          "-c", "acceleratorInstanceTypes="],
         "error: Invalid settings (4 problems). Fix them in cdk.json or with -c key=value:\n"
         "  - acceleratorInstanceTypes='': must name at least one instance type; leave it unset for the "
-        "accelerator's default (neuron: inf2.8xlarge, nvidia: g6e.xlarge)\n"
+        f"accelerator's default ({DEFAULT_TYPES})\n"
         "  - batchTeams[1].cpus=2.5: must be a whole number from 1 to 192\n"
         "  - batchTeams[1].maxWorkers='2': must be a whole number from 1 to 100 (a JSON number, not a string)\n"
         "  - batchTeams[0]: cpus=64, memoryGib=300: no node-group instance type holds this worker once the "

@@ -17,10 +17,10 @@ from tests.moto_server import moto_server
 
 sys.path.insert(0, str(ROOT / "images" / "ray-serve"))
 
+from ray_serve_ha.constructs.artifact_cache import ARTIFACTS_PREFIX
 from ray_serve_llm.compiled_artifacts import MARKER, CompileKey
 from ray_serve_llm.engines import neuron_engine
 from ray_serve_llm.engines.neuron_engine import NEURON_MAX_NUM_SEQS, NeuronEngine
-from stacks.artifact_cache import ARTIFACTS_PREFIX
 
 BUCKET = "compiled-artifacts"
 MODEL = "mistralai/Mistral-7B-Instruct-v0.2"

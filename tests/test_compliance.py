@@ -31,6 +31,11 @@ CONFIGURATIONS = {
             {"name": "vision", "namespace": "team-vision", "instanceType": "inf2.xlarge", "capacityType": "spot"},
         ],
     },
+    # Spot replicas above an on-demand floor, in both capacity modes.
+    "neuron-auto-mode-mixed": {"servingCapacityType": "mixed"},
+    "nvidia-node-groups-mixed": {
+        "servingCapacityType": "mixed", "capacityMode": "node-groups", "accelerator": "nvidia",
+    },
     # An existing VPC from a cached lookup (cdk.context.json): no network stack; its owner asked
     # for the endpoints.
     "neuron-auto-mode-existing-vpc": existing_vpc(vpcEndpoints="s3+ecr"),

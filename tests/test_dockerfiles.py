@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from charts.accelerators import ACCELERATORS, CPU_BATCH_DOCKERFILE
-from charts.rayservice import RAY_VERSION
+from ray_serve_ha.charts.accelerators import ACCELERATORS, CPU_BATCH_DOCKERFILE
+from ray_serve_ha.charts.rayservice import RAY_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "images"
 BATCH = ROOT / "batch"
 NEURON_BASE = "public.ecr.aws/neuron/pytorch-inference-vllm-neuronx:0.16.0-neuronx-py312-sdk2.31.1-ubuntu24.04"
 DOCKERFILES = sorted([*IMAGES.glob("*/Dockerfile*"), *BATCH.glob("Dockerfile*")])
-# Every base image and where its tag was confirmed (README, "Base images", says the same).
+# Every base image and where its tag was confirmed (docs/design.md, "Base images", says the same).
 BASE_IMAGES = {
     "images/ray-serve/Dockerfile.cpu": "rayproject/ray:2.60.0-py312-cpu",
     "images/ray-serve/Dockerfile.nvidia": "rayproject/ray-llm:2.60.0-py312-cu130",

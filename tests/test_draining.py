@@ -72,3 +72,39 @@ def test_the_draining_set_follows_the_gcs_and_survives_its_outage():
     assert four.wait(10)
     # Nothing known yet, draining, still draining while the GCS did not answer, then not any more.
     assert seen[:4] == [False, True, True, False]
+
+
+def test_through_the_spot_router_the_model_replica_sees_the_draining_proxy():
+    """With spot replicas the router is the ingress: it passes the proxy's address on with the
+    request it forwards, so the model replica's routes still close a draining node's connection."""
+    from starlette.requests import Request
+
+    from ray_serve_llm.router import SERVED_BY_HEADER, Router, run_asgi
+
+    class Handle:  # a model deployment's handle: `forward` runs its app in this process
+        def options(self, stream):
+            return self
+
+        @property
+        def forward(self):
+            return self
+
+        def remote(self, message):
+            return run_asgi(CloseConnectionsThroughDrainingNodes(_app, {"10.213.7.12"}), message)
+
+    router = object.__new__(Router.func_or_class)  # its __init__ needs a Serve replica
+    router.handles, router.floor, router.running = {"LLMServer": Handle()}, "LLMServer", {"LLMServer": 1}
+
+    async def call(server_ip: str) -> tuple[dict[str, str], bytes]:
+        async def receive():
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "query_string": b"",
+                 "headers": [], "server": (server_ip, 8000), "client": ("10.213.7.1", 50000)}
+        response = await router(Request(scope, receive))
+        return dict(response.headers), b"".join([chunk async for chunk in response.body_iterator])
+
+    headers, body = asyncio.run(call("10.213.7.12"))
+    assert headers["connection"] == "close" and headers[SERVED_BY_HEADER] == "LLMServer"
+    assert body == b"data: 1\n\ndata: [DONE]\n\n"
+    assert asyncio.run(call("10.213.7.11"))[0]["connection"] == "keep-alive"

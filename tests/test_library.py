@@ -17,7 +17,8 @@ import pytest
 from aws_cdk.assertions import Template
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from stacks.settings import SettingsModel
+from ray_serve_ha.constructs.availability import DEFAULT_SLO_PERCENT
+from ray_serve_ha.constructs.gcs_store_engine import GcsStoreEngine
 from tests.conftest import EXISTING_VPC_CONTEXT, EXISTING_VPC_SETTINGS, ROOT, context, normalise_asset_hashes
 from tests.crd_schemas import schema_errors
 from tests.test_serving import render
@@ -94,9 +95,10 @@ def test_gcs_store_is_a_tls_multi_az_pair_in_the_private_subnets(example):
     resources = of(example, "GcsStore")
     (store,) = [r for r in resources.values() if r["Type"] == "AWS::ElastiCache::ReplicationGroup"]
     props = store["Properties"]
-    defaults = SettingsModel.model_validate({})
-    assert (props["Engine"], props["CacheNodeType"]) == (defaults.gcs_store_engine, defaults.gcs_store_node_type)
-    assert props["EngineVersion"] == defaults.engine_version
+    defaults = GcsStoreEngine()
+    assert (props["Engine"], props["EngineVersion"], props["CacheNodeType"]) == (
+        defaults.engine, defaults.engine_version, defaults.node_type
+    )
     assert props["NumCacheClusters"] == 2 and props["MultiAZEnabled"] and props["AutomaticFailoverEnabled"]
     assert props["TransitEncryptionMode"] == "required" and props["AtRestEncryptionEnabled"]
     (subnets,) = [r for r in resources.values() if r["Type"] == "AWS::ElastiCache::SubnetGroup"]
@@ -173,40 +175,79 @@ def test_probe_sends_to_the_rayservice_endpoint_every_minute_from_the_private_su
     assert rule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
 
 
-def test_alarm_defaults_to_the_projects_slo(example):
+def test_alarm_defaults_to_the_librarys_slo(example):
     (alarm,) = [r for r in of(example, "Availability").values() if r["Type"] == "AWS::CloudWatch::Alarm"]
-    assert alarm["Properties"]["Threshold"] == SettingsModel.model_validate({}).availability_slo_percent
+    assert alarm["Properties"]["Threshold"] == DEFAULT_SLO_PERCENT
     assert alarm["Properties"]["ComparisonOperator"] == "LessThanThreshold"
     assert alarm["Properties"]["TreatMissingData"] == "breaching"
 
 
 # --- the package -----------------------------------------------------------------------------
 
-# What `pip install .` reads (setuptools builds inside the source tree: a copy keeps the
-# checkout clean).
-PACKAGE_SOURCES = ["pyproject.toml", "README.md", "requirements.txt", "ray_serve_ha", "stacks", "charts", "batch",
-                   "lambda"]
-
-
-def test_pip_installs_the_constructs_with_their_lambda_sources(tmp_path):
-    source, target = tmp_path / "source", tmp_path / "site"
-    source.mkdir()
-    for name in PACKAGE_SOURCES:
-        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
-        copy(ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                            if (ROOT / name).is_dir() else {}))
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """`pip install .` of a copy of every tracked file (setuptools builds inside the source
+    tree: a copy keeps the checkout clean), into a folder of its own."""
+    work = tmp_path_factory.mktemp("package")
+    source, target = work / "source", work / "site"
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in tracked.split():
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, source / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
          "--target", str(target), str(source)],
-        check=True, capture_output=True, cwd=tmp_path,
+        check=True, capture_output=True, cwd=work,
     )
-    # Imported from the install, not the checkout: the handlers the constructs package lie beside it.
+    return target
+
+
+def outside_the_checkout(installed: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Runs Python with only the installed package (and the venv's dependencies) to import
+    from: not from the checkout, not with it as the working directory."""
+    result = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=installed.parent, check=False, timeout=300,
+        env={"PYTHONPATH": str(installed), "PATH": os.environ["PATH"], "HOME": str(installed.parent), **(env or {})},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_pip_installs_the_library_as_the_only_top_level_name(installed):
+    names = sorted(p.name for p in installed.iterdir() if not p.name.endswith(".dist-info"))
+    assert names == ["ray_serve_ha"]
+
+
+def test_the_installed_library_finds_its_lambda_sources_and_job_scripts_inside_itself(installed):
     probe = (
-        "import ray_serve_ha, stacks.lambda_code as c; print(ray_serve_ha.__file__);"
-        "print(*((c.HANDLERS / name / 'index.py').is_file() for name in ('rayservice_ready', 'serve_probe')))"
+        "import ray_serve_ha.constructs.lambda_code as code, ray_serve_ha.charts.batch as batch;"
+        "print(code.HANDLERS); print(*sorted(p.name for p in code.HANDLERS.iterdir()));"
+        "print(*sorted(batch.job_files()))"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
-                            env={"PYTHONPATH": str(target), "PATH": os.environ["PATH"]}, check=True)
-    location, handlers = result.stdout.splitlines()
-    assert Path(location).is_relative_to(target)
-    assert handlers == "True True"
+    handlers, folders, job_files = outside_the_checkout(installed, "-c", probe).splitlines()
+    assert Path(handlers) == installed / "ray_serve_ha" / "_assets" / "lambda"
+    assert folders == "rayservice_ready serve_probe"
+    assert (Path(handlers) / "rayservice_ready" / "index.py").is_file()
+    assert job_files.split() == [
+        "job_runner.py", "pytorch_benchmark.py", "ray_serve_ha/charts/job_args.py", "xgboost_benchmark.py",
+    ]
+
+
+def test_the_example_app_synthesizes_from_the_installed_library(installed):
+    # The example as a user runs it (`cdk synth --app "python examples/existing_cluster.py"`
+    # hands it its context and output folder through these variables).
+    out = installed.parent / "example.out"
+    outside_the_checkout(installed, str(ROOT / "examples" / "existing_cluster.py"), env={
+        "CDK_CONTEXT_JSON": json.dumps(context(**EXAMPLE_CONTEXT)), "CDK_OUTDIR": str(out),
+    })
+    template = json.loads((out / "RayServeHaParts.template.json").read_text())
+    types = {r["Type"] for r in template["Resources"].values()}
+    assert {"AWS::ElastiCache::ReplicationGroup", "Custom::RayServiceReady", "Custom::AWSCDK-EKS-KubernetesResource",
+            "AWS::CloudWatch::Alarm"} <= types
+    # The handlers were staged from the installed package: the same code as the checkout's.
+    handler_sources = {(p.parent / "index.py").read_text() for p in out.glob("asset.*/index.py")}
+    assert {(ROOT / "lambda" / name / "index.py").read_text() for name in ("serve_probe", "rayservice_ready")} <= (
+        handler_sources
+    )
+    assert not list(out.glob("asset.*/__pycache__"))

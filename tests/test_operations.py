@@ -9,7 +9,7 @@ import re
 import pytest
 from aws_cdk.assertions import Match
 
-from stacks.settings import READINESS_TIMEOUT_MAX_MINUTES
+from ray_serve_ha.constructs.readiness import READINESS_TIMEOUT_MAX_MINUTES
 from tests.conftest import ROOT, synthesize
 from tests.crd_schemas import schema_errors
 
@@ -27,8 +27,10 @@ def only(template, resource_type: str, props: dict | None = None) -> tuple[str, 
 
 @pytest.fixture(scope="module")
 def changed():
-    """Another model and a shorter readiness timeout than the defaults."""
-    return synthesize(modelId="mistralai/Mistral-7B-Instruct-v0.3", readinessTimeoutMinutes="30").serving
+    """Another model (one the models table lacks, with its size) and a shorter readiness timeout."""
+    return synthesize(
+        modelId="mistralai/Mistral-7B-Instruct-v0.3", modelWeightsGb=14.5, readinessTimeoutMinutes="30"
+    ).serving
 
 
 def waiter_seconds(template) -> int:
@@ -303,7 +305,7 @@ def test_teardown_waits_for_the_rayservice_leftovers_before_secrets_and_access_g
 
 
 def test_readme_names_everything_destroy_leaves_behind(default_system):
-    # Every resource a template keeps on delete is of a kind the README's teardown list names.
+    # Every resource a template keeps on delete is of a kind the teardown list (docs/operating.md) names.
     retained = {
         resource["Type"]
         for template in (
@@ -316,14 +318,14 @@ def test_readme_names_everything_destroy_leaves_behind(default_system):
         if resource.get("DeletionPolicy") == "Retain"
     }
     assert retained == {"AWS::KMS::Key", "AWS::Logs::LogGroup"}
-    readme = (ROOT / "README.md").read_text()
-    teardown = readme[readme.index("What `cdk destroy --all` leaves"):readme.index("### Delivery with CDK Pipelines")]
+    page = (ROOT / "docs" / "operating.md").read_text()
+    teardown = page[page.index("What `cdk destroy --all` leaves"):page.index("### Delivery with CDK Pipelines")]
     for words in ("KMS keys", "log groups", "VPC flow log", "kubectl", "Provider framework"):
         assert words in teardown, words
 
 
 def test_handler_docstrings_name_the_runtime_they_are_deployed_on(serving):
-    from stacks.lambda_code import HANDLERS, PYTHON_RUNTIME
+    from ray_serve_ha.constructs.lambda_code import HANDLERS, PYTHON_RUNTIME
 
     deployed = {f["Properties"]["Runtime"] for f in serving.find_resources("AWS::Lambda::Function").values()
                 if f["Properties"].get("Handler", "").startswith("index.") and "python" in f["Properties"]["Runtime"]}

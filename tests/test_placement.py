@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from charts import constants
-from tests.test_cluster import manifests
+from ray_serve_ha.charts import constants
+from tests.cluster_objects import manifests
 from tests.test_serving import the_rayservice
 
 TAINT_EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}

@@ -1,5 +1,5 @@
 """The Ray pods' environment is one fact: the RayService chart and the local stack's nodes
-get the same reconnect timeouts and GCS health checks (charts/ray_env.py), and the
+get the same reconnect timeouts and GCS health checks (ray_serve_ha/charts/ray_env.py), and the
 supervisor uses KubeRay's probes. No Ray cluster, no root."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ from __future__ import annotations
 import cdk8s
 import pytest
 
-from charts import ray_env
-from charts.profiles import eks_rayservice_inputs
-from charts.rayservice import RayServiceChart
 from local.supervisor import NodeSettings, backoff_s, node_command, pod_env
 from local.topology import HEAD, WORKERS
+from ray_serve_ha.charts import ray_env
+from ray_serve_ha.charts.profiles import eks_rayservice_inputs
+from ray_serve_ha.charts.rayservice import RayServiceChart
 from tests.chart_inputs import example_eks_deployment
 
 SETTINGS = NodeSettings(fault_tolerance=True, redis_password="pw", storage_namespace="local-x",

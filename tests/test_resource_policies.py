@@ -28,9 +28,9 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
 
-from stacks.artifact_cache import ARTIFACTS_PREFIX
+from ray_serve_ha.constructs.artifact_cache import ARTIFACTS_PREFIX
+from ray_serve_ha.constructs.availability import METRIC_NAMESPACE
 from stacks.drill_runner import ha_drill_project_name
-from stacks.observability import METRIC_NAMESPACE
 from stacks.pipeline import PipelineStack
 from stacks.settings import Settings
 from tests.conftest import context
@@ -394,34 +394,3 @@ def test_the_readiness_gate_reads_the_cluster_as_its_own_role_in_the_serving_nam
     (access_policy,) = entry["AccessPolicies"]
     assert access_policy["AccessScope"] == {"Type": "namespace", "Namespaces": ["ray-serving"]}
     assert access_policy["PolicyArn"] == "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"
-
-
-# ---------------------------------------------------------------------------------------
-# The evaluator's own rules
-# ---------------------------------------------------------------------------------------
-
-
-def test_the_evaluator_follows_awss_rules_and_refuses_what_it_does_not_know():
-    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:topic"
-    me = role(f"arn:aws:iam::{ACCOUNT}:role/me")
-    allow_account = {"Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
-                                    "Action": "sns:*", "Resource": "*"}]}
-    identity = [{"Statement": [{"Effect": "Allow", "Action": "SNS:Pub*", "Resource": topic}]}]
-    # Same account: either policy suffices; across accounts both are needed.
-    assert decide(Request(me, "sns:Publish", topic), identity_policies=identity, resource_account=ACCOUNT)
-    stranger = role(f"arn:aws:iam::{OTHER_ACCOUNT}:role/me")
-    assert not decide(Request(stranger, "sns:Publish", topic), identity_policies=identity, resource_account=ACCOUNT)
-    # A key policy naming the account delegates to IAM; it does not allow by itself.
-    assert not decide(Request(me, "kms:Decrypt", "k"), resource_policy=allow_account, resource_account=ACCOUNT,
-                      key_policy=True)
-    # A negated operator holds when the key is absent; a positive one does not.
-    condition = {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "sns:Publish", "Resource": "*",
-                                "Condition": {"StringNotEquals": {"aws:SourceAccount": OTHER_ACCOUNT}}}]}
-    assert decide(Request(service("s3.amazonaws.com"), "sns:Publish", topic), resource_policy=condition,
-                  resource_account=ACCOUNT)
-    with pytest.raises(ValueError, match="unsupported condition operator NumericLessThan"):
-        decide(Request(me, "sns:Publish", topic), resource_account=ACCOUNT, identity_policies=[{"Statement": [
-            {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"NumericLessThan": {"k": "1"}}}]}])
-    with pytest.raises(ValueError, match="NotPrincipal"):
-        decide(Request(me, "sns:Publish", topic), resource_account=ACCOUNT, resource_policy={"Statement": [
-            {"Effect": "Deny", "NotPrincipal": {"AWS": "x"}, "Action": "*", "Resource": "*"}]})

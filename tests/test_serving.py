@@ -10,7 +10,7 @@ import re
 import pytest
 import yaml
 
-from charts import constants
+from ray_serve_ha.charts import constants
 from tests.crd_schemas import schema_errors
 
 CHART_ORDER = ["NamespaceChart", "SecretsChart", "RayserviceChart", "GradioChart"]

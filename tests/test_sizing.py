@@ -3,7 +3,7 @@
 Karpenter decides whether a pod fits an instance type *before* it launches one, from an
 estimate of the node's allocatable resources; a pod over that estimate stays Pending. The
 estimate is written out here again, from karpenter-provider-aws
-`pkg/providers/instancetype/types.go`, independently of charts/accelerators.py, and applied
+`pkg/providers/instancetype/types.go`, independently of ray_serve_ha/charts/accelerators.py, and applied
 to every instance type the settings allow: serving workers and batch team workers, both
 accelerators (both capacity modes size workers alike: node groups' AL2023 kubelet reserves
 by the same formula)."""
@@ -15,9 +15,11 @@ import re
 
 import pytest
 
-from charts.accelerators import ACCELERATORS, CPU_INSTANCE_TYPES, NEURON, NVIDIA, InstanceShape, cpu_instance_type
-from charts.batch import AcceleratorWorkerShape, BatchTeam, CpuWorkerShape, worker_resources
-from charts.rayservice import accelerator_workers
+from ray_serve_ha.charts.accelerators import ACCELERATORS, NEURON, NVIDIA
+from ray_serve_ha.charts.batch_teams import AcceleratorWorkerShape, BatchTeam, CpuWorkerShape, worker_resources
+from ray_serve_ha.charts.models import DEFAULT_MODEL
+from ray_serve_ha.charts.node_sizing import CPU_INSTANCE_TYPES, InstanceShape, cpu_instance_type
+from ray_serve_ha.charts.rayservice import accelerator_workers
 from tests.test_serving import the_rayservice
 
 # DaemonSets on an accelerator node in node-groups mode, with their requests: VPC CNI
@@ -145,7 +147,7 @@ def test_max_pods_are_the_eni_figures():
             NEURON,
             "inf2.xlarge",
             "inf2.xlarge has 16 GiB of host memory; a worker there may request 12 GiB, too little to load "
-            "the model's ≈14.5 GB of bf16 weights (Mistral-7B)",
+            "mistralai/Mistral-7B-Instruct-v0.2's ≈14.5 GB of bf16 weights",
         ),
         (NEURON, "inf2.8xlarge", None),
         (NVIDIA, "g6e.xlarge", None),
@@ -159,8 +161,8 @@ def test_max_pods_are_the_eni_figures():
     ],
 )
 def test_unfit_reason_says_why_an_instance_type_cannot_hold_the_model(accelerator, instance_type, reason):
-    assert accelerator.unfit_reason(instance_type) == reason
+    assert accelerator.unfit_reason(instance_type, DEFAULT_MODEL) == reason
 
 
 def test_every_default_instance_type_holds_the_model():
-    assert all(a.unfit_reason(a.default_instance_type) is None for a in ACCELERATORS.values())
+    assert all(a.unfit_reason(a.default_instance_type, DEFAULT_MODEL) is None for a in ACCELERATORS.values())

@@ -23,6 +23,15 @@ def test_cluster_with_nvidia_node_groups(node_groups_nvidia, snapshot_json):
     assert normalise_asset_hashes(node_groups_nvidia.cluster.to_json()) == snapshot_json
 
 
+@pytest.mark.parametrize("stack", ["cluster", "serving"])
+def test_spot_replicas_on_node_groups(mixed_node_groups_nvidia, snapshot_json, stack):
+    assert normalise_asset_hashes(getattr(mixed_node_groups_nvidia, stack).to_json()) == snapshot_json
+
+
+def test_spot_replicas_on_auto_mode(mixed_auto_mode, snapshot_json):
+    assert normalise_asset_hashes(mixed_auto_mode.cluster.to_json()) == snapshot_json
+
+
 def test_asset_hashes_are_numbered_in_order_of_appearance():
     a, b = "a" * 64, "b" * 64
     assert normalise_asset_hashes({"x": [a, b, a]}) == {"x": ["<asset-1>", "<asset-2>", "<asset-1>"]}

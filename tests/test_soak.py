@@ -11,10 +11,10 @@ from collections import Counter
 
 import pytest
 
-from charts.ray_env import WORKER_TERMINATION_GRACE_S
 from local.drill.soak import FaultResult, SoakReport, main, plan
 from local.faults import FAULT_NAMES, FAULTS
 from local.state import StackState
+from ray_serve_ha.charts.ray_env import WORKER_TERMINATION_GRACE_S
 from tests.conftest import ROOT
 
 

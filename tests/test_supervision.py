@@ -13,13 +13,13 @@ import time
 
 import pytest
 
-from charts.ray_pods import KIND_HEAD_RESOURCES, KIND_WORKER_RESOURCES, SERVE_WATCHDOG_RESOURCES
 from local import cgroups
 from local.faults import FAULT_KINDS, FAULT_NAMES, FAULTS, KUBERNETES_FAULTS
 from local.redis_client import RedisClient, ping
 from local.state import REDIS_UNIT, WATCHDOG_UNIT, StackState, unit_names
 from local.supervisor import pod_cpu_request_milli
 from local.topology import HEAD, NODES, WORKERS
+from ray_serve_ha.charts.ray_pods import KIND_HEAD_RESOURCES, KIND_WORKER_RESOURCES, SERVE_WATCHDOG_RESOURCES
 
 # ---- CPU weights, as the kubelet sets them -------------------------------------------------
 

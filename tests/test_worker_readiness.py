@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from charts.serve_config import APP_NAME, DEPLOYMENT_NAME
-from charts.worker_readiness import readiness_command, replica_process_title
+from ray_serve_ha.charts.serve_config import APP_NAME, DEPLOYMENT_NAME
+from ray_serve_ha.charts.worker_readiness import readiness_command, replica_process_title
 from tests.chart_inputs import example_eks_deployment
 
 TITLE = replica_process_title()
@@ -95,7 +95,7 @@ def test_not_ready_when_raylet_or_proxy_do_not_answer(tmp_path, endpoints, down)
 def test_the_rayservice_workers_carry_the_probe_and_the_head_keeps_kuberays():
     import cdk8s
 
-    from charts.profiles import eks_charts
+    from ray_serve_ha.charts.profiles import eks_charts
 
     charts = eks_charts(cdk8s.App(), example_eks_deployment("neuron"))
     (rayservice,) = [o for o in charts.rayservice.to_json() if o["kind"] == "RayService"]
@@ -111,7 +111,7 @@ def test_the_rayservice_workers_carry_the_probe_and_the_head_keeps_kuberays():
     assert "http://localhost:8000/-/healthz" in probe_spec["exec"]["command"][2]
     # The head pod: Ray's container first (KubeRay injects its probes there, where none is
     # set) and the Serve watchdog beside it; neither sets a readiness probe.
-    from charts.serve_watchdog import CONTAINER_NAME
+    from ray_serve_ha.charts.serve_watchdog import CONTAINER_NAME
 
     head_containers = cluster["headGroupSpec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in head_containers[1:]] == [CONTAINER_NAME]

@@ -6,7 +6,7 @@ deleted RayService's RayClusters and LoadBalancer Services are gone (`teardown.l
 so what CloudFormation deletes next (the Redis password Secret, Redis, the cluster, the
 VPC) is no longer needed by them.
 
-Runs on the AWS Lambda Python 3.14 runtime (stacks/readiness.py) with the standard library
+Runs on the AWS Lambda Python 3.14 runtime (ray_serve_ha/constructs/readiness.py) with the standard library
 and the runtime's botocore only: no bundling. Modules, one job each: `eks_token` (the EKS
 bearer token), `kube_api` (the Kubernetes API reads), `rayservice_status` (what the status
 says), `teardown` (what is left of a deleted one), `failure_report` (the time-out message),

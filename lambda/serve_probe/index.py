@@ -1,7 +1,7 @@
 """Availability probe of the Ray Serve OpenAI-compatible endpoint, run every minute by
 EventBridge: a few small chat requests, one after another, then CloudWatch metrics.
 
-Runs on the AWS Lambda Python 3.14 runtime (stacks/lambda_code.py) with the standard
+Runs on the AWS Lambda Python 3.14 runtime (ray_serve_ha/constructs/lambda_code.py) with the standard
 library and the runtime's boto3 only: no bundling.
 
 Entry point: `index.handler`. Environment: SERVE_URL (required), SERVICE_NAME (required,

@@ -31,7 +31,6 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from charts.ray_env import WORKER_TERMINATION_GRACE_S
 from local.drill.backends import (
     Backend,
     Clock,
@@ -45,6 +44,7 @@ from local.drill.plot import plot_timeline
 from local.drill.stats import DrillReport, Timeline, build_report, format_table
 from local.faults import FAULT_NAMES, FAULTS, KUBERNETES_FAULTS
 from local.topology import ForeignTargetError
+from ray_serve_ha.charts.ray_env import WORKER_TERMINATION_GRACE_S
 
 # Where progress lines go: print, or a caller's print-like function.
 Progress = Callable[..., Any]
@@ -223,7 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=("local", "kubernetes"), default="local",
                         help="the local stack, or a RayService through your kubeconfig")
     parser.add_argument("--fault", choices=FAULT_NAMES, default="head",
-                        help=f"what to break (kubernetes: {', '.join(KUBERNETES_FAULTS)}); see README")
+                        help=f"what to break (kubernetes: {', '.join(KUBERNETES_FAULTS)}); see docs/operating.md")
     parser.add_argument("--outage", type=seconds, default=20.0,
                         help="seconds the faulted part stays down (local; the partition's length)")
     parser.add_argument("--grace", type=seconds, default=None,

@@ -35,12 +35,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from charts.ray_env import WORKER_TERMINATION_GRACE_S
 from local.drill.__main__ import _bounded, _check_out, _HelpWithDefaults, _served_model
 from local.drill.backends import DrillError, LocalBackend
 from local.drill.load import LoadGenerator, LoadSpec, Sample
 from local.drill.stats import percentile
 from local.faults import FAULT_NAMES, FAULTS
+from ray_serve_ha.charts.ray_env import WORKER_TERMINATION_GRACE_S
 
 if TYPE_CHECKING:
     from local.stack import LocalStack

@@ -48,7 +48,7 @@ class Settings:
     retry_initial_delay_s: float = 1.0
     retry_max_delay_s: float = 8.0
     title: str | None = None
-    # The accelerator's word for its device (charts/accelerators.py: "Inferentia2", "GPU").
+    # The accelerator's word for its device (ray_serve_ha/charts/accelerators.py: "Inferentia2", "GPU").
     device: str | None = None
 
     def __post_init__(self) -> None:

@@ -10,6 +10,10 @@ Routes (FastAPI ingress):
     GET  /infer?sentence=...    the 2024 blueprint's route: the answer as plain text
     GET  /healthz               cheap liveness of the replica and its engine
 
+With `spot_replicas: true` the same deployment runs twice, as the on-demand floor
+(`LLMServer`) and the spot replicas above it (`LLMServerSpot`), behind a router
+(`ray_serve_llm.router`) that forwards each request to one of them (`LLMServer.forward`).
+
 Every client mistake is a 4xx with OpenAI's error body; it is detected before generation
 starts, so a stream never begins only to break. A body too large to fit the context is
 refused with 413 before it is read, a prompt too long by its character count before it is
@@ -46,10 +50,13 @@ from .protocol import (
     sse,
     usage,
 )
+from .router import Router, run_asgi
 
 logger = logging.getLogger("ray.serve")
 
 DEPLOYMENT_NAME = "LLMServer"
+# With spot replicas: the deployment of the replicas above the on-demand floor.
+SPOT_DEPLOYMENT_NAME = "LLMServerSpot"
 # The /infer route's default answer length (the blueprint's), capped by max_tokens_limit.
 INFER_DEFAULT_MAX_TOKENS = 256
 
@@ -113,17 +120,8 @@ async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse
     return await _openai_error(_, OpenAIError(str(error.detail), status_code=error.status_code, type=kind))
 
 
-@serve.deployment(
-    name=DEPLOYMENT_NAME,
-    max_ongoing_requests=MAX_ONGOING_REQUESTS,
-    health_check_period_s=HEALTH_CHECK_PERIOD_S,
-    health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
-    graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_TIMEOUT_S,
-    graceful_shutdown_wait_loop_s=GRACEFUL_SHUTDOWN_WAIT_LOOP_S,
-)
-@serve.ingress(api)
-class LLMServer:
-    """Serves one model with the engine the args choose."""
+class ModelServer:
+    """Serves one model with the engine the args choose: the routes below, on `api`."""
 
     async def __init__(self, args: dict[str, Any]) -> None:
         self.args = AppArgs.parse(args)
@@ -155,6 +153,13 @@ class LLMServer:
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.shutdown()
+
+    async def forward(self, message: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """A request the router forwards (spot_replicas), through this replica's own routes:
+        the response's ASGI messages, streamed as they are written."""
+        # The routes resolve `self` to this replica's instance (Serve's class-based view).
+        async for sent in run_asgi(api, message):
+            yield sent
 
     # --- Routes ------------------------------------------------------------------------
 
@@ -324,9 +329,27 @@ class LLMServer:
         yield SSE_DONE
 
 
+_DEPLOYMENT_OPTIONS: dict[str, Any] = {
+    "max_ongoing_requests": MAX_ONGOING_REQUESTS,
+    "health_check_period_s": HEALTH_CHECK_PERIOD_S,
+    "health_check_timeout_s": HEALTH_CHECK_TIMEOUT_S,
+    "graceful_shutdown_timeout_s": GRACEFUL_SHUTDOWN_TIMEOUT_S,
+    "graceful_shutdown_wait_loop_s": GRACEFUL_SHUTDOWN_WAIT_LOOP_S,
+}
+# The application's ingress: Serve's proxies hand it every HTTP request.
+LLMServer = serve.deployment(name=DEPLOYMENT_NAME, **_DEPLOYMENT_OPTIONS)(serve.ingress(api)(ModelServer))
+# With spot replicas, the same model behind the router: a plain deployment (an application
+# holds one FastAPI deployment at most), whose `forward` runs the routes above.
+ModelReplicas = serve.deployment(name=DEPLOYMENT_NAME, **_DEPLOYMENT_OPTIONS)(ModelServer)
+
+
 def build_app(args: dict[str, Any]) -> serve.Application:
     """The application builder named by the serve config's `import_path`. Validates the
     args here, on the driver, so a bad config fails `serve deploy` with every problem
     named, instead of failing in each replica."""
     app_args = AppArgs.parse(args)
-    return LLMServer.bind(app_args.model_dump())
+    if not app_args.spot_replicas:
+        return LLMServer.bind(app_args.model_dump())
+    floor = ModelReplicas.options(name=DEPLOYMENT_NAME).bind(app_args.model_dump())
+    spot = ModelReplicas.options(name=SPOT_DEPLOYMENT_NAME).bind(app_args.model_dump())
+    return Router.bind(floor, spot, DEPLOYMENT_NAME, SPOT_DEPLOYMENT_NAME)

@@ -49,6 +49,11 @@ class AppArgs(BaseModel):
         description="S3 URI or absolute path where NxD Inference compiled artifacts are cached and reused.",
     )
     hf_token_env: str = Field(default="HF_TOKEN", description="Name of the env var that holds the HF token.")
+    spot_replicas: bool = Field(
+        default=False,
+        description="True: a router in front of two deployments of the model, the on-demand floor "
+        "(LLMServer) and the spot replicas above it (LLMServerSpot).",
+    )
 
     @property
     def model_name(self) -> str:

@@ -1,0 +1,270 @@
+"""Every Lambda handler of the project, run from its staged asset directory (cdk.out) by a
+Python started without site-packages, with only the standard library and the Lambda
+runtime's boto3 and botocore, against the fakes of tests/test_lambda_*.py.
+
+Not exercised here: Lambda's Python 3.14 (here the project's Python) and AWS's authorization
+of the calls (tests/test_resource_policies.py evaluates the policies).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests import staged
+from tests.conftest import ROOT
+from tests.fakes.openai_serve import FakeServe, start_fake_serve
+from tests.fakes.readiness_kube import (
+    READY,
+    FakeKube,
+    k8s_object,
+    listing,
+    self_signed,
+    serve_fake_kube,
+)
+from tests.staged import (
+    ACCOUNT,
+    NO_AWS_CONFIG,
+    REGION,
+    ROLE_CREDENTIALS,
+    SETTINGS,
+    moto_client,
+    stage_template,
+    staged_file_asset,
+)
+
+pytestmark = pytest.mark.staged
+# The session's cloud assembly and moto (tests/staged.py), taken in by name.
+assembly, aws_endpoint = staged.assembly, staged.aws_endpoint
+
+# What the Lambda Python runtime holds besides the standard library.
+RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
+
+# Runs in a Python started with -I -S (no site-packages, no current directory, no
+# PYTHON* variables): the bootstrap's part of the Lambda runtime, which puts the function's
+# code and the runtime's packages on sys.path, imports _HANDLER and calls it.
+INVOKE = r"""
+import importlib, json, os, sys, sysconfig
+sys.path[:0] = [os.environ["LAMBDA_TASK_ROOT"], os.environ["LAMBDA_RUNTIME_DIR"]]
+os.chdir(os.environ["LAMBDA_TASK_ROOT"])
+module, function = os.environ["_HANDLER"].rsplit(".", 1)
+handler = getattr(importlib.import_module(module), function)
+
+class Context:
+    function_name = os.environ["AWS_LAMBDA_FUNCTION_NAME"]
+    aws_request_id = "00000000-0000-4000-8000-000000000000"
+    def get_remaining_time_in_millis(self):
+        return 50_000
+
+result = handler(json.loads(sys.stdin.read()), Context())
+files = sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)})
+paths = sysconfig.get_paths()
+with open(os.environ["RESULT_FILE"], "w") as out:
+    json.dump({"result": result, "files": files, "stdlib": [paths["stdlib"], paths["platstdlib"]]}, out)
+"""
+
+
+@dataclass(frozen=True)
+class StagedFunction:
+    logical_id: str
+    handler: str
+    code: Path  # the staged asset directory in cdk.out
+    folder: str  # the project's lambda/<folder> it was staged from
+    environment: dict[str, Any]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.folder, self.handler
+
+
+def _same_tree(staged: Path, source: Path) -> bool:
+    def files(root: Path) -> dict[str, bytes]:
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts}
+
+    return files(staged) == files(source)
+
+
+@pytest.fixture(scope="module")
+def functions(assembly) -> list[StagedFunction]:
+    """The stage's Python functions whose code is one of the project's lambda/ folders."""
+    found = []
+    for stack in ("network", "cluster", "gcs-store", "serving"):
+        for name, resource in stage_template(assembly, stack)["Resources"].items():
+            properties = resource["Properties"]
+            if resource["Type"] != "AWS::Lambda::Function" or not properties["Runtime"].startswith("python"):
+                continue
+            code = staged_file_asset(assembly, properties["Code"]["S3Key"])
+            folders = [f.name for f in (ROOT / "lambda").iterdir() if _same_tree(code, f)]
+            if folders:
+                found.append(StagedFunction(name, properties["Handler"], code, folders[0],
+                                            properties.get("Environment", {}).get("Variables", {})))
+    return found
+
+
+@pytest.fixture(scope="module")
+def lambda_runtime(tmp_path_factory) -> Path:
+    """The runtime's packages (boto3, botocore and what they need), from this venv."""
+    runtime = tmp_path_factory.mktemp("lambda-runtime")
+    site = Path(boto3.__file__).parent.parent
+    for name in RUNTIME_PACKAGES:
+        path = site / name if (site / name).is_dir() else site / f"{name}.py"
+        (runtime / path.name).symlink_to(path)
+    return runtime
+
+
+def invoke(function: StagedFunction, event: dict[str, Any], runtime: Path, tmp_path: Path,
+           given: dict[str, str], extra_env: dict[str, str] | None = None) -> Any:
+    """Invokes the staged handler as the Lambda runtime does, with the function's environment
+    from the template; `given` supplies the variables the template fills at deploy time."""
+    tokens = {k for k, v in function.environment.items() if not isinstance(v, str)}
+    assert tokens == set(given), f"{function.logical_id}: deploy-time variables {tokens}"
+    result_file = tmp_path / "result.json"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "en_US.UTF-8",
+        "TZ": ":UTC",
+        "LAMBDA_TASK_ROOT": str(function.code),
+        "LAMBDA_RUNTIME_DIR": str(runtime),
+        "_HANDLER": function.handler,
+        "AWS_LAMBDA_FUNCTION_NAME": function.logical_id,
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.14",
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "RESULT_FILE": str(result_file),
+        **ROLE_CREDENTIALS,
+        **NO_AWS_CONFIG,
+        **{k: v for k, v in function.environment.items() if isinstance(v, str)},
+        **given,
+        **(extra_env or {}),
+    }
+    completed = subprocess.run([sys.executable, "-I", "-S", "-c", INVOKE], input=json.dumps(event), env=env,
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    answer = json.loads(result_file.read_text())
+    allowed = (str(function.code), str(runtime), *answer["stdlib"])
+    assert [f for f in answer["files"] if not f.startswith(allowed)] == []
+    assert any(f.startswith(str(function.code)) for f in answer["files"])
+    return answer["result"]
+
+
+def test_every_project_handler_is_staged_and_covered(functions):
+    assert {f.key for f in functions} == set(SCENARIOS)
+    assert {f.folder for f in functions} == {p.name for p in (ROOT / "lambda").iterdir() if p.is_dir()}
+
+
+@pytest.fixture(scope="module")
+def cluster_api(tmp_path_factory):
+    """The fake Kubernetes API over TLS with its own CA, as the EKS endpoint is."""
+    import ssl
+
+    key, cert = self_signed(tmp_path_factory.mktemp("cluster-ca"), "cluster-ca")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    kube = FakeKube()
+    server = serve_fake_kube(kube, tls=tls)
+    yield kube, f"https://127.0.0.1:{server.server_address[1]}", base64.b64encode(cert.read_bytes()).decode()
+    server.shutdown()
+    server.server_close()
+
+
+def gate_event(assembly: Path, resource_type: str, request_type: str, cluster_api) -> dict[str, Any]:
+    """A CloudFormation request with the gate resource's properties from the template; the
+    values CloudFormation resolves at deploy time are those of the fake cluster."""
+    _, url, ca = cluster_api
+    (properties,) = [r["Properties"] for r in stage_template(assembly, "serving")["Resources"].values()
+                     if r["Type"] == resource_type]
+    given = {"ClusterName": SETTINGS.cluster.name, "Endpoint": url, "CertificateAuthority": ca}
+    resolved = {k: v if isinstance(v, str) else given.get(k, f"<{k} resolved by CloudFormation>")
+                for k, v in properties.items()}
+    return {
+        "RequestType": request_type,
+        "ResourceType": resource_type,
+        "RequestId": "d3b1c2f0-0000-4000-8000-000000000000",
+        "StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/serving/abc",
+        "LogicalResourceId": "Readiness",
+        "ResourceProperties": resolved,
+        "PhysicalResourceId": f"{resolved['Namespace']}/{resolved['RayServiceName']}",
+    }
+
+
+def scenario_on_event(function, assembly, runtime, tmp_path, cluster_api, aws_endpoint):
+    event = gate_event(assembly, "Custom::RayServiceReady", "Create", cluster_api)
+    del event["PhysicalResourceId"]
+    result = invoke(function, event, runtime, tmp_path, {})
+    assert result["PhysicalResourceId"] == "ray-serving/ray-serve-llm"
+    assert result["Data"]["StartedAt"].isdigit()
+
+
+def scenario_is_complete(function, assembly, runtime, tmp_path, cluster_api, aws_endpoint):
+    kube, _, _ = cluster_api
+    ready = gate_event(assembly, "Custom::RayServiceReady", "Create", cluster_api)
+    path = f"/apis/ray.io/v1/namespaces/{ready['ResourceProperties']['Namespace']}/rayservices/ray-serve-llm"
+    kube.answers.clear()
+    kube.requests.clear()
+    kube.answers[path] = [(200, READY)]
+    ready["Data"] = {"StartedAt": str(int(time.time()))}
+    assert invoke(function, ready, runtime, tmp_path, {})["IsComplete"] is True
+    assert [r["path"] for r in kube.requests] == [path]
+    assert kube.requests[0]["headers"]["Authorization"].startswith("Bearer k8s-aws-v1.")
+    # Teardown: the deleted RayService left no RayCluster and no load balancer.
+    gone = gate_event(assembly, "Custom::RayServiceGone", "Delete", cluster_api)
+    gone["Data"] = {"StartedAt": str(int(time.time()))}
+    namespace = gone["ResourceProperties"]["Namespace"]
+    kube.answers.clear()
+    kube.requests.clear()
+    kube.answers[f"/apis/ray.io/v1/namespaces/{namespace}/rayclusters"] = [(200, listing())]
+    kube.answers[f"/api/v1/namespaces/{namespace}/services"] = [
+        (200, listing(k8s_object("gradio", service_type="ClusterIP")))
+    ]
+    assert invoke(function, gone, runtime, tmp_path, {}) == {"IsComplete": True}
+    assert {r["path"] for r in kube.requests} == {
+        path, f"/apis/ray.io/v1/namespaces/{namespace}/rayclusters", f"/api/v1/namespaces/{namespace}/services"
+    }
+
+
+def scenario_probe(function, assembly, runtime, tmp_path, cluster_api, aws_endpoint):
+    serve = FakeServe()
+    server = start_fake_serve(serve)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        summary = invoke(function, {"source": "aws.events", "detail-type": "Scheduled Event"}, runtime, tmp_path,
+                         {"SERVE_URL": url}, {"AWS_ENDPOINT_URL_CLOUDWATCH": aws_endpoint})
+    finally:
+        server.shutdown()
+        server.server_close()
+    requests = int(function.environment["PROBE_REQUESTS"])
+    assert (summary["requests"], summary["failed"]) == (requests, 0)
+    assert len([r for r in serve.received if r[0] == "POST"]) == requests
+    cloudwatch = moto_client(aws_endpoint, "cloudwatch")
+    metrics = cloudwatch.list_metrics(Namespace=function.environment["METRIC_NAMESPACE"])["Metrics"]
+    dimensions = [{"Name": "Service", "Value": function.environment["SERVICE_NAME"]}]
+    assert {m["MetricName"] for m in metrics if m["Dimensions"] == dimensions} == {
+        "Availability", "Latency", "Requests", "FailedRequests"
+    }
+
+
+SCENARIOS = {
+    ("rayservice_ready", "index.on_event"): scenario_on_event,
+    ("rayservice_ready", "index.is_complete"): scenario_is_complete,
+    ("serve_probe", "index.handler"): scenario_probe,
+}
+
+
+@pytest.mark.parametrize("key", sorted(SCENARIOS), ids=lambda key: f"{key[0]}:{key[1]}")
+def test_handler_runs_from_its_staged_asset_with_only_the_runtime(
+    key, functions, assembly, lambda_runtime, tmp_path, cluster_api, aws_endpoint
+):
+    matching = [f for f in functions if f.key == key]
+    assert matching, f"no function runs {key}"
+    for function in matching:
+        SCENARIOS[key](function, assembly, lambda_runtime, tmp_path, cluster_api, aws_endpoint)
