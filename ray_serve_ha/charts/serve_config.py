@@ -63,6 +63,21 @@ GRACEFUL_SHUTDOWN_WAIT_LOOP_S = 2
 # this rate, must finish within GRACEFUL_SHUTDOWN_TIMEOUT_S (tests/test_spot_replicas.py).
 SLOWEST_STREAM_TOKENS_PER_S = 18
 
+# --- The API's guard (images/ray-serve/ray_serve_llm/guard.py) ------------------------------
+# Requests one key may make per minute, across every replica and proxy (counted in the GCS
+# Redis): far above what one person or the project's own clients send (the drill's loop,
+# sequential, makes about 20 a second on the tiny model), low enough to stop one runaway
+# client from taking every replica.
+DEFAULT_API_RATE_LIMIT_PER_MINUTE = 6000
+# Requests a caller (each Serve proxy, the router) may hold queued for a deployment beyond
+# what its replicas take at once (max_ongoing_requests each); more are refused with 429 and
+# Retry-After (Serve's backpressure_config) instead of waiting without bound.
+DEFAULT_MAX_QUEUED_REQUESTS = 16
+SHED_STATUS_CODE = 429
+# The Retry-After of a shed request: about one short answer's time (the app's own 429s,
+# images/ray-serve/ray_serve_llm/guard.py SHED_RETRY_AFTER_S, say the same).
+SHED_RETRY_AFTER_S = 1
+
 
 @dataclass(frozen=True)
 class LlmServing:
@@ -94,6 +109,13 @@ class LlmServing:
     # (the floor) on on-demand workers, the others (min_replicas - floor up to max_replicas -
     # floor) on spot workers, behind a router.
     on_demand_replicas: int | None = None
+    # The JSON file of API keys ({name: key}) in the replicas' pods; None: the API is open.
+    api_keys_file: str | None = None
+    # Per key and minute, across replicas; None: no limit. Only with api_keys_file.
+    api_rate_limit_per_minute: int | None = DEFAULT_API_RATE_LIMIT_PER_MINUTE
+    api_token_limit_per_minute: int | None = None
+    # Requests queued per caller beyond the replicas' max_ongoing_requests (Serve's max_queued_requests).
+    max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -126,8 +148,11 @@ class LlmServing:
                 f"max_tokens={self.max_tokens} must be below max_model_len={self.max_model_len}: the prompt "
                 "needs room in the context too"
             )
-        for field in ("tensor_parallel_degree", "max_tokens", "max_ongoing_requests", "cpus_per_replica"):
-            if getattr(self, field) < 1:
+        for field in (
+            "tensor_parallel_degree", "max_tokens", "max_ongoing_requests", "cpus_per_replica", "max_queued_requests",
+            "api_rate_limit_per_minute", "api_token_limit_per_minute",
+        ):
+            if getattr(self, field) is not None and getattr(self, field) < 1:
                 raise ValueError(f"{field}={getattr(self, field)} must be at least 1")
 
 
@@ -176,6 +201,14 @@ def serve_config(serving: LlmServing) -> dict[str, Any]:
     }
 
 
+def _shedding(serving: LlmServing) -> dict[str, Any]:
+    """A bounded queue, and a 429 with Retry-After (not Serve's default 503) when it is full."""
+    return {
+        "max_queued_requests": serving.max_queued_requests,
+        "backpressure_config": {"status_code": SHED_STATUS_CODE, "retry_after_s": SHED_RETRY_AFTER_S},
+    }
+
+
 def _model_deployment(
     serving: LlmServing, name: str, replicas: dict[str, Any], capacity_type: str | None
 ) -> dict[str, Any]:
@@ -183,6 +216,7 @@ def _model_deployment(
         "name": name,
         **replicas,
         "max_ongoing_requests": serving.max_ongoing_requests,
+        **_shedding(serving),
         # One replica per node: a node failure takes out one replica, never two.
         "max_replicas_per_node": 1,
         "health_check_period_s": HEALTH_CHECK_PERIOD_S,
@@ -219,6 +253,7 @@ def _deployments(serving: LlmServing) -> list[dict[str, Any]]:
             # (the other's node lost) must take what every model replica can (Serve's default
             # is 5).
             "max_ongoing_requests": serving.max_replicas * serving.max_ongoing_requests,
+            **_shedding(serving),
             # Two routers on two nodes: a node's loss leaves one.
             "max_replicas_per_node": 1,
             # A draining router's streams finish, as the model replicas' do.
@@ -253,6 +288,11 @@ def _app_args(serving: LlmServing) -> dict[str, Any]:
         args["neuron_compiled_artifacts"] = serving.compiled_artifacts
     if serving.on_demand_replicas is not None:
         args["spot_replicas"] = True
+    if serving.api_keys_file is not None:
+        args["api_keys_file"] = serving.api_keys_file
+        for name in ("api_rate_limit_per_minute", "api_token_limit_per_minute"):
+            if getattr(serving, name) is not None:
+                args[name] = getattr(serving, name)
     return args
 
 

@@ -10,6 +10,9 @@ Routes (FastAPI ingress):
     GET  /infer?sentence=...    the 2024 blueprint's route: the answer as plain text
     GET  /healthz               cheap liveness of the replica and its engine
 
+`/v1/*` and `/infer` need `Authorization: Bearer <key>` and are rate limited per key when the
+args name a key file (`ray_serve_llm.guard`); /healthz stays open.
+
 With `spot_replicas: true` the same deployment runs twice, as the on-demand floor
 (`LLMServer`) and the spot replicas above it (`LLMServerSpot`), behind a router
 (`ray_serve_llm.router`) that forwards each request to one of them (`LLMServer.forward`).
@@ -36,7 +39,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .args import AppArgs
 from .draining import DRAINING_NODES, CloseConnectionsThroughDrainingNodes
+from . import guard
 from .engines import ChatTemplateError, Engine, Prompt, SamplingParams, load_engine
+from .guard import KEY_NAME_STATE, GuardMiddleware
 from .protocol import (
     SSE_DONE,
     OpenAIError,
@@ -86,11 +91,13 @@ api = FastAPI(
 )
 # Clients that reach us through a draining node's proxy are told to reconnect (draining.py).
 api.add_middleware(CloseConnectionsThroughDrainingNodes, draining=DRAINING_NODES)
+# Keys and rate limits (added last: it runs first, before any other work on a request).
+api.add_middleware(GuardMiddleware)
 
 
 @api.exception_handler(OpenAIError)
 async def _openai_error(_: Request, error: OpenAIError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status_code)
+    return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
 
 
 @api.exception_handler(RequestValidationError)
@@ -127,6 +134,7 @@ class ModelServer:
         self.args = AppArgs.parse(args)
         self.model_name = self.args.model_name
         DRAINING_NODES.start()
+        self.guard = guard.configure(self.args)
         self.created = now()
         # Loading blocks for seconds (CPU) to minutes (Neuron compile): off the event loop.
         self.engine: Engine = await asyncio.to_thread(load_engine, self.args)
@@ -197,13 +205,15 @@ class ModelServer:
             seed=chat.seed,
         )
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+        key_name = getattr(request.state, KEY_NAME_STATE, None)
         if chat.stream:
             return StreamingResponse(
-                self._stream(prompt, params, include_usage=include_usage),
+                self._stream(prompt, params, include_usage=include_usage, key_name=key_name),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         text, finish_reason, completion_tokens = await self._complete(prompt, params)
+        await self.guard.charge_tokens(key_name, prompt.num_tokens + completion_tokens)
         return JSONResponse(
             completion_body(
                 chat_id=completion_id(),
@@ -217,7 +227,7 @@ class ModelServer:
         )
 
     @api.get("/infer", response_class=PlainTextResponse)
-    async def infer(self, sentence: str, max_tokens: int | None = None) -> PlainTextResponse:
+    async def infer(self, request: Request, sentence: str, max_tokens: int | None = None) -> PlainTextResponse:
         if not sentence.strip():
             raise OpenAIError("'sentence' must not be empty.", param="sentence", code="invalid_value")
         if max_tokens is not None and not 1 <= max_tokens <= self.args.max_tokens_limit:
@@ -228,7 +238,8 @@ class ModelServer:
             )
         prompt = self._render([{"role": "user", "content": sentence}], param="sentence")
         wanted = max_tokens or min(INFER_DEFAULT_MAX_TOKENS, self.args.max_tokens_limit)
-        text, _, _ = await self._complete(prompt, SamplingParams(max_tokens=self._max_tokens(prompt, wanted)))
+        text, _, tokens = await self._complete(prompt, SamplingParams(max_tokens=self._max_tokens(prompt, wanted)))
+        await self.guard.charge_tokens(getattr(request.state, KEY_NAME_STATE, None), prompt.num_tokens + tokens)
         return PlainTextResponse(text)
 
     # --- Helpers -----------------------------------------------------------------------
@@ -305,7 +316,9 @@ class ModelServer:
             finish_reason = chunk.finish_reason or finish_reason
         return "".join(pieces), finish_reason, completion_tokens
 
-    async def _stream(self, prompt: Prompt, params: SamplingParams, *, include_usage: bool) -> AsyncIterator[str]:
+    async def _stream(
+        self, prompt: Prompt, params: SamplingParams, *, include_usage: bool, key_name: str | None
+    ) -> AsyncIterator[str]:
         meta = {"chat_id": completion_id(), "model": self.model_name, "created": now()}
         yield sse(chunk_body(**meta, delta={"role": "assistant", "content": ""}))
         finish_reason, completion_tokens = "stop", 0
@@ -322,6 +335,7 @@ class ModelServer:
             yield SSE_DONE
             return
         yield sse(chunk_body(**meta, delta={}, finish_reason=finish_reason))
+        await self.guard.charge_tokens(key_name, prompt.num_tokens + completion_tokens)
         if include_usage:
             yield sse(
                 {**chunk_body(**meta, delta={}), "choices": [], "usage": usage(prompt.num_tokens, completion_tokens)}
@@ -352,4 +366,4 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         return LLMServer.bind(app_args.model_dump())
     floor = ModelReplicas.options(name=DEPLOYMENT_NAME).bind(app_args.model_dump())
     spot = ModelReplicas.options(name=SPOT_DEPLOYMENT_NAME).bind(app_args.model_dump())
-    return Router.bind(floor, spot, DEPLOYMENT_NAME, SPOT_DEPLOYMENT_NAME)
+    return Router.bind(floor, spot, DEPLOYMENT_NAME, SPOT_DEPLOYMENT_NAME, app_args.model_dump())

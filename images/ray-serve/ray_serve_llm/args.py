@@ -49,6 +49,16 @@ class AppArgs(BaseModel):
         description="S3 URI or absolute path where NxD Inference compiled artifacts are cached and reused.",
     )
     hf_token_env: str = Field(default="HF_TOKEN", description="Name of the env var that holds the HF token.")
+    api_keys_file: str | None = Field(
+        default=None,
+        description="Absolute path of the JSON file of API keys, {name: key}; None: the API is open.",
+    )
+    api_rate_limit_per_minute: int | None = Field(
+        default=None, ge=1, description="Requests per key and minute, across all replicas; None: no limit."
+    )
+    api_token_limit_per_minute: int | None = Field(
+        default=None, ge=1, description="Prompt plus completion tokens per key and minute; None: no limit."
+    )
     spot_replicas: bool = Field(
         default=False,
         description="True: a router in front of two deployments of the model, the on-demand floor "
@@ -98,6 +108,11 @@ class AppArgs(BaseModel):
                 f"tensor_parallel_degree={self.tensor_parallel_degree}: the transformers engine runs on one "
                 "CPU process; only 1 is allowed"
             )
+        if self.api_keys_file is not None and not self.api_keys_file.startswith("/"):
+            raise ValueError(f"api_keys_file={self.api_keys_file!r} must be an absolute path")
+        limited = self.api_rate_limit_per_minute is not None or self.api_token_limit_per_minute is not None
+        if limited and self.api_keys_file is None:
+            raise ValueError("api_rate_limit_per_minute and api_token_limit_per_minute count per key: set api_keys_file")
         if self.neuron_compiled_artifacts is not None and self.engine != "neuron":
             raise ValueError(
                 f"neuron_compiled_artifacts is only used by engine 'neuron' (engine is {self.engine!r}); remove it"

@@ -31,6 +31,7 @@ class OpenAIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -38,6 +39,8 @@ class OpenAIError(Exception):
         self.type = type
         self.param = param
         self.code = code
+        # Response headers that go with it (Retry-After on a 429, WWW-Authenticate on a 401).
+        self.headers = headers
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}

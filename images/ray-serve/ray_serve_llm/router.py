@@ -12,6 +12,11 @@ the two, in proportion to their running replicas (from the Serve controller, ref
 few seconds; while the controller is away, as during a head restart, the last counts hold),
 and streams the answer back as the model replica writes it. Its replicas are light (no
 model): any worker holds one, and a draining node's router is replaced in seconds.
+
+As the ingress it is the API's front door (`ray_serve_llm.guard`): keys and rate limits are
+checked here, and the model replica is told the key's name (for its token count) without
+checking again. When the chosen deployment's queue is full (Serve's `max_queued_requests`)
+the client gets 429 with Retry-After, OpenAI's error body, never a 5xx.
 """
 
 import asyncio
@@ -21,10 +26,14 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
+from . import guard
+from .args import AppArgs
+from .guard import FORWARDED, KEY_NAME_STATE, authorization_headers, error_response, overloaded
 from .protocol import OpenAIError
 
 logger = logging.getLogger("ray.serve")
@@ -70,7 +79,16 @@ class Router:
     deployment (Serve hands `__call__` the HTTP request): an application may hold only one
     FastAPI deployment, and the model's is."""
 
-    def __init__(self, floor: DeploymentHandle, spot: DeploymentHandle, floor_name: str, spot_name: str) -> None:
+    def __init__(
+        self,
+        floor: DeploymentHandle,
+        spot: DeploymentHandle,
+        floor_name: str,
+        spot_name: str,
+        args: dict[str, Any] | None = None,
+    ) -> None:
+        if args is not None:  # the keys and limits of this process (guard.GUARD)
+            guard.configure(AppArgs.parse(args))
         self.handles = {floor_name: floor, spot_name: spot}
         self.floor = floor_name
         # Until the first answer from the controller: everything to the floor.
@@ -92,10 +110,15 @@ class Router:
             raise RuntimeError("the replica-count watcher stopped")
 
     async def __call__(self, request: Request) -> Response:
+        key_name, refusal = await guard.GUARD.respond_or_admit(
+            request.url.path, authorization_headers(request.headers.raw)
+        )
+        if refusal is not None:
+            return refusal
         try:
             body = await _read_capped(request)
         except OpenAIError as error:
-            return JSONResponse(error.body(), status_code=error.status_code)
+            return error_response(error)
         message = {
             "method": request.method,
             "path": request.url.path,
@@ -106,16 +129,28 @@ class Router:
             # routes run behind the draining middleware, which reads the proxy from the scope.
             "server": request.scope.get("server"),
             "client": request.scope.get("client"),
+            KEY_NAME_STATE: key_name,
         }
         chosen = pick(self.running, self.floor, random.random())
         try:
             return await self._respond(chosen, message)
+        except BackPressureError:
+            return await self._respond_or_shed(self.floor if chosen != self.floor else None, message)
         except Exception:
             if chosen == self.floor:
                 raise
             # Nothing was sent to the client yet: the floor answers instead.
             logger.warning("deployment %s failed before answering; the floor answers", chosen, exc_info=True)
             return await self._respond(self.floor, message)
+
+    async def _respond_or_shed(self, deployment: str | None, message: dict[str, Any]) -> Response:
+        """The other deployment's answer when the chosen one's queue is full; 429 when both are."""
+        if deployment is not None:
+            try:
+                return await self._respond(deployment, message)
+            except BackPressureError:
+                pass
+        return error_response(overloaded())
 
     async def _respond(self, deployment: str, message: dict[str, Any]) -> StreamingResponse:
         messages = self.handles[deployment].options(stream=True).forward.remote(message)
@@ -158,6 +193,8 @@ async def run_asgi(app: Any, message: Mapping[str, Any]) -> AsyncIterator[dict[s
         "headers": list(message["headers"]),
         "client": message.get("client"),
         "server": message.get("server"),
+        # Admitted by the router's guard: the app's guard middleware lets it through.
+        "extensions": {FORWARDED: {KEY_NAME_STATE: message.get(KEY_NAME_STATE)}},
     }
     body_given = False
     finished = asyncio.Event()
