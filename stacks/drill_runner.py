@@ -16,9 +16,11 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from ray_serve_ha.charts.rbac import HA_DRILL_GROUP, ha_drill_rbac
+from ray_serve_ha.constructs.api_keys import HA_DRILL
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the project runs: `python -m local.drill --backend kubernetes`, after installing this.
@@ -107,6 +109,7 @@ class HaDrillProject(Construct):
         vpc: ec2.IVpc,
         subnets: list[ec2.ISubnet],
         security_group: ec2.ISecurityGroup,
+        api_keys: secretsmanager.ISecret | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         # Only what the drill runs travels (drill_sources): everything else is excluded,
@@ -147,6 +150,11 @@ class HaDrillProject(Construct):
                 "NAMESPACE": codebuild.BuildEnvironmentVariable(value=namespace),
                 "RAYSERVICE": codebuild.BuildEnvironmentVariable(value=rayservice_name),
                 "SERVE_URL": codebuild.BuildEnvironmentVariable(value=serve_url),
+                # The drill's own entry of the API keys (CodeBuild reads it; CDK grants the read).
+                **({"OPENAI_API_KEY": codebuild.BuildEnvironmentVariable(
+                    type=codebuild.BuildEnvironmentVariableType.SECRETS_MANAGER,
+                    value=f"{api_keys.secret_arn}:{HA_DRILL}",
+                )} if api_keys is not None else {}),
             },
             build_spec=codebuild.BuildSpec.from_object({
                 "version": "0.2",

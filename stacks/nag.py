@@ -157,6 +157,14 @@ def acknowledge_findings(system: ServingSystem) -> None:
             "where the account enables them). Access logs would cost more than the data.",
         )
 
+    _acknowledge(
+        serving.api_keys,
+        "AwsSolutions-SMG4",
+        "API keys are added and revoked by editing the keys secret's JSON (the Serve replicas reread "
+        "it within a minute); a scheduled rotation would cut off every client holding a key. The "
+        "generated seeds are read once, when CloudFormation creates the keys secret.",
+    )
+
     drill = serving.ha_drill
     project = _logical_id(drill.project)
     partition, region, account = _environment(drill)

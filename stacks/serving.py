@@ -14,6 +14,7 @@ from constructs import Construct
 from ray_serve_ha.charts.gradio import GRADIO_NAME
 from ray_serve_ha.charts.profiles import EksDeployment
 from ray_serve_ha.charts.serve_service import serve_service_name
+from ray_serve_ha.constructs.api_keys import ApiKeys
 from ray_serve_ha.constructs.availability import (
     ServeAvailabilityAlarm,
     ServeAvailabilityAlarmProps,
@@ -69,6 +70,9 @@ class ServingStack(cdk.Stack):
             platform=ecr_assets.Platform.LINUX_AMD64,
             exclude=IMAGE_EXCLUDES,
         )
+        # One secret of API keys, a key per consumer; External Secrets syncs it into the pods.
+        self.api_keys = ApiKeys(self, "ApiKeys")
+        self.api_keys.grant_read_to(cluster.external_secrets.role, "ExternalSecretsReader")
         # The manifests live in this stack, not under the cluster construct as
         # `cluster.add_cdk8s_chart` would put them: they consume the GCS store's tokens,
         # and the GCS store stack already depends on the cluster stack.
@@ -95,6 +99,10 @@ class ServingStack(cdk.Stack):
                     model=settings.serving.model,
                     capacity_mode=capacity.mode,
                     on_demand_replicas=capacity.floor,
+                    api_keys_secret=self.api_keys.secret.secret_arn,
+                    api_rate_limit_per_minute=settings.serving.api_rate_limit_per_minute,
+                    api_token_limit_per_minute=settings.serving.api_token_limit_per_minute,
+                    max_queued_requests=settings.serving.max_queued_requests,
                 ),
                 vpc=network.vpc,
                 subnets=network.private_subnets,
@@ -130,6 +138,7 @@ class ServingStack(cdk.Stack):
         self.probe = ServeAvailabilityProbe(
             self, "Probe", ServeAvailabilityProbeProps(
                 service_name=f"{settings.cluster.name}/{rayservice_name}", serve_url=serve_url,
+                api_keys=self.api_keys.secret,
                 # The serve load balancer, and CloudWatch for its metrics.
                 **in_vpc("Probe", HelperReach(serve_load_balancer=True, aws_apis=True), "Ray Serve availability probe"),
             ),
@@ -162,6 +171,7 @@ class ServingStack(cdk.Stack):
             namespace=namespace,
             rayservice_name=rayservice_name,
             serve_url=serve_url,
+            api_keys=self.api_keys.secret,
             # The API endpoint (delete the head pod), the serve load balancer (the load), and
             # CodeBuild's own needs: its source in S3, logs, the drill's pip packages.
             **in_vpc(

@@ -38,6 +38,15 @@ def team(**fields) -> str:
 
 
 BAD_INPUTS = {
+    "a request limit of zero": (
+        {"apiRateLimitPerMinute": "0"}, "apiRateLimitPerMinute=0: must be from 1 to 10000000",
+    ),
+    "a negative token limit": (
+        {"apiTokenLimitPerMinute": -5}, "apiTokenLimitPerMinute=-5: must be from 1 to 10000000",
+    ),
+    "a queue bound that is no number": (
+        {"maxQueuedRequests": "lots"}, "maxQueuedRequests='lots': must be a whole number from 1 to 10000",
+    ),
     "a model the table lacks, without its size": (
         {"modelId": "acme/big-model"},
         "modelId='acme/big-model': is not in the models table (mistralai/Mistral-7B-Instruct-v0.2, "

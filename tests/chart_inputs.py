@@ -8,6 +8,9 @@ from ray_serve_ha.charts.profiles import EksDeployment, eks_rayservice_inputs
 from ray_serve_ha.charts.rayservice import RayServiceInputs
 
 
+API_KEYS_ARN = "arn:aws:secretsmanager:us-east-2:111122223333:secret:api-keys-AbCdEf"
+
+
 def example_eks_deployment(accelerator: str, **overrides) -> EksDeployment:
     return EksDeployment(**{
         "accelerator": ACCELERATORS[accelerator],
@@ -19,6 +22,7 @@ def example_eks_deployment(accelerator: str, **overrides) -> EksDeployment:
         "hugging_face_token_secret": "ray-serve-ha/hugging-face-token",
         "ray_image": f"111122223333.dkr.ecr.us-east-2.amazonaws.com/ray-serve:{accelerator}",
         "gradio_image": "111122223333.dkr.ecr.us-east-2.amazonaws.com/gradio:1",
+        "api_keys_secret": API_KEYS_ARN,
         **overrides,
     })
 

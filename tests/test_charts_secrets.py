@@ -10,7 +10,10 @@ import pytest
 
 from ray_serve_ha.charts.accelerators import ACCELERATORS
 from ray_serve_ha.charts.profiles import EksDeployment, eks_charts
+from ray_serve_ha.charts.rayservice import API_KEYS_MOUNT_DIR
 from ray_serve_ha.charts.secrets import SecretsChart, SecretsInputs
+from tests.chart_inputs import API_KEYS_ARN
+from tests.crd_schemas import schema_errors
 
 AUTH_TOKEN_ARN = "arn:aws:secretsmanager:us-east-2:111122223333:secret:gcs-auth-AbCdEf"
 HF_SECRET = "ray-serve-ha/hugging-face-token"
@@ -37,6 +40,7 @@ def eks_objects(request) -> list[dict]:
             hugging_face_token_secret=HF_SECRET,
             ray_image="111122223333.dkr.ecr.us-east-2.amazonaws.com/ray-serve:1",
             gradio_image="111122223333.dkr.ecr.us-east-2.amazonaws.com/gradio:1",
+            api_keys_secret=API_KEYS_ARN,
         ),
     )
     return [o for chart in charts.in_apply_order() for o in chart.to_json()]
@@ -79,7 +83,37 @@ def test_every_secret_reference_is_to_a_key_an_external_secret_writes(eks_object
         for d in o["spec"]["data"]
     }
     referenced = {(ref["name"], ref["key"]) for o in eks_objects for ref in secret_refs(o)}
-    assert referenced == written == {("gcs-store-auth", "password"), ("hugging-face-token", "HF_TOKEN")}
+    assert referenced == {
+        ("gcs-store-auth", "password"), ("hugging-face-token", "HF_TOKEN"), ("chat-ui-api-key", "OPENAI_API_KEY")}
+    # The API keys are mounted as a volume, not referenced from env (next test).
+    assert written == referenced | {("api-keys", "api-keys.json")}
+
+
+def test_the_api_keys_reach_the_replicas_as_a_file_that_follows_secrets_manager_within_a_minute(eks_objects):
+    """The whole JSON of keys, refreshed every 30 s, mounted as a Secret volume (updated in
+    place by the kubelet, unlike an env var or a subPath) where the serve config reads it;
+    the UI gets only its own entry. Both valid against External Secrets' own schema."""
+    by_name = {o["metadata"]["name"]: o for o in eks_objects if o["kind"] == "ExternalSecret"}
+    keys, ui = by_name["api-keys"], by_name["chat-ui-api-key"]
+    assert keys["spec"]["refreshInterval"] == "30s"
+    assert keys["spec"]["data"] == [{"secretKey": "api-keys.json", "remoteRef": {"key": API_KEYS_ARN}}]
+    assert ui["spec"]["data"] == [
+        {"secretKey": "OPENAI_API_KEY", "remoteRef": {"key": API_KEYS_ARN, "property": "chat-ui"}}]
+    for manifest in (keys, ui):
+        assert schema_errors(manifest) == []
+    (rayservice,) = [o for o in eks_objects if o["kind"] == "RayService"]
+    assert f"api_keys_file: {API_KEYS_MOUNT_DIR}/api-keys.json" in rayservice["spec"]["serveConfigV2"]
+    for group in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
+        pod = group["template"]["spec"]
+        (ray,) = [c for c in pod["containers"] if c["name"] == "ray-worker"]
+        (mount,) = [m for m in ray["volumeMounts"] if m["name"] == "api-keys"]
+        assert mount == {"name": "api-keys", "mountPath": API_KEYS_MOUNT_DIR, "readOnly": True}
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "api-keys"]
+        assert volume["secret"]["secretName"] == "api-keys"
+        env = {e["name"]: e for e in ray["env"]}
+        assert env["API_LIMITS_REDIS_ADDRESS"]["value"] == "rediss://master.gcs.example.cache.amazonaws.com:6379"
+        assert env["API_LIMITS_REDIS_PASSWORD"]["valueFrom"] == {
+            "secretKeyRef": {"name": "gcs-store-auth", "key": "password"}}
 
 
 def env_vars(value) -> list[dict]:

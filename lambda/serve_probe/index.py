@@ -6,7 +6,10 @@ library and the runtime's boto3 only: no bundling.
 
 Entry point: `index.handler`. Environment: SERVE_URL (required), SERVICE_NAME (required,
 the `Service` dimension), MODEL (default: the first id of GET /v1/models), PROBE_REQUESTS
-(default 3), REQUEST_TIMEOUT_S (default 20), METRIC_NAMESPACE (default RayServeHA).
+(default 3), REQUEST_TIMEOUT_S (default 20), METRIC_NAMESPACE (default RayServeHA),
+API_KEYS_SECRET_ARN and API_KEY_NAME (the Secrets Manager secret of the API keys, a JSON
+object, and the probe's name in it: read at each invocation, so a rotated key is used at once;
+unset: no Authorization header).
 
 Metrics (dimension Service=<SERVICE_NAME>): Availability (Percent), Latency (Milliseconds,
 one value per successful request), Requests and FailedRequests (Count). An unreachable or
@@ -24,7 +27,7 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -54,6 +57,8 @@ class ProbeConfig:
     requests: int = DEFAULT_REQUESTS
     timeout_s: float = DEFAULT_TIMEOUT_S
     namespace: str = DEFAULT_NAMESPACE
+    # Sent as `Authorization: Bearer <key>`; never in a repr or a log line.
+    api_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ProbeConfig:
@@ -119,12 +124,15 @@ class ProbeRequestError(Exception):
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _request_json(url: str, body: dict[str, Any] | None, timeout_s: float) -> Any:
+def _request_json(url: str, body: dict[str, Any] | None, timeout_s: float, api_key: str | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode("utf-8")
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     request = urllib.request.Request(
         url,
         data=data,
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
+        headers=headers,
         method="GET" if body is None else "POST",
     )
     try:
@@ -143,9 +151,9 @@ def _request_json(url: str, body: dict[str, Any] | None, timeout_s: float) -> An
         raise ProbeRequestError("the response is not JSON") from None
 
 
-def discover_model(serve_url: str, timeout_s: float) -> str:
+def discover_model(serve_url: str, timeout_s: float, api_key: str | None = None) -> str:
     """The first model id the endpoint lists (GET /v1/models)."""
-    listing = _request_json(f"{serve_url}/v1/models", None, timeout_s)
+    listing = _request_json(f"{serve_url}/v1/models", None, timeout_s, api_key)
     models = listing.get("data") if isinstance(listing, dict) else None
     if not models or not isinstance(models[0], dict) or not models[0].get("id"):
         raise ProbeRequestError("GET /v1/models listed no model")
@@ -176,7 +184,9 @@ def probe_once(config: ProbeConfig, model: str, clock: Callable[[], float]) -> f
     """Latency in ms of one successful chat request; raises ProbeRequestError otherwise."""
     started = clock()
     try:
-        body = _request_json(f"{config.serve_url}/v1/chat/completions", chat_request(model), config.timeout_s)
+        body = _request_json(
+            f"{config.serve_url}/v1/chat/completions", chat_request(model), config.timeout_s, config.api_key
+        )
     finally:
         elapsed_s = clock() - started
     check_completion(body)
@@ -192,7 +202,7 @@ def run_requests(config: ProbeConfig, clock: Callable[[], float] = time.perf_cou
     model = config.model
     if model is None:
         try:
-            model = discover_model(config.serve_url, config.timeout_s)
+            model = discover_model(config.serve_url, config.timeout_s, config.api_key)
         except ProbeRequestError as error:
             # No model list means no service: every planned request counts as failed.
             result.requests = config.requests
@@ -261,5 +271,28 @@ def run_probe(config: ProbeConfig, cloudwatch: Any, clock: Callable[[], float] =
     return summary
 
 
+@lru_cache(maxsize=1)
+def secrets_client() -> Any:
+    return boto3.client("secretsmanager")
+
+
+def api_key_from(secrets: Any, secret_arn: str, name: str) -> str:
+    """The probe's own key from the API keys secret ({name: key}); ProbeConfigError names
+    what is missing (never a key)."""
+    try:
+        keys = json.loads(secrets.get_secret_value(SecretId=secret_arn)["SecretString"])
+    except ValueError:
+        raise ProbeConfigError(f"the API keys secret {secret_arn} is not a JSON object of name: key") from None
+    key = keys.get(name) if isinstance(keys, dict) else None
+    if not isinstance(key, str) or not key:
+        raise ProbeConfigError(f"the API keys secret {secret_arn} has no key named {name!r}: add one")
+    return key
+
+
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-    return run_probe(ProbeConfig.from_env(os.environ), cloudwatch_client())
+    config = ProbeConfig.from_env(os.environ)
+    secret_arn = os.environ.get("API_KEYS_SECRET_ARN", "").strip()
+    if secret_arn:
+        name = os.environ.get("API_KEY_NAME", "").strip() or "serve-probe"
+        config = replace(config, api_key=api_key_from(secrets_client(), secret_arn, name))
+    return run_probe(config, cloudwatch_client())

@@ -18,6 +18,7 @@ from constructs import Construct
 
 from ray_serve_ha.charts import constants
 from ray_serve_ha.charts.pod_requests import GRADIO_CPU_REQUEST_MILLI, GRADIO_MEMORY_REQUEST_MIB, GRADIO_REPLICAS
+from ray_serve_ha.charts.ray_pods import SecretKeyRef
 
 GRADIO_NAME = "gradio"
 GRADIO_LABELS = {"app.kubernetes.io/name": GRADIO_NAME, "app.kubernetes.io/part-of": "ray-serve-ha"}
@@ -44,6 +45,8 @@ class GradioInputs:
     device: str | None = None
     namespace: str = constants.SERVING_NAMESPACE
     replicas: int = DEFAULT_REPLICAS
+    # The UI's own API key (its OPENAI_API_KEY); None: the API is open (kind).
+    api_key: SecretKeyRef | None = None
 
 
 class GradioChart(cdk8s.Chart):
@@ -84,6 +87,7 @@ class GradioChart(cdk8s.Chart):
                         "GRADIO_SERVER_PORT": kplus.EnvValue.from_value(str(constants.GRADIO_PORT)),
                         "GRADIO_TEMP_DIR": kplus.EnvValue.from_value(GRADIO_TEMP_DIR),
                         **({"UI_DEVICE": kplus.EnvValue.from_value(inputs.device)} if inputs.device else {}),
+                        **(_api_key_env(self, inputs.api_key) if inputs.api_key else {}),
                     },
                     resources=kplus.ContainerResources(
                         cpu=kplus.CpuResources(
@@ -132,3 +136,10 @@ class GradioChart(cdk8s.Chart):
         )
         for key, value in GRADIO_LABELS.items():
             self.service.select_label(key, value)
+
+
+def _api_key_env(chart: cdk8s.Chart, key: SecretKeyRef) -> dict[str, kplus.EnvValue]:
+    """OPENAI_API_KEY from the Secret External Secrets keeps (read when the pod starts: a
+    rotated UI key takes a rollout of the UI)."""
+    secret = kplus.Secret.from_secret_name(chart, "api-key", key.name)
+    return {"OPENAI_API_KEY": kplus.EnvValue.from_secret_value(kplus.SecretValue(secret=secret, key=key.key))}

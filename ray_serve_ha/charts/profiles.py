@@ -9,7 +9,7 @@ the GCS store password Secret).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cdk8s
 
@@ -27,11 +27,26 @@ from ray_serve_ha.charts.rayservice import (
     RayServiceInputs,
     RayWorkers,
     accelerator_workers,
+    api_keys_file,
 )
 from ray_serve_ha.charts.redis import InClusterRedisChart, in_cluster_gcs_store
 from ray_serve_ha.charts.replica_start import initializing_timeout_minutes
-from ray_serve_ha.charts.secrets import GCS_STORE_PASSWORD, HUGGING_FACE_TOKEN, SecretsChart, SecretsInputs
-from ray_serve_ha.charts.serve_config import COMPILED_ARTIFACT_ENGINES, TINY_MODEL_ID, LlmServing, tiny_model_serving
+from ray_serve_ha.charts.secrets import (
+    API_KEYS,
+    CHAT_UI_API_KEY,
+    GCS_STORE_PASSWORD,
+    HUGGING_FACE_TOKEN,
+    SecretsChart,
+    SecretsInputs,
+)
+from ray_serve_ha.charts.serve_config import (
+    COMPILED_ARTIFACT_ENGINES,
+    DEFAULT_API_RATE_LIMIT_PER_MINUTE,
+    DEFAULT_MAX_QUEUED_REQUESTS,
+    TINY_MODEL_ID,
+    LlmServing,
+    tiny_model_serving,
+)
 from ray_serve_ha.charts.serve_service import openai_base_url
 
 # The tiny model (random weights, ~135k parameters) that the CPU image builds into this
@@ -76,6 +91,13 @@ class EksDeployment:
     # None: every worker on on-demand capacity. A number: that many workers and Serve replicas
     # (the floor) on on-demand nodes, the rest on spot nodes (ServingCapacity.floor).
     on_demand_replicas: int | None = None
+    # ARN of the API keys secret ({name: key} JSON; ray_serve_ha/constructs/api_keys.py); None:
+    # the API is open to anything that reaches the serve Service.
+    api_keys_secret: str | None = None
+    # Per key and minute, across replicas (None: no limit); requests queued per caller.
+    api_rate_limit_per_minute: int | None = DEFAULT_API_RATE_LIMIT_PER_MINUTE
+    api_token_limit_per_minute: int | None = None
+    max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS
 
 
 @dataclass(frozen=True)
@@ -138,8 +160,14 @@ def eks_rayservice_inputs(deployment: EksDeployment) -> RayServiceInputs:
         deployment.max_workers,
         deployment.on_demand_replicas,
     )
-    serving = accelerator_serving(
-        deployment.model, deployment.accelerator, workers, deployment.compiled_artifacts, deployment.instance_types
+    serving = replace(
+        accelerator_serving(
+            deployment.model, deployment.accelerator, workers, deployment.compiled_artifacts, deployment.instance_types
+        ),
+        api_keys_file=api_keys_file(API_KEYS) if deployment.api_keys_secret else None,
+        api_rate_limit_per_minute=deployment.api_rate_limit_per_minute,
+        api_token_limit_per_minute=deployment.api_token_limit_per_minute,
+        max_queued_requests=deployment.max_queued_requests,
     )
     return RayServiceInputs(
         serving=serving,
@@ -153,6 +181,7 @@ def eks_rayservice_inputs(deployment: EksDeployment) -> RayServiceInputs:
         worker_service_account=constants.RAY_WORKER_SERVICE_ACCOUNT if serving.compiled_artifacts else None,
         # Above a first start's node launch, compile and load (ray_serve_ha/charts/replica_start.py).
         initializing_timeout_minutes=initializing_timeout_minutes(deployment.accelerator, deployment.model),
+        api_keys=API_KEYS if deployment.api_keys_secret else None,
     )
 
 
@@ -168,6 +197,7 @@ def eks_charts(app: cdk8s.App, deployment: EksDeployment) -> EksCharts:
                 gcs_store_auth_secret=deployment.gcs_store_auth_secret,
                 hugging_face_token_secret=deployment.hugging_face_token_secret,
                 namespace=deployment.namespace,
+                api_keys_secret=deployment.api_keys_secret,
             ),
         ),
         rayservice=RayServiceChart(app, "rayservice", inputs=rayservice),
@@ -180,6 +210,7 @@ def eks_charts(app: cdk8s.App, deployment: EksDeployment) -> EksCharts:
                 model_id=deployment.model.id,
                 device=deployment.accelerator.ui_device_word,
                 namespace=deployment.namespace,
+                api_key=CHAT_UI_API_KEY if deployment.api_keys_secret else None,
             ),
         ),
     )

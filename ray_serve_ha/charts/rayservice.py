@@ -40,6 +40,8 @@ from ray_serve_ha.charts.ray_workers import RayWorkers as RayWorkers
 from ray_serve_ha.charts.ray_workers import WorkerGroupPlan
 from ray_serve_ha.charts.ray_workers import accelerator_workers as accelerator_workers
 from ray_serve_ha.charts.serve_config import (
+    API_LIMITS_REDIS_ADDRESS_ENV,
+    API_LIMITS_REDIS_PASSWORD_ENV,
     CAPACITY_RESOURCES,
     LlmServing,
     serve_config_yaml,
@@ -58,6 +60,15 @@ RAYSERVICE_LABEL = f"{constants.LABEL_DOMAIN}/rayservice"
 # ElastiCache certificates chain to Amazon's public CAs: point Ray's Redis client at the
 # system bundle (without it: CERTIFICATE_VERIFY_FAILED, ray#41161).
 REDIS_CA_CERT = "/etc/ssl/certs/ca-certificates.crt"
+# Where the worker pods mount the API keys Secret; the Serve app rereads the file as the
+# kubelet swaps it for a new version (no restart).
+API_KEYS_MOUNT_DIR = "/etc/ray-serve-ha/api-keys"
+
+
+def api_keys_file(keys: SecretKeyRef) -> str:
+    """The path of the API keys file in a worker pod (the serve config's `api_keys_file`)."""
+    return f"{API_KEYS_MOUNT_DIR}/{keys.key}"
+
 # In-flight streams get the replicas' graceful-shutdown time, plus margin, both when a pod is
 # stopped and when an upgraded cluster takes the traffic and the old one is deleted
 # (charts/ray_env.py: the worker pods' grace period and Ray's drain within it).
@@ -92,9 +103,17 @@ class RayServiceInputs:
     # KubeRay gives up for good (Ready=False, reason InitializingTimeout) on a RayService that
     # has not been Ready this long since its creation; None: it waits forever.
     initializing_timeout_minutes: int | None = None
+    # The Secret of the API keys ({name: key} JSON), mounted in the workers; None: open API.
+    api_keys: SecretKeyRef | None = None
 
     def __post_init__(self) -> None:
         validate_rayservice_name(self.name)
+        wanted = api_keys_file(self.api_keys) if self.api_keys is not None else None
+        if self.serving.api_keys_file != wanted:
+            raise ValueError(
+                f"the Serve app reads API keys from {self.serving.api_keys_file!r} but the worker pods "
+                f"mount {wanted!r}: set LlmServing.api_keys_file to api_keys_file(api_keys)"
+            )
         if self.serve_load_balancer not in (None, *SERVE_LOAD_BALANCERS):
             raise ValueError(
                 f"serve_load_balancer {self.serve_load_balancer!r} is not one of: {', '.join(SERVE_LOAD_BALANCERS)}"
@@ -197,6 +216,12 @@ def _worker_group(inputs: RayServiceInputs, plan: WorkerGroupPlan) -> dict[str, 
     env: list[dict[str, Any]] = ray_env.as_container_env(ray_env.worker_env())
     if inputs.hugging_face_token is not None:
         env.append({"name": "HF_TOKEN", "valueFrom": inputs.hugging_face_token.env_source()})
+    key_volumes: dict[str, Any] = {}
+    if inputs.api_keys is not None:
+        # The per-key rate limits count in the GCS store, with the head's address and password.
+        env.append({"name": API_LIMITS_REDIS_ADDRESS_ENV, "value": inputs.gcs_store.address})
+        env.append({"name": API_LIMITS_REDIS_PASSWORD_ENV, "valueFrom": inputs.gcs_store.password.env_source()})
+        key_volumes["volumeMounts"] = [{"name": "api-keys", "mountPath": API_KEYS_MOUNT_DIR, "readOnly": True}]
     container = {
         "name": "ray-worker",
         "image": inputs.image,
@@ -204,6 +229,7 @@ def _worker_group(inputs: RayServiceInputs, plan: WorkerGroupPlan) -> dict[str, 
         "env": env,
         # Ready only once this worker's own replica serves (ray_serve_ha/charts/worker_readiness.py).
         "readinessProbe": worker_readiness_probe(plan.deployment),
+        **key_volumes,
     }
     pod_spec: dict[str, Any] = {
         "terminationGracePeriodSeconds": DRAIN_SECONDS,
@@ -227,6 +253,12 @@ def _worker_group(inputs: RayServiceInputs, plan: WorkerGroupPlan) -> dict[str, 
     }
     if inputs.worker_service_account:
         pod_spec["serviceAccountName"] = inputs.worker_service_account
+    if inputs.api_keys is not None:
+        # A Secret volume (not subPath, not env): the kubelet updates it in place.
+        pod_spec["volumes"] = [{
+            "name": "api-keys",
+            "secret": {"secretName": inputs.api_keys.name, "items": [{"key": inputs.api_keys.key, "path": inputs.api_keys.key}]},
+        }]
     accelerator = workers.accelerator
     if accelerator is not None:
         pod_spec["nodeSelector"] = accelerator.node_labels()

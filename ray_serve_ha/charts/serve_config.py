@@ -64,6 +64,9 @@ GRACEFUL_SHUTDOWN_WAIT_LOOP_S = 2
 SLOWEST_STREAM_TOKENS_PER_S = 18
 
 # --- The API's guard (images/ray-serve/ray_serve_llm/guard.py) ------------------------------
+# The environment the app's rate limiter reads its Redis from (the GCS store).
+API_LIMITS_REDIS_ADDRESS_ENV = "API_LIMITS_REDIS_ADDRESS"
+API_LIMITS_REDIS_PASSWORD_ENV = "API_LIMITS_REDIS_PASSWORD"
 # Requests one key may make per minute, across every replica and proxy (counted in the GCS
 # Redis): far above what one person or the project's own clients send (the drill's loop,
 # sequential, makes about 20 a second on the tiny model), low enough to stop one runaway

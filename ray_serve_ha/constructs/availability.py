@@ -16,10 +16,12 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from ray_serve_ha.constructs.api_keys import SERVE_PROBE
 from ray_serve_ha.constructs.lambda_code import PYTHON_RUNTIME, handler_code
 
 METRIC_NAMESPACE = "RayServeHA"
@@ -35,13 +37,17 @@ class ServeAvailabilityProbeProps:
     (`FaultTolerantRayService.serve_url`).
     vpc, subnets, security_group: where the probe runs; the group needs egress to the
     load balancer on the serve port and to CloudWatch on 443 (`HelperSecurityGroup` with
-    `HelperReach(serve_load_balancer=True, aws_apis=True)`)."""
+    `HelperReach(serve_load_balancer=True, aws_apis=True)`).
+    api_keys: the API keys secret (`ApiKeys.secret`), whose `api_key_name` entry the probe
+    sends; None: an open API."""
 
     service_name: str
     serve_url: str
     vpc: ec2.IVpc
     subnets: Sequence[ec2.ISubnet]
     security_group: ec2.ISecurityGroup
+    api_keys: secretsmanager.ISecret | None = None
+    api_key_name: str = SERVE_PROBE
 
 
 class ServeAvailabilityProbe(Construct):
@@ -70,11 +76,18 @@ class ServeAvailabilityProbe(Construct):
                 "REQUEST_TIMEOUT_S": "10",
                 "METRIC_NAMESPACE": METRIC_NAMESPACE,
                 "SERVICE_NAME": service_name,
+                **({"API_KEYS_SECRET_ARN": props.api_keys.secret_arn, "API_KEY_NAME": props.api_key_name}
+                   if props.api_keys is not None else {}),
             },
             log_group=logs.LogGroup(
                 self, "Logs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=cdk.RemovalPolicy.DESTROY
             ),
         )
+        if props.api_keys is not None:
+            # Its key, from the one secret of API keys (and nothing else in Secrets Manager).
+            self.function.add_to_role_policy(iam.PolicyStatement(
+                actions=["secretsmanager:GetSecretValue"], resources=[props.api_keys.secret_arn]
+            ))
         self.function.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],

@@ -35,6 +35,7 @@ from ray_serve_ha.charts.capacity import (
 from ray_serve_ha.charts.images import BATCH_IMAGES, CUSTOM_TEAM_IMAGE, ContainerImage
 from ray_serve_ha.charts.models import DEFAULT_MODEL_ID, MODELS, Model, model_of
 from ray_serve_ha.charts.ray_pods import MAX_RAYJOB_NAME_LENGTH
+from ray_serve_ha.charts.serve_config import DEFAULT_API_RATE_LIMIT_PER_MINUTE, DEFAULT_MAX_QUEUED_REQUESTS
 from ray_serve_ha.constructs.availability import DEFAULT_SLO_PERCENT
 from ray_serve_ha.constructs.gcs_store_engine import (
     DEFAULT_GCS_ENGINE_VERSION,
@@ -79,6 +80,8 @@ from stacks.settings.types import (
     NodeType,
     OnDemandReplicas,
     Percent,
+    PerMinute,
+    QueuedRequests,
     PrincipalArns,
     ReadinessMinutes,
     Region,
@@ -239,6 +242,19 @@ class SettingsModel(BaseModel):
         None, alias="modelWeightsGb",
         description="the size in GB of the weights of a model the models table lacks (bf16: 2 × its "
         "parameters in billions); its tensor parallelism then follows from the accelerator's memory",
+    )
+    api_rate_limit_per_minute: PerMinute = Field(
+        DEFAULT_API_RATE_LIMIT_PER_MINUTE, alias="apiRateLimitPerMinute",
+        description="requests per API key and minute, across every replica (counted in the GCS Redis); over it: 429",
+    )
+    api_token_limit_per_minute: PerMinute | None = Field(
+        None, alias="apiTokenLimitPerMinute",
+        description="unset: no limit; else prompt plus completion tokens per API key and minute (a key over it gets 429)",
+    )
+    max_queued_requests: QueuedRequests = Field(
+        DEFAULT_MAX_QUEUED_REQUESTS, alias="maxQueuedRequests",
+        description="requests each Serve proxy (or router) queues for a deployment beyond what its replicas take "
+        "at once; more are shed with 429 and Retry-After",
     )
     readiness_timeout_minutes: ReadinessMinutes = Field(
         DEFAULT_READINESS_TIMEOUT_MINUTES, alias="readinessTimeoutMinutes",

@@ -66,6 +66,10 @@ class SecretsSettings:
 class ServingSettings:
     # The model the RayService serves (ray_serve_ha/charts/models.py; gated: needs the token secret).
     model: Model
+    # Per API key and minute (None: no token limit), and the requests each caller queues.
+    api_rate_limit_per_minute: int
+    api_token_limit_per_minute: int | None
+    max_queued_requests: int
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,12 @@ def settings_tree(model: SettingsModel) -> Settings:
             engine=model.gcs_store_engine, engine_version=model.engine_version, node_type=model.gcs_store_node_type
         ),
         secrets=SecretsSettings(hugging_face_token_secret_name=model.hugging_face_token_secret_name),
-        serving=ServingSettings(model=model.served_model()),
+        serving=ServingSettings(
+            model=model.served_model(),
+            api_rate_limit_per_minute=model.api_rate_limit_per_minute,
+            api_token_limit_per_minute=model.api_token_limit_per_minute,
+            max_queued_requests=model.max_queued_requests,
+        ),
         operations=OperationsSettings(
             readiness_timeout_minutes=model.readiness_timeout_minutes,
             availability_slo_percent=model.availability_slo_percent,

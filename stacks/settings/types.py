@@ -285,6 +285,11 @@ TeamCapacityType = Annotated[str, _strict, AfterValidator(_team_capacity_type)]
 ServingCapacityTypeName = Annotated[str, _strict, AfterValidator(_one_of(tuple(ServingCapacityType)))]
 # The floor's own rule (1 up to acceleratorMinNodes - 1, with mixed) is a rule across values.
 OnDemandReplicas = Annotated[CliInt, Field(ge=0, le=MAX_ACCELERATOR_NODES)]
+# Per-key API limits and the queue bound: at least 1 (a limit of 0 would refuse everything).
+MAX_PER_MINUTE = 10_000_000
+PerMinute = Annotated[CliInt, Field(ge=1, le=MAX_PER_MINUTE)]
+MAX_QUEUED_REQUESTS = 10_000
+QueuedRequests = Annotated[CliInt, Field(ge=1, le=MAX_QUEUED_REQUESTS)]
 Image = Annotated[str, _strict, AfterValidator(_matching(_IMAGE, "must be an image reference"))]
 DiskGib = Annotated[CliInt, Field(ge=MIN_NODE_DISK_GIB, le=MAX_NODE_DISK_GIB)]
 VpcEndpoints = Annotated[str, _strict, AfterValidator(_one_of(VPC_ENDPOINT_CHOICES))]
