@@ -394,3 +394,40 @@ def test_the_readiness_gate_reads_the_cluster_as_its_own_role_in_the_serving_nam
     (access_policy,) = entry["AccessPolicies"]
     assert access_policy["AccessScope"] == {"Type": "namespace", "Namespaces": ["ray-serving"]}
     assert access_policy["PolicyArn"] == "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"
+
+
+# ---------------------------------------------------------------------------------------
+# The API keys secret -> External Secrets (for the pods), the probe and the drill
+# ---------------------------------------------------------------------------------------
+
+
+def test_the_api_keys_are_read_by_their_consumers_and_nothing_else_by_them(deployment, drill):
+    cluster, serving = stack(deployment, "cluster"), stack(deployment, "serving")
+    (keys_id,) = [k for k, r in deployment.resources(serving, "AWS::SecretsManager::Secret").items()
+                  if "SecretString" in r["Properties"]]
+    keys = deployment.ref(serving, keys_id)
+    seed_ids = [k for k, r in deployment.resources(serving, "AWS::SecretsManager::Secret").items() if k != keys_id]
+    assert len(seed_ids) == 4
+    _, association = only(deployment, "cluster", "AWS::EKS::PodIdentityAssociation", ServiceAccount="external-secrets")
+    operator_id = logical_id_of(association["Properties"]["RoleArn"])
+    function_id = next(k for k, r in deployment.resources(serving, "AWS::Lambda::Function").items()
+                       if r["Properties"].get("Environment", {}).get("Variables", {}).get("METRIC_NAMESPACE"))
+    probe_role = logical_id_of(deployment.resources(serving, "AWS::Lambda::Function")[function_id]["Properties"]["Role"])
+    readers = {
+        "External Secrets": (role(deployment.get_att(cluster, operator_id, "Arn")),
+                             deployment.role_policies(cluster, operator_id)),
+        "the probe": (role(deployment.get_att(serving, probe_role, "Arn")), deployment.role_policies(serving, probe_role)),
+        "the drill": (drill["role"], drill["identity"]),
+    }
+    for name, (principal, identity) in readers.items():
+        def can(action: str, arn: str) -> Decision:
+            return decide(Request(principal, action, arn), identity_policies=identity, resource_account=ACCOUNT)
+
+        assert can("secretsmanager:GetSecretValue", keys), name
+        assert not can("secretsmanager:PutSecretValue", keys), name
+        for seed in seed_ids:  # the generated seeds are CloudFormation's alone
+            assert not can("secretsmanager:GetSecretValue", deployment.ref(serving, seed)), name
+    # The drill's build reads its own entry (CodeBuild resolves "<arn>:ha-drill").
+    (variable,) = [v for v in drill["project"]["Environment"]["EnvironmentVariables"] if v["Name"] == "OPENAI_API_KEY"]
+    assert variable["Type"] == "SECRETS_MANAGER"
+    assert deployment.resolve(serving, variable["Value"]) == f"{keys}:ha-drill"

@@ -233,12 +233,18 @@ def scenario_is_complete(function, assembly, runtime, tmp_path, cluster_api, aws
 
 
 def scenario_probe(function, assembly, runtime, tmp_path, cluster_api, aws_endpoint):
-    serve = FakeServe()
+    # The API keys secret as CloudFormation makes it: the probe sends its own entry.
+    probe_key = "probe-" + "k" * 40
+    keys = moto_client(aws_endpoint, "secretsmanager").create_secret(
+        Name=f"api-keys-{time.time_ns()}", SecretString=json.dumps({"serve-probe": probe_key, "chat-ui": "u" * 48}))
+    assert function.environment["API_KEY_NAME"] == "serve-probe"
+    serve = FakeServe(api_key=probe_key)
     server = start_fake_serve(serve)
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
         summary = invoke(function, {"source": "aws.events", "detail-type": "Scheduled Event"}, runtime, tmp_path,
-                         {"SERVE_URL": url}, {"AWS_ENDPOINT_URL_CLOUDWATCH": aws_endpoint})
+                         {"SERVE_URL": url, "API_KEYS_SECRET_ARN": keys["ARN"]},
+                         {"AWS_ENDPOINT_URL_CLOUDWATCH": aws_endpoint, "AWS_ENDPOINT_URL_SECRETS_MANAGER": aws_endpoint})
     finally:
         server.shutdown()
         server.server_close()

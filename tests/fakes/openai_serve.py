@@ -25,6 +25,8 @@ class FakeServe:
     models: list[str] = field(default_factory=lambda: [MODEL])
     received: list[tuple[str, str, dict | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Set: every request needs `Authorization: Bearer <api_key>` (else 401), as the Serve app.
+    api_key: str | None = None
 
     def next_answer(self) -> str:
         with self.lock:
@@ -52,8 +54,16 @@ def start_fake_serve(serve: FakeServe) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(payload)
 
+        def _refused(self) -> bool:
+            if serve.api_key is None or self.headers.get("Authorization") == f"Bearer {serve.api_key}":
+                return False
+            self._reply(401, {"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}})
+            return True
+
         def do_GET(self):
             serve.received.append(("GET", self.path, None))
+            if self._refused():
+                return
             if self.path == "/v1/models":
                 self._reply(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in serve.models]})
             else:
@@ -62,6 +72,8 @@ def start_fake_serve(serve: FakeServe) -> ThreadingHTTPServer:
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             serve.received.append(("POST", self.path, body))
+            if self._refused():
+                return
             answer = serve.next_answer()
             if answer == "slow":
                 time.sleep(SLOW_S)
