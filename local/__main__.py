@@ -4,6 +4,7 @@
     down    stop a stack started earlier (by PID) and remove its namespaces
     status  each node's process and liveness, Redis, the GCS, Serve; exit 1 unless all healthy
     batch   run a batch benchmark (xgboost or pytorch) on the running stack's Ray cluster
+    api-key print the user's API key (the stack's keys: local/api_keys.py)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import time
 
 from local import cgroups, processes
+from local.api_keys import CONSUMERS, USER, ApiKeyError, key_of
 from local.stack import (
     HEAD_DASHBOARD,
     LocalStack,
@@ -47,7 +49,8 @@ def _up(args: argparse.Namespace) -> int:
         "\nThe local stack is up"
         + ("" if stack.state.fault_tolerance else " WITHOUT GCS fault tolerance (--no-ft)")
         + f":\n  Chat UI           {GRADIO_URL}\n"
-        f"  OpenAI API        {API_URL}/v1  (model \"{stack.serving.served_model_name}\")\n"
+        f"  OpenAI API        {API_URL}/v1  (model \"{stack.serving.served_model_name}\"; "
+        "your key: `python -m local api-key`)\n"
         f"  Ray dashboard     port {DASHBOARD_PORT} inside namespace {HEAD.namespace}"
         f" (token: {stack.state.auth_token_path})\n"
         f"  Worker proxies    {', '.join(w.proxy_url for w in WORKERS)}\n"
@@ -189,6 +192,11 @@ def _batch(args: argparse.Namespace) -> int:
     return 0 if str(status).endswith("SUCCEEDED") else 1
 
 
+def _api_key(args: argparse.Namespace) -> int:
+    print(key_of(args.name))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -203,10 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     batch = commands.add_parser("batch", help="run a benchmark job on the local Ray cluster")
     batch.add_argument("job", choices=("xgboost", "pytorch"))
     batch.add_argument("job_args", nargs=argparse.REMAINDER, help="passed to the job script, e.g. --rows 2000")
+    api_key = commands.add_parser("api-key", help="print an API key of the local stack (yours by default)")
+    api_key.add_argument("name", nargs="?", default=USER, help=f"whose key ({', '.join(CONSUMERS)}, or one you added)")
     args = parser.parse_args(argv)
     try:
-        return {"up": _up, "down": _down, "status": _status, "batch": _batch}[args.command](args)
-    except StackError as error:
+        return {"up": _up, "down": _down, "status": _status, "batch": _batch, "api-key": _api_key}[args.command](args)
+    except (StackError, ApiKeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

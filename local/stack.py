@@ -25,10 +25,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from local import cgroups, netns, processes
+from local.api_keys import API_KEYS_FILE, CHAT_UI, ensure_keys, key_of
 from local.redis_client import ping
 from local.state import (
     HOLD_DIR,
@@ -165,6 +167,7 @@ class LocalStack:
         token = self.state.auth_token_path
         token.write_text(secrets.token_hex(32))
         token.chmod(0o600)
+        ensure_keys()  # the API keys (kept across runs), as External Secrets keeps the Secret
         self.state.save()
         netns.create()
 
@@ -244,6 +247,7 @@ class LocalStack:
                 "GRADIO_SERVER_NAME": "127.0.0.1",
                 "GRADIO_SERVER_PORT": str(GRADIO_PORT),
                 "GRADIO_ANALYTICS_ENABLED": "False",
+                "OPENAI_API_KEY": key_of(CHAT_UI),
             },
             log=LOG_DIR / "gradio.log",
         )
@@ -257,7 +261,8 @@ class LocalStack:
 
     @property
     def serving(self) -> LlmServing:
-        return tiny_model_serving(str(self.model_dir))
+        # Keys on every /v1 request, as on EKS; the limits count in the Redis (none with --no-ft).
+        return replace(tiny_model_serving(str(self.model_dir)), api_keys_file=str(API_KEYS_FILE))
 
     def auth_header(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.state.auth_token_path.read_text().strip()}"}

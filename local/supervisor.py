@@ -64,6 +64,7 @@ from local.topology import (
 )
 from ray_serve_ha.charts import ray_env
 from ray_serve_ha.charts.ray_pods import KIND_HEAD_RESOURCES, KIND_WORKER_RESOURCES, SERVE_WATCHDOG_RESOURCES
+from ray_serve_ha.charts.serve_config import API_LIMITS_REDIS_ADDRESS_ENV, API_LIMITS_REDIS_PASSWORD_ENV
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,6 +151,10 @@ def pod_env(node: RayNode, settings: NodeSettings) -> dict[str, str]:
         # libraries (Gloo for Ray Train's PyTorch workers) must use the node's interface.
         "GLOO_SOCKET_IFNAME": node.interface,
     }
+    if not node.head and settings.fault_tolerance:
+        # The API's per-key rate limits count in the same Redis, as the chart gives the workers.
+        env[API_LIMITS_REDIS_ADDRESS_ENV] = REDIS_ADDRESS
+        env[API_LIMITS_REDIS_PASSWORD_ENV] = settings.redis_password
     if node.head and settings.fault_tolerance:
         env["RAY_REDIS_ADDRESS"] = REDIS_ADDRESS
         # Identical across head restarts, as KubeRay uses the RayCluster's UID.

@@ -7,7 +7,6 @@ from ray_serve_ha.charts.accelerators import ACCELERATORS
 from ray_serve_ha.charts.profiles import EksDeployment, eks_rayservice_inputs
 from ray_serve_ha.charts.rayservice import RayServiceInputs
 
-
 API_KEYS_ARN = "arn:aws:secretsmanager:us-east-2:111122223333:secret:api-keys-AbCdEf"
 
 

@@ -207,7 +207,7 @@ def test_the_request_limit_holds_across_replicas_per_key(monkeypatch, key_file, 
     assert first_args.api_rate_limit_per_minute == 3
 
     async def admitted(which: guard.ApiGuard, key: str) -> int:
-        name, refusal = await which.respond_or_admit("/v1/models", [f"Bearer {key}"])
+        _, refusal = await which.respond_or_admit("/v1/models", [f"Bearer {key}"])
         return 200 if refusal is None else refusal.status_code
 
     async def run() -> list[int]:
@@ -249,7 +249,8 @@ def test_limits_need_a_key_file():
     with pytest.raises(ValueError, match="set api_keys_file"):
         AppArgs.parse({"model_id": "m", "engine": "transformers", "api_rate_limit_per_minute": 5})
     with pytest.raises(ValueError, match="greater than or equal to 1"):
-        AppArgs.parse({"model_id": "m", "engine": "transformers", "api_keys_file": "/k", "api_rate_limit_per_minute": 0})
+        AppArgs.parse(
+            {"model_id": "m", "engine": "transformers", "api_keys_file": "/k", "api_rate_limit_per_minute": 0})
 
 
 # --- The router (spot replicas): the same door, and a full queue is a 429 -------------------
@@ -305,7 +306,8 @@ def test_the_router_sheds_a_full_queue_with_a_429(monkeypatch, key_file):
 
     configure(monkeypatch, key_file)
     status, headers, body = _router_call(
-        BackPressureError(num_queued_requests=16, max_queued_requests=16), [(b"authorization", f"Bearer {BOB}".encode())]
+        BackPressureError(num_queued_requests=16, max_queued_requests=16),
+        [(b"authorization", f"Bearer {BOB}".encode())],
     )
     assert status == 429 and headers["retry-after"] == str(guard.SHED_RETRY_AFTER_S)
     assert json.loads(body)["error"]["code"] == "queue_full"

@@ -412,15 +412,17 @@ def test_the_api_keys_are_read_by_their_consumers_and_nothing_else_by_them(deplo
     operator_id = logical_id_of(association["Properties"]["RoleArn"])
     function_id = next(k for k, r in deployment.resources(serving, "AWS::Lambda::Function").items()
                        if r["Properties"].get("Environment", {}).get("Variables", {}).get("METRIC_NAMESPACE"))
-    probe_role = logical_id_of(deployment.resources(serving, "AWS::Lambda::Function")[function_id]["Properties"]["Role"])
+    function = deployment.resources(serving, "AWS::Lambda::Function")[function_id]
+    probe_role = logical_id_of(function["Properties"]["Role"])
     readers = {
         "External Secrets": (role(deployment.get_att(cluster, operator_id, "Arn")),
                              deployment.role_policies(cluster, operator_id)),
-        "the probe": (role(deployment.get_att(serving, probe_role, "Arn")), deployment.role_policies(serving, probe_role)),
+        "the probe": (role(deployment.get_att(serving, probe_role, "Arn")),
+                      deployment.role_policies(serving, probe_role)),
         "the drill": (drill["role"], drill["identity"]),
     }
     for name, (principal, identity) in readers.items():
-        def can(action: str, arn: str) -> Decision:
+        def can(action: str, arn: str, principal=principal, identity=identity) -> Decision:
             return decide(Request(principal, action, arn), identity_policies=identity, resource_account=ACCOUNT)
 
         assert can("secretsmanager:GetSecretValue", keys), name

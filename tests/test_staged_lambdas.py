@@ -244,7 +244,8 @@ def scenario_probe(function, assembly, runtime, tmp_path, cluster_api, aws_endpo
         url = f"http://127.0.0.1:{server.server_address[1]}"
         summary = invoke(function, {"source": "aws.events", "detail-type": "Scheduled Event"}, runtime, tmp_path,
                          {"SERVE_URL": url, "API_KEYS_SECRET_ARN": keys["ARN"]},
-                         {"AWS_ENDPOINT_URL_CLOUDWATCH": aws_endpoint, "AWS_ENDPOINT_URL_SECRETS_MANAGER": aws_endpoint})
+                         {"AWS_ENDPOINT_URL_CLOUDWATCH": aws_endpoint,
+                          "AWS_ENDPOINT_URL_SECRETS_MANAGER": aws_endpoint})
     finally:
         server.shutdown()
         server.server_close()

@@ -39,7 +39,7 @@ from local.drill.backends import (
     LocalBackend,
     kubernetes_fault_refusal,
 )
-from local.drill.load import LoadGenerator, LoadSpec, Sample
+from local.drill.load import LoadGenerator, LoadSpec, Sample, auth_headers, default_api_key
 from local.drill.plot import plot_timeline
 from local.drill.stats import DrillReport, Timeline, build_report, format_table
 from local.faults import FAULT_NAMES, FAULTS, KUBERNETES_FAULTS
@@ -111,9 +111,12 @@ def _wait_healthy(backend: Backend, clock: Clock, not_before: float, timeout_s: 
 
 
 async def _served_model(base_url: str) -> str:
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10, headers=auth_headers(default_api_key())) as http:
         try:
             response = await http.get("/v1/models")
+            if response.status_code == 401:
+                raise DrillError(f"{base_url} refused the drill's API key (HTTP 401): set OPENAI_API_KEY to a key of "
+                                 "the API keys secret (on EKS, its `ha-drill` entry)")
             model: str = response.json()["data"][0]["id"]
             return model
         except (httpx.HTTPError, ValueError, KeyError, IndexError) as error:

@@ -9,13 +9,18 @@ when its last try fails; retried requests are counted apart, so the report shows
 These are plain (non-streaming) requests: a stream that already sent tokens cannot be
 retried without the client seeing the answer start over. Streaming clients (`streams`) send
 streamed requests and retry only before the first token: a stream that broke after it had
-started counts as failed, which is what a drained node must never cause."""
+started counts as failed, which is what a drained node must never cause.
+
+Every request carries the drill's API key (`Authorization: Bearer`): OPENAI_API_KEY, else the
+local stack's `ha-drill` key. A 429 or 503 with Retry-After is retried after that long (as the
+SDK does), not sooner: a shed request waits its turn instead of adding to the overload."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -42,6 +47,35 @@ class Sample:
         return self.started + self.latency
 
 
+def default_api_key() -> str | None:
+    """OPENAI_API_KEY, else the local stack's key for the drill (local/api_keys.py), else none."""
+    if os.environ.get("OPENAI_API_KEY"):
+        return os.environ["OPENAI_API_KEY"]
+    from local.api_keys import HA_DRILL, ApiKeyError, key_of
+
+    try:
+        return key_of(HA_DRILL)
+    except (ApiKeyError, OSError):
+        return None
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+# The longest Retry-After a client waits (the OpenAI SDK's bound is 60 s).
+MAX_RETRY_AFTER_S = 60.0
+
+
+def retry_after_s(response: httpx.Response) -> float | None:
+    """The server's Retry-After in seconds (a number; an HTTP date is not sent here)."""
+    try:
+        value = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return min(max(value, 0.0), MAX_RETRY_AFTER_S)
+
+
 @dataclass(frozen=True)
 class LoadSpec:
     base_url: str  # e.g. http://10.213.7.11:8000
@@ -58,6 +92,7 @@ class LoadSpec:
     # The OpenAI SDK's defaults (openai-python `DEFAULT_MAX_RETRIES`, `INITIAL_RETRY_DELAY`).
     max_retries: int = 2
     retry_initial_delay_s: float = 0.5
+    api_key: str | None = field(default_factory=default_api_key, repr=False)
 
 
 RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
@@ -114,15 +149,15 @@ class LoadGenerator:
     async def _stream(self, http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[bool, str, int]:
         """One streamed request: retried (as the SDK retries) only until the first chunk;
         ok only when it ends with `data: [DONE]` after at least one chunk."""
-        error = ""
+        error, wait_s = "", None
         for attempt in range(self.spec.max_retries + 1):
             if attempt:
-                await asyncio.sleep(self.spec.retry_initial_delay_s * 2 ** (attempt - 1))
+                await asyncio.sleep(self._delay(attempt, wait_s))
             chunks = 0
             try:
                 async with http.stream("POST", "/v1/chat/completions", json=body) as response:
                     if response.status_code != 200:
-                        error = f"HTTP {response.status_code}"
+                        error, wait_s = f"HTTP {response.status_code}", retry_after_s(response)
                         if response.status_code not in RETRYABLE_STATUS:
                             return False, error, attempt
                         continue
@@ -142,24 +177,31 @@ class LoadGenerator:
     async def _request(self, http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[bool, str, int]:
         """One request as the OpenAI SDK sends it: tries until one succeeds, a refusal that
         no retry can fix, or the retries are spent. Returns (ok, last error, retries)."""
-        error = ""
+        error, wait_s = "", None
         for attempt in range(self.spec.max_retries + 1):
             if attempt:
-                await asyncio.sleep(self.spec.retry_initial_delay_s * 2 ** (attempt - 1))
+                await asyncio.sleep(self._delay(attempt, wait_s))
             try:
                 response = await http.post("/v1/chat/completions", json=body)
                 if response.status_code == 200 and response.json()["choices"][0]["message"]["content"] is not None:
                     return True, "", attempt
-                error = f"HTTP {response.status_code}"
+                error, wait_s = f"HTTP {response.status_code}", retry_after_s(response)
                 if response.status_code not in RETRYABLE_STATUS:
                     return False, error, attempt
             except (httpx.HTTPError, ValueError, KeyError) as exc:
                 error = type(exc).__name__
         return False, error, self.spec.max_retries
 
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """The wait before try `attempt` + 1: the server's Retry-After when it gave one,
+        else the SDK's doubling back-off."""
+        backoff = self.spec.retry_initial_delay_s * 2 ** (attempt - 1)
+        return retry_after if retry_after is not None else backoff
+
     async def run(self) -> None:
         limits = httpx.Limits(max_connections=self.spec.clients + self.spec.streams + 1)
-        async with httpx.AsyncClient(base_url=self.spec.base_url, timeout=self.spec.timeout_s, limits=limits) as http:
+        async with httpx.AsyncClient(base_url=self.spec.base_url, timeout=self.spec.timeout_s, limits=limits,
+                                     headers=auth_headers(self.spec.api_key)) as http:
             names = [f"client-{i + 1}" for i in range(self.spec.clients)] + [SEQUENTIAL]
             streams = [f"{STREAM_PREFIX}{i + 1}" for i in range(self.spec.streams)]
             await asyncio.gather(*(self._client(name, http) for name in names),

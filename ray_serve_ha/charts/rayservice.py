@@ -257,7 +257,10 @@ def _worker_group(inputs: RayServiceInputs, plan: WorkerGroupPlan) -> dict[str, 
         # A Secret volume (not subPath, not env): the kubelet updates it in place.
         pod_spec["volumes"] = [{
             "name": "api-keys",
-            "secret": {"secretName": inputs.api_keys.name, "items": [{"key": inputs.api_keys.key, "path": inputs.api_keys.key}]},
+            "secret": {
+                "secretName": inputs.api_keys.name,
+                "items": [{"key": inputs.api_keys.key, "path": inputs.api_keys.key}],
+            },
         }]
     accelerator = workers.accelerator
     if accelerator is not None:

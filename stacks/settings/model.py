@@ -81,8 +81,8 @@ from stacks.settings.types import (
     OnDemandReplicas,
     Percent,
     PerMinute,
-    QueuedRequests,
     PrincipalArns,
+    QueuedRequests,
     ReadinessMinutes,
     Region,
     Repository,
@@ -249,7 +249,8 @@ class SettingsModel(BaseModel):
     )
     api_token_limit_per_minute: PerMinute | None = Field(
         None, alias="apiTokenLimitPerMinute",
-        description="unset: no limit; else prompt plus completion tokens per API key and minute (a key over it gets 429)",
+        description="unset: no limit; else prompt plus completion tokens per API key and minute (a key over it "
+        "gets 429)",
     )
     max_queued_requests: QueuedRequests = Field(
         DEFAULT_MAX_QUEUED_REQUESTS, alias="maxQueuedRequests",

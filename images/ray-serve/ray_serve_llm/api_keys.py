@@ -98,7 +98,9 @@ class KeyRing:
             stat = os.stat(self.path)
         except OSError as error:
             if self._seen != (0, 0, 0):
-                logger.warning("API keys: cannot read %s (%s); keeping %d keys", self.path, error.strerror, len(self._keys))
+                logger.warning(
+                    "API keys: cannot read %s (%s); keeping %d keys", self.path, error.strerror, len(self._keys)
+                )
                 self._seen = (0, 0, 0)
             return
         version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
@@ -109,7 +111,9 @@ class KeyRing:
             with open(self.path, encoding="utf-8") as file:
                 keys = parse_keys(file.read())
         except (OSError, UnicodeDecodeError, KeyFileError) as error:
-            logger.warning("API keys: %s is invalid (%s); keeping the last good %d keys", self.path, error, len(self._keys))
+            logger.warning(
+                "API keys: %s is invalid (%s); keeping the last good %d keys", self.path, error, len(self._keys)
+            )
             return
         if keys != self._keys:
             logger.info("API keys: %d keys loaded from %s: %s", len(keys), self.path, ", ".join(sorted(keys)))

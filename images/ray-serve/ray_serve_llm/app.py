@@ -37,9 +37,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import guard
 from .args import AppArgs
 from .draining import DRAINING_NODES, CloseConnectionsThroughDrainingNodes
-from . import guard
 from .engines import ChatTemplateError, Engine, Prompt, SamplingParams, load_engine
 from .guard import KEY_NAME_STATE, GuardMiddleware
 from .protocol import (

@@ -112,7 +112,9 @@ class AppArgs(BaseModel):
             raise ValueError(f"api_keys_file={self.api_keys_file!r} must be an absolute path")
         limited = self.api_rate_limit_per_minute is not None or self.api_token_limit_per_minute is not None
         if limited and self.api_keys_file is None:
-            raise ValueError("api_rate_limit_per_minute and api_token_limit_per_minute count per key: set api_keys_file")
+            raise ValueError(
+                "api_rate_limit_per_minute and api_token_limit_per_minute count per key: set api_keys_file"
+            )
         if self.neuron_compiled_artifacts is not None and self.engine != "neuron":
             raise ValueError(
                 f"neuron_compiled_artifacts is only used by engine 'neuron' (engine is {self.engine!r}); remove it"
