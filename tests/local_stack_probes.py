@@ -109,9 +109,16 @@ def with_traffic(action):
     return asyncio.run(run())
 
 
-def get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return response.status, response.read()
+def get(url: str, *, api_key: str | None = "user") -> tuple[int, bytes]:
+    """GET with the local stack's API key of that name on /v1 routes (None: no header)."""
+    from local.api_keys import key_of
+
+    headers = {"Authorization": f"Bearer {key_of(api_key)}"} if api_key and "/v1/" in url else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
 
 
 def status() -> subprocess.CompletedProcess:

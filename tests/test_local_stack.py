@@ -79,6 +79,9 @@ class TestWithFaultTolerance:
         for base in (API_URL, *(w.proxy_url for w in WORKERS)):
             status_code, body = get(f"{base}/v1/models")
             assert status_code == 200 and json.loads(body)["data"][0]["id"] == "tiny-mistral"
+            # Without a key: 401 in OpenAI's shape, on every proxy.
+            status_code, body = get(f"{base}/v1/models", api_key=None)
+            assert status_code == 401 and json.loads(body)["error"]["code"] == "missing_api_key"
         assert get(GRADIO_URL)[0] == 200
 
     def test_second_start_says_it_is_already_running(self, stack):
@@ -168,6 +171,7 @@ class TestWithFaultTolerance:
         assert stat.S_IMODE(STATE_DIR.stat().st_mode) == 0o700
         assert stat.S_IMODE(stack.state.auth_token_path.stat().st_mode) == 0o600
         assert stat.S_IMODE((STATE_DIR / "redis" / "redis.conf").stat().st_mode) == 0o600
+        assert stat.S_IMODE((STATE_DIR / "api-keys.json").stat().st_mode) == 0o600
         # Redis asks for its password (it is in a 0600 file, not on its command line).
         with socket.create_connection((BRIDGE_IP, 6379), timeout=5) as redis:
             redis.sendall(b"PING\r\n")

@@ -1,0 +1,209 @@
+"""Load shedding under overload, on the local stack: what admitted requests see when the API is
+offered three times what it can serve.
+
+    python -m local up --detach --no-ui && python bench/overload.py [--runs 3] [--factor 3]; python -m local down
+
+Each run, through the API port (both workers' proxies), with the stack's API keys:
+  1. unloaded: sequential requests, one at a time: p50 and p99;
+  2. capacity: `--concurrency` closed-loop clients for `--seconds`: completed requests per second;
+  3. overload: requests sent open-loop (arrivals at a fixed rate, not waiting for answers) at
+     `--factor` x that capacity for `--seconds`: how many were admitted (200) and shed (429
+     with Retry-After: Serve's full queue, or a key's rate limit), admitted p50/p99, every
+     5xx and every client time-out;
+  4. the RSS of each Serve replica process before and after.
+
+The load is spread over keys of its own (`bench-1` ...), added to the stack's key file and
+removed at the end, so that no key's rate limit (apiRateLimitPerMinute) is what sheds. Prints
+one JSON line per run and the medians; exit 1 when a 5xx or a time-out happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from local.api_keys import API_KEYS_FILE, read_keys  # noqa: E402
+from local.stack import StackError, running_state  # noqa: E402
+from local.topology import API_URL  # noqa: E402
+
+REPLICA_TITLE = b"ray::ServeReplica:llm:LLMServer"
+BODY = {"model": "tiny-mistral", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
+BENCH_KEYS = 8
+# Longer than any admitted answer should take: an answer slower than this counts as a time-out.
+TIMEOUT_S = 30.0
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def replica_rss_mib() -> dict[int, float]:
+    """RSS of every model replica process on this machine (all namespaces share its PIDs)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not (entry / "cmdline").read_bytes().startswith(REPLICA_TITLE):
+                continue
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        rss_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+        found[int(entry.name)] = round(rss_kib / 1024, 1)
+    return found
+
+
+def add_bench_keys() -> list[str]:
+    keys = read_keys()
+    mine = {f"bench-{i + 1}": "sk-bench-" + os.urandom(16).hex() for i in range(BENCH_KEYS)}
+    write_keys({**keys, **mine})
+    return list(mine.values())
+
+
+def remove_bench_keys() -> None:
+    write_keys({name: key for name, key in read_keys().items() if not name.startswith("bench-")})
+
+
+def write_keys(keys: dict[str, str]) -> None:
+    temporary = API_KEYS_FILE.with_suffix(".bench")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        json.dump(keys, file, indent=2)
+    os.replace(temporary, API_KEYS_FILE)
+
+
+async def one(http: httpx.AsyncClient, key: str) -> tuple[str, float]:
+    """(outcome, seconds): '200', '429-queue', '429-limit', '5xx', 'timeout', 'error', or another status."""
+    started = time.monotonic()
+    try:
+        response = await http.post("/v1/chat/completions", json=BODY, headers={"Authorization": f"Bearer {key}"})
+    except httpx.TimeoutException:
+        return "timeout", time.monotonic() - started
+    except httpx.HTTPError as error:
+        return f"error:{type(error).__name__}", time.monotonic() - started
+    elapsed = time.monotonic() - started
+    if response.status_code == 429:
+        if "retry-after" not in response.headers:
+            return "429-without-retry-after", elapsed
+        limited = "rate_limit_exceeded" in response.text
+        return ("429-limit" if limited else "429-queue"), elapsed
+    if response.status_code >= 500:
+        return "5xx", elapsed
+    return str(response.status_code), elapsed
+
+
+async def unloaded(http: httpx.AsyncClient, keys: list[str], count: int) -> list[float]:
+    latencies = []
+    for index in range(count):
+        outcome, elapsed = await one(http, keys[index % len(keys)])
+        if outcome == "200":
+            latencies.append(elapsed)
+    return latencies
+
+
+async def capacity(http: httpx.AsyncClient, keys: list[str], concurrency: int, seconds: float) -> float:
+    done = 0
+    deadline = time.monotonic() + seconds
+
+    async def client(index: int) -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            outcome, _ = await one(http, keys[index % len(keys)])
+            done += outcome == "200"
+
+    started = time.monotonic()
+    await asyncio.gather(*(client(i) for i in range(concurrency)))
+    return done / (time.monotonic() - started)
+
+
+async def overload(http: httpx.AsyncClient, keys: list[str], rate: float, seconds: float) -> list[tuple[str, float]]:
+    tasks = []
+    started = time.monotonic()
+    for index in range(int(rate * seconds)):
+        # Arrivals on a fixed schedule, whatever the answers do (open loop).
+        await asyncio.sleep(max(0.0, started + index / rate - time.monotonic()))
+        tasks.append(asyncio.create_task(one(http, keys[index % len(keys)])))
+    return await asyncio.gather(*tasks)
+
+
+async def run(args: argparse.Namespace, keys: list[str]) -> dict:
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=API_URL, timeout=TIMEOUT_S, limits=limits) as http:
+        rss_start = replica_rss_mib()
+        await unloaded(http, keys, 20)  # warm-up
+        quiet = await unloaded(http, keys, args.sequential)
+        served_per_s = await capacity(http, keys, args.concurrency, args.seconds)
+        rate = args.factor * served_per_s
+        results = await overload(http, keys, rate, args.seconds)
+        await asyncio.sleep(2)
+        rss_end = replica_rss_mib()
+    outcomes = Counter(outcome for outcome, _ in results)
+    admitted = [elapsed for outcome, elapsed in results if outcome == "200"]
+    unloaded_p99 = percentile(quiet, 0.99)
+    admitted_p99 = percentile(admitted, 0.99)
+    ratio = round(admitted_p99 / unloaded_p99, 2) if admitted_p99 and unloaded_p99 else None
+    return {
+        "unloaded_p50_ms": round(1000 * statistics.median(quiet), 1),
+        "unloaded_p99_ms": round(1000 * unloaded_p99, 1) if unloaded_p99 else None,
+        "capacity_rps": round(served_per_s, 1),
+        "offered_rps": round(rate, 1),
+        "sent": len(results),
+        "outcomes": dict(outcomes),
+        "admitted_p50_ms": round(1000 * statistics.median(admitted), 1) if admitted else None,
+        "admitted_p99_ms": round(1000 * admitted_p99, 1) if admitted_p99 else None,
+        "admitted_p99_over_unloaded_p99": ratio,
+        "errors_5xx": outcomes.get("5xx", 0),
+        "timeouts": outcomes.get("timeout", 0),
+        "replica_rss_mib_start": sorted(rss_start.values()),
+        "replica_rss_mib_end": sorted(rss_end.values()),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--factor", type=float, default=3.0, help="offered load as a multiple of capacity")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the capacity and overload phases")
+    parser.add_argument("--concurrency", type=int, default=8, help="closed-loop clients that measure capacity")
+    parser.add_argument("--sequential", type=int, default=200, help="unloaded requests, one at a time")
+    args = parser.parse_args()
+    if running_state() is None:
+        raise StackError("no local stack is running: `python -m local up --detach --no-ui` first")
+    keys = add_bench_keys()
+    reports = []
+    try:
+        time.sleep(6)  # the replicas reread the key file every 5 s
+        for number in range(1, args.runs + 1):
+            report = asyncio.run(run(args, keys))
+            reports.append(report)
+            print(json.dumps({"run": number, **report}), flush=True)
+    finally:
+        remove_bench_keys()
+    medians = {
+        name: statistics.median(r[name] for r in reports if r[name] is not None)
+        for name in ("unloaded_p99_ms", "capacity_rps", "offered_rps", "admitted_p99_ms",
+                     "admitted_p99_over_unloaded_p99", "errors_5xx", "timeouts")
+        if any(r[name] is not None for r in reports)
+    }
+    print(json.dumps({"medians_of_runs": len(reports), **medians}))
+    return 1 if any(r["errors_5xx"] or r["timeouts"] for r in reports) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
