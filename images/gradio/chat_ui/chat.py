@@ -22,7 +22,10 @@ from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE_STATUS = frozenset({502, 503, 504})
+# 429: the server shed the request (its queue is full) or the UI's key is over its rate limit.
+RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+# The longest Retry-After the UI waits (the OpenAI SDK's own bound).
+MAX_RETRY_AFTER_S = 60.0
 UNAVAILABLE = "The model service is unavailable right now"
 
 
@@ -35,6 +38,15 @@ def unavailable_message(attempts: int, reason: str) -> str:
 
 def retrying_message(attempt: int, attempts: int) -> str:
     return f"⏳ The model service is restarting; retrying (attempt {attempt} of {attempts})…"
+
+
+def retry_after_s(error: BaseException) -> float | None:
+    """The server's Retry-After (seconds) on a refused request, if it said one."""
+    response = getattr(error, "response", None)
+    try:
+        return min(max(float(response.headers["retry-after"]), 0.0), MAX_RETRY_AFTER_S)  # type: ignore[union-attr]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _text(content: Any) -> str:
@@ -152,11 +164,12 @@ class ChatBackend:
             return
         messages = to_openai_messages(message, history)
         attempts = self.settings.retry_attempts
-        reason = "unknown error"
+        reason, wait_s = "unknown error", None
         for attempt in range(1, attempts + 1):
             if attempt > 1:
                 yield retrying_message(attempt, attempts)
-                self._sleep(self.settings.retry_delay_s(attempt - 1))
+                # The server's Retry-After when it gave one (a shed or rate-limited request), else ours.
+                self._sleep(wait_s if wait_s is not None else self.settings.retry_delay_s(attempt - 1))
             answer = ""
             try:
                 for piece in self._stream_once(messages):
@@ -171,6 +184,7 @@ class ChatBackend:
                     logger.warning("request refused: %s", error)
                     yield f"⚠️ The model service refused the request: {_describe(error)}"
                     return
+                wait_s = retry_after_s(error)
                 logger.warning("try %d of %d failed (%s): %s", attempt, attempts, reason, error)
         yield unavailable_message(attempts, reason)
 
