@@ -53,6 +53,7 @@ EKS_ONLY = {
     "model_id": _KIND_MODEL, "model_weights_gb": _KIND_MODEL,
     "redis_endpoint": _KIND_REDIS, "redis_port": _KIND_REDIS,
     "redis_auth_secret_arn": _KIND_SECRETS, "hf_token_secret_name": _KIND_SECRETS, "region": _KIND_SECRETS,
+    "api_keys_secret_arn": _KIND_SECRETS,
 }
 
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
@@ -141,6 +142,9 @@ def parser() -> argparse.ArgumentParser:
                      help="ARN of the ElastiCache AUTH token secret")
     eks.add_argument("--hf-token-secret-name", type=_checked(_SECRET_NAME, "a Secrets Manager secret name"),
                      help=f"name of the Hugging Face token secret (default: {EksDeployment.hugging_face_token_secret})")
+    eks.add_argument("--api-keys-secret-arn", type=_checked(_SECRET_ARN, "a Secrets Manager secret ARN"),
+                     help="ARN of the API keys secret, a JSON object {name: key} with a `chat-ui` entry "
+                     "(unset: the API is open to whatever reaches the serve Service)")
     eks.add_argument("--region", type=_checked(_REGION, "an AWS region such as us-east-2"),
                      help="region of the secrets")
     return p
@@ -179,6 +183,7 @@ def build(args: argparse.Namespace, app: cdk8s.App) -> tuple[cdk8s.Chart, ...]:
         "on_demand_replicas": args.on_demand_replicas,
         "capacity_mode": args.capacity_mode and CapacityMode(args.capacity_mode), "redis_port": args.redis_port,
         "hugging_face_token_secret": args.hf_token_secret_name,
+        "api_keys_secret": args.api_keys_secret_arn,
     }
     return eks_charts(
         app,

@@ -107,6 +107,15 @@ def test_worker_bounds_given_reach_the_manifests(tmp_path):
     assert worker_group_and_replicas(rayservice) == (3, 6, 3, 6)
 
 
+def test_an_api_keys_secret_locks_the_api(tmp_path):
+    arn = "arn:aws:secretsmanager:us-east-2:111122223333:secret:api-keys-AbCdEf"
+    assert main([*PROFILES["eks-neuron"], "--api-keys-secret-arn", arn, "--out", str(tmp_path)]) == 0
+    secrets = list(yaml.safe_load_all((tmp_path / "01-secrets.k8s.yaml").read_text()))
+    assert {s["metadata"]["name"] for s in secrets if s["kind"] == "ExternalSecret"} >= {"api-keys", "chat-ui-api-key"}
+    assert "api_keys_file:" in (tmp_path / "02-rayservice.k8s.yaml").read_text()
+    assert "OPENAI_API_KEY" in (tmp_path / "03-gradio.k8s.yaml").read_text()
+
+
 def test_what_kuberay_would_refuse_is_not_written(tmp_path, monkeypatch, capsys):
     from ray_serve_ha.charts import ray_env
 
@@ -134,6 +143,10 @@ def test_eks_without_deploy_time_values_names_each_missing_option(tmp_path):
 EKS = ["--profile", "eks", *EKS_VALUES]
 KIND = ["--profile", "kind"]
 BAD_INPUTS = {
+    "api keys on kind": (
+        [*KIND, "--api-keys-secret-arn", "arn:aws:secretsmanager:us-east-2:111122223333:secret:k-AbCdEf"],
+        "only for --profile eks: --api-keys-secret-arn (kind reads no AWS secrets)",
+    ),
     "port": ([*EKS, "--redis-port", "70000"], "argument --redis-port: '70000' is not a TCP port (1-65535)"),
     "region": ([*EKS, "--region", "mars-1"], "argument --region: 'mars-1' is not an AWS region such as us-east-2"),
     "accelerator": (
