@@ -315,3 +315,22 @@ def test_the_router_sheds_a_full_queue_with_a_429(monkeypatch, key_file):
     )
     assert status == 429 and headers["retry-after"] == str(guard.SHED_RETRY_AFTER_S)
     assert json.loads(body)["error"]["code"] == "queue_full"
+
+
+def test_the_charts_and_the_app_agree_on_the_contract():
+    """The environment the workers get (ray_serve_ha/charts/rayservice.py, local/supervisor.py)
+    is what the app reads; the shed answer's Retry-After is the same from Serve and the router."""
+    from ray_serve_ha.charts import serve_config
+
+    assert guard.REDIS_ADDRESS_ENV == serve_config.API_LIMITS_REDIS_ADDRESS_ENV
+    assert guard.REDIS_PASSWORD_ENV == serve_config.API_LIMITS_REDIS_PASSWORD_ENV
+    assert guard.SHED_RETRY_AFTER_S == serve_config.SHED_RETRY_AFTER_S
+    assert AppArgs.parse({"model_id": "m", "engine": "transformers", **_guard_args()}).api_keys_file == "/k.json"
+
+
+def _guard_args() -> dict:
+    from ray_serve_ha.charts.serve_config import LlmServing, serve_config
+
+    serving = LlmServing(model_id="m", engine="transformers", api_keys_file="/k.json")
+    (app,) = serve_config(serving)["applications"]
+    return {k: v for k, v in app["args"].items() if k.startswith("api_")}
