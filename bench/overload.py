@@ -1,16 +1,23 @@
 """Load shedding under overload, on the local stack: what admitted requests see when the API is
 offered three times what it can serve.
 
-    python -m local up --detach --no-ui && python bench/overload.py [--runs 3] [--factor 3]; python -m local down
+    python -m local up --detach --no-ui && python bench/overload.py [--runs 3] [--factor 3] \
+        [--max-ongoing N --max-queued M]; python -m local down
 
 Each run, through the API port (both workers' proxies), with the stack's API keys:
   1. unloaded: sequential requests, one at a time: p50 and p99;
-  2. capacity: `--concurrency` closed-loop clients for `--seconds`: completed requests per second;
+  2. capacity: closed-loop clients, as many as the replicas take at once (2 x max_ongoing_requests),
+     for `--seconds`: completed requests per second;
   3. overload: requests sent open-loop (arrivals at a fixed rate, not waiting for answers) at
      `--factor` x that capacity for `--seconds`: how many were admitted (200) and shed (429
      with Retry-After: Serve's full queue, or a key's rate limit), admitted p50/p99, every
      5xx and every client time-out;
   4. the RSS of each Serve replica process before and after.
+
+`--max-ongoing` and `--max-queued` redeploy the application with those per-replica and per-caller
+bounds first (Serve applies them in place) and restore the stack's own at the end: the
+defaults suit engines that batch (vLLM); the CPU engine runs each request on its own, so
+every request it takes at once slows the others.
 
 The load is spread over keys of its own (`bench-1` ...), added to the stack's key file and
 removed at the end, so that no key's rate limit (apiRateLimitPerMinute) is what sheds. Prints
@@ -34,9 +41,12 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dataclasses import replace  # noqa: E402
+
 from local.api_keys import API_KEYS_FILE, read_keys  # noqa: E402
-from local.stack import StackError, running_state  # noqa: E402
-from local.topology import API_URL  # noqa: E402
+from local.stack import LocalStack, StackError, running_state  # noqa: E402
+from local.topology import API_URL, WORKERS  # noqa: E402
+from ray_serve_ha.charts.serve_config import LlmServing, serve_config  # noqa: E402
 
 REPLICA_TITLE = b"ray::ServeReplica:llm:LLMServer"
 BODY = {"model": "tiny-mistral", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
@@ -175,16 +185,35 @@ async def run(args: argparse.Namespace, keys: list[str]) -> dict:
     }
 
 
+def deploy(stack: LocalStack, serving: LlmServing) -> None:
+    stack.dashboard("PUT", "/api/serve/applications/", serve_config(serving), retry_s=60)
+    time.sleep(3)
+    stack.wait_serve_healthy(timeout=180)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--factor", type=float, default=3.0, help="offered load as a multiple of capacity")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the capacity and overload phases")
-    parser.add_argument("--concurrency", type=int, default=8, help="closed-loop clients that measure capacity")
     parser.add_argument("--sequential", type=int, default=200, help="unloaded requests, one at a time")
+    parser.add_argument("--max-ongoing", type=int, default=None, help="max_ongoing_requests per replica")
+    parser.add_argument("--max-queued", type=int, default=None, help="max_queued_requests per caller")
     args = parser.parse_args()
-    if running_state() is None:
+    state = running_state()
+    if state is None:
         raise StackError("no local stack is running: `python -m local up --detach --no-ui` first")
+    stack = LocalStack(state)
+    serving = replace(
+        stack.serving,
+        max_ongoing_requests=args.max_ongoing or stack.serving.max_ongoing_requests,
+        max_queued_requests=args.max_queued or stack.serving.max_queued_requests,
+    )
+    args.concurrency = len(WORKERS) * serving.max_ongoing_requests
+    print(json.dumps({"max_ongoing_requests": serving.max_ongoing_requests,
+                      "max_queued_requests": serving.max_queued_requests}), flush=True)
+    if serving != stack.serving:
+        deploy(stack, serving)
     keys = add_bench_keys()
     reports = []
     try:
@@ -195,6 +224,8 @@ def main() -> int:
             print(json.dumps({"run": number, **report}), flush=True)
     finally:
         remove_bench_keys()
+        if serving != stack.serving:
+            deploy(stack, stack.serving)
     medians = {
         name: statistics.median(r[name] for r in reports if r[name] is not None)
         for name in ("unloaded_p99_ms", "capacity_rps", "offered_rps", "admitted_p99_ms",
