@@ -6,8 +6,8 @@ offered three times what it can serve.
 
 Each run, through the API port (both workers' proxies), with the stack's API keys:
   1. unloaded: sequential requests, one at a time: p50 and p99;
-  2. capacity: closed-loop clients, as many as the replicas take at once (2 x max_ongoing_requests),
-     for `--seconds`: completed requests per second;
+  2. capacity: closed-loop clients (`--concurrency`; default as many as the replicas take at once,
+     2 x max_ongoing_requests) for `--seconds`: completed requests per second;
   3. overload: requests sent open-loop (arrivals at a fixed rate, not waiting for answers) at
      `--factor` x that capacity for `--seconds`: how many were admitted (200) and shed (429
      with Retry-After: Serve's full queue, or a key's rate limit), admitted p50/p99, every
@@ -197,6 +197,8 @@ def main() -> int:
     parser.add_argument("--factor", type=float, default=3.0, help="offered load as a multiple of capacity")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the capacity and overload phases")
     parser.add_argument("--sequential", type=int, default=200, help="unloaded requests, one at a time")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="closed-loop clients that measure capacity (default: 2 x max_ongoing_requests)")
     parser.add_argument("--max-ongoing", type=int, default=None, help="max_ongoing_requests per replica")
     parser.add_argument("--max-queued", type=int, default=None, help="max_queued_requests per caller")
     args = parser.parse_args()
@@ -209,7 +211,7 @@ def main() -> int:
         max_ongoing_requests=args.max_ongoing or stack.serving.max_ongoing_requests,
         max_queued_requests=args.max_queued or stack.serving.max_queued_requests,
     )
-    args.concurrency = len(WORKERS) * serving.max_ongoing_requests
+    args.concurrency = args.concurrency or len(WORKERS) * serving.max_ongoing_requests
     print(json.dumps({"max_ongoing_requests": serving.max_ongoing_requests,
                       "max_queued_requests": serving.max_queued_requests}), flush=True)
     if serving != stack.serving:
