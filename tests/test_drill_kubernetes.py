@@ -12,7 +12,8 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from local.drill.__main__ import run_drill
-from local.drill.backends import DrillError, KubernetesBackend
+from local.drill.backends import DrillError
+from local.drill.kube_backend import KubernetesBackend
 from tests.fakes.drill_cluster import FakeCluster, api_handler
 
 

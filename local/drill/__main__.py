@@ -31,14 +31,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from local.drill.backends import (
-    Backend,
-    Clock,
-    DrillError,
-    KubernetesBackend,
-    LocalBackend,
-    kubernetes_fault_refusal,
-)
+from local.drill.backends import Backend, Clock, DrillError, LocalBackend
+from local.drill.kube_backend import KubernetesBackend, kubernetes_fault_refusal
 from local.drill.load import LoadGenerator, LoadSpec, Sample
 from local.drill.plot import plot_timeline
 from local.drill.stats import DrillReport, Timeline, build_report, format_table
@@ -325,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as error:  # the local stack's own errors carry their message
         if args.backend == "local":  # local.stack is not in the drill's CodeBuild asset
-            from local.stack import StackError
+            from local.state import StackError
 
             if isinstance(error, StackError):
                 print(f"error: {error}", file=sys.stderr)
