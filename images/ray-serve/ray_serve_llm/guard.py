@@ -120,7 +120,7 @@ class ApiGuard:
             else:
                 limiter = RateLimiter(
                     RedisConnection(address, environ.get(REDIS_PASSWORD_ENV) or None),
-                    requests_per_minute=args.api_rate_limit_per_minute or 2**62,
+                    requests_per_minute=args.api_rate_limit_per_minute,
                     tokens_per_minute=args.api_token_limit_per_minute,
                 )
         return cls(keys, limiter)

@@ -119,7 +119,7 @@ class RateLimiter:
         self,
         connection: RedisConnection,
         *,
-        requests_per_minute: int,
+        requests_per_minute: int | None,
         tokens_per_minute: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -138,9 +138,10 @@ class RateLimiter:
     async def admit(self, name: str) -> Refusal | None:
         """Counts one request of `name`; a Refusal when it is over a limit, else None."""
         window, left = self._window()
-        requests = await self._count(f"{KEY_PREFIX}requests:{name}:{window}", 1)
-        if requests is not None and requests > self.requests_per_minute:
-            return Refusal("requests", self.requests_per_minute, left)
+        if self.requests_per_minute is not None:
+            requests = await self._count(f"{KEY_PREFIX}requests:{name}:{window}", 1)
+            if requests is not None and requests > self.requests_per_minute:
+                return Refusal("requests", self.requests_per_minute, left)
         if self.tokens_per_minute is not None:
             tokens = await self._count(f"{KEY_PREFIX}tokens:{name}:{window}", 0)
             if tokens is not None and tokens >= self.tokens_per_minute:
