@@ -67,8 +67,8 @@ def configure(monkeypatch, key_file, redis_port=None, **limits) -> guard.ApiGuar
         monkeypatch.setenv(guard.REDIS_ADDRESS_ENV, f"redis://127.0.0.1:{redis_port}")
         monkeypatch.setenv(guard.REDIS_PASSWORD_ENV, "pw")
     args = AppArgs.parse({"model_id": "m", "engine": "transformers", "api_keys_file": str(key_file), **limits})
-    configured = guard.configure(args)
-    monkeypatch.setattr(guard, "GUARD", configured)
+    configured = guard.ApiGuard.from_args(args)
+    monkeypatch.setattr(guard, "GUARD", configured)  # as guard.configure does, undone after the test
     return configured
 
 

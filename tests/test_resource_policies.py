@@ -308,19 +308,22 @@ def test_the_drill_key_serves_no_one_else(deployment, drill, alarm_path):
 
 
 @pytest.fixture(scope="module")
-def pipeline_stack() -> tuple[dict[str, Any], dict[str, Any]]:
-    """The pipeline stack's template, and its stage's serving template."""
+def pipeline_stack() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The pipeline stack's template, and its stage's serving and cluster templates (the
+    serving stack's policies name the cluster's External Secrets role)."""
     app = cdk.App(context=context(**PIPELINE))
     settings = Settings.from_context(app.node.get_all_context())
     environment = cdk.Environment(account=PIPELINE["account"], region=PIPELINE["region"])
     pipeline = PipelineStack(app, "pipeline", settings=settings, env=environment)
-    return Template.from_stack(pipeline).to_json(), Template.from_stack(pipeline.stage.system.serving).to_json()
+    system = pipeline.stage.system
+    return (Template.from_stack(pipeline).to_json(), Template.from_stack(system.serving).to_json(),
+            Template.from_stack(system.cluster).to_json())
 
 
 def test_the_pipeline_drill_step_may_start_the_stages_drill_project_only(pipeline_stack):
-    pipeline, serving = pipeline_stack
-    deployment = Deployment({"pipeline": pipeline, "serving": serving}, account=PIPELINE["account"],
-                            region=PIPELINE["region"])
+    pipeline, serving, cluster = pipeline_stack
+    deployment = Deployment({"pipeline": pipeline, "serving": serving, "cluster": cluster},
+                            account=PIPELINE["account"], region=PIPELINE["region"])
     (project_id,) = [k for k, r in pipeline["Resources"].items()
                      if r["Type"] == "AWS::CodeBuild::Project" and "start-build" in json.dumps(r)]
     role_id = logical_id_of(pipeline["Resources"][project_id]["Properties"]["ServiceRole"])

@@ -168,6 +168,9 @@ def test_drill_help_runs_from_the_staged_asset(drill_project):
     assert result.stdout.startswith("usage: python -m local.drill")
 
 
+DRILL_API_KEY = "sk-drill-" + "k" * 40
+
+
 def run_drill_build(project: DrillProject, cluster: FakeCluster, out: str) -> subprocess.CompletedProcess[str]:
     """The build phase as synthesized against the fake cluster (its API and the serve
     endpoint on one local server); the drill command gets short timings added (a deleted pod
@@ -180,8 +183,10 @@ def run_drill_build(project: DrillProject, cluster: FakeCluster, out: str) -> su
     quick = " --clients 2 --before 0.5 --after 0.5 --outage 0 --recovery-timeout 20"
     commands = [c + quick if c == drill else c for c in commands]
     tokens = {k for k, v in project.environment.items() if not isinstance(v, str)}
-    assert tokens == {"SERVE_URL"}  # the internal load balancer, known at deploy time
-    env = {**project.env, "SERVE_URL": url, "FAKE_EKS_ENDPOINT": url}
+    # The internal load balancer, known at deploy time, and the drill's API key, which
+    # CodeBuild reads from the API keys secret (`<arn>:ha-drill`) when the build starts.
+    assert tokens == {"SERVE_URL", "OPENAI_API_KEY"}
+    env = {**project.env, "SERVE_URL": url, "FAKE_EKS_ENDPOINT": url, "OPENAI_API_KEY": DRILL_API_KEY}
     try:
         return run_phases([*commands, f"test -d {out}"], env=env, cwd=project.source, timeout=300)
     finally:
@@ -196,9 +201,9 @@ def test_drill_build_deletes_the_head_through_the_eks_kubeconfig_and_passes(dril
     report = json.loads((drill_project.source / "drill-results" / "drill-kubernetes-head.json").read_text())
     assert report["backend"] == "kubernetes" and report["total"]["failed"] == 0 and report["total"]["requests"] > 0
     assert cluster.deletions == [("ray-serve-llm-abcde-head-1", 0)]
-    # Authenticated as `aws eks update-kubeconfig` sets it up: the token of `aws eks get-token`
-    # (the serve endpoint, on the same fake server, is asked without one).
-    assert set(cluster.authorizations) - {""} == {f"Bearer {EKS_TOKEN}"}
+    # Authenticated as `aws eks update-kubeconfig` sets it up: the token of `aws eks get-token`;
+    # the serve endpoint, on the same fake server, with the drill's own API key.
+    assert set(cluster.authorizations) == {f"Bearer {EKS_TOKEN}", f"Bearer {DRILL_API_KEY}"}
     calls = [json.loads(line) for line in Path(drill_project.env["FAKE_AWS_LOG"]).read_text().splitlines()]
     cluster_name = drill_project.environment["CLUSTER_NAME"]
     assert calls[0] == ["eks", "update-kubeconfig", "--name", cluster_name, "--region", REGION]
