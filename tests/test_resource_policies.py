@@ -80,7 +80,7 @@ def logical_id_of(reference: dict[str, Any]) -> str:
 @pytest.fixture(scope="module")
 def alarm_path(deployment) -> dict[str, Any]:
     serving = stack(deployment, "serving")
-    alarm_id, _ = only(deployment, "serving", "AWS::CloudWatch::Alarm")
+    alarm_id, _ = only(deployment, "serving", "AWS::CloudWatch::Alarm", MetricName="Availability")
     topic_id, topic = only(deployment, "serving", "AWS::SNS::Topic")
     _, topic_policy = only(deployment, "serving", "AWS::SNS::TopicPolicy")
     key_id = logical_id_of(topic["Properties"]["KmsMasterKeyId"])
