@@ -15,18 +15,15 @@ from ray_serve_ha.charts.serve_metrics import ServeQueries
 from ray_serve_ha.constructs.observability import ADD_ON_NAME, ADD_ON_VERSION
 from stacks.settings import Settings, SettingsError
 from tests.conftest import context, synthesize
-from tests.iam_policy import Request, decide, service
-from tests.test_resource_policies import (  # noqa: F401 (deployment: a fixture)
-    ACCOUNT,
-    OTHER_ACCOUNT,
-    assume,
-    deployment,
-    logical_id_of,
-    only,
-    stack,
-)
+from tests.iam_policy import Deployment, Request, decide, service
+from tests.test_resource_policies import ACCOUNT, OTHER_ACCOUNT, assume, deployment_of, logical_id_of, only, stack
 
 SELECTOR = '"@resource.k8s.cluster.name"="ray-serve-ha", "@resource.k8s.namespace.name"="ray-serving"'
+
+
+@pytest.fixture(scope="module")
+def deployment(default_system) -> Deployment:
+    return deployment_of(default_system)
 
 
 def add_on(template) -> dict[str, Any]:

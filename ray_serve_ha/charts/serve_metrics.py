@@ -36,8 +36,7 @@ APPLICATION_RUNNING = 6
 # Tokens the model server generated (images/ray-serve/ray_serve_llm/token_metrics.py).
 GENERATED_TOKENS = "ray_serve_llm_generated_tokens_total"
 
-# How far back a rate looks: four scrapes at the add-on's 30 s and the demo's 5 s intervals
-# alike stay well inside it.
+# How far back a rate looks: four of the add-on's 30 s scrapes.
 RATE_WINDOW = "2m"
 
 
@@ -55,13 +54,14 @@ class ServeQueries:
     e.g. `"@resource.k8s.cluster.name"="ray-serve-ha"`; empty: every series the backend holds)."""
 
     selector: str = ""
+    window: str = RATE_WINDOW
 
     def _series(self, name: str, extra: str = "") -> str:
         matchers = ", ".join(m for m in (self.selector, extra) if m)
         return f"{name}{{{matchers}}}" if matchers else name
 
     def _rate(self, name: str, extra: str = "") -> str:
-        return f"rate({self._series(name, extra)}[{RATE_WINDOW}])"
+        return f"rate({self._series(name, extra)}[{self.window}])"
 
     def request_rate(self) -> str:
         """Requests per second, all answers."""
@@ -115,4 +115,13 @@ class ServeQueries:
             "Queued requests": self.queued_requests(),
             "Healthy replicas": self.healthy_replicas(),
             "Generated tokens per second": self.tokens_per_second(),
+        }
+
+    def drill_series(self) -> dict[str, str]:
+        """What a drill's timeline sets beside the client's view, by the key its report uses."""
+        return {
+            "requests_per_s": self.request_rate(),
+            "errors_5xx_per_s": self.status_rate("5"),
+            "p99_ms": self.latency_ms(0.99),
+            "queued": self.queued_requests(),
         }

@@ -108,7 +108,7 @@ def _add_serve_metrics(dashboard: cloudwatch.Dashboard, alarms: ServeMetricAlarm
         cloudwatch.TextWidget(
             markdown=(
                 "### Ray Serve's own series (CloudWatch Observability add-on)\n"
-                "Run each in the CloudWatch console's Query Studio (PromQL), or add it to this dashboard from there.\n\n"
+                "Run each in the CloudWatch console's Query Studio (PromQL); add it to this dashboard from there.\n\n"
                 + panels
             ),
             width=16,

@@ -44,12 +44,12 @@ from ray_serve_ha.constructs.gcs_store_engine import (
     GcsStoreEngine,
     tls_versions,
 )
-from ray_serve_ha.constructs.serve_alarms import DEFAULT_LATENCY_P99_MS, DEFAULT_SERVER_ERROR_PERCENT
 from ray_serve_ha.constructs.readiness import (
     DEFAULT_READINESS_TIMEOUT_MINUTES,
     READINESS_TIMEOUT_MAX_MINUTES,
     READINESS_TIMEOUT_MIN_MINUTES,
 )
+from ray_serve_ha.constructs.serve_alarms import DEFAULT_LATENCY_P99_MS, DEFAULT_SERVER_ERROR_PERCENT
 from stacks.settings.types import (
     EKS_CREATABLE_VERSIONS,
     MAX_ACCELERATOR_NODES,
