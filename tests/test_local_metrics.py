@@ -30,7 +30,16 @@ from local.stack import LocalStack, running_state
 from local.supervisor import NodeSettings, node_command
 from local.topology import BRIDGE_IP, METRICS_PORT, NODES, PROMETHEUS_URL
 from ray_serve_ha.charts import constants
-from ray_serve_ha.charts.serve_metrics import APPLICATION_STATUS, GENERATED_TOKENS, HEALTHY_REPLICAS, REQUESTS
+from ray_serve_ha.charts.serve_metrics import (
+    APPLICATION_STATUS,
+    ERROR_REQUESTS,
+    GENERATED_TOKENS,
+    HEALTHY_REPLICAS,
+    LATENCY_BUCKETS,
+    ONGOING_REQUESTS,
+    QUEUED_REQUESTS,
+    REQUESTS,
+)
 from tests.conftest import ROOT
 from tests.local_stack_probes import listening, quiet
 
@@ -96,7 +105,7 @@ def test_the_server_side_series_go_in_the_drills_json_and_png(tmp_path):
     # Each query's series summed, NaN left out, seconds since the drill started.
     assert series.series["requests_per_s"] == [[5.0, 3.0], [10.0, 2.0]]
     sent = {q["query"] for q in FakePrometheus.queries}
-    assert f"sum(rate({REQUESTS}[30s]))" in sent
+    assert f'sum(rate({REQUESTS}{{application!=""}}[30s]))' in sent
     assert all((q["start"], q["end"]) == ("1000.000", "1040.000") for q in FakePrometheus.queries)
 
     samples = [Sample(1.0, 0.01, True, "client-1"), Sample(12.0, 0.5, False, "client-1", "ConnectError")]
@@ -143,8 +152,8 @@ def test_the_demos_prometheus_scrapes_every_node_and_a_drill_carries_serves_own_
         assert (tmp_path / "drill-local-head.png").stat().st_size > 10_000
         # Serve's own series, as the CloudWatch alarms and dashboard name them.
         names = {r["metric"]["__name__"] for r in prometheus_query('count by (__name__) ({__name__=~"ray_serve_.*"})')}
-        for name in (REQUESTS, "ray_serve_http_request_latency_ms_bucket", "ray_serve_num_ongoing_http_requests",
-                     HEALTHY_REPLICAS, APPLICATION_STATUS, GENERATED_TOKENS):
+        for name in (REQUESTS, ERROR_REQUESTS, LATENCY_BUCKETS, ONGOING_REQUESTS, QUEUED_REQUESTS, HEALTHY_REPLICAS,
+                     APPLICATION_STATUS, GENERATED_TOKENS):
             assert name in names, sorted(names)
         running = prometheus_query(f"min({APPLICATION_STATUS})")
         assert float(running[0]["value"][1]) == 6  # RUNNING again after the head came back

@@ -92,16 +92,16 @@ def alarm_of(promql_alarms, word: str) -> dict[str, Any]:
 def test_the_5xx_alarm_divides_the_proxies_5xx_answers_by_all(promql_alarms):
     alarm = alarm_of(promql_alarms, "5xx")
     assert alarm["Query"] == (
-        f'100 * sum(rate(ray_serve_num_http_requests_total{{{SELECTOR}, status_code=~"5.."}}[2m])) / '
-        f"sum(rate(ray_serve_num_http_requests_total{{{SELECTOR}}}[2m])) > 1"
+        f'100 * sum(rate(ray_serve_num_http_requests_total{{{SELECTOR}, application!="", status_code=~"5.."}}[2m])) / '
+        f'sum(rate(ray_serve_num_http_requests_total{{{SELECTOR}, application!=""}}[2m])) > 1'
     )
 
 
 def test_the_latency_alarm_reads_the_proxies_latency_histogram(promql_alarms):
     alarm = alarm_of(promql_alarms, "p99")
     assert alarm["Query"] == (
-        f"histogram_quantile(0.99, sum by (le) (rate(ray_serve_http_request_latency_ms_bucket{{{SELECTOR}}}[2m])))"
-        " > 30000"
+        "histogram_quantile(0.99, sum by (le) "
+        f'(rate(ray_serve_http_request_latency_ms_bucket{{{SELECTOR}, application!=""}}[2m]))) > 30000'
     )
 
 
@@ -143,7 +143,7 @@ def test_the_dashboard_shows_the_serve_alarms_and_the_promql_of_every_graph(defa
     (dashboard,) = default_system.serving.find_resources("AWS::CloudWatch::Dashboard").values()
     body = json.dumps(dashboard["Properties"]["DashboardBody"])
     for name in ("ray_serve_num_http_requests_total", 'status_code=~\\\\\\"4..', 'status_code=~\\\\\\"5..',
-                 "histogram_quantile(0.5", "histogram_quantile(0.99", "ray_serve_num_ongoing_http_requests",
+                 "histogram_quantile(0.5", "histogram_quantile(0.99", "ray_serve_num_ongoing_requests_at_replicas",
                  "ray_serve_deployment_queued_queries", "ray_serve_deployment_replica_healthy",
                  "ray_serve_llm_generated_tokens_total"):
         assert name in body, name

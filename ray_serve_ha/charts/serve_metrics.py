@@ -7,10 +7,10 @@ Every Ray node exports Prometheus metrics on its metrics export port (KubeRay se
 local stack passes the same flag). Ray prefixes its metrics with `ray_`, and the Prometheus
 exposition adds `_total` to counters and `_bucket` to histograms. Names checked against Ray
 2.60 (`ray/serve/_private/request_ingress_metrics.py`, `router.py`, `deployment_state.py`,
-`application_state.py`) and a scrape of the local stack. The Amazon CloudWatch Observability
-add-on (≥ 8.0.0, OTel Container Insights) keeps these names ("One scrape covers ... Ray Serve
-metrics (ray_serve_*)": AWS CloudWatch docs, "Collecting Ray metrics with OTel Container
-Insights", container-insights-eks-otel-ray).
+`application_state.py`) and a scrape of the local stack (tests/test_local_metrics.py). The
+Amazon CloudWatch Observability add-on (≥ 8.0.0, OTel Container Insights) keeps these names
+("One scrape covers ... Ray Serve metrics (ray_serve_*)": AWS CloudWatch docs, "Collecting
+Ray metrics with OTel Container Insights", container-insights-eks-otel-ray).
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ from dataclasses import dataclass
 
 # HTTP requests the Serve proxies answered (labels route, method, application, status_code).
 REQUESTS = "ray_serve_num_http_requests_total"
+# The application's requests: the proxies' own health route (`/-/healthz`, 503 while a node
+# drains) carries no application label and stays out of rates, errors and latency.
+APPLICATION_REQUESTS = 'application!=""'
 # Requests the proxies answered with an error (labels route, error_code, method, application).
 ERROR_REQUESTS = "ray_serve_num_http_error_requests_total"
 # End-to-end latency at the proxy, a histogram in milliseconds.
 LATENCY_BUCKETS = "ray_serve_http_request_latency_ms_bucket"
-# Requests in flight at each proxy.
-ONGOING_REQUESTS = "ray_serve_num_ongoing_http_requests"
+# Requests in flight at the replicas, as each handle counts them.
+ONGOING_REQUESTS = "ray_serve_num_ongoing_requests_at_replicas"
 # Requests a handle holds back because every replica is busy (the queue in front of them).
 QUEUED_REQUESTS = "ray_serve_deployment_queued_queries"
 # 1 per healthy replica (labels deployment, replica, application).
@@ -65,11 +68,11 @@ class ServeQueries:
 
     def request_rate(self) -> str:
         """Requests per second, all answers."""
-        return f"sum({self._rate(REQUESTS)})"
+        return f"sum({self._rate(REQUESTS, APPLICATION_REQUESTS)})"
 
     def status_rate(self, status_class: str) -> str:
         """Answers per second with a status code of the class, `4` or `5`."""
-        matcher = 'status_code=~"' + status_class + '.."'
+        matcher = f'{APPLICATION_REQUESTS}, status_code=~"{status_class}.."'
         return f"sum({self._rate(REQUESTS, matcher)})"
 
     def error_percent(self, status_class: str) -> str:
@@ -78,11 +81,11 @@ class ServeQueries:
 
     def error_rate(self) -> str:
         """Errored answers per second as the proxies count them."""
-        return f"sum({self._rate(ERROR_REQUESTS)})"
+        return f"sum({self._rate(ERROR_REQUESTS, APPLICATION_REQUESTS)})"
 
     def latency_ms(self, quantile: float) -> str:
         """A quantile of the end-to-end latency at the proxies, milliseconds."""
-        return f"histogram_quantile({quantile}, sum by (le) ({self._rate(LATENCY_BUCKETS)}))"
+        return f"histogram_quantile({quantile}, sum by (le) ({self._rate(LATENCY_BUCKETS, APPLICATION_REQUESTS)}))"
 
     def ongoing_requests(self) -> str:
         return f"sum({self._series(ONGOING_REQUESTS)})"
