@@ -58,7 +58,7 @@ drill: setup system-packages
 	$(BIN)/python -m local.drill $(DRILL_ARGS)
 
 ## The chaos matrix on the running demo: head kills, graceful stops, Redis restarts, worker
-## kills and a head partition, one after the other (MATRIX_ARGS="--head-kills 3" to shorten).
+## kills and a head partition, one after the other (MATRIX_ARGS="--runs head=3" to shorten).
 chaos: setup system-packages
 	$(BIN)/python -m local.drill.matrix $(MATRIX_ARGS)
 

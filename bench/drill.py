@@ -32,9 +32,10 @@ sys.path.insert(0, str(ROOT))
 from local.drill.__main__ import _bounded, run_drill  # noqa: E402
 from local.drill.backends import LocalBackend  # noqa: E402
 from local.drill.matrix import wait_stack_healthy  # noqa: E402
-from local.stack import LocalStack, StackError, running_state  # noqa: E402
-from local.supervisor import temp_dir  # noqa: E402
+from local.stack import LocalStack, running_state  # noqa: E402
+from local.state import StackError  # noqa: E402
 from local.topology import HEAD  # noqa: E402
+from local.units import temp_dir  # noqa: E402
 
 # Ray's C++ logs start "[2026-11-30 10:00:00,123", Serve's "INFO 2026-11-30 10:00:00,123".
 _STAMP = re.compile(r"^(?:\[|[A-Z]+ )?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")

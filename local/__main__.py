@@ -17,15 +17,9 @@ import threading
 import time
 
 from local import cgroups, processes, prometheus
-from local.stack import (
-    HEAD_DASHBOARD,
-    LocalStack,
-    StackError,
-    check_platform,
-    running_state,
-    serve_status_healthy,
-)
-from local.state import REDIS_DIR, REDIS_UNIT, WATCHDOG_STATUS_FILE, WATCHDOG_UNIT, NodeRecord, StackState
+from local.cluster_view import HEAD_DASHBOARD, serve_status_healthy
+from local.stack import LocalStack, check_platform, running_state
+from local.state import REDIS_DIR, REDIS_UNIT, WATCHDOG_STATUS_FILE, WATCHDOG_UNIT, NodeRecord, StackError, StackState
 from local.topology import (
     API_URL,
     DASHBOARD_PORT,

@@ -11,7 +11,6 @@ the Redis password, the Ray token, Redis's AOF and the Ray session directories.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -26,9 +25,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from local import cgroups, netns, processes, prometheus
+from local.cluster_view import ClusterView
+from local.fault_actions import FaultActions
 from local.redis_client import ping
 from local.state import (
     HOLD_DIR,
@@ -36,46 +36,33 @@ from local.state import (
     NODE_DIR,
     REDIS_CONFIG,
     REDIS_DIR,
-    REDIS_UNIT,
     SERVE_CONFIG_FILE,
     STATE_FILE,
-    WATCHDOG_UNIT,
     NodeRecord,
+    StackError,
     StackState,
     StateDirError,
-    hold,
     private_state_dir,
-    release,
     unit_names,
 )
 from local.topology import (
     API_PORT,
     BRIDGE_IP,
-    DASHBOARD_PORT,
     GRADIO_PORT,
     GRADIO_URL,
-    HEAD,
     NODES,
     PROMETHEUS_URL,
     REDIS_PORT,
     SERVE_PORT,
     STATE_DIR,
     WORKERS,
-    RayNode,
 )
-from ray_serve_ha.charts import ray_env, worker_readiness
-from ray_serve_ha.charts.constants import SERVE_PROXY_HEALTH_PATH
-from ray_serve_ha.charts.serve_config import APP_NAME, LlmServing, serve_config, tiny_model_serving
+from ray_serve_ha.charts.serve_config import serve_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_APP_DIR = ROOT / "images" / "ray-serve"
 GRADIO_APP_DIR = ROOT / "images" / "gradio"
 # The dashboard as seen from inside the head's namespace (its port is closed to the rest).
-HEAD_DASHBOARD = f"http://127.0.0.1:{DASHBOARD_PORT}"
-
-
-class StackError(RuntimeError):
-    """The local stack cannot do what was asked; the message says why and what to do."""
 
 
 Progress = Callable[[str], None]
@@ -114,7 +101,7 @@ def running_state() -> StackState | None:
     return None
 
 
-class LocalStack:
+class LocalStack(ClusterView, FaultActions):
     def __init__(self, state: StackState):
         self.state = state
 
@@ -257,247 +244,6 @@ class LocalStack:
         )
         _wait_for_http(GRADIO_URL, timeout=90, what="the Gradio UI")
 
-    # ---- talking to the cluster (from inside the head's namespace, with the token) -------
-
-    @property
-    def model_dir(self) -> Path:
-        return STATE_DIR / "model"
-
-    @property
-    def serving(self) -> LlmServing:
-        return tiny_model_serving(str(self.model_dir))
-
-    def auth_header(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.state.auth_token_path.read_text().strip()}"}
-
-    def dashboard(self, method: str, path: str, body: Any = None, *, timeout: float = 5, retry_s: float = 0) -> Any:
-        """A call to the head's dashboard API, made from inside the head's namespace (its
-        ports are closed to the main namespace) with the cluster's token."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            f"{HEAD_DASHBOARD}{path}", data=data, method=method,
-            headers={"Content-Type": "application/json", **self.auth_header()},
-        )
-
-        def call() -> Any:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                raw = response.read()
-            return json.loads(raw) if raw.strip() else None
-
-        deadline = time.monotonic() + retry_s
-        while True:
-            try:
-                return netns.run_in(HEAD.namespace, call, timeout=timeout + 5)
-            except (OSError, ValueError, TimeoutError) as error:
-                if time.monotonic() >= deadline:
-                    raise StackError(f"the Ray dashboard did not answer {method} {path}: {error}") from None
-                time.sleep(0.5)
-
-    def in_head(self, call: Callable[[], Any], timeout: float = 60) -> Any:
-        """Runs `call` inside the head's namespace (e.g. a Ray job submission client)."""
-        return netns.run_in(HEAD.namespace, call, timeout=timeout)
-
-    def alive_worker_count(self) -> int:
-        try:
-            summary = self.dashboard("GET", "/nodes?view=summary")["data"]["summary"]
-        except (StackError, KeyError, TypeError):
-            return 0
-        return sum(
-            1 for node in summary
-            if node.get("raylet", {}).get("state") == "ALIVE" and not node.get("raylet", {}).get("isHeadNode")
-        )
-
-    def gcs_reachable(self) -> bool:
-        def call() -> bool:
-            url = f"{HEAD_DASHBOARD}{ray_env.GCS_HEALTH_PATH}"
-            with urllib.request.urlopen(url, timeout=3) as response:
-                return b"success" in response.read()
-
-        try:
-            return bool(netns.run_in(HEAD.namespace, call, timeout=8))
-        except (OSError, TimeoutError):
-            return False
-
-    def serve_status(self) -> dict[str, Any] | None:
-        """The Serve application's status from the head's dashboard, None while unreachable."""
-        try:
-            status: dict[str, Any] | None = self.dashboard(
-                "GET", "/api/serve/applications/", timeout=3)["applications"].get(APP_NAME)
-            return status
-        except (StackError, KeyError, TypeError, AttributeError):
-            return None
-
-    @staticmethod
-    def proxy_health(node: RayNode) -> tuple[bool, str]:
-        """A worker's Serve proxy as the serve Service's readiness probe and a load balancer's
-        health check see it: its health route answers 200. Serve can count a restarted
-        worker's replica RUNNING before the proxy on that node listens (or while Serve restarts
-        a proxy it found unhealthy); no request reaches that node until it answers."""
-        url = f"{node.proxy_url}{SERVE_PROXY_HEALTH_PATH}"
-        try:
-            with urllib.request.urlopen(url, timeout=worker_readiness.HTTP_TIMEOUT_SECONDS) as response:
-                return response.status == 200, f"{SERVE_PROXY_HEALTH_PATH} {response.status}"
-        except urllib.error.HTTPError as error:
-            return False, f"{SERVE_PROXY_HEALTH_PATH} {error.code}"
-        except OSError as error:
-            return False, f"{SERVE_PROXY_HEALTH_PATH} no answer ({getattr(error, 'reason', error)})"
-
-    def proxies_down(self) -> list[str]:
-        """The workers whose Serve proxy does not answer its health route."""
-        return [worker.name for worker in WORKERS if not self.proxy_health(worker)[0]]
-
-    def serve_healthy(self) -> bool:
-        """The application healthy with every replica it targets, and every worker's proxy
-        answering (what makes each worker a ready endpoint of the serve Service)."""
-        return serve_status_healthy(self.serve_status()) and not self.proxies_down()
-
-    def wait_serve_healthy(self, timeout: float) -> float:
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            status = self.serve_status()
-            if serve_status_healthy(status) and not self.proxies_down():
-                return time.monotonic() - started
-            if status is not None and status.get("status") == "DEPLOY_FAILED":
-                raise StackError(f"the Serve application failed to deploy: {status.get('message', '')[-2000:]}")
-            time.sleep(0.5)
-        down = self.proxies_down()
-        why = f" (the Serve proxy of {', '.join(down)} does not answer)" if down else ""
-        raise StackError(f"Serve did not become healthy within {timeout:.0f} s{why}; see {LOG_DIR}")
-
-    # ---- what the drill uses: the supervisor's records, holds, faults ----------------------
-
-    @staticmethod
-    def node_record(node: RayNode) -> NodeRecord | None:
-        return NodeRecord.load(node.name)
-
-    @staticmethod
-    def record(unit: str) -> NodeRecord | None:
-        """The supervisor's record of a unit: a node's name, "redis" or "serve-watchdog"."""
-        return NodeRecord.load(unit)
-
-    @staticmethod
-    def hold(unit: str) -> None:
-        """Keeps the supervisor from restarting `unit` until `release` (a drill's outage)."""
-        hold(unit)
-
-    @staticmethod
-    def release(unit: str) -> None:
-        release(unit)
-
-    def kill_node(self, node: RayNode) -> None:
-        """SIGKILL every process of the node (a crashed pod); it stays down while held."""
-        self.hold(node.name)
-        processes.kill_namespace(node.namespace)
-
-    def terminate_node(self, node: RayNode, grace: float) -> None:
-        """SIGTERM every process, SIGKILL after `grace`; it stays down while held."""
-        self.hold(node.name)
-        processes.terminate_namespace(node.namespace, grace)
-
-    def drain_node(self, node: RayNode, grace: float) -> float:
-        """A deleted pod with a grace period, as node expiry, consolidation and a spot
-        interruption delete one: SIGTERM to the pod's main process only (`ray start --block`,
-        which marks its node draining in the GCS and waits for it to drain), SIGKILL of
-        whatever is left after `grace`. The node stays down while held (no endpoint of the
-        API port meanwhile, as a terminating pod leaves the Service's endpoints). Returns how
-        long the node took to exit."""
-        record = self.node_record(node)
-        if record is None or not record.pid or not processes.alive(record.pid):
-            raise StackError(f"{node.name} is not running: nothing to drain")
-        self.hold(node.name)
-        started = time.monotonic()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(record.pid, signal.SIGTERM)
-        processes.wait_gone([record.pid], grace)
-        took = time.monotonic() - started
-        processes.kill_namespace(node.namespace)
-        return took
-
-    def wait_restarted(self, node: RayNode | str, after_generation: int, timeout: float = 30) -> NodeRecord:
-        """Waits until the supervisor has started the unit again; returns its record."""
-        name = node if isinstance(node, str) else node.name
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            record = self.record(name)
-            if record and record.generation > after_generation and record.started_at is not None:
-                return record
-            time.sleep(0.1)
-        raise StackError(f"the supervisor did not restart {name} within {timeout:.0f} s; see {LOG_DIR}")
-
-    def _redis_pid(self) -> int:
-        if not self.state.fault_tolerance:
-            raise StackError("this stack runs without Redis (--no-ft): there is no Redis to fault")
-        record = self.record(REDIS_UNIT)
-        if record is None or not record.pid or not processes.alive(record.pid):
-            raise StackError(f"Redis is not running (supervisor record: {record.state if record else 'none'})")
-        return record.pid
-
-    def stop_redis(self) -> None:
-        """Stops Redis cleanly and keeps it down (held) until `release("redis")`."""
-        pid = self._redis_pid()
-        self.hold(REDIS_UNIT)
-        processes.terminate(pid, grace=10)
-
-    def kill_redis(self) -> None:
-        """SIGKILL (a crash): nothing holds it, the supervisor restarts it from its AOF."""
-        pid = self._redis_pid()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-    def freeze_redis(self) -> int:
-        """SIGSTOP: Redis keeps its port and connections and answers nothing. Returns the PID
-        to `thaw` (the supervisor may have replaced a frozen Redis by then)."""
-        pid = self._redis_pid()
-        os.kill(pid, signal.SIGSTOP)
-        return pid
-
-    @staticmethod
-    def thaw(pid: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
-
-    @staticmethod
-    def ray_processes(node: RayNode, title: str) -> list[int]:
-        """PIDs in the node's namespace whose process title (Ray sets it per actor) starts
-        with `title`."""
-        found = []
-        for pid in processes.namespace_pids(node.namespace):
-            try:
-                name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            except OSError:
-                continue
-            if name.startswith(title):
-                found.append(pid)
-        return found
-
-    def kill_ray_process(self, node: RayNode, title: str) -> int:
-        """SIGKILL one Ray actor's worker process (Serve's controller, a replica)."""
-        pids = self.ray_processes(node, title)
-        if not pids:
-            raise StackError(f"no process titled {title!r} in {node.name}")
-        os.kill(pids[0], signal.SIGKILL)
-        return pids[0]
-
-    def pause_watchdog(self) -> None:
-        """Stops the Serve watchdog and keeps it stopped until `resume_watchdog`."""
-        self.hold(WATCHDOG_UNIT)
-        record = self.record(WATCHDOG_UNIT)
-        if record and record.pid:
-            processes.terminate(record.pid, grace=5)
-
-    def resume_watchdog(self) -> None:
-        self.release(WATCHDOG_UNIT)
-
-    @staticmethod
-    def partition(node: RayNode) -> None:
-        """Cuts the node off the bridge (its link down on the bridge side): its processes
-        run on, nothing reaches them and they reach nothing."""
-        netns.set_link(node, up=False)
-
-    @staticmethod
-    def heal(node: RayNode) -> None:
-        netns.set_link(node, up=True)
-
     # ---- teardown ---------------------------------------------------------------------
 
     def down(self) -> None:
@@ -536,20 +282,6 @@ class LocalStack:
         netns.destroy()
         for folder in (STATE_DIR / "ray", HOLD_DIR, NODE_DIR):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def serve_status_healthy(status: dict[str, Any] | None) -> bool:
-    """RUNNING, every deployment HEALTHY with as many RUNNING replicas as it targets (a
-    lost replica not yet replaced is not healthy, whatever the status word says)."""
-    if not status or status.get("status") != "RUNNING":
-        return False
-    deployments = list(status.get("deployments", {}).values())
-
-    def full(deployment: dict[str, Any]) -> bool:
-        running = sum(1 for r in deployment.get("replicas", []) if r.get("state") == "RUNNING")
-        return deployment.get("status") == "HEALTHY" and running >= deployment.get("target_num_replicas", 1)
-
-    return bool(deployments) and all(full(d) for d in deployments)
 
 
 def _run_python(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -39,6 +39,10 @@ class StateDirError(RuntimeError):
     """The state directory cannot be used; the message says why and what to do."""
 
 
+class StackError(RuntimeError):
+    """The local stack cannot do what was asked; the message says why and what to do."""
+
+
 def private_state_dir() -> None:
     """The state directory, root's alone (it may exist from an earlier run, or be a
     world-writable /tmp path someone else created: then it is refused)."""

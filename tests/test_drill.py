@@ -71,6 +71,13 @@ def test_too_many_failures_and_restarted_bystanders_fail_the_drill():
         "FAILED: 1 requests failed (--max-failed 0); nodes the fault did not touch were restarted: ['worker-2']")
 
 
+def test_one_lost_request_fails_the_drill_unless_told_otherwise():
+    from local.drill.__main__ import _parser
+
+    assert _parser().parse_args([]).max_failed == 0
+    assert _parser().parse_args(["--max-failed", "3"]).max_failed == 3
+
+
 def test_a_drill_that_never_recovers_says_so():
     report = build_report(
         [Sample(1.0, 0.01, True, "client-1"), Sample(15.0, 0.01, False, "client-1", "ConnectError")],

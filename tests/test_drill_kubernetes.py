@@ -12,7 +12,8 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from local.drill.__main__ import run_drill
-from local.drill.backends import DrillError, KubernetesBackend
+from local.drill.backends import DrillError
+from local.drill.kube_backend import KubernetesBackend
 from tests.fakes.drill_cluster import FakeCluster, api_handler
 
 
@@ -168,7 +169,7 @@ def test_cli_fails_when_serve_is_not_healthy_within_the_recovery_timeout(fake_cl
     code = main(["--backend", "kubernetes", "--url", url, "--kubeconfig", kubeconfig, "--clients", "1",
                  "--before", "0.2", "--after", "0", "--recovery-timeout", "1.5", "--outage", "0",
                  "--out", str(tmp_path)])
-    assert code == 1  # whatever --max-failed says (none given here)
+    assert code == 1  # whatever the requests did
     assert "FAILED: Serve was not healthy again within --recovery-timeout 1.5 s" in capsys.readouterr().err
     report = json.loads((tmp_path / "drill-kubernetes-head.json").read_text())
     assert report["fault_to_healthy_s"] is None

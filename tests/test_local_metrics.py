@@ -27,8 +27,8 @@ from local.drill.plot import plot_timeline
 from local.drill.stats import Timeline, build_report
 from local.netns import firewall_rules
 from local.stack import LocalStack, running_state
-from local.supervisor import NodeSettings, node_command
 from local.topology import BRIDGE_IP, METRICS_PORT, NODES, PROMETHEUS_URL
+from local.units import NodeSettings, node_command
 from ray_serve_ha.charts import constants
 from ray_serve_ha.charts.serve_metrics import (
     APPLICATION_STATUS,

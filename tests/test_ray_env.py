@@ -7,8 +7,9 @@ from __future__ import annotations
 import cdk8s
 import pytest
 
-from local.supervisor import NodeSettings, backoff_s, node_command, pod_env
+from local.supervisor import backoff_s
 from local.topology import HEAD, WORKERS
+from local.units import NodeSettings, node_command, pod_env
 from ray_serve_ha.charts import ray_env
 from ray_serve_ha.charts.profiles import eks_rayservice_inputs
 from ray_serve_ha.charts.rayservice import RayServiceChart

@@ -18,13 +18,11 @@ SEARCH_ROOTS = [
     ROOT, ROOT / "images" / "ray-serve", ROOT / "images" / "gradio", ROOT / "batch",
     *sorted(p for p in (ROOT / "lambda").iterdir() if p.is_dir()),
 ]
-# Left out for now, to be restructured on its own; delete this line to hold it to both rules.
-EXCLUDED = ("local/",)
 
 
 def project_files() -> list[Path]:
     tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True)
-    return [ROOT / name for name in tracked.stdout.split() if not name.startswith(EXCLUDED) and (ROOT / name).is_file()]
+    return [ROOT / name for name in tracked.stdout.split() if (ROOT / name).is_file()]
 
 
 def module_file(name: str, roots: list[Path]) -> Path | None:

@@ -6,6 +6,7 @@ table every drill reads. The running stack is in tests/test_local_stack.py."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,8 +18,8 @@ from local import cgroups
 from local.faults import FAULT_KINDS, FAULT_NAMES, FAULTS, KUBERNETES_FAULTS
 from local.redis_client import RedisClient, ping
 from local.state import REDIS_UNIT, WATCHDOG_UNIT, StackState, unit_names
-from local.supervisor import pod_cpu_request_milli
 from local.topology import HEAD, NODES, WORKERS
+from local.units import pod_cpu_request_milli
 from ray_serve_ha.charts.ray_pods import KIND_HEAD_RESOURCES, KIND_WORKER_RESOURCES, SERVE_WATCHDOG_RESOURCES
 
 # ---- CPU weights, as the kubelet sets them -------------------------------------------------
@@ -139,3 +140,19 @@ def test_every_fault_kind_is_implemented_and_described():
 
 def test_state_knows_every_supervised_unit():
     assert unit_names() == ["redis", "head", "worker-1", "worker-2", "serve-watchdog"]
+
+
+def test_the_chaos_matrix_plan_comes_from_the_fault_table():
+    import argparse
+
+    from local.drill.matrix import matrix_plan
+    from local.faults import MATRIX
+
+    assert MATRIX == (("head", 10), ("head-graceful", 3), ("redis", 3), ("worker", 2), ("worker-drain", 2),
+                      ("partition", 1))
+    assert FAULTS["partition"].matrix_outage_s == 30.0
+    assert matrix_plan("worker-drain=3, head=0") == [("worker-drain", 3), ("head", 0)]
+    for bad, says in (("drain=1", "unknown fault kind 'drain'"), ("head=x", "head=N with N from 0 to 100"),
+                      ("head=101", "head=N with N from 0 to 100"), ("head", "head=N")):
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(says)):
+            matrix_plan(bad)

@@ -8,9 +8,9 @@ healthy again, report what the clients saw.
     python -m local.drill --no-ft                  # the same without Redis: expect failures
     python -m local.drill --backend kubernetes --url http://127.0.0.1:8000   # via port-forward
 
-Exit status: 0 when Serve was healthy again within --recovery-timeout (and no more than
---max-failed requests failed, and no untouched node was restarted); 1 otherwise; 2 for bad
-arguments, checked before any traffic or fault.
+Exit status: 0 when Serve was healthy again within --recovery-timeout, no more than
+--max-failed requests failed (default 0: nothing may be lost) and no untouched node was
+restarted; 1 otherwise; 2 for bad arguments, checked before any traffic or fault.
 """
 
 from __future__ import annotations
@@ -33,14 +33,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from local.drill import server_series
-from local.drill.backends import (
-    Backend,
-    Clock,
-    DrillError,
-    KubernetesBackend,
-    LocalBackend,
-    kubernetes_fault_refusal,
-)
+from local.drill.backends import Backend, Clock, DrillError, LocalBackend
+from local.drill.kube_backend import KubernetesBackend, kubernetes_fault_refusal
 from local.drill.load import LoadGenerator, LoadSpec, Sample
 from local.drill.plot import plot_timeline
 from local.drill.stats import DrillReport, Timeline, build_report, format_table
@@ -255,8 +249,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--prometheus", default=PROMETHEUS_URL,
                         help="a Prometheus that scrapes the Ray nodes (the local demo's; kubernetes: a port-forward "
                              "to one), for Serve's server-side series beside the client's")
-    parser.add_argument("--max-failed", type=_bounded(0, 10**9, int), default=None,
-                        help="exit 1 if more requests than this failed (the pipeline's gate uses 0)")
+    parser.add_argument("--max-failed", type=_bounded(0, 10**9, int), default=0,
+                        help="exit 1 if more requests than this failed: by default one lost request fails the drill")
     return parser
 
 
@@ -333,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as error:  # the local stack's own errors carry their message
         if args.backend == "local":  # local.stack is not in the drill's CodeBuild asset
-            from local.stack import StackError
+            from local.state import StackError
 
             if isinstance(error, StackError):
                 print(f"error: {error}", file=sys.stderr)

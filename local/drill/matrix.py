@@ -1,18 +1,18 @@
 """`python -m local.drill.matrix`: the chaos matrix, on ONE running local stack, in sequence:
-head SIGKILLs, graceful head stops, Redis restarts, worker-node SIGKILLs, graceful worker
-drains (SIGTERM with notice, streams in flight), and a network partition of the head (its
-link down). Traffic flows through the API port (both workers'
-proxies, as through the serve Service) during every fault; after each fault the stack must
-be healthy again (every node live, Serve healthy) before the next one.
+each fault kind the fault table (`local.faults`) gives matrix runs, as many times as it says
+(head SIGKILLs, graceful head stops, Redis restarts, worker-node SIGKILLs, graceful worker
+drains with streams in flight, a network partition of the head). Traffic flows through the
+API port (both workers' proxies, as through the serve Service) during every fault; after each
+fault the stack must be healthy again (every node live, Serve healthy) before the next one.
 
 Prints a table per fault kind (runs, requests, failed, retried, p99 during the fault, time
 to Serve healthy median and max, head recoveries that needed a second start, nodes
 restarted that the fault did not touch, stuck recoveries) and writes it as JSON and
 Markdown. Exit 0 only with 0 failed requests, 0 stuck recoveries and 0 untouched nodes
-restarted.
+restarted. A failed request's error is counted in the row's `errors`.
 
     python -m local.drill.matrix           # 10 head, 3 graceful, 3 redis, 2 worker, 2 drain, 1 partition
-    python -m local.drill.matrix --head-kills 2 --head-graceful 1 --redis 1 --worker-kills 1 --worker-drains 1
+    python -m local.drill.matrix --runs head=2,head-graceful=1,redis=1,worker=1,worker-drain=1
 """
 
 from __future__ import annotations
@@ -30,13 +30,11 @@ from typing import TYPE_CHECKING
 from local.drill.__main__ import Progress, _bounded, _check_out, _HelpWithDefaults, default_grace, run_drill
 from local.drill.backends import LocalBackend
 from local.drill.stats import percentile
+from local.faults import FAULTS, MATRIX
 
 if TYPE_CHECKING:
     from local.stack import LocalStack
 
-# How long each kind's outage lasts: the partition is the matrix's 30 s cut; the others are
-# crashes that the supervisor (the kubelet) answers after the drill's --outage.
-KINDS = ("head", "head-graceful", "redis", "worker", "worker-drain", "partition")
 
 
 @dataclass
@@ -53,6 +51,7 @@ class KindResult:
     second_starts: int = 0
     untouched_restarts: int = 0
     stuck: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
 
     def row(self) -> dict[str, object]:
         healthy = self.to_healthy_s
@@ -69,6 +68,7 @@ class KindResult:
             "head_second_starts": self.second_starts,
             "untouched_nodes_restarted": self.untouched_restarts,
             "stuck": self.stuck,
+            "errors": self.errors,
         }
 
 
@@ -114,7 +114,7 @@ def wait_stack_healthy(stack: LocalStack, timeout_s: float) -> bool:
     return False
 
 
-def run_matrix(stack: LocalStack, plan: list[tuple[str, int]], *, clients: int, outage_s: float, partition_s: float,
+def run_matrix(stack: LocalStack, plan: list[tuple[str, int]], *, clients: int, outage_s: float,
                before_s: float, after_s: float, recovery_timeout_s: float,
                progress: Progress = print) -> list[KindResult]:
     results = []
@@ -129,7 +129,7 @@ def run_matrix(stack: LocalStack, plan: list[tuple[str, int]], *, clients: int, 
             backend = LocalBackend(stack)
             report, samples = asyncio.run(run_drill(
                 backend, fault=fault, clients=clients, before_s=before_s,
-                outage_s=partition_s if fault == "partition" else outage_s,
+                outage_s=FAULTS[fault].matrix_outage_s or outage_s,
                 grace_s=default_grace(fault) if fault == "worker-drain" else 5, after_s=after_s,
                 recovery_timeout_s=recovery_timeout_s, progress=lambda *a, **k: None,
             ))
@@ -137,6 +137,8 @@ def run_matrix(stack: LocalStack, plan: list[tuple[str, int]], *, clients: int, 
             result.requests += report.total.requests
             result.failed += report.total.failed
             result.retried += report.total.retried
+            for error, count in report.errors.items():
+                result.errors[error] = result.errors.get(error, 0) + count
             result.streams_in_flight += report.streams.get("in_flight_at_fault", 0)
             timeline = report.timeline
             result.during_latencies_ms += [
@@ -161,20 +163,28 @@ def run_matrix(stack: LocalStack, plan: list[tuple[str, int]], *, clients: int, 
     return results
 
 
+def matrix_plan(text: str) -> list[tuple[str, int]]:
+    """`--runs head=2,worker-drain=1`: fault kinds of the table, each with a count 0–100."""
+    plan = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        kind, _, count = item.partition("=")
+        if kind not in FAULTS:
+            raise argparse.ArgumentTypeError(f"unknown fault kind {kind!r} (known: {', '.join(FAULTS)})")
+        if not count.strip().isdigit() or int(count) > 100:
+            raise argparse.ArgumentTypeError(f"{item!r}: give the runs as {kind}=N with N from 0 to 100")
+        plan.append((kind, int(count)))
+    return plan
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.drill.matrix", description=__doc__.splitlines()[0],
                                      formatter_class=_HelpWithDefaults)
-    count = _bounded(0, 100, int)
     seconds = _bounded(0, 600)
-    parser.add_argument("--head-kills", type=count, default=10, help="head SIGKILLs")
-    parser.add_argument("--head-graceful", type=count, default=3, help="graceful head stops (SIGTERM, grace 5 s)")
-    parser.add_argument("--redis", type=count, default=3, help="Redis restarts")
-    parser.add_argument("--worker-kills", type=count, default=2, help="worker-node SIGKILLs")
-    parser.add_argument("--worker-drains", type=count, default=2,
-                        help="graceful worker drains (SIGTERM, the pod's grace period, 2 streaming clients)")
-    parser.add_argument("--partitions", type=count, default=1, help="network partitions of the head")
-    parser.add_argument("--partition-s", type=seconds, default=30.0, help="seconds the head's link stays down")
-    parser.add_argument("--outage", type=seconds, default=5.0, help="seconds a killed part stays down")
+    parser.add_argument("--runs", type=matrix_plan, default=list(MATRIX), metavar="KIND=N[,KIND=N...]",
+                        help="the faults to run and how often, in that order (default: the fault table's "
+                        + ",".join(f"{k}={n}" for k, n in MATRIX) + ")")
+    parser.add_argument("--outage", type=seconds, default=5.0,
+                        help="seconds a killed part stays down (the partition: its table entry's 30 s)")
     parser.add_argument("--clients", type=_bounded(1, 64, int), default=4,
                         help="concurrent clients, plus one sequential")
     parser.add_argument("--before", type=seconds, default=3.0, help="seconds of traffic before each fault")
@@ -186,12 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     problem = _check_out(args.out)
     if problem:
         parser.error(problem)
-    plan = [(k, n) for k, n in zip(KINDS, (args.head_kills, args.head_graceful, args.redis, args.worker_kills,
-                                           args.worker_drains, args.partitions), strict=True) if n]
+    plan = [(k, n) for k, n in args.runs if n]
     if not plan:
         parser.error("nothing to run: every fault count is 0")
 
-    from local.stack import LocalStack, StackError, running_state
+    from local.stack import LocalStack, running_state
+    from local.state import StackError
 
     state = running_state()
     if state is None:
@@ -203,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         results = run_matrix(LocalStack(state), plan, clients=args.clients, outage_s=args.outage,
-                             partition_s=args.partition_s, before_s=args.before, after_s=args.after,
+                             before_s=args.before, after_s=args.after,
                              recovery_timeout_s=args.recovery_timeout)
     except StackError as error:
         print(f"error: {error}", file=sys.stderr)
