@@ -152,6 +152,8 @@ class ServingStack(cdk.Stack):
             server_error_percent=settings.operations.serve_error_alarm_percent,
             latency_p99_ms=settings.operations.serve_latency_alarm_ms,
         ))
+        # Created once the RayService is Ready: the not-Ready alarm would fire during a first deploy.
+        self.serve_alarms.node.add_dependency(self.readiness.resource)
         self.dashboard = serving_dashboard(
             self,
             "Dashboard",

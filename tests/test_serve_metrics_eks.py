@@ -118,6 +118,14 @@ def test_every_serve_alarm_notifies_the_alarm_topic(default_system, promql_alarm
         assert alarm["AlarmActions"] == [{"Ref": topic_id}] and alarm["OKActions"] == [{"Ref": topic_id}]
 
 
+def test_the_serve_alarms_are_created_once_the_rayservice_is_ready(default_system, promql_alarms):
+    # Before that, no Serve controller reports: the not-Ready alarm would fire during a first deploy.
+    serving = default_system.serving.to_json()["Resources"]
+    (gate_id,) = [k for k, r in serving.items() if r["Type"] == "Custom::RayServiceReady"]
+    for logical_id in promql_alarms:
+        assert gate_id in serving[logical_id]["DependsOn"]
+
+
 def test_cloudwatch_may_publish_each_serve_alarm_and_no_other(deployment):
     serving = stack(deployment, "serving")
     topic_id, _ = only(deployment, "serving", "AWS::SNS::Topic")
