@@ -19,7 +19,16 @@ import time
 from local import cgroups, processes, prometheus
 from local.cluster_view import HEAD_DASHBOARD, serve_status_healthy
 from local.stack import LocalStack, check_platform, running_state
-from local.state import REDIS_DIR, REDIS_UNIT, WATCHDOG_STATUS_FILE, WATCHDOG_UNIT, NodeRecord, StackError, StackState
+from local.state import (
+    REDIS_DIR,
+    REDIS_UNIT,
+    WATCHDOG_STATUS_FILE,
+    WATCHDOG_UNIT,
+    NodeRecord,
+    StackError,
+    StackState,
+    held,
+)
 from local.topology import (
     API_URL,
     DASHBOARD_PORT,
@@ -135,6 +144,11 @@ def _unit_line(record: NodeRecord | None) -> tuple[bool, str]:
     state = record.state
     if state == "backoff":
         state += f" (next start in {max(0.0, record.next_start_at - time.monotonic()):.1f} s)"
+    if not alive and state == "live":
+        # Between its exit and the supervisor's next look, the record still says live.
+        state = "exited, not yet seen by the supervisor"
+    if held(record.name) and record.state != "held":
+        state += ", held (kept down until the drill releases it)"
     text = (f"process {'alive' if alive else 'NOT running'} (pid {record.pid}), {state}, "
             f"generation {record.generation}; {probe}")
     if record.last_exit:

@@ -17,7 +17,7 @@ import pytest
 from local import cgroups
 from local.faults import FAULT_KINDS, FAULT_NAMES, FAULTS, KUBERNETES_FAULTS
 from local.redis_client import RedisClient, ping
-from local.state import REDIS_UNIT, WATCHDOG_UNIT, StackState, unit_names
+from local.state import REDIS_UNIT, WATCHDOG_UNIT, NodeRecord, StackState, unit_names
 from local.topology import HEAD, NODES, WORKERS
 from local.units import pod_cpu_request_milli
 from ray_serve_ha.charts.ray_pods import KIND_HEAD_RESOURCES, KIND_WORKER_RESOURCES, SERVE_WATCHDOG_RESOURCES
@@ -156,3 +156,20 @@ def test_the_chaos_matrix_plan_comes_from_the_fault_table():
                       ("head=101", "head=N with N from 0 to 100"), ("head", "head=N")):
         with pytest.raises(argparse.ArgumentTypeError, match=re.escape(says)):
             matrix_plan(bad)
+
+
+def test_status_says_a_unit_exited_and_is_held_before_the_supervisor_has_seen_it(monkeypatch):
+    """Right after a drill kills and holds a node, its record still says live: status tells
+    what is true (its process is gone, a hold keeps it down), not the stale record."""
+    import local.__main__ as cli
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    monkeypatch.setattr(cli, "held", lambda name: name == "worker-2")
+    record = NodeRecord("worker-2", pid=gone.pid, generation=1, state="live", probe_ok=True, probe_detail="success")
+    ok, text = cli._unit_line(record)
+    assert not ok
+    assert text.startswith("process NOT running (pid ")
+    assert "exited, not yet seen by the supervisor, held (kept down until the drill releases it)" in text
+    record.state = "held"
+    assert "), held, generation 1" in cli._unit_line(record)[1]
