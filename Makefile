@@ -1,7 +1,7 @@
 # Reproducible set-up and the project's commands. Everything installs into the project:
 # a Python venv (.venv, with Node 24 from PyPI), the pinned CDK CLI and the pipeline's asset
 # publisher as `cdk-assets` (node_modules, from tools/asset-publisher); the
-# local stack and the UI test also need Debian's redis-server, iproute2, nftables and chromium.
+# local stack and the UI test also need Debian's redis-server, iproute2, nftables, prometheus and chromium.
 # Targets are quick when nothing changed (stamp files track the inputs).
 
 PYTHON ?= python3
@@ -37,6 +37,7 @@ system-packages:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v nft >/dev/null || missing="$$missing nftables"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from local import cgroups, processes
+from local import cgroups, processes, prometheus
 from local.api_keys import CONSUMERS, USER, ApiKeyError, key_of
 from local.cluster_view import HEAD_DASHBOARD, serve_status_healthy
 from local.stack import LocalStack, check_platform, running_state
@@ -37,6 +37,7 @@ from local.topology import (
     GRADIO_URL,
     HEAD,
     NODES,
+    PROMETHEUS_URL,
     STATE_DIR,
     WORKERS,
 )
@@ -57,6 +58,7 @@ def _up(args: argparse.Namespace) -> int:
         f"  Ray dashboard     port {DASHBOARD_PORT} inside namespace {HEAD.namespace}"
         f" (token: {stack.state.auth_token_path})\n"
         f"  Worker proxies    {', '.join(w.proxy_url for w in WORKERS)}\n"
+        f"  Prometheus        {PROMETHEUS_URL}  (every Ray node's metrics; Serve's are ray_serve_*)\n"
         f"  Logs              {STATE_DIR / 'logs'}\n"
         "Run the HA drill in another terminal: `make drill`. Ctrl-C here (or `make demo-down`) stops everything."
     )
@@ -123,8 +125,17 @@ def _status(_: argparse.Namespace) -> int:
     proxies = {worker.name: stack.proxy_health(worker) for worker in WORKERS}
     line("proxies", all(ok for ok, _ in proxies.values()),
          ", ".join(f"{name} {detail}" for name, (_, detail) in proxies.items()))
+    line("prometheus", *_prometheus_line())
     print("healthy" if not problems else f"NOT healthy: {', '.join(problems)}")
     return 0 if not problems else 1
+
+
+def _prometheus_line() -> tuple[bool, str]:
+    if not prometheus.ready():
+        return False, f"{PROMETHEUS_URL} does not answer"
+    health = prometheus.targets()
+    up = sorted(t for t, h in health.items() if h == "up")
+    return len(up) == len(NODES), f"{PROMETHEUS_URL}: {len(up)} of {len(NODES)} Ray nodes scraped"
 
 
 def _unit_line(record: NodeRecord | None) -> tuple[bool, str]:

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from local.topology import BRIDGE, BRIDGE_IP, NODES, SERVE_PORT, SUBNET, RayNode
+from local.topology import BRIDGE, BRIDGE_IP, METRICS_PORT, NODES, SERVE_PORT, SUBNET, RayNode
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -51,11 +51,13 @@ def _add_node(node: RayNode, prefix: int) -> None:
 
 def firewall_rules(node: RayNode) -> str:
     """What the main namespace may open in a node's namespace: the workers' Serve proxies
-    (the API forwarder, like the serve Service) and nothing else; the dashboard, the GCS and
+    (the API forwarder, like the serve Service) and every node's metrics export port (the
+    demo's Prometheus, as the CloudWatch agent scrapes each pod), nothing else; the dashboard, the GCS and
     the raylets stay closed to the machine's other users, as Ray's ports are closed to the
     rest of a Kubernetes cluster. Replies to what the node opened (Redis) pass, and the
     nodes reach each other freely."""
     serve = f"        ip saddr {BRIDGE_IP} tcp dport {SERVE_PORT} accept\n" if not node.head else ""
+    serve += f"        ip saddr {BRIDGE_IP} tcp dport {METRICS_PORT} accept\n"
     return (
         "table inet rsha {\n"
         "    chain input {\n"

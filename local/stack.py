@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from local import cgroups, netns, processes
+from local import cgroups, netns, processes, prometheus
 from local.api_keys import CHAT_UI, ensure_keys, key_of
 from local.cluster_view import ClusterView
 from local.fault_actions import FaultActions
@@ -52,6 +52,7 @@ from local.topology import (
     GRADIO_PORT,
     GRADIO_URL,
     NODES,
+    PROMETHEUS_URL,
     REDIS_PORT,
     SERVE_PORT,
     STATE_DIR,
@@ -131,6 +132,7 @@ class LocalStack(ClusterView, FaultActions):
             ("Ray head (num-cpus 0) and workers, supervised", stack._start_nodes),
             ("Serve application (2 replicas)", stack._deploy),
             ("API on loopback", stack._start_forwarder),
+            (f"Prometheus on {PROMETHEUS_URL}, scraping every Ray node", stack._start_prometheus),
         ]
         if ui:
             steps.append(("Gradio UI", stack._start_gradio))
@@ -223,6 +225,12 @@ class LocalStack(ClusterView, FaultActions):
         )
         _wait_for_port("127.0.0.1", API_PORT, timeout=15, what="the API forwarder")
 
+    def _start_prometheus(self) -> None:
+        try:
+            self.state.prometheus_pid = prometheus.start()
+        except prometheus.PrometheusError as error:
+            raise StackError(str(error)) from None
+
     def _start_gradio(self) -> None:
         self.state.gradio_pid = processes.spawn(
             [sys.executable, "-m", "chat_ui"],
@@ -249,7 +257,8 @@ class LocalStack(ClusterView, FaultActions):
             if processes.wait_gone([owner], 90):
                 return
         # The supervisor stops the units it runs (Redis last); then whatever it left.
-        for pid in (self.state.gradio_pid, self.state.forwarder_pid, self.state.supervisor_pid):
+        for pid in (self.state.gradio_pid, self.state.prometheus_pid, self.state.forwarder_pid,
+                    self.state.supervisor_pid):
             if pid:
                 processes.terminate(pid, grace=60)
         for node in NODES:

@@ -61,6 +61,7 @@ class StackState:
     supervisor_pid: int | None = None
     forwarder_pid: int | None = None
     gradio_pid: int | None = None
+    prometheus_pid: int | None = None
     # The foreground `up` process: `down` from another terminal ends it too.
     owner_pid: int | None = None
     # Identical across head restarts, as KubeRay uses the RayCluster's UID.
@@ -74,7 +75,7 @@ class StackState:
         return STATE_DIR / "ray-auth-token"
 
     def pids(self) -> list[int]:
-        found = [self.supervisor_pid, self.forwarder_pid, self.gradio_pid]
+        found = [self.supervisor_pid, self.forwarder_pid, self.gradio_pid, self.prometheus_pid]
         for name in unit_names():
             record = NodeRecord.load(name)
             if record and record.pid:

@@ -29,6 +29,10 @@ DASHBOARD_PORT = constants.DASHBOARD_PORT
 REDIS_PORT = constants.REDIS_PORT
 API_PORT = constants.SERVE_PORT  # 127.0.0.1: forwards to the workers' proxies, like the serve Service
 GRADIO_PORT = constants.GRADIO_PORT
+METRICS_PORT = constants.METRICS_EXPORT_PORT  # each node's own IP, as each pod's
+# The demo's Prometheus, on loopback: not Prometheus's default 9090, which Debian's packaged
+# service takes on a machine that runs it.
+PROMETHEUS_PORT = 9095
 STATE_DIR = Path(os.environ.get("RAY_SERVE_HA_LOCAL_DIR", "/tmp/ray-serve-ha-local"))
 
 
@@ -66,6 +70,7 @@ GCS_ADDRESS = f"{HEAD.ip}:{GCS_PORT}"
 DASHBOARD_URL = f"http://{HEAD.ip}:{DASHBOARD_PORT}"
 API_URL = f"http://127.0.0.1:{API_PORT}"
 GRADIO_URL = f"http://127.0.0.1:{GRADIO_PORT}"
+PROMETHEUS_URL = f"http://127.0.0.1:{PROMETHEUS_PORT}"
 REDIS_ADDRESS = f"{BRIDGE_IP}:{REDIS_PORT}"
 
 

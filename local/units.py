@@ -21,6 +21,7 @@ from local.topology import (
     DASHBOARD_PORT,
     GCS_ADDRESS,
     GCS_PORT,
+    METRICS_PORT,
     REDIS_ADDRESS,
     REDIS_PORT,
     STATE_DIR,
@@ -108,7 +109,7 @@ def pod_env(node: RayNode, settings: NodeSettings) -> dict[str, str]:
 
 def node_command(node: RayNode, settings: NodeSettings, generation: int) -> list[str]:
     common = ["--block", "--node-ip-address", node.ip, "--temp-dir", str(temp_dir(node, generation)),
-              "--disable-usage-stats", *AGENT_PORTS]
+              "--disable-usage-stats", *AGENT_PORTS, "--metrics-export-port", str(METRICS_PORT)]
     if node.head:
         command = [
             str(BIN / "ray"), "start", "--head", *common, "--port", str(GCS_PORT),

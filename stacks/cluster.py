@@ -106,6 +106,7 @@ class ClusterStack(cdk.Stack):
         self.node_groups = add_ons.node_groups
         self.kuberay_operator = add_ons.kuberay_operator
         self.external_secrets = add_ons.external_secrets
+        self.observability = add_ons.observability
         self.cluster_autoscaler: ClusterAutoscaler | None = None
         if not capacity.auto_mode:
             # Managed node groups do not follow pending pods: without an autoscaler a

@@ -6,7 +6,9 @@ cluster's version: the kubectl layer follows it) and both capacity modes, as the
 runs them: `auto-mode` (Auto Mode enabled on the cluster; the accelerator NodePool is
 added) and `node-groups` (managed node groups and the device plugin are added; the cluster
 must already run the eks-pod-identity-agent add-on and the autoscaler it scales its node
-groups with: a second Cluster Autoscaler would fight the first, so none is added). Not touched: the cluster's own
+groups with: a second Cluster Autoscaler would fight the first, so none is added). Ray
+Serve's metrics reach CloudWatch where the cluster runs the amazon-cloudwatch-observability
+add-on (≥ 8.0.0, OTel Container Insights) itself: it is not added (a second would fail). Not touched: the cluster's own
 configuration (version, endpoint access, logging, encryption, access entries).
 """
 
@@ -93,11 +95,13 @@ class ExistingClusterStack(cdk.Stack):
         add_ons = ServingAddOns(self, ServingAddOnsProps(
             cluster=self.cluster, capacity=capacity, subnets=ec2.SubnetSelection(subnets=list(subnets)),
             hugging_face_token_secret_name=secrets.hugging_face_token_secret_name, pod_identity_agent=False,
+            cloudwatch_observability=False,
         ))
         self.accelerator_pool = add_ons.accelerator_pool
         self.node_groups = add_ons.node_groups
         self.kuberay_operator = add_ons.kuberay_operator
         self.external_secrets = add_ons.external_secrets
+        self.observability = add_ons.observability
         # The cluster's own autoscaler resizes the added node group (see the module docstring).
         self.cluster_autoscaler: ClusterAutoscaler | None = None
         # Every chart and manifest applied through the provider (all under the imported

@@ -209,6 +209,15 @@ def acknowledge_findings(system: ServingSystem) -> None:
             "(eks:DescribeNodegroup), whose names and ids are generated.",
         )
 
+    observability = system.cluster.observability
+    if observability is not None:
+        _acknowledge(
+            observability.role,
+            _managed_policy("CloudWatchAgentServerPolicy"),
+            "The CloudWatch agent of the amazon-cloudwatch-observability add-on: the managed policy AWS's "
+            "CloudWatch docs prescribe for it, which AWS updates as the agent changes.",
+        )
+
     gcs_store = system.gcs_store
     _acknowledge(
         gcs_store.auth_token,

@@ -13,6 +13,7 @@ from constructs import Construct
 
 from ray_serve_ha.charts.gradio import GRADIO_NAME
 from ray_serve_ha.charts.profiles import EksDeployment
+from ray_serve_ha.charts.serve_metrics import ServeQueries, eks_selector
 from ray_serve_ha.charts.serve_service import serve_service_name
 from ray_serve_ha.constructs.api_keys import ApiKeys
 from ray_serve_ha.constructs.availability import (
@@ -29,6 +30,7 @@ from ray_serve_ha.constructs.helper_access import (
     HelperSecurityGroupProps,
 )
 from ray_serve_ha.constructs.rayservice import FaultTolerantRayService, FaultTolerantRayServiceProps
+from ray_serve_ha.constructs.serve_alarms import ServeMetricAlarms, ServeMetricAlarmsProps
 from stacks.drill_runner import HaDrillProject
 from stacks.existing_cluster import AnyClusterStack
 from stacks.existing_network import Network
@@ -152,6 +154,15 @@ class ServingStack(cdk.Stack):
                 email=settings.operations.alarm_email,
             ),
         )
+        # Serve's own series, as the cluster's CloudWatch Observability add-on sends them.
+        serve_queries = ServeQueries(selector=eks_selector(settings.cluster.name, namespace))
+        self.serve_alarms = ServeMetricAlarms(self, "ServeMetrics", ServeMetricAlarmsProps(
+            queries=serve_queries, topic=self.alarm.topic,
+            server_error_percent=settings.operations.serve_error_alarm_percent,
+            latency_p99_ms=settings.operations.serve_latency_alarm_ms,
+        ))
+        # Created once the RayService is Ready: the not-Ready alarm would fire during a first deploy.
+        self.serve_alarms.node.add_dependency(self.readiness.resource)
         self.dashboard = serving_dashboard(
             self,
             "Dashboard",
@@ -161,6 +172,8 @@ class ServingStack(cdk.Stack):
                 alarm=self.alarm.alarm,
                 replication_group_id=gcs_store.replication_group.ref,
                 accelerator_instance_types=capacity.instance_types,
+                serve_alarms=self.serve_alarms,
+                serve_queries=serve_queries,
             ),
         )
         self.ha_drill = HaDrillProject(

@@ -198,7 +198,7 @@ def test_every_option_shows_its_default_in_help(capsys):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     options = [a for a in _parser()._actions if a.option_strings != ["-h", "--help"]]
-    assert len(options) == 18
+    assert len(options) == 19
     for action in options:
         # The option's own help text, as printed, ends with its default.
         help_string = _parser().formatter_class("x")._get_help_string(action)

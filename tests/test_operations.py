@@ -167,7 +167,7 @@ def test_probe_may_publish_only_its_own_metrics(serving):
 
 
 def test_alarm_fires_below_the_slo_or_when_the_probe_goes_silent(serving):
-    _, alarm = only(serving, "AWS::CloudWatch::Alarm")
+    _, alarm = only(serving, "AWS::CloudWatch::Alarm", {"MetricName": "Availability"})
     properties = alarm["Properties"]
     assert (properties["Namespace"], properties["MetricName"], properties["Threshold"]) == (
         "RayServeHA", "Availability", 99

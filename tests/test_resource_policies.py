@@ -43,15 +43,19 @@ REGION = "us-east-2"
 TLS = {"aws:SecureTransport": "true"}
 
 
-@pytest.fixture(scope="module")
-def deployment(default_system) -> Deployment:
-    system = default_system.system
-    stacks = {"network": default_system.network, "cluster": default_system.cluster,
-              "gcs_store": default_system.gcs_store, "serving": default_system.serving}
+def deployment_of(synthesized) -> Deployment:
+    system = synthesized.system
+    stacks = {"network": synthesized.network, "cluster": synthesized.cluster,
+              "gcs_store": synthesized.gcs_store, "serving": synthesized.serving}
     names = {"network": system.network, "cluster": system.cluster, "gcs_store": system.gcs_store,
              "serving": system.serving}
     return Deployment({names[k].stack_name: t.to_json() for k, t in stacks.items() if t is not None},
                       account=ACCOUNT, region=REGION)
+
+
+@pytest.fixture(scope="module")
+def deployment(default_system) -> Deployment:
+    return deployment_of(default_system)
 
 
 def stack(deployment: Deployment, suffix: str) -> str:
@@ -80,7 +84,7 @@ def logical_id_of(reference: dict[str, Any]) -> str:
 @pytest.fixture(scope="module")
 def alarm_path(deployment) -> dict[str, Any]:
     serving = stack(deployment, "serving")
-    alarm_id, _ = only(deployment, "serving", "AWS::CloudWatch::Alarm")
+    alarm_id, _ = only(deployment, "serving", "AWS::CloudWatch::Alarm", MetricName="Availability")
     topic_id, topic = only(deployment, "serving", "AWS::SNS::Topic")
     _, topic_policy = only(deployment, "serving", "AWS::SNS::TopicPolicy")
     key_id = logical_id_of(topic["Properties"]["KmsMasterKeyId"])

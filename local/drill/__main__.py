@@ -25,19 +25,21 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from local.drill import server_series
 from local.drill.backends import Backend, Clock, DrillError, LocalBackend
 from local.drill.kube_backend import KubernetesBackend, kubernetes_fault_refusal
 from local.drill.load import LoadGenerator, LoadSpec, Sample, auth_headers, default_api_key
 from local.drill.plot import plot_timeline
 from local.drill.stats import DrillReport, Timeline, build_report, format_table
 from local.faults import FAULT_NAMES, FAULTS, KUBERNETES_FAULTS
-from local.topology import ForeignTargetError
+from local.topology import PROMETHEUS_URL, ForeignTargetError, check_local_target
 from ray_serve_ha.charts.ray_env import WORKER_TERMINATION_GRACE_S
 
 # Where progress lines go: print, or a caller's print-like function.
@@ -247,6 +249,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="kubernetes: kubeconfig path (default: $KUBECONFIG, else ~/.kube/config)")
     parser.add_argument("--context", default=None, help="kubernetes: kubeconfig context (default: its current-context)")
     parser.add_argument("--out", type=Path, default=Path("drill-results"), help="folder for the JSON and PNG")
+    parser.add_argument("--prometheus", default=PROMETHEUS_URL,
+                        help="a Prometheus that scrapes the Ray nodes (the local demo's; kubernetes: a port-forward "
+                             "to one), for Serve's server-side series beside the client's")
     parser.add_argument("--max-failed", type=_bounded(0, 10**9, int), default=0,
                         help="exit 1 if more requests than this failed: by default one lost request fails the drill")
     return parser
@@ -259,6 +264,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     problem = _check_out(args.out)
     if problem:
         parser.error(problem)
+    try:
+        # Read from loopback only (the demo's, or a port-forward): like the load, nothing leaves.
+        check_local_target(args.prometheus)
+    except ForeignTargetError as error:
+        parser.error(f"--prometheus: {error}")
     if args.backend == "kubernetes":
         if not args.url:
             parser.error(
@@ -274,8 +284,6 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         except DrillError as error:
             parser.error(str(error))
     else:
-        from local.topology import ForeignTargetError, check_local_target
-
         if args.load_balancer:
             parser.error("--load-balancer is for --backend kubernetes")
         if args.url:
@@ -332,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
         if started_stack is not None:
             print("\nStopping the stack the drill started ...")
             started_stack.down()
+    # The drill's second 0 in Unix time, for Prometheus: its clock ended at `ended_at` just now.
+    server = server_series.fetch(args.prometheus, wall_start=time.time() - report.timeline.ended_at,
+                                 duration_s=report.timeline.ended_at)
+    print(f"Server-side series: {server.note}")
+    report.server = asdict(server)
     print("\n" + format_table(report))
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"drill-{report.backend}-{report.fault}{'' if report.fault_tolerance else '-no-ft'}"

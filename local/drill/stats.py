@@ -50,6 +50,9 @@ class DrillReport:
     recovery: dict[str, object] = field(default_factory=dict)
     # Why the drill failed, one line each; empty when it passed.
     problems: list[str] = field(default_factory=list)
+    # Serve's own series over the drill, from Prometheus (local/drill/server_series.py):
+    # source, note, series (key -> [[second, value], ...]) and the PromQL of each.
+    server: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:

@@ -66,6 +66,10 @@ DASHBOARD_PORT = 8265
 # The Ray dashboard agent on every node (KubeRay's default `dashboard-agent-listen-port`).
 DASHBOARD_AGENT_PORT = 52365
 GCS_PORT = 6379
+# Every Ray node's Prometheus metrics (Ray core, Serve, the app's own): KubeRay passes
+# `--metrics-export-port=8080` and names the container port `metrics` on every Ray container;
+# the CloudWatch Observability add-on scrapes it there (ray_serve_ha/charts/serve_metrics.py).
+METRICS_EXPORT_PORT = 8080
 GRADIO_PORT = 7860
 # The service account of the Ray worker pods when they get AWS access (EKS Pod Identity):
 # the compiled-artifact cache in S3.

@@ -5,6 +5,8 @@ props whose defaults are the library's:
 - `GcsStore`: the ElastiCache Redis that makes the Ray head fault tolerant;
 - `FaultTolerantRayService`: the charts and the readiness gate on a given EKS cluster;
 - `ServeAvailabilityProbe`, `ServeAvailabilityAlarm`: the probe and the SLO alarm;
+- `CloudWatchObservability`: the add-on that sends Ray Serve's own metrics to CloudWatch;
+  `ServeMetricAlarms`: PromQL alarms on them (5xx, p99 latency, not Ready);
 - `HelperSecurityGroup`, `HelperReach`: a group that reaches only what a helper talks to;
 - `ServingAddOns`: what the RayService needs of a cluster, created or imported (capacity,
   KubeRay, External Secrets); `ClusterAutoscaler` for managed node groups.
@@ -29,11 +31,15 @@ if TYPE_CHECKING:
     from ray_serve_ha.constructs.gcs_store import GcsStore, GcsStoreProps
     from ray_serve_ha.constructs.gcs_store_engine import GcsStoreEngine
     from ray_serve_ha.constructs.helper_access import HelperReach, HelperSecurityGroup, HelperSecurityGroupProps
+    from ray_serve_ha.constructs.observability import CloudWatchObservability, CloudWatchObservabilityProps
     from ray_serve_ha.constructs.operators import ClusterAutoscaler, ClusterAutoscalerProps
     from ray_serve_ha.constructs.rayservice import FaultTolerantRayService, FaultTolerantRayServiceProps
+    from ray_serve_ha.constructs.serve_alarms import ServeMetricAlarms, ServeMetricAlarmsProps
 
 # Name -> the module that defines it.
 _EXPORTS = {
+    "CloudWatchObservability": "ray_serve_ha.constructs.observability",
+    "CloudWatchObservabilityProps": "ray_serve_ha.constructs.observability",
     "ClusterAutoscaler": "ray_serve_ha.constructs.operators",
     "ClusterAutoscalerProps": "ray_serve_ha.constructs.operators",
     "FaultTolerantRayService": "ray_serve_ha.constructs.rayservice",
@@ -48,10 +54,14 @@ _EXPORTS = {
     "ServeAvailabilityAlarmProps": "ray_serve_ha.constructs.availability",
     "ServeAvailabilityProbe": "ray_serve_ha.constructs.availability",
     "ServeAvailabilityProbeProps": "ray_serve_ha.constructs.availability",
+    "ServeMetricAlarms": "ray_serve_ha.constructs.serve_alarms",
+    "ServeMetricAlarmsProps": "ray_serve_ha.constructs.serve_alarms",
     "ServingAddOns": "ray_serve_ha.constructs.add_ons",
     "ServingAddOnsProps": "ray_serve_ha.constructs.add_ons",
 }
 __all__ = [
+    "CloudWatchObservability",
+    "CloudWatchObservabilityProps",
     "ClusterAutoscaler",
     "ClusterAutoscalerProps",
     "FaultTolerantRayService",
@@ -66,6 +76,8 @@ __all__ = [
     "ServeAvailabilityAlarmProps",
     "ServeAvailabilityProbe",
     "ServeAvailabilityProbeProps",
+    "ServeMetricAlarms",
+    "ServeMetricAlarmsProps",
     "ServingAddOns",
     "ServingAddOnsProps",
 ]

@@ -1,6 +1,7 @@
 """What the serving system adds to an EKS cluster, created by this app or imported: the
-accelerator capacity, the KubeRay operator and External Secrets with read access to the
-Hugging Face token. `FaultTolerantRayService` needs all three on its cluster."""
+accelerator capacity, the KubeRay operator, External Secrets with read access to the
+Hugging Face token, and the CloudWatch Observability add-on that collects Ray Serve's metrics.
+`FaultTolerantRayService` needs the first three on its cluster."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from constructs import Construct
 from ray_serve_ha.charts.capacity import ServingCapacity
 from ray_serve_ha.charts.models import DEFAULT_HUGGING_FACE_TOKEN_SECRET
 from ray_serve_ha.constructs.capacity import AutoModeAcceleratorPool, CapacityProps, NodeGroupCapacity
+from ray_serve_ha.constructs.observability import CloudWatchObservability, CloudWatchObservabilityProps
 from ray_serve_ha.constructs.operators import (
     ExternalSecretsOperator,
     ExternalSecretsOperatorProps,
@@ -27,18 +29,21 @@ class ServingAddOnsProps:
     on. subnets: the nodes' private subnets. hugging_face_token_secret_name: an existing
     Secrets Manager secret External Secrets may read. pod_identity_agent: whether to add the
     EKS Pod Identity agent's add-on (None: where the nodes are managed node groups; False for
-    a cluster that runs its own)."""
+    a cluster that runs its own). cloudwatch_observability: whether to add the CloudWatch
+    Observability add-on (False for a cluster that runs its own: a second would fail)."""
 
     cluster: eks.ICluster
     capacity: ServingCapacity
     subnets: ec2.SubnetSelection
     hugging_face_token_secret_name: str = DEFAULT_HUGGING_FACE_TOKEN_SECRET
     pod_identity_agent: bool | None = None
+    cloudwatch_observability: bool = True
 
 
 class ServingAddOns:
     """The accelerator capacity (Auto Mode NodePools or managed node groups), the KubeRay
-    operator (waited for: the RayService needs it running) and External Secrets. Not a
+    operator (waited for: the RayService needs it running), External Secrets and the
+    CloudWatch Observability add-on (Serve's metrics in CloudWatch). Not a
     construct of its own: each part keeps its id directly in `scope` (a stack), where the
     project's cluster stacks have always had them."""
 
@@ -59,3 +64,8 @@ class ServingAddOns:
             scope, "HuggingFaceToken", props.hugging_face_token_secret_name
         )
         hugging_face_token.grant_read(self.external_secrets.role)
+        self.observability: CloudWatchObservability | None = None
+        if props.cloudwatch_observability:
+            self.observability = CloudWatchObservability(scope, "CloudWatchObservability", CloudWatchObservabilityProps(
+                cluster=cluster, pod_identity_agent=self.external_secrets.pod_identity_agent,
+            ))

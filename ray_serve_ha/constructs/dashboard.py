@@ -1,5 +1,6 @@
 """A CloudWatch dashboard of a serving system: the availability probe's metrics and alarm,
-the GCS store's health, and the accelerator nodes."""
+the GCS store's health, the accelerator nodes and, from the CloudWatch Observability add-on,
+Ray Serve's own series (their alarms, and the PromQL of each graph)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,26 @@ import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
 
+from ray_serve_ha.charts.serve_metrics import ServeQueries
 from ray_serve_ha.constructs.availability import ServeAvailabilityProbe
+from ray_serve_ha.constructs.serve_alarms import ServeMetricAlarms
 
 
 @dataclass(frozen=True)
 class ServingDashboardProps:
     """name: the dashboard is `<name>-serving`. probe, alarm: the availability probe and its
     SLO alarm. replication_group_id: the GCS store's (`GcsStore.replication_group.ref`).
-    accelerator_instance_types: the serving nodes' types, counted from EC2's metrics."""
+    accelerator_instance_types: the serving nodes' types, counted from EC2's metrics.
+    serve_alarms: the alarms on Serve's own metrics (and their queries), when the cluster runs
+    the CloudWatch Observability add-on."""
 
     name: str
     probe: ServeAvailabilityProbe
     alarm: cloudwatch.Alarm
     replication_group_id: str
     accelerator_instance_types: Sequence[str]
+    serve_alarms: ServeMetricAlarms | None = None
+    serve_queries: ServeQueries | None = None
 
 
 def serving_dashboard(scope: Construct, construct_id: str, props: ServingDashboardProps) -> cloudwatch.Dashboard:
@@ -83,4 +90,28 @@ def serving_dashboard(scope: Construct, construct_id: str, props: ServingDashboa
         ),
         cloudwatch.GraphWidget(title="Accelerator nodes", left=[accelerator_nodes], width=8),
     )
+    if props.serve_alarms is not None and props.serve_queries is not None:
+        _add_serve_metrics(dashboard, props.serve_alarms, props.serve_queries)
     return dashboard
+
+
+def _add_serve_metrics(dashboard: cloudwatch.Dashboard, alarms: ServeMetricAlarms, queries: ServeQueries) -> None:
+    """The PromQL alarms' states, and each Serve graph as the PromQL that draws it: OTel
+    Container Insights series are read with PromQL (Query Studio, Grafana's CloudWatch data
+    source); the metric widget format documented for `AWS::CloudWatch::Dashboard` names
+    namespace metrics, metric math and Metrics Insights queries, not PromQL."""
+    panels = "\n".join(f"**{title}**\n```\n{query}\n```" for title, query in queries.panels().items())
+    dashboard.add_widgets(
+        cloudwatch.AlarmStatusWidget(
+            title="Ray Serve (its own metrics): 5xx, p99 latency, not Ready", alarms=alarms.alarms, width=8, height=6,
+        ),
+        cloudwatch.TextWidget(
+            markdown=(
+                "### Ray Serve's own series (CloudWatch Observability add-on)\n"
+                "Run each in the CloudWatch console's Query Studio (PromQL); add it to this dashboard from there.\n\n"
+                + panels
+            ),
+            width=16,
+            height=18,
+        ),
+    )

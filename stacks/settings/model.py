@@ -50,6 +50,7 @@ from ray_serve_ha.constructs.readiness import (
     READINESS_TIMEOUT_MAX_MINUTES,
     READINESS_TIMEOUT_MIN_MINUTES,
 )
+from ray_serve_ha.constructs.serve_alarms import DEFAULT_LATENCY_P99_MS, DEFAULT_SERVER_ERROR_PERCENT
 from stacks.settings.types import (
     EKS_CREATABLE_VERSIONS,
     MAX_ACCELERATOR_NODES,
@@ -96,6 +97,7 @@ from stacks.settings.types import (
     TeamMemory,
     TeamMinWorkers,
     Text,
+    Threshold,
     VpcEndpoints,
     VpcId,
     WeightsGb,
@@ -265,8 +267,16 @@ class SettingsModel(BaseModel):
     availability_slo_percent: Percent = Field(
         DEFAULT_SLO_PERCENT, alias="availabilitySloPercent", description="50–99.99: the availability alarm's threshold"
     )
+    serve_error_alarm_percent: Threshold = Field(
+        DEFAULT_SERVER_ERROR_PERCENT, alias="serveErrorAlarmPercent",
+        description="above 0: the 5xx alarm fires above this share of Ray Serve's answers (its own metrics)",
+    )
+    serve_latency_alarm_ms: Threshold = Field(
+        DEFAULT_LATENCY_P99_MS, alias="serveLatencyAlarmMs",
+        description="above 0: the latency alarm fires above this p99 of Ray Serve's answers, milliseconds",
+    )
     alarm_email: Email | None = Field(
-        None, alias="alarmEmail", description="an address subscribed to the availability alarm"
+        None, alias="alarmEmail", description="an address subscribed to the availability and Serve alarms"
     )
     batch_teams: Annotated[tuple[BatchTeamSettings, ...], BeforeValidator(cli_json)] = Field(
         (), alias="batchTeams",

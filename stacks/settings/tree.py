@@ -79,6 +79,10 @@ class OperationsSettings:
     readiness_timeout_minutes: int
     # The availability alarm fires below this percentage of successful probe requests.
     availability_slo_percent: float
+    # Ray Serve's own metrics: the 5xx alarm's share of answers (percent) and the p99 latency
+    # alarm's threshold (milliseconds).
+    serve_error_alarm_percent: float
+    serve_latency_alarm_ms: float
     # Optional address that gets the alarm's notifications.
     alarm_email: str | None
 
@@ -164,6 +168,8 @@ def settings_tree(model: SettingsModel) -> Settings:
         operations=OperationsSettings(
             readiness_timeout_minutes=model.readiness_timeout_minutes,
             availability_slo_percent=model.availability_slo_percent,
+            serve_error_alarm_percent=model.serve_error_alarm_percent,
+            serve_latency_alarm_ms=model.serve_latency_alarm_ms,
             alarm_email=model.alarm_email,
         ),
         pipeline=PipelineSettings(

@@ -262,6 +262,8 @@ SecretName = Annotated[
 ModelId = Annotated[str, _strict, AfterValidator(_matching(HF_MODEL_ID, HF_MODEL_ID_RULE))]
 ReadinessMinutes = Annotated[CliInt, Field(ge=READINESS_TIMEOUT_MIN_MINUTES, le=READINESS_TIMEOUT_MAX_MINUTES)]
 Percent = Annotated[CliFloat, Field(ge=50.0, le=99.99)]
+# An alarm threshold on Serve's own metrics: above zero.
+Threshold = Annotated[CliFloat, Field(gt=0)]
 # A model's weights, GB: above 0, at most what the largest listed instance holds.
 WeightsGb = Annotated[CliFloat, Field(gt=0, le=1000)]
 Email = Annotated[str, _strict, AfterValidator(_matching(_EMAIL, "must be an e-mail address"))]

@@ -35,6 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from ray import serve
+from ray.serve.metrics import Counter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import guard
@@ -141,6 +142,9 @@ class ModelServer:
         # Prompt plus completion, in tokens: what the args ask for, within what the model takes.
         self.max_model_len = min(self.args.max_model_len, self.engine.max_context or self.args.max_model_len)
         self.limits = RequestLimits(self.max_model_len, self.engine.max_chars_per_token)
+        # Exported as ray_serve_llm_generated_tokens_total (Serve adds deployment, replica and
+        # application labels): tokens per second on the dashboards, whatever the engine.
+        self.generated_tokens = Counter("serve_llm_generated_tokens", description="Tokens the model generated.")
         logger.info(
             "LLMServer ready: model %r served as %r by engine %r; bodies up to %d bytes, prompts up to %d characters",
             self.args.model_id,
@@ -314,7 +318,12 @@ class ModelServer:
             pieces.append(chunk.text)
             completion_tokens = chunk.completion_tokens or completion_tokens
             finish_reason = chunk.finish_reason or finish_reason
+        self._count(completion_tokens)
         return "".join(pieces), finish_reason, completion_tokens
+
+    def _count(self, tokens: int) -> None:
+        if tokens > 0:
+            self.generated_tokens.inc(tokens)
 
     async def _stream(
         self, prompt: Prompt, params: SamplingParams, *, include_usage: bool, key_name: str | None
@@ -334,6 +343,7 @@ class ModelServer:
             yield sse(failure.body())
             yield SSE_DONE
             return
+        self._count(completion_tokens)
         yield sse(chunk_body(**meta, delta={}, finish_reason=finish_reason))
         await self.guard.charge_tokens(key_name, prompt.num_tokens + completion_tokens)
         if include_usage:

@@ -1,0 +1,184 @@
+"""Ray Serve's own metrics on EKS, in the templates: the CloudWatch Observability add-on
+(pinned, OTel Container Insights, Pod Identity) in both capacity modes, the PromQL alarms on
+5xx, p99 latency and a RayService not Ready with the series names the add-on keeps, their
+topic's policy, the dashboard, and the alarm thresholds as settings."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from ray_serve_ha.charts import serve_metrics
+from ray_serve_ha.charts.serve_metrics import ServeQueries
+from ray_serve_ha.constructs.observability import ADD_ON_NAME, ADD_ON_VERSION
+from stacks.settings import Settings, SettingsError
+from tests.conftest import context, synthesize
+from tests.iam_policy import Deployment, Request, decide, service
+from tests.test_resource_policies import ACCOUNT, OTHER_ACCOUNT, assume, deployment_of, logical_id_of, only, stack
+
+SELECTOR = '"@resource.k8s.cluster.name"="ray-serve-ha", "@resource.k8s.namespace.name"="ray-serving"'
+
+
+@pytest.fixture(scope="module")
+def deployment(default_system) -> Deployment:
+    return deployment_of(default_system)
+
+
+def add_on(template) -> dict[str, Any]:
+    (resource,) = template.find_resources("AWS::EKS::Addon", {"Properties": {"AddonName": ADD_ON_NAME}}).values()
+    return resource
+
+
+@pytest.mark.parametrize("system", ["default_system", "node_groups_neuron"])
+def test_the_add_on_runs_in_otel_mode_at_the_version_that_scrapes_ray(system, request):
+    cluster = request.getfixturevalue(system).cluster
+    resource = add_on(cluster)
+    properties = resource["Properties"]
+    major = int(ADD_ON_VERSION.removeprefix("v").split(".")[0])
+    assert properties["AddonVersion"] == ADD_ON_VERSION and major >= 8
+    assert json.loads(properties["ConfigurationValues"]) == {"otelContainerInsights": {"enabled": True}}
+    (association_id, association), = cluster.find_resources(
+        "AWS::EKS::PodIdentityAssociation", {"Properties": {"ServiceAccount": "cloudwatch-agent"}}).items()
+    assert association["Properties"]["Namespace"] == "amazon-cloudwatch"
+    # Credentials are injected at pod start: the association exists before the agent's pods.
+    assert association_id in resource["DependsOn"]
+    role_id = logical_id_of(association["Properties"]["RoleArn"])
+    role = cluster.to_json()["Resources"][role_id]["Properties"]
+    assert json.dumps(role["ManagedPolicyArns"]).endswith(':iam::aws:policy/CloudWatchAgentServerPolicy"]]}]')
+
+
+def test_with_managed_node_groups_the_association_waits_for_the_pod_identity_agent(node_groups_neuron):
+    cluster = node_groups_neuron.cluster
+    (agent_id,) = cluster.find_resources("AWS::EKS::Addon", {"Properties": {"AddonName": "eks-pod-identity-agent"}})
+    (association,) = cluster.find_resources(
+        "AWS::EKS::PodIdentityAssociation", {"Properties": {"ServiceAccount": "cloudwatch-agent"}}).values()
+    assert agent_id in association["DependsOn"]
+
+
+def test_an_existing_cluster_brings_its_own_add_on(in_existing_cluster):
+    assert not in_existing_cluster.cluster.find_resources("AWS::EKS::Addon")
+    # The alarms still watch the series its own add-on sends.
+    assert len(in_existing_cluster.serving.find_resources("AWS::CloudWatch::Alarm")) == 4
+
+
+def test_only_eks_pod_identity_may_assume_the_agents_role(deployment):
+    _, association = only(deployment, "cluster", "AWS::EKS::PodIdentityAssociation", ServiceAccount="cloudwatch-agent")
+    role_id = logical_id_of(association["Properties"]["RoleArn"])
+    for action in ("sts:AssumeRole", "sts:TagSession"):
+        assert assume(deployment, "cluster", role_id, "pods.eks.amazonaws.com", action)
+    assert not assume(deployment, "cluster", role_id, "ec2.amazonaws.com", "sts:AssumeRole")
+
+
+@pytest.fixture(scope="module")
+def promql_alarms(default_system) -> dict[str, dict[str, Any]]:
+    alarms = default_system.serving.find_resources("AWS::CloudWatch::Alarm")
+    found = {}
+    for logical_id, alarm in alarms.items():
+        criteria = alarm["Properties"].get("EvaluationCriteria")
+        if criteria:
+            found[logical_id] = {**alarm["Properties"], "Query": criteria["PromQLCriteria"]["Query"],
+                                 "Pending": criteria["PromQLCriteria"]["PendingPeriod"]}
+    assert len(found) == 3
+    return found
+
+
+def alarm_of(promql_alarms, word: str) -> dict[str, Any]:
+    (alarm,) = [a for a in promql_alarms.values() if word in a["AlarmDescription"]]
+    return alarm
+
+
+def test_the_5xx_alarm_divides_the_proxies_5xx_answers_by_all(promql_alarms):
+    alarm = alarm_of(promql_alarms, "5xx")
+    assert alarm["Query"] == (
+        f'100 * sum(rate(ray_serve_num_http_requests_total{{{SELECTOR}, application!="", status_code=~"5.."}}[2m])) / '
+        f'sum(rate(ray_serve_num_http_requests_total{{{SELECTOR}, application!=""}}[2m])) > 1'
+    )
+
+
+def test_the_latency_alarm_reads_the_proxies_latency_histogram(promql_alarms):
+    alarm = alarm_of(promql_alarms, "p99")
+    assert alarm["Query"] == (
+        "histogram_quantile(0.99, sum by (le) "
+        f'(rate(ray_serve_http_request_latency_ms_bucket{{{SELECTOR}, application!=""}}[2m]))) > 30000'
+    )
+
+
+def test_the_not_ready_alarm_fires_after_60_s_of_an_application_not_running_or_no_controller(promql_alarms):
+    alarm = alarm_of(promql_alarms, "RUNNING")
+    status = f"ray_serve_application_status{{{SELECTOR}}}"
+    assert alarm["Query"] == f"(min({status}) < 6) or absent({status})"
+    assert alarm["Pending"] == 60 and alarm["EvaluationInterval"] <= 30
+
+
+def test_every_serve_alarm_notifies_the_alarm_topic(default_system, promql_alarms):
+    (topic_id,) = default_system.serving.find_resources("AWS::SNS::Topic")
+    for alarm in promql_alarms.values():
+        assert alarm["AlarmActions"] == [{"Ref": topic_id}] and alarm["OKActions"] == [{"Ref": topic_id}]
+
+
+def test_the_serve_alarms_are_created_once_the_rayservice_is_ready(default_system, promql_alarms):
+    # Before that, no Serve controller reports: the not-Ready alarm would fire during a first deploy.
+    serving = default_system.serving.to_json()["Resources"]
+    (gate_id,) = [k for k, r in serving.items() if r["Type"] == "Custom::RayServiceReady"]
+    for logical_id in promql_alarms:
+        assert gate_id in serving[logical_id]["DependsOn"]
+
+
+def test_cloudwatch_may_publish_each_serve_alarm_and_no_other(deployment):
+    serving = stack(deployment, "serving")
+    topic_id, _ = only(deployment, "serving", "AWS::SNS::Topic")
+    _, policy = only(deployment, "serving", "AWS::SNS::TopicPolicy")
+    document = deployment.resolve(serving, policy["Properties"]["PolicyDocument"])
+    topic = deployment.ref(serving, topic_id)
+    alarms = [k for k, a in deployment.resources(serving, "AWS::CloudWatch::Alarm").items()
+              if "EvaluationCriteria" in a["Properties"]]
+
+    def publish(alarm: str, account: str = ACCOUNT) -> Request:
+        return Request(service("cloudwatch.amazonaws.com"), "sns:Publish", topic, {
+            "aws:SourceAccount": account, "aws:SourceArn": alarm, "aws:SecureTransport": "true"})
+
+    for alarm_id in alarms:
+        arn = deployment.get_att(serving, alarm_id, "Arn")
+        assert decide(publish(arn), resource_policy=document, resource_account=ACCOUNT)
+        assert not decide(publish(arn, OTHER_ACCOUNT), resource_policy=document, resource_account=ACCOUNT)
+    other = f"arn:aws:cloudwatch:us-east-2:{ACCOUNT}:alarm:someone-elses-alarm"
+    assert not decide(publish(other), resource_policy=document, resource_account=ACCOUNT)
+
+
+def test_the_dashboard_shows_the_serve_alarms_and_the_promql_of_every_graph(default_system, promql_alarms):
+    (dashboard,) = default_system.serving.find_resources("AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for name in ("ray_serve_num_http_requests_total", 'status_code=~\\\\\\"4..', 'status_code=~\\\\\\"5..',
+                 "histogram_quantile(0.5", "histogram_quantile(0.99", "ray_serve_num_ongoing_requests_at_replicas",
+                 "ray_serve_deployment_queued_queries", "ray_serve_deployment_replica_healthy",
+                 "ray_serve_llm_generated_tokens_total"):
+        assert name in body, name
+    for logical_id in promql_alarms:
+        assert logical_id in body
+
+
+def test_the_panels_cover_what_operators_watch():
+    panels = ServeQueries().panels()
+    assert set(panels) == {"Requests per second", "4xx per second", "5xx per second", "Latency p50 (ms)",
+                           "Latency p99 (ms)", "Ongoing requests", "Queued requests", "Healthy replicas",
+                           "Generated tokens per second"}
+    assert panels["Healthy replicas"] == f"sum({serve_metrics.HEALTHY_REPLICAS})"
+
+
+def test_thresholds_are_settings():
+    serving = synthesize(serveErrorAlarmPercent="2.5", serveLatencyAlarmMs="12000").serving
+    queries = [a["Properties"]["EvaluationCriteria"]["PromQLCriteria"]["Query"]
+               for a in serving.find_resources("AWS::CloudWatch::Alarm").values()
+               if "EvaluationCriteria" in a["Properties"]]
+    assert any(q.endswith(" > 2.5") for q in queries) and any(q.endswith(" > 12000") for q in queries)
+
+
+@pytest.mark.parametrize("key", ["serveErrorAlarmPercent", "serveLatencyAlarmMs"])
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_a_non_positive_threshold_is_one_message(key, value):
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_context(context(**{key: value}))
+    message = str(refused.value)
+    assert key in message and value in message and message.count("\n") <= 2
