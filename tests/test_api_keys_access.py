@@ -5,8 +5,9 @@ read it, and nothing else of theirs reaches the generated seeds it was made from
 
 from __future__ import annotations
 
+from tests.deployed import ACCOUNT, logical_id_of, only, stack
 from tests.iam_policy import Decision, Request, decide, role
-from tests.test_resource_policies import ACCOUNT, deployment, drill, logical_id_of, only, stack  # noqa: F401
+from tests.test_resource_policies import deployment, drill  # noqa: F401
 
 
 def test_the_api_keys_are_read_by_their_consumers_and_nothing_else_by_them(deployment, drill):  # noqa: F811

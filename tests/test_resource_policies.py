@@ -34,46 +34,16 @@ from stacks.drill_runner import ha_drill_project_name
 from stacks.pipeline import PipelineStack
 from stacks.settings import Settings
 from tests.conftest import context
+from tests.deployed import ACCOUNT, OTHER_ACCOUNT, REGION, deployment_of, logical_id_of, only, stack
 from tests.iam_policy import Decision, Deployment, Request, decide, role, service
 from tests.test_pipeline import PIPELINE
 
-ACCOUNT = "111122223333"
-OTHER_ACCOUNT = "444455556666"
-REGION = "us-east-2"
 TLS = {"aws:SecureTransport": "true"}
-
-
-def deployment_of(synthesized) -> Deployment:
-    system = synthesized.system
-    stacks = {"network": synthesized.network, "cluster": synthesized.cluster,
-              "gcs_store": synthesized.gcs_store, "serving": synthesized.serving}
-    names = {"network": system.network, "cluster": system.cluster, "gcs_store": system.gcs_store,
-             "serving": system.serving}
-    return Deployment({names[k].stack_name: t.to_json() for k, t in stacks.items() if t is not None},
-                      account=ACCOUNT, region=REGION)
 
 
 @pytest.fixture(scope="module")
 def deployment(default_system) -> Deployment:
     return deployment_of(default_system)
-
-
-def stack(deployment: Deployment, suffix: str) -> str:
-    (name,) = [n for n in deployment.templates if n.endswith(suffix)]
-    return name
-
-
-def only(deployment: Deployment, suffix: str, type_: str, **properties: Any) -> tuple[str, dict[str, Any]]:
-    """The one resource of `type_` in the stack whose properties hold `properties`."""
-    name = stack(deployment, suffix)
-    found = [(k, r) for k, r in deployment.resources(name, type_).items()
-             if all(r["Properties"].get(p) == v for p, v in properties.items())]
-    assert len(found) == 1, f"{type_} {properties} in {name}: {[k for k, _ in found]}"
-    return found[0]
-
-
-def logical_id_of(reference: dict[str, Any]) -> str:
-    return reference["Fn::GetAtt"][0] if "Fn::GetAtt" in reference else reference["Ref"]
 
 
 # ---------------------------------------------------------------------------------------

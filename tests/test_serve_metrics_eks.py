@@ -15,8 +15,9 @@ from ray_serve_ha.charts.serve_metrics import ServeQueries
 from ray_serve_ha.constructs.observability import ADD_ON_NAME, ADD_ON_VERSION
 from stacks.settings import Settings, SettingsError
 from tests.conftest import context, synthesize
+from tests.deployed import ACCOUNT, OTHER_ACCOUNT, deployment_of, logical_id_of, only, stack
 from tests.iam_policy import Deployment, Request, decide, service
-from tests.test_resource_policies import ACCOUNT, OTHER_ACCOUNT, assume, deployment_of, logical_id_of, only, stack
+from tests.test_resource_policies import assume
 
 SELECTOR = '"@resource.k8s.cluster.name"="ray-serve-ha", "@resource.k8s.namespace.name"="ray-serving"'
 
