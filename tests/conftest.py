@@ -7,7 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +29,7 @@ if (_VENV_BIN / "node").exists():
 import aws_cdk as cdk  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
 
+from local.redis_client import ping  # noqa: E402
 from stacks.serving_system import ServingSystem, add_serving_system  # noqa: E402
 from stacks.settings import Settings  # noqa: E402
 
@@ -188,3 +193,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         for fixture in set(getattr(item, "fixturenames", ())) & set(_FIXTURE_MARKERS):
             item.add_marker(_FIXTURE_MARKERS[fixture])
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on a free loopback port (password "pw", AOF on); yields (process, port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "redis.conf"
+    config.write_text(f"bind 127.0.0.1\nport {port}\nrequirepass pw\ndir {tmp_path}\nappendonly yes\nsave \"\"\n")
+    server = subprocess.Popen(["redis-server", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not ping("127.0.0.1", port, "pw", 0.5)[0]:
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.1)
+    yield server, port
+    if server.poll() is None:
+        os.kill(server.pid, signal.SIGCONT)
+        server.kill()
+        server.wait()

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import time
 
 import httpx
@@ -35,24 +34,8 @@ KEYS = {"alice": ALICE, "bob": BOB}
 
 
 @pytest.fixture
-def redis_port(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = tmp_path / "redis.conf"
-    config.write_text(f'bind 127.0.0.1\nport {port}\nrequirepass pw\ndir {tmp_path}\nsave ""\n')
-    server = subprocess.Popen(["redis-server", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            RedisClient("127.0.0.1", port, password="pw").command("PING")
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.1)
-    yield port
-    server.kill()
-    server.wait()
+def redis_port(redis_server):
+    return redis_server[1]
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 
@@ -73,25 +72,6 @@ def test_without_a_writable_cgroup_it_says_why(monkeypatch, tmp_path):
 
 
 # ---- Redis's liveness probe, against a real redis-server ------------------------------------
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = tmp_path / "redis.conf"
-    config.write_text(f"bind 127.0.0.1\nport {port}\nrequirepass pw\ndir {tmp_path}\nappendonly yes\nsave \"\"\n")
-    server = subprocess.Popen(["redis-server", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not ping("127.0.0.1", port, "pw", 0.5)[0]:
-        assert time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.1)
-    yield server, port
-    if server.poll() is None:
-        os.kill(server.pid, signal.SIGCONT)
-        server.kill()
-        server.wait()
 
 
 def test_redis_liveness_answers_fails_when_frozen_and_when_gone(redis_server):
