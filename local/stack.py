@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from local import cgroups, netns, processes, prometheus
-from local.api_keys import CHAT_UI, ensure_keys, key_of
+from local.api_keys import API_KEYS_FILE, CHAT_UI, ensure_keys
 from local.cluster_view import ClusterView
 from local.fault_actions import FaultActions
 from local.redis_client import ping
@@ -241,7 +241,10 @@ class LocalStack(ClusterView, FaultActions):
                 "GRADIO_SERVER_NAME": "127.0.0.1",
                 "GRADIO_SERVER_PORT": str(GRADIO_PORT),
                 "GRADIO_ANALYTICS_ENABLED": "False",
-                "OPENAI_API_KEY": key_of(CHAT_UI),
+                # Its own entry of the keys file, read at each request: editing the file
+                # rotates the UI's key too, with no restart (as the mounted Secret on EKS).
+                "OPENAI_API_KEY_FILE": str(API_KEYS_FILE),
+                "OPENAI_API_KEY_NAME": CHAT_UI,
             },
             log=LOG_DIR / "gradio.log",
         )
