@@ -48,7 +48,7 @@ def key_checking_api(accepted: dict[str, str]) -> Iterator[KeyCheckingApi]:
     api = KeyCheckingApi(url="", accepted=dict(accepted))
 
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's signature
+        def log_message(self, format, *args):
             pass
 
         def _admitted(self) -> bool:

@@ -17,6 +17,10 @@ import httpx
 import pytest
 
 from tests.key_checking_api import ANSWER, MODEL, key_checking_api
+
+# isort: split
+# chat_ui is importable once serve_backend (imported above) has put images/gradio on sys.path.
+from chat_ui.api_key import ApiKeyFile
 from tests.test_gradio_ui import (  # noqa: F401 - browser and page are fixtures
     LOOPBACK,
     ChatBackend,
@@ -76,7 +80,8 @@ def test_the_ui_takes_its_named_entry_of_a_json_key_file(tmp_path):
     key_file = tmp_path / "api-keys.json"
     _write_key(key_file, json.dumps({"chat-ui": FIRST_KEY, "user": "sk-user-0123456789abcdef"}))
     with key_checking_api({"chat-ui": FIRST_KEY}) as api:
-        settings = Settings(openai_base_url=api.url, model_name=MODEL, api_key_file=str(key_file), api_key_name="chat-ui")
+        settings = Settings(openai_base_url=api.url, model_name=MODEL, api_key_file=str(key_file),
+                            api_key_name="chat-ui")
         backend = ChatBackend(settings)
         assert list(backend.respond("hi", []))[-1] == FULL_ANSWER
         api.accepted = {"chat-ui": SECOND_KEY}
@@ -179,7 +184,7 @@ def test_a_key_name_without_a_key_file_is_refused():
 # --- In Chromium --------------------------------------------------------------------------
 
 
-def test_in_the_browser_a_rotated_key_is_used_by_the_next_chat_and_a_lost_one_is_said(tmp_path, page):
+def test_in_the_browser_a_rotated_key_is_used_by_the_next_chat_and_a_lost_one_is_said(tmp_path, page):  # noqa: F811
     key_file = tmp_path / "api-key"
     _write_key(key_file, FIRST_KEY)
     with key_checking_api({"chat-ui": FIRST_KEY}) as api:
@@ -205,3 +210,13 @@ def test_in_the_browser_a_rotated_key_is_used_by_the_next_chat_and_a_lost_one_is
             _screenshot(page, "gradio-no-api-key.png")
         finally:
             ui.close()
+
+
+def test_the_local_stack_gives_the_ui_its_entry_of_the_stacks_key_file():
+    """`make demo`'s UI reads the `chat-ui` entry of api-keys.json, the file the replicas read,
+    even where the user's shell exports OPENAI_API_KEY for other clients."""
+    from local.api_keys import API_KEYS_FILE, CHAT_UI
+    from local.stack import chat_ui_env
+
+    settings = Settings.from_env({"OPENAI_API_KEY": "sk-from-the-shell", **chat_ui_env("tiny-mistral")})
+    assert settings.api_key() == ApiKeyFile(str(API_KEYS_FILE), CHAT_UI)
