@@ -58,9 +58,10 @@ class FaultTolerantRayServiceProps:
 class FaultTolerantRayService(Construct):
     """The charts as `KubernetesManifest`s in apply order (namespace → secrets → RayService →
     UI), the readiness gate between the RayService and the UI (in a security group that
-    reaches the API endpoint only), the serve Service's load balancer hostname, and, for an
-    engine that compiles the model for its accelerator (Neuron), the compiled-artifact cache
-    (a bucket and the workers' Pod Identity role) that the serve config points at.
+    reaches the API endpoint, and with API keys the serve port and Secrets Manager), the serve
+    Service's load balancer hostname, and, for an engine that compiles the model for its
+    accelerator (Neuron), the compiled-artifact cache (a bucket and the workers' Pod Identity
+    role) that the serve config points at.
 
     Teardown runs in reverse and waits: the RayService goes first, the gate's teardown
     resource waits for its RayClusters (Redis cleanup) and load balancers, then the

@@ -100,7 +100,8 @@ class RayServiceReadinessProps:
     rayservice_manifest: the chart's objects as applied (their fingerprint makes the gate run
     again when they change).
     vpc, subnets, security_group: where the handlers run (a private API endpoint answers
-    from the VPC only): a group that reaches the API endpoint and nothing else.
+    from the VPC only): a group that reaches the API endpoint, and nothing else but what
+    the API check needs (below).
     timeout: how long a deploy waits for Ready (at most READINESS_TIMEOUT_MAX_MINUTES).
     api_keys: the API keys (`ApiKeys`): once the RayService is Ready, the gate also waits until
     its OpenAI API answers `GET /v1/models` with the `api_key_name` entry, through the serve
@@ -151,7 +152,7 @@ class RayServiceReadiness(Construct):
                 runtime=PYTHON_RUNTIME,
                 code=handler_code("rayservice_ready"),
                 # A private API endpoint is reachable from the VPC only: run in it, in a group
-                # of its own that reaches the API endpoint and nothing else (helper_access.py).
+                # of its own that reaches only what it calls (helper_access.py).
                 vpc=props.vpc,
                 vpc_subnets=ec2.SubnetSelection(subnets=list(props.subnets)),
                 security_groups=[props.security_group],
