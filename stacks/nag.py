@@ -162,7 +162,16 @@ def acknowledge_findings(system: ServingSystem) -> None:
         "AwsSolutions-SMG4",
         "API keys are added and revoked by editing the keys secret's JSON (the Serve replicas reread "
         "it within a minute); a scheduled rotation would cut off every client holding a key. The "
-        "generated seeds are read once, when CloudFormation creates the keys secret.",
+        "generated seeds are read only to add a consumer's missing entry.",
+    )
+    keys = serving.api_keys
+    for function in (keys.add_missing, keys.provider):
+        _acknowledge(function, _managed_policy("service-role/AWSLambdaBasicExecutionRole"), LAMBDA_EXECUTION)
+    _acknowledge(
+        keys.provider,
+        f"AwsSolutions-IAM5[Resource::<{_logical_id(keys.add_missing)}.Arn>:*]",
+        "The custom resource Provider framework invokes any version of the API keys' own function "
+        "(<function ARN>:*); the wildcard covers versions, not other functions.",
     )
 
     drill = serving.ha_drill

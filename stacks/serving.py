@@ -193,6 +193,9 @@ class ServingStack(cdk.Stack):
             ),
         )
         self.ha_drill.rbac.node.add_dependency(self.manifests["namespace"])
+        # The probe's first run and the drill's builds read their entries: after they are added.
+        for reader in (self.probe.schedule, self.ha_drill.project):
+            reader.node.add_dependency(self.api_keys.entries)
         self._outputs(settings, namespace, rayservice_name, serve_url)
 
     def _outputs(self, settings: Settings, namespace: str, rayservice_name: str, serve_url: str) -> None:

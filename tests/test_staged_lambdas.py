@@ -122,13 +122,13 @@ def lambda_runtime(tmp_path_factory) -> Path:
     return runtime
 
 
-def invoke(function: StagedFunction, event: dict[str, Any], runtime: Path, tmp_path: Path,
-           given: dict[str, str], extra_env: dict[str, str] | None = None) -> Any:
-    """Invokes the staged handler as the Lambda runtime does, with the function's environment
-    from the template; `given` supplies the variables the template fills at deploy time."""
+def run_staged(function: StagedFunction, event: dict[str, Any], runtime: Path, tmp_path: Path,
+               given: dict[str, str], extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs the staged handler as the Lambda runtime does, with the function's environment
+    from the template; `given` supplies the variables the template fills at deploy time. An
+    exception fails the run, its message on stderr, as Lambda reports a failed invocation."""
     tokens = {k for k, v in function.environment.items() if not isinstance(v, str)}
     assert tokens == set(given), f"{function.logical_id}: deploy-time variables {tokens}"
-    result_file = tmp_path / "result.json"
     env = {
         "PATH": "/usr/bin:/bin",
         "LANG": "en_US.UTF-8",
@@ -140,17 +140,24 @@ def invoke(function: StagedFunction, event: dict[str, Any], runtime: Path, tmp_p
         "AWS_EXECUTION_ENV": "AWS_Lambda_python3.14",
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
-        "RESULT_FILE": str(result_file),
+        "RESULT_FILE": str(tmp_path / "result.json"),
         **ROLE_CREDENTIALS,
         **NO_AWS_CONFIG,
         **{k: v for k, v in function.environment.items() if isinstance(v, str)},
         **given,
         **(extra_env or {}),
     }
-    completed = subprocess.run([sys.executable, "-I", "-S", "-c", INVOKE], input=json.dumps(event), env=env,
-                               capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-I", "-S", "-c", INVOKE], input=json.dumps(event), env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def invoke(function: StagedFunction, event: dict[str, Any], runtime: Path, tmp_path: Path,
+           given: dict[str, str], extra_env: dict[str, str] | None = None) -> Any:
+    """The handler's answer, from a run that succeeded and imported nothing but its own code,
+    the standard library and the runtime's packages."""
+    completed = run_staged(function, event, runtime, tmp_path, given, extra_env)
     assert completed.returncode == 0, completed.stderr
-    answer = json.loads(result_file.read_text())
+    answer = json.loads((tmp_path / "result.json").read_text())
     allowed = (str(function.code), str(runtime), *answer["stdlib"])
     assert [f for f in answer["files"] if not f.startswith(allowed)] == []
     assert any(f.startswith(str(function.code)) for f in answer["files"])
@@ -282,10 +289,92 @@ def scenario_probe(function, assembly, runtime, tmp_path, cluster_api, aws_endpo
     }
 
 
+def scenario_api_key_entries(function, assembly, runtime, tmp_path, cluster_api, aws_endpoint):
+    """The keys secret as CloudFormation creates it (the initial consumers' keys), then the
+    deploys that follow: each adds the entries of consumers without one and keeps the rest."""
+    secrets = moto_client(aws_endpoint, "secretsmanager")
+    (properties,) = [r["Properties"] for r in stage_template(assembly, "serving")["Resources"].values()
+                     if r["Type"] == "Custom::ApiKeyEntries"]
+    names = [c["Name"] for c in properties["Consumers"]]
+    assert names == ["chat-ui", "serve-probe", "ha-drill", "operator", "readiness-gate"]
+    run = time.time_ns()
+    seeds = {name: secrets.create_secret(Name=f"seed-{name}-{run}", SecretString=f"{name}-key".ljust(48, "x"))["ARN"]
+             for name in [*names, "team-a"]}
+    keys = secrets.create_secret(Name=f"api-keys-{run}", SecretString=json.dumps(
+        {name: f"{name}-key".ljust(48, "x") for name in names[:4]}))["ARN"]
+    env = {"AWS_ENDPOINT_URL_SECRETS_MANAGER": aws_endpoint}
+
+    def event(request_type: str, consumers: list[str], **extra: Any) -> dict[str, Any]:
+        return {"RequestType": request_type, "ResourceType": "Custom::ApiKeyEntries",
+                "RequestId": "7c2e8a10-0000-4000-8000-000000000000",
+                "StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/serving/abc",
+                "LogicalResourceId": "ApiKeysEntries",
+                "ResourceProperties": {"ServiceToken": "arn:aws:lambda:provider",
+                                       "KeysSecretArn": keys,
+                                       "Consumers": [{"Name": n, "SeedArn": seeds[n]} for n in consumers]},
+                **extra}
+
+    def raw() -> tuple[str, str]:
+        """The keys secret's current value and version (a write makes a new version)."""
+        value = secrets.get_secret_value(SecretId=keys)
+        return value["SecretString"], value["VersionId"]
+
+    def current() -> tuple[dict[str, str], str]:
+        text, version = raw()
+        return json.loads(text), version
+
+    def seed(name: str) -> str:
+        return secrets.get_secret_value(SecretId=seeds[name])["SecretString"]
+
+    # Create, with the secret CloudFormation made: the readiness gate's entry is added.
+    created = invoke(function, event("Create", names), runtime, tmp_path, {}, env)
+    assert created == {"PhysicalResourceId": keys, "Data": {"Added": "readiness-gate"}}
+    keys_now, _ = current()
+    assert keys_now == {name: seed(name) for name in names}
+    # An operator adds alice and revokes the probe's generated key (a new value).
+    edited = {**keys_now, "alice": "a" * 48, "serve-probe": "rotated-" + "p" * 40}
+    edit = secrets.put_secret_value(SecretId=keys, SecretString=json.dumps(edited))["VersionId"]
+    # The same consumers again: nothing to add, nothing written.
+    same = invoke(function, event("Update", names, PhysicalResourceId=keys), runtime, tmp_path, {}, env)
+    assert same == {"PhysicalResourceId": keys, "Data": {"Added": ""}}
+    assert current() == (edited, edit)
+    # A deploy that adds team-a and drops ha-drill: alice, the rotated key and ha-drill's entry stay.
+    consumers = [*[n for n in names if n != "ha-drill"], "team-a"]
+    updated = invoke(function, event("Update", consumers, PhysicalResourceId=keys), runtime, tmp_path, {}, env)
+    assert updated == {"PhysicalResourceId": keys, "Data": {"Added": "team-a"}}
+    merged, version = current()
+    assert merged == {**edited, "team-a": seed("team-a")} and version != edit
+    # A hand edit that broke the JSON: the deploy fails, naming the secret and the fix; the secret is left as it is.
+    secrets.put_secret_value(SecretId=keys, SecretString='{"alice": "' + "a" * 48)
+    broken = raw()
+    failed = run_staged(function, event("Update", [*consumers, "ha-drill"], PhysicalResourceId=keys), runtime,
+                        tmp_path, {}, env)
+    assert failed.returncode != 0
+    assert f"the API keys secret {keys} is not JSON (line 1, column 11): restore a JSON object" in failed.stderr
+    assert "a" * 48 not in failed.stderr  # no key in the message
+    assert raw() == broken
+    # Valid JSON that is not an object of strings fails the same way.
+    for value, problem in (('["' + "a" * 48 + '"]', "holds a JSON list, not an object"),
+                           ('{"alice": 1, "bob": null}', "has entries whose keys are not strings (alice, bob)")):
+        secrets.put_secret_value(SecretId=keys, SecretString=value)
+        broken = raw()
+        failed = run_staged(function, event("Update", consumers, PhysicalResourceId=keys), runtime, tmp_path, {}, env)
+        assert failed.returncode != 0
+        assert f"the API keys secret {keys} {problem}: restore a JSON object" in failed.stderr
+        assert raw() == broken
+    # Delete: nothing happens to the secret (CloudFormation deletes it itself).
+    secrets.put_secret_value(SecretId=keys, SecretString=json.dumps(edited))
+    before = current()
+    deleted = invoke(function, event("Delete", consumers, PhysicalResourceId=keys), runtime, tmp_path, {}, env)
+    assert deleted == {"PhysicalResourceId": keys}
+    assert current() == before
+
+
 SCENARIOS = {
     ("rayservice_ready", "index.on_event"): scenario_on_event,
     ("rayservice_ready", "index.is_complete"): scenario_is_complete,
     ("serve_probe", "index.handler"): scenario_probe,
+    ("api_keys_merge", "index.add_missing_entries"): scenario_api_key_entries,
 }
 
 

@@ -15,14 +15,13 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from ray_serve_ha.constructs.api_keys import SERVE_PROBE
-from ray_serve_ha.constructs.lambda_code import PYTHON_RUNTIME, handler_code
+from ray_serve_ha.constructs.lambda_code import PYTHON_RUNTIME, handler_code, handler_log_group
 
 METRIC_NAMESPACE = "RayServeHA"
 PROBE_REQUESTS = 3
@@ -79,9 +78,7 @@ class ServeAvailabilityProbe(Construct):
                 **({"API_KEYS_SECRET_ARN": props.api_keys.secret_arn, "API_KEY_NAME": props.api_key_name}
                    if props.api_keys is not None else {}),
             },
-            log_group=logs.LogGroup(
-                self, "Logs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=cdk.RemovalPolicy.DESTROY
-            ),
+            log_group=handler_log_group(self, "Logs"),
         )
         if props.api_keys is not None:
             # Its key, from the one secret of API keys (and nothing else in Secrets Manager).

@@ -3,7 +3,10 @@ They use only the standard library and the runtime's boto3: no bundling, no Dock
 
 from __future__ import annotations
 
+import aws_cdk as cdk
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
 
 from ray_serve_ha.assets import asset_path
 
@@ -15,3 +18,10 @@ PYTHON_RUNTIME = lambda_.Runtime.PYTHON_3_14
 def handler_code(name: str) -> lambda_.Code:
     """lambda/<name>/ as the function's code, without bytecode caches."""
     return lambda_.Code.from_asset(str(HANDLERS / name), exclude=["__pycache__"])
+
+
+def handler_log_group(scope: Construct, construct_id: str) -> logs.LogGroup:
+    """A handler's log group: a month of logs, deleted with the stack."""
+    return logs.LogGroup(
+        scope, construct_id, retention=logs.RetentionDays.ONE_MONTH, removal_policy=cdk.RemovalPolicy.DESTROY
+    )

@@ -112,6 +112,9 @@ class FaultTolerantRayService(Construct):
             rayservice.node.add_dependency(operator)
         if props.secrets_operator is not None:
             self.manifests["secrets"].node.add_dependency(props.secrets_operator)
+        if props.api_keys is not None:
+            # External Secrets syncs the keys once every consumer's entry is in them.
+            self.manifests["secrets"].node.add_dependency(props.api_keys.entries)
         if self.artifact_cache is not None:
             # Pod Identity credentials are injected at pod start: associate before the pods exist.
             rayservice.node.add_dependency(self.artifact_cache.pod_identity)

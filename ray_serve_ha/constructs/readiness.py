@@ -17,7 +17,6 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 from constructs import Construct
@@ -27,7 +26,7 @@ from ray_serve_ha.charts.rbac import RAYSERVICE_READERS_GROUP, rayservice_reader
 from ray_serve_ha.charts.secrets import API_KEY_PROPAGATION_S
 from ray_serve_ha.charts.serve_service import serve_service_name
 from ray_serve_ha.constructs.api_keys import READINESS_GATE, ApiKeys
-from ray_serve_ha.constructs.lambda_code import PYTHON_RUNTIME, handler_code
+from ray_serve_ha.constructs.lambda_code import PYTHON_RUNTIME, handler_code, handler_log_group
 
 # A CloudFormation custom resource waits at most 3,600 s (ServiceTimeout), and the gate
 # needs a few minutes of that to report why the RayService is not Ready (its conditions
@@ -148,7 +147,7 @@ class RayServiceReadiness(Construct):
         def handler(construct_id: str, entry_point: str, description: str) -> lambda_.Function:
             return lambda_.Function(
                 self, construct_id, handler=entry_point, description=description,
-                log_group=_log_group(self, f"{construct_id}Logs"),
+                log_group=handler_log_group(self, f"{construct_id}Logs"),
                 runtime=PYTHON_RUNTIME,
                 code=handler_code("rayservice_ready"),
                 # A private API endpoint is reachable from the VPC only: run in it, in a group
@@ -197,7 +196,7 @@ class RayServiceReadiness(Construct):
             # Every poll of a slow first start shows up in the waiter's execution history.
             disable_waiter_state_machine_logging=False,
             waiter_state_machine_log_options=cr.LogOptions(
-                destination=_log_group(self, "WaiterLogs"), level=sfn.LogLevel.ALL, include_execution_data=False
+                destination=handler_log_group(self, "WaiterLogs"), level=sfn.LogLevel.ALL, include_execution_data=False
             ),
         )
         spec_hash, deploy_time_values = rayservice_fingerprint(cdk.Stack.of(self), props.rayservice_manifest)
@@ -225,8 +224,9 @@ class RayServiceReadiness(Construct):
             },
         )
         if api_keys is not None and self.api_keys_read is not None:
-            # The key and the permission to read it exist before the first poll asks for them.
-            self.resource.node.add_dependency(api_keys.secret, self.api_keys_read)
+            # The gate's entry (added by `entries` on the deploy that adds the gate's consumer)
+            # and the permission to read it exist before the first poll asks for them.
+            self.resource.node.add_dependency(api_keys.entries, self.api_keys_read)
         # Its mirror image for `cdk destroy`: nothing on create; on delete it waits until the
         # deleted RayService's RayClusters (Redis cleanup Job) and LoadBalancer Services (the
         # NLB and the controller's security groups) are gone. The stack places it between the
@@ -253,9 +253,3 @@ class RayServiceReadiness(Construct):
             "ApiKeyName": props.api_key_name,
             "ApiKeyGraceSeconds": str(int(API_KEY_GRACE.to_seconds())),
         }
-
-
-def _log_group(scope: Construct, construct_id: str) -> logs.LogGroup:
-    return logs.LogGroup(
-        scope, construct_id, retention=logs.RetentionDays.ONE_MONTH, removal_policy=cdk.RemovalPolicy.DESTROY
-    )
