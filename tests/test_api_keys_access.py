@@ -2,7 +2,8 @@
 (tests/iam_policy.py, as tests/test_resource_policies.py does): External Secrets (which syncs
 it into the Serve pods and the UI), the availability probe, the readiness gate's isComplete
 role and the HA drill's CodeBuild role read it, and nothing else of theirs reaches the
-generated seeds it was made from; the gate's onEvent role does not read it at all."""
+generated seeds it was made from; the gate's onEvent role does not read it at all. The function
+that adds missing consumers' entries reads the seeds and reads and writes that secret, nothing else."""
 
 from __future__ import annotations
 
@@ -54,3 +55,34 @@ def test_the_api_keys_are_read_by_their_consumers_and_nothing_else_by_them(deplo
     (variable,) = [v for v in drill["project"]["Environment"]["EnvironmentVariables"] if v["Name"] == "OPENAI_API_KEY"]
     assert variable["Type"] == "SECRETS_MANAGER"
     assert deployment.resolve(serving, variable["Value"]) == f"{keys}:ha-drill"
+
+
+def test_the_entries_function_reads_the_seeds_and_reads_and_writes_the_keys_and_nothing_else(deployment):  # noqa: F811
+    serving, gcs_store = stack(deployment, "serving"), stack(deployment, "gcs-store")
+    secrets = deployment.resources(serving, "AWS::SecretsManager::Secret")
+    (keys_id,) = [k for k, r in secrets.items() if "SecretString" in r["Properties"]]
+    keys = deployment.ref(serving, keys_id)
+    seeds = [deployment.ref(serving, k) for k in secrets if k != keys_id]
+    assert len(seeds) == 5
+    _, function = only(deployment, "serving", "AWS::Lambda::Function", Handler="index.add_missing_entries")
+    role_id = logical_id_of(function["Properties"]["Role"])
+    principal, identity = role(deployment.get_att(serving, role_id, "Arn")), deployment.role_policies(serving, role_id)
+
+    def can(action: str, arn: str) -> Decision:
+        return decide(Request(principal, action, arn), identity_policies=identity, resource_account=ACCOUNT)
+
+    assert can("secretsmanager:GetSecretValue", keys)
+    assert can("secretsmanager:PutSecretValue", keys)
+    for action in ("secretsmanager:UpdateSecret", "secretsmanager:DeleteSecret", "secretsmanager:PutResourcePolicy",
+                   "secretsmanager:RotateSecret"):
+        assert not can(action, keys), action
+    for seed in seeds:
+        assert can("secretsmanager:GetSecretValue", seed)
+        assert not can("secretsmanager:PutSecretValue", seed)
+    # Not the GCS store's AUTH token, nor any other secret of the account.
+    (auth_id,) = deployment.resources(gcs_store, "AWS::SecretsManager::Secret")
+    others = [deployment.ref(gcs_store, auth_id),
+              f"arn:aws:secretsmanager:{deployment.region}:{ACCOUNT}:secret:hugging-face-token-AbCdEf"]
+    for other in others:
+        assert not can("secretsmanager:GetSecretValue", other), other
+        assert not can("secretsmanager:PutSecretValue", other), other
