@@ -354,7 +354,7 @@ def scenario_api_key_entries(function, assembly, runtime, tmp_path, cluster_api,
     assert "a" * 48 not in failed.stderr  # no key in the message
     assert raw() == broken
     # Valid JSON that is not an object of strings fails the same way.
-    for value, problem in (('["' + "a" * 48 + '"]', "holds a JSON list, not an object"),
+    for value, problem in (('["' + "a" * 48 + '"]', "holds a JSON array, not an object"),
                            ('{"alice": 1, "bob": null}', "has entries whose keys are not strings (alice, bob)")):
         secrets.put_secret_value(SecretId=keys, SecretString=value)
         broken = raw()

@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)
 
 
+# What a JSON value that is not an object is called, by the Python type json.loads makes of it.
+JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
 class KeysSecretError(ValueError):
     """The keys secret holds something this handler must not rewrite (fails the deploy)."""
 
@@ -56,7 +60,7 @@ def consumers_of(properties: Mapping[str, Any]) -> dict[str, str]:
 def parse_keys(text: str | None, secret_arn: str) -> dict[str, str]:
     """The keys secret's entries. Never quotes the secret's value: it holds keys."""
     fix = (
-        f"restore a JSON object of names and keys in it, such as {{\"operator\": \"<key>\"}} "
+        'restore a JSON object of names and keys in it, such as {"operator": "<key>"} '
         "(Secrets Manager console or `aws secretsmanager put-secret-value`), then deploy again; "
         "nothing was written to it"
     )
@@ -69,7 +73,8 @@ def parse_keys(text: str | None, secret_arn: str) -> dict[str, str]:
             f"the API keys secret {secret_arn} is not JSON (line {error.lineno}, column {error.colno}): {fix}"
         ) from None
     if not isinstance(keys, dict):
-        raise KeysSecretError(f"the API keys secret {secret_arn} holds a JSON {type(keys).__name__}, not an object: {fix}")
+        kind = JSON_KINDS.get(type(keys), "value")
+        raise KeysSecretError(f"the API keys secret {secret_arn} holds a JSON {kind}, not an object: {fix}")
     not_strings = sorted(name for name, key in keys.items() if not isinstance(key, str))
     if not_strings:
         raise KeysSecretError(
