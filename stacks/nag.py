@@ -165,8 +165,8 @@ def acknowledge_findings(system: ServingSystem) -> None:
         "generated seeds are read only to add a consumer's missing entry.",
     )
     keys = serving.api_keys
-    for function in (keys.add_missing, keys.provider):
-        _acknowledge(function, _managed_policy("service-role/AWSLambdaBasicExecutionRole"), LAMBDA_EXECUTION)
+    for scope in (keys.add_missing, keys.provider):
+        _acknowledge(scope, _managed_policy("service-role/AWSLambdaBasicExecutionRole"), LAMBDA_EXECUTION)
     _acknowledge(
         keys.provider,
         f"AwsSolutions-IAM5[Resource::<{_logical_id(keys.add_missing)}.Arn>:*]",
