@@ -185,5 +185,5 @@ def render_error(what: str, message: str, status: int | None, query: str) -> str
             f"<pre>{html.escape(query)}</pre>")
 
 
-def render_message(markdown_free_text: str) -> str:
-    return f"<p>{html.escape(markdown_free_text)}</p>"
+def render_message(text: str) -> str:
+    return f"<p>{html.escape(text)}</p>"
