@@ -2,7 +2,7 @@
 offered three times what it can serve.
 
     python -m local up --detach --no-ui && python bench/overload.py [--runs 3] [--factor 3] \
-        [--max-ongoing N --max-queued M]; python -m local down
+        [--max-ongoing N --max-queued M] [--max-tokens T] [--url URL]; python -m local down
 
 Each run, through the API port (both workers' proxies), with the stack's API keys:
   1. unloaded: sequential requests, one at a time: p50 and p99;
@@ -12,7 +12,12 @@ Each run, through the API port (both workers' proxies), with the stack's API key
      `--factor` x that capacity for `--seconds`: how many were admitted (200) and shed (429
      with Retry-After: Serve's full queue, or a key's rate limit), admitted p50/p99, every
      5xx and every client time-out;
-  4. the RSS of each Serve replica process before and after.
+  4. the RSS of each Serve replica process before and after;
+  5. what Serve itself measured in phases 1 and 3 (bench/serve_histograms.py, from the demo's
+     Prometheus): the proxies' p99 of the 200 answers, and the replicas' processing p99. Set
+     beside the client's figures they say where an admitted request waited: before the
+     proxies (the load generator, the API port's forwarder, this machine's CPUs), in Serve's
+     queue, or in the model.
 
 `--max-ongoing` and `--max-queued` redeploy the application with those per-replica and per-caller
 bounds first (Serve applies them in place) and restore the stack's own at the end: the
@@ -30,6 +35,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -45,11 +51,14 @@ from dataclasses import replace  # noqa: E402
 
 from local.api_keys import API_KEYS_FILE, read_keys  # noqa: E402
 from local.stack import LocalStack, StackError, running_state  # noqa: E402
-from local.topology import API_URL, WORKERS  # noqa: E402
+from local.topology import API_URL, PROMETHEUS_URL, WORKERS  # noqa: E402
 from ray_serve_ha.charts.serve_config import LlmServing, serve_config  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+import serve_histograms  # noqa: E402
+
 REPLICA_TITLE = b"ray::ServeReplica:llm:LLMServer"
-BODY = {"model": "tiny-mistral", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
+PROMPT = [{"role": "user", "content": "Say hello."}]
 BENCH_KEYS = 8
 # Longer than any admitted answer should take: an answer slower than this counts as a time-out.
 TIMEOUT_S = 30.0
@@ -80,7 +89,8 @@ def replica_rss_mib() -> dict[int, float]:
 
 
 def add_bench_keys() -> list[str]:
-    keys = read_keys()
+    # A run that was killed left its keys behind: they are replaced, not kept.
+    keys = {name: key for name, key in read_keys().items() if not name.startswith("bench-")}
     mine = {f"bench-{i + 1}": "sk-bench-" + os.urandom(16).hex() for i in range(BENCH_KEYS)}
     write_keys({**keys, **mine})
     return list(mine.values())
@@ -98,11 +108,11 @@ def write_keys(keys: dict[str, str]) -> None:
     os.replace(temporary, API_KEYS_FILE)
 
 
-async def one(http: httpx.AsyncClient, key: str) -> tuple[str, float]:
+async def one(http: httpx.AsyncClient, key: str, body: dict) -> tuple[str, float]:
     """(outcome, seconds): '200', '429-queue', '429-limit', '5xx', 'timeout', 'error', or another status."""
     started = time.monotonic()
     try:
-        response = await http.post("/v1/chat/completions", json=BODY, headers={"Authorization": f"Bearer {key}"})
+        response = await http.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
     except httpx.TimeoutException:
         return "timeout", time.monotonic() - started
     except httpx.HTTPError as error:
@@ -118,23 +128,23 @@ async def one(http: httpx.AsyncClient, key: str) -> tuple[str, float]:
     return str(response.status_code), elapsed
 
 
-async def unloaded(http: httpx.AsyncClient, keys: list[str], count: int) -> list[float]:
+async def unloaded(http: httpx.AsyncClient, keys: list[str], body: dict, count: int) -> list[float]:
     latencies = []
     for index in range(count):
-        outcome, elapsed = await one(http, keys[index % len(keys)])
+        outcome, elapsed = await one(http, keys[index % len(keys)], body)
         if outcome == "200":
             latencies.append(elapsed)
     return latencies
 
 
-async def capacity(http: httpx.AsyncClient, keys: list[str], concurrency: int, seconds: float) -> float:
+async def capacity(http: httpx.AsyncClient, keys: list[str], body: dict, concurrency: int, seconds: float) -> float:
     done = 0
     deadline = time.monotonic() + seconds
 
     async def client(index: int) -> None:
         nonlocal done
         while time.monotonic() < deadline:
-            outcome, _ = await one(http, keys[index % len(keys)])
+            outcome, _ = await one(http, keys[index % len(keys)], body)
             done += outcome == "200"
 
     started = time.monotonic()
@@ -142,32 +152,46 @@ async def capacity(http: httpx.AsyncClient, keys: list[str], concurrency: int, s
     return done / (time.monotonic() - started)
 
 
-async def overload(http: httpx.AsyncClient, keys: list[str], rate: float, seconds: float) -> list[tuple[str, float]]:
+async def overload(
+    http: httpx.AsyncClient, keys: list[str], body: dict, rate: float, seconds: float
+) -> list[tuple[str, float]]:
     tasks = []
     started = time.monotonic()
     for index in range(int(rate * seconds)):
         # Arrivals on a fixed schedule, whatever the answers do (open loop).
         await asyncio.sleep(max(0.0, started + index / rate - time.monotonic()))
-        tasks.append(asyncio.create_task(one(http, keys[index % len(keys)])))
+        tasks.append(asyncio.create_task(one(http, keys[index % len(keys)], body)))
     return await asyncio.gather(*tasks)
 
 
 async def run(args: argparse.Namespace, keys: list[str]) -> dict:
     limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=API_URL, timeout=TIMEOUT_S, limits=limits) as http:
+    body = {"model": "tiny-mistral", "messages": PROMPT, "max_tokens": args.max_tokens}
+    async with httpx.AsyncClient(base_url=args.url, timeout=TIMEOUT_S, limits=limits) as http:
         rss_start = replica_rss_mib()
-        await unloaded(http, keys, 20)  # warm-up
-        quiet = await unloaded(http, keys, args.sequential)
-        served_per_s = await capacity(http, keys, args.concurrency, args.seconds)
+        await unloaded(http, keys, body, 20)  # warm-up
+        # Each phase starts and ends with Serve's own counts (phase, then their last report).
+        serve_histograms.settle()
+        before_quiet = serve_histograms.snapshot(PROMETHEUS_URL)
+        quiet = await unloaded(http, keys, body, args.sequential)
+        serve_histograms.settle()
+        after_quiet = serve_histograms.snapshot(PROMETHEUS_URL)
+        served_per_s = await capacity(http, keys, body, args.concurrency, args.seconds)
         rate = args.factor * served_per_s
-        results = await overload(http, keys, rate, args.seconds)
-        await asyncio.sleep(2)
+        serve_histograms.settle()
+        before_overload = serve_histograms.snapshot(PROMETHEUS_URL)
+        results = await overload(http, keys, body, rate, args.seconds)
+        serve_histograms.settle()
+        after_overload = serve_histograms.snapshot(PROMETHEUS_URL)
         rss_end = replica_rss_mib()
     outcomes = Counter(outcome for outcome, _ in results)
     admitted = [elapsed for outcome, elapsed in results if outcome == "200"]
     unloaded_p99 = percentile(quiet, 0.99)
     admitted_p99 = percentile(admitted, 0.99)
     ratio = round(admitted_p99 / unloaded_p99, 2) if admitted_p99 and unloaded_p99 else None
+    proxy_quiet_p99 = serve_histograms.quantile(before_quiet.proxy_ok, after_quiet.proxy_ok, 0.99)
+    proxy_admitted_p99 = serve_histograms.quantile(before_overload.proxy_ok, after_overload.proxy_ok, 0.99)
+    processing_p99 = serve_histograms.quantile(before_overload.processing, after_overload.processing, 0.99)
     return {
         "unloaded_p50_ms": round(1000 * statistics.median(quiet), 1),
         "unloaded_p99_ms": round(1000 * unloaded_p99, 1) if unloaded_p99 else None,
@@ -180,9 +204,19 @@ async def run(args: argparse.Namespace, keys: list[str]) -> dict:
         "admitted_p99_over_unloaded_p99": ratio,
         "errors_5xx": outcomes.get("5xx", 0),
         "timeouts": outcomes.get("timeout", 0),
+        "proxy_unloaded_p99_ms": _ms(proxy_quiet_p99),
+        "proxy_admitted_p99_ms": _ms(proxy_admitted_p99),
+        "proxy_admitted_p99_over_unloaded_p99": (
+            round(proxy_admitted_p99 / proxy_quiet_p99, 2) if proxy_admitted_p99 and proxy_quiet_p99 else None
+        ),
+        "replica_processing_p99_ms_overload": _ms(processing_p99),
         "replica_rss_mib_start": sorted(rss_start.values()),
         "replica_rss_mib_end": sorted(rss_end.values()),
     }
+
+
+def _ms(value: float | None) -> float | None:
+    return round(value, 1) if value is not None else None
 
 
 def deploy(stack: LocalStack, serving: LlmServing) -> None:
@@ -201,6 +235,9 @@ def main() -> int:
                         help="closed-loop clients that measure capacity (default: 2 x max_ongoing_requests)")
     parser.add_argument("--max-ongoing", type=int, default=None, help="max_ongoing_requests per replica")
     parser.add_argument("--max-queued", type=int, default=None, help="max_queued_requests per caller")
+    parser.add_argument("--max-tokens", type=int, default=8, help="tokens each answer generates")
+    parser.add_argument("--url", default=API_URL,
+                        help="where to send the load (default: the API port; a proxy's URL leaves the forwarder out)")
     args = parser.parse_args()
     state = running_state()
     if state is None:
@@ -216,6 +253,8 @@ def main() -> int:
                       "max_queued_requests": serving.max_queued_requests}), flush=True)
     if serving != stack.serving:
         deploy(stack, serving)
+    # SIGTERM (a CI time-out, `kill`) ends the run like Ctrl-C: its keys and bounds are undone.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     keys = add_bench_keys()
     reports = []
     try:
@@ -231,7 +270,9 @@ def main() -> int:
     medians = {
         name: statistics.median(r[name] for r in reports if r[name] is not None)
         for name in ("unloaded_p99_ms", "capacity_rps", "offered_rps", "admitted_p99_ms",
-                     "admitted_p99_over_unloaded_p99", "errors_5xx", "timeouts")
+                     "admitted_p99_over_unloaded_p99", "proxy_unloaded_p99_ms", "proxy_admitted_p99_ms",
+                     "proxy_admitted_p99_over_unloaded_p99", "replica_processing_p99_ms_overload",
+                     "errors_5xx", "timeouts")
         if any(r[name] is not None for r in reports)
     }
     print(json.dumps({"medians_of_runs": len(reports), **medians}))

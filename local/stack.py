@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from local import cgroups, netns, processes, prometheus
-from local.api_keys import CHAT_UI, ensure_keys, key_of
+from local.api_keys import API_KEYS_FILE, CHAT_UI, ensure_keys
 from local.cluster_view import ClusterView
 from local.fault_actions import FaultActions
 from local.redis_client import ping
@@ -234,15 +234,7 @@ class LocalStack(ClusterView, FaultActions):
     def _start_gradio(self) -> None:
         self.state.gradio_pid = processes.spawn(
             [sys.executable, "-m", "chat_ui"],
-            env={
-                "PYTHONPATH": str(GRADIO_APP_DIR),
-                "OPENAI_BASE_URL": f"http://127.0.0.1:{API_PORT}/v1",
-                "MODEL_NAME": self.serving.served_model_name or self.serving.model_id,
-                "GRADIO_SERVER_NAME": "127.0.0.1",
-                "GRADIO_SERVER_PORT": str(GRADIO_PORT),
-                "GRADIO_ANALYTICS_ENABLED": "False",
-                "OPENAI_API_KEY": key_of(CHAT_UI),
-            },
+            env=chat_ui_env(self.serving.served_model_name or self.serving.model_id),
             log=LOG_DIR / "gradio.log",
         )
         _wait_for_http(GRADIO_URL, timeout=90, what="the Gradio UI")
@@ -285,6 +277,22 @@ class LocalStack(ClusterView, FaultActions):
         netns.destroy()
         for folder in (STATE_DIR / "ray", HOLD_DIR, NODE_DIR):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def chat_ui_env(model: str) -> dict[str, str]:
+    """The chat UI's settings (images/gradio/chat_ui/settings.py) on the local stack."""
+    return {
+        "PYTHONPATH": str(GRADIO_APP_DIR),
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{API_PORT}/v1",
+        "MODEL_NAME": model,
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(GRADIO_PORT),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        # Its own entry of the keys file, read at each request: editing the file rotates the
+        # UI's key too, with no restart (as the mounted Secret on EKS).
+        "OPENAI_API_KEY_FILE": str(API_KEYS_FILE),
+        "OPENAI_API_KEY_NAME": CHAT_UI,
+    }
 
 
 def _run_python(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -113,7 +113,8 @@ def test_an_api_keys_secret_locks_the_api(tmp_path):
     secrets = list(yaml.safe_load_all((tmp_path / "01-secrets.k8s.yaml").read_text()))
     assert {s["metadata"]["name"] for s in secrets if s["kind"] == "ExternalSecret"} >= {"api-keys", "chat-ui-api-key"}
     assert "api_keys_file:" in (tmp_path / "02-rayservice.k8s.yaml").read_text()
-    assert "OPENAI_API_KEY" in (tmp_path / "03-gradio.k8s.yaml").read_text()
+    gradio = (tmp_path / "03-gradio.k8s.yaml").read_text()
+    assert "OPENAI_API_KEY_FILE" in gradio and "secretName: chat-ui-api-key" in gradio
 
 
 def test_what_kuberay_would_refuse_is_not_written(tmp_path, monkeypatch, capsys):

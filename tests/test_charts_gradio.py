@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cdk8s
 import pytest
 
 from ray_serve_ha.charts.gradio import GRADIO_LABELS, GradioChart, GradioInputs
 from ray_serve_ha.charts.profiles import eks_charts
+from ray_serve_ha.charts.ray_pods import SecretKeyRef
 from ray_serve_ha.charts.serve_service import openai_base_url
 from tests.chart_inputs import example_eks_deployment
+from tests.crd_schemas import schema_errors
 
 BASE_URL = openai_base_url("ray-serve-llm", "ray-serving")
 INPUTS = GradioInputs(image="111122223333.dkr.ecr.us-east-2.amazonaws.com/gradio:1", openai_base_url=BASE_URL,
-                      model_id="mistralai/Mistral-7B-Instruct-v0.2")
+                      model_id="mistralai/Mistral-7B-Instruct-v0.2",
+                      api_key=SecretKeyRef(name="ui-key", key="api-key"))
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +98,34 @@ def test_gradio_writes_to_an_empty_dir_not_the_root_filesystem(pod, container):
     assert volumes[mounts["/tmp"]]["emptyDir"] == {"sizeLimit": "256Mi"}
     temp_dir = next(e["value"] for e in container["env"] if e["name"] == "GRADIO_TEMP_DIR")
     assert temp_dir.startswith("/tmp/")
+
+
+def test_the_api_key_is_a_file_from_a_secret_volume_that_the_kubelet_updates(pod, container):
+    """Mounted whole, read-only: the kubelet swaps a rotated key in (a subPath mount or an
+    environment variable would keep the old key until the pod restarts)."""
+    env = {e["name"]: e for e in container["env"]}
+    assert "OPENAI_API_KEY" not in env
+    assert not [e for e in container["env"] if "valueFrom" in e]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/etc/ray-serve-ha/api-key"]
+    assert mount["readOnly"] is True and "subPath" not in mount and "subPathExpr" not in mount
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    # Only the UI's key, readable by the pod's group (the UI's fsGroup) and nobody else.
+    assert volume["secret"] == {"secretName": "ui-key", "items": [{"key": "api-key", "path": "api-key"}],
+                                "defaultMode": 0o440}
+    assert pod["securityContext"]["fsGroup"] == 1000
+    assert env["OPENAI_API_KEY_FILE"] == {"name": "OPENAI_API_KEY_FILE", "value": "/etc/ray-serve-ha/api-key/api-key"}
+
+
+def test_the_deployment_with_its_key_volume_is_valid_against_the_kubernetes_schema(objects):
+    assert schema_errors(objects["Deployment"]) == []
+
+
+def test_without_a_key_the_ui_gets_no_key_file():
+    charts = GradioChart(cdk8s.App(), "gradio", inputs=replace(INPUTS, api_key=None)).to_json()
+    (deployment,) = [o for o in charts if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+    assert "OPENAI_API_KEY_FILE" not in {e["name"] for e in pod["containers"][0]["env"]}
 
 
 def test_kind_loaded_images_are_not_pulled_again(container):

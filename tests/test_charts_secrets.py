@@ -9,6 +9,7 @@ import cdk8s
 import pytest
 
 from ray_serve_ha.charts.accelerators import ACCELERATORS
+from ray_serve_ha.charts.gradio import API_KEY_MOUNT_DIR
 from ray_serve_ha.charts.profiles import EksDeployment, eks_charts
 from ray_serve_ha.charts.rayservice import API_KEYS_MOUNT_DIR
 from ray_serve_ha.charts.secrets import SecretsChart, SecretsInputs
@@ -83,22 +84,35 @@ def test_every_secret_reference_is_to_a_key_an_external_secret_writes(eks_object
         for d in o["spec"]["data"]
     }
     referenced = {(ref["name"], ref["key"]) for o in eks_objects for ref in secret_refs(o)}
-    assert referenced == {
-        ("gcs-store-auth", "password"), ("hugging-face-token", "HF_TOKEN"), ("chat-ui-api-key", "OPENAI_API_KEY")}
-    # The API keys are mounted as a volume, not referenced from env (next test).
-    assert written == referenced | {("api-keys", "api-keys.json")}
+    assert referenced == {("gcs-store-auth", "password"), ("hugging-face-token", "HF_TOKEN")}
+    # The API keys (the replicas' and the UI's own) are mounted as volumes, not read from env (next test).
+    mounted = {(name, key) for o in eks_objects for name, key in secret_volume_refs(o)}
+    assert mounted == {("api-keys", "api-keys.json"), ("chat-ui-api-key", "api-key")}
+    assert written == referenced | mounted
+
+
+def secret_volume_refs(value) -> list[tuple[str, str]]:
+    """(Secret, key) of every key a Secret volume anywhere in a manifest projects."""
+    if isinstance(value, dict):
+        secret = value.get("secret")
+        found = ([(secret["secretName"], item["key"]) for item in secret.get("items", [])]
+                 if isinstance(secret, dict) and "secretName" in secret else [])
+        return found + [ref for v in value.values() for ref in secret_volume_refs(v)]
+    if isinstance(value, list):
+        return [ref for v in value for ref in secret_volume_refs(v)]
+    return []
 
 
 def test_the_api_keys_reach_the_replicas_as_a_file_that_follows_secrets_manager_within_a_minute(eks_objects):
     """The whole JSON of keys, refreshed every 30 s, mounted as a Secret volume (updated in
     place by the kubelet, unlike an env var or a subPath) where the serve config reads it;
-    the UI gets only its own entry. Both valid against External Secrets' own schema."""
+    the UI gets only its own entry, as often. Both valid against External Secrets' own schema."""
     by_name = {o["metadata"]["name"]: o for o in eks_objects if o["kind"] == "ExternalSecret"}
     keys, ui = by_name["api-keys"], by_name["chat-ui-api-key"]
-    assert keys["spec"]["refreshInterval"] == "30s"
+    assert keys["spec"]["refreshInterval"] == ui["spec"]["refreshInterval"] == "30s"
     assert keys["spec"]["data"] == [{"secretKey": "api-keys.json", "remoteRef": {"key": API_KEYS_ARN}}]
     assert ui["spec"]["data"] == [
-        {"secretKey": "OPENAI_API_KEY", "remoteRef": {"key": API_KEYS_ARN, "property": "chat-ui"}}]
+        {"secretKey": "api-key", "remoteRef": {"key": API_KEYS_ARN, "property": "chat-ui"}}]
     for manifest in (keys, ui):
         assert schema_errors(manifest) == []
     (rayservice,) = [o for o in eks_objects if o["kind"] == "RayService"]
@@ -114,6 +128,19 @@ def test_the_api_keys_reach_the_replicas_as_a_file_that_follows_secrets_manager_
         assert env["API_LIMITS_REDIS_ADDRESS"]["value"] == "rediss://master.gcs.example.cache.amazonaws.com:6379"
         assert env["API_LIMITS_REDIS_PASSWORD"]["valueFrom"] == {
             "secretKeyRef": {"name": "gcs-store-auth", "key": "password"}}
+
+
+def test_the_ui_reads_its_own_key_from_the_mounted_secret_that_external_secrets_writes(eks_objects):
+    (ui,) = [o for o in eks_objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "gradio"]
+    pod = ui["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert "OPENAI_API_KEY" not in env and not secret_refs(container)
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == API_KEY_MOUNT_DIR]
+    assert "subPath" not in mount and mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "chat-ui-api-key"
+    assert env["OPENAI_API_KEY_FILE"]["value"] == f"{API_KEY_MOUNT_DIR}/api-key"
 
 
 def env_vars(value) -> list[dict]:

@@ -66,12 +66,12 @@ def test_settings_from_env():
             "GRADIO_SERVER_PORT": "8080",
             "RETRY_ATTEMPTS": "3",
             "RETRY_INITIAL_DELAY_S": "0.5",
-            "OPENAI_API_KEY": "sk-very-secret",
+            "OPENAI_API_KEY_FILE": "/etc/ray-serve-ha/api-key/api-key",
         }
     )
     assert settings.openai_base_url == "http://ray-serve-llm-serve-svc:8000/v1"
     assert (settings.model_name, settings.server_port, settings.retry_attempts) == ("mistral", 8080, 3)
-    assert "sk-very-secret" not in repr(settings)
+    assert settings.api_key_file == "/etc/ray-serve-ha/api-key/api-key"
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,9 @@ Built with cdk8s-plus, whose defaults are overridden on purpose wherever they do
 hash-derived selector label changes with the construct path, and `Always` pull does not
 work with images loaded into kind. Its read-only root filesystem and non-root user are
 kept: Gradio gets an emptyDir where it writes instead.
+
+The UI's API key is a file: its Secret mounted as a volume, which the kubelet updates in
+place when External Secrets writes a rotated key, and which the UI reads at each request.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ GRADIO_TEMP_DIR = f"{TMP_PATH}/gradio"
 CPU_REQUEST_MILLI = GRADIO_CPU_REQUEST_MILLI
 MEMORY_REQUEST_MIB = GRADIO_MEMORY_REQUEST_MIB
 DEFAULT_REPLICAS = GRADIO_REPLICAS
+# Where the UI's key Secret is mounted; the UI reads the file named OPENAI_API_KEY_FILE there.
+API_KEY_MOUNT_DIR = "/etc/ray-serve-ha/api-key"
+# Readable by the UI's group (the pod's fsGroup) only.
+API_KEY_FILE_MODE = 0o440
 
 
 @dataclass(frozen=True)
@@ -45,14 +52,25 @@ class GradioInputs:
     device: str | None = None
     namespace: str = constants.SERVING_NAMESPACE
     replicas: int = DEFAULT_REPLICAS
-    # The UI's own API key (its OPENAI_API_KEY); None: the API is open (kind).
+    # The Secret key holding the UI's own API key, mounted as its OPENAI_API_KEY_FILE; None: the
+    # API is open (kind).
     api_key: SecretKeyRef | None = None
+
+
+def api_key_file(key: SecretKeyRef) -> str:
+    """The path of the UI's key file in its pod (its OPENAI_API_KEY_FILE)."""
+    return f"{API_KEY_MOUNT_DIR}/{key.key}"
 
 
 class GradioChart(cdk8s.Chart):
     def __init__(self, scope: Construct, construct_id: str, *, inputs: GradioInputs) -> None:
         super().__init__(scope, construct_id, namespace=inputs.namespace, disable_resource_name_hashes=True)
         tmp = kplus.Volume.from_empty_dir(self, "tmp", "tmp", size_limit=cdk8s.Size.mebibytes(256))
+        volume_mounts = [kplus.VolumeMount(path=TMP_PATH, volume=tmp)]
+        key_env: dict[str, kplus.EnvValue] = {}
+        if inputs.api_key is not None:
+            volume_mounts.append(_api_key_mount(self, inputs.api_key))
+            key_env["OPENAI_API_KEY_FILE"] = kplus.EnvValue.from_value(api_key_file(inputs.api_key))
         self.deployment = kplus.Deployment(
             self,
             "deployment",
@@ -87,7 +105,7 @@ class GradioChart(cdk8s.Chart):
                         "GRADIO_SERVER_PORT": kplus.EnvValue.from_value(str(constants.GRADIO_PORT)),
                         "GRADIO_TEMP_DIR": kplus.EnvValue.from_value(GRADIO_TEMP_DIR),
                         **({"UI_DEVICE": kplus.EnvValue.from_value(inputs.device)} if inputs.device else {}),
-                        **(_api_key_env(self, inputs.api_key) if inputs.api_key else {}),
+                        **key_env,
                     },
                     resources=kplus.ContainerResources(
                         cpu=kplus.CpuResources(
@@ -117,7 +135,7 @@ class GradioChart(cdk8s.Chart):
                         "/", port=constants.GRADIO_PORT, period_seconds=cdk8s.Duration.seconds(5),
                         timeout_seconds=cdk8s.Duration.seconds(2), failure_threshold=3,
                     ),
-                    volume_mounts=[kplus.VolumeMount(path=TMP_PATH, volume=tmp)],
+                    volume_mounts=volume_mounts,
                 )
             ],
         )
@@ -138,8 +156,14 @@ class GradioChart(cdk8s.Chart):
             self.service.select_label(key, value)
 
 
-def _api_key_env(chart: cdk8s.Chart, key: SecretKeyRef) -> dict[str, kplus.EnvValue]:
-    """OPENAI_API_KEY from the Secret External Secrets keeps (read when the pod starts: a
-    rotated UI key takes a rollout of the UI)."""
-    secret = kplus.Secret.from_secret_name(chart, "api-key", key.name)
-    return {"OPENAI_API_KEY": kplus.EnvValue.from_secret_value(kplus.SecretValue(secret=secret, key=key.key))}
+def _api_key_mount(chart: cdk8s.Chart, key: SecretKeyRef) -> kplus.VolumeMount:
+    """The Secret External Secrets keeps, as a read-only volume: the kubelet swaps in a new
+    version at its periodic sync of the pod (about a minute), and the UI reads the file at each
+    request, so a rotated key needs no restart. A whole-volume mount on purpose: a subPath
+    mount is never updated, and neither is an environment variable."""
+    secret = kplus.Secret.from_secret_name(chart, "api-key-secret", key.name)
+    volume = kplus.Volume.from_secret(
+        chart, "api-key", secret, name="api-key", default_mode=API_KEY_FILE_MODE,
+        items={key.key: kplus.PathMapping(path=key.key)},
+    )
+    return kplus.VolumeMount(path=API_KEY_MOUNT_DIR, volume=volume, read_only=True)

@@ -2,7 +2,8 @@
 
 No secret value passes through CDK, cdk8s or a manifest: the charts name a Secrets Manager
 secret, and the External Secrets Operator (EKS Pod Identity, IAM-scoped to these secrets)
-writes the value into a Kubernetes Secret that the pods reference with `secretKeyRef`.
+writes the value into a Kubernetes Secret that the pods reference with `secretKeyRef` (read
+when they start) or mount as a volume (the API keys: reread while they run).
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ GCS_STORE_PASSWORD = SecretKeyRef(name="gcs-store-auth", key="password")
 HUGGING_FACE_TOKEN = SecretKeyRef(name="hugging-face-token", key="HF_TOKEN")
 # The API keys, {name: key} as JSON: mounted as a file in the Serve pods, which reread it.
 API_KEYS = SecretKeyRef(name="api-keys", key="api-keys.json")
-# The chat UI's own key (its entry of the API keys), as the UI's OPENAI_API_KEY.
-CHAT_UI_API_KEY = SecretKeyRef(name="chat-ui-api-key", key="OPENAI_API_KEY")
+# The chat UI's own key (its entry of the API keys), mounted as a file in the UI's pods, which
+# read it at each request.
+CHAT_UI_API_KEY = SecretKeyRef(name="chat-ui-api-key", key="api-key")
 # The name of the chat UI's key in the API keys (ray_serve_ha/constructs/api_keys.py makes it).
 CHAT_UI_KEY_NAME = "chat-ui"
 # A rotated value reaches the Secret within this interval (pods read it when they start).
 REFRESH_INTERVAL = "1h"
-# The API keys are read again by the running replicas: a key added or revoked in Secrets
-# Manager reaches the Secret within this interval, and the mounted file at the kubelet's next
-# sync of the pod (about a minute).
+# The API keys (all of them, and the UI's own) are read again by the running replicas and UI:
+# a key added, revoked or rotated in Secrets Manager reaches the Secrets within this interval,
+# and the mounted files at the kubelet's next sync of the pod (about a minute).
 API_KEYS_REFRESH_INTERVAL = "30s"
 
 
@@ -101,7 +103,8 @@ def secrets_manifests(inputs: SecretsInputs) -> list[dict[str, Any]]:
                 inputs.api_keys_secret, API_KEYS, inputs.namespace, refresh_interval=API_KEYS_REFRESH_INTERVAL
             ),
             external_secret(
-                inputs.api_keys_secret, CHAT_UI_API_KEY, inputs.namespace, remote_property=CHAT_UI_KEY_NAME
+                inputs.api_keys_secret, CHAT_UI_API_KEY, inputs.namespace,
+                refresh_interval=API_KEYS_REFRESH_INTERVAL, remote_property=CHAT_UI_KEY_NAME,
             ),
         ]
     return manifests

@@ -11,6 +11,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import gradio as gr
 
+from .api_key import ApiKeyError
 from .chat import ChatBackend
 from .settings import Settings, SettingsError
 
@@ -44,6 +45,13 @@ def main() -> int:
         logger.error("%s", error)
         return 2
     logger.info("starting with %r", settings)
+    key_file = settings.api_key()
+    if key_file is not None:
+        try:
+            key_file.read()
+        except ApiKeyError as problem:
+            # Not fatal: the file may appear later (it is read at each request); each chat says so meanwhile.
+            logger.warning("no usable API key yet: %s", problem)
     ui = build_ui(settings)
     # Each queued event is one streaming answer; the backend batches them.
     ui.queue(default_concurrency_limit=32).launch(

@@ -6,6 +6,9 @@ proxy that restarts (or a Service with no ready endpoint) shows up as connection
 and 502/503/504. Those are retried with exponential backoff, also when they break a stream
 half-way (the answer then starts again). When every try fails the user gets a clear
 message instead of a stack trace.
+
+The API key is read from its file at every try (`api_key.py`): after a rotation the next
+chat sends the new key; a missing or broken key file is said in the chat, never retried.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import httpx
 import openai
 
+from .api_key import ApiKeyError
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -33,6 +37,14 @@ def unavailable_message(attempts: int, reason: str) -> str:
     return (
         f"⚠️ {UNAVAILABLE}: retrying failed after {attempts} attempts ({reason}). "
         "Please try again in a minute."
+    )
+
+
+def key_problem_message(problem: ApiKeyError) -> str:
+    return (
+        f"⚠️ The chat UI has no usable API key: {problem}. "
+        "Whoever runs this UI should check the key file that OPENAI_API_KEY_FILE names "
+        "(on Kubernetes, the UI's key Secret mounted there)."
     )
 
 
@@ -113,9 +125,11 @@ class ChatBackend:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
+        self.key_file = settings.api_key()
         self.client = client or openai.OpenAI(
             base_url=settings.openai_base_url,
-            api_key=settings.openai_api_key or "not-needed",
+            # Replaced at each request by the key file's key; sent as-is to an open API.
+            api_key="not-needed",
             # Retries are ours (they cover broken streams too, and tell the user).
             max_retries=0,
             timeout=httpx.Timeout(settings.request_timeout_s, connect=5.0),
@@ -123,10 +137,17 @@ class ChatBackend:
         self._sleep = sleep
         self._model = settings.model_name
 
+    def _client(self) -> openai.OpenAI:
+        """The client with the key the key file holds now (ApiKeyError when it holds none).
+        The copy shares the connection pool."""
+        if self.key_file is None:
+            return self.client
+        return self.client.with_options(api_key=self.key_file.read())
+
     def model(self) -> str:
         """MODEL_NAME, or the served model as /v1/models names it."""
         if self._model is None:
-            self._model = self.client.models.list().data[0].id
+            self._model = self._client().models.list().data[0].id
         return self._model
 
     def title(self) -> str:
@@ -136,7 +157,7 @@ class ChatBackend:
             return self.settings.title
         try:
             model = self.model()
-        except openai.OpenAIError:
+        except (openai.OpenAIError, ApiKeyError):
             return "LLM chat on Ray Serve"
         # A Hugging Face id ("org/name") or a local folder: the name is the last part.
         served_on = f"Ray Serve ({self.settings.device})" if self.settings.device else "Ray Serve"
@@ -145,7 +166,7 @@ class ChatBackend:
     def _stream_once(self, messages: list[dict[str, str]]) -> Iterator[str]:
         # No max_tokens unless configured: the server answers up to its own limit.
         limit = {} if self.settings.max_tokens is None else {"max_tokens": self.settings.max_tokens}
-        stream = self.client.chat.completions.create(
+        stream = self._client().chat.completions.create(
             model=self.model(),
             messages=messages,  # type: ignore[arg-type]
             temperature=self.settings.temperature,
@@ -178,15 +199,27 @@ class ChatBackend:
                 if not answer:
                     yield "(the model returned an empty answer)"
                 return
+            except ApiKeyError as problem:
+                logger.warning("no usable API key: %s", problem)
+                yield key_problem_message(problem)
+                return
             except Exception as error:  # sorted below
                 reason = _retryable(error)
                 if reason is None:
                     logger.warning("request refused: %s", error)
-                    yield f"⚠️ The model service refused the request: {_describe(error)}"
+                    yield f"⚠️ The model service refused the request: {_describe(error)}{self._hint(error)}"
                     return
                 wait_s = retry_after_s(error)
                 logger.warning("try %d of %d failed (%s): %s", attempt, attempts, reason, error)
         yield unavailable_message(attempts, reason)
+
+    def _hint(self, error: BaseException) -> str:
+        """What to check when the API refuses the UI's key."""
+        if not (isinstance(error, openai.APIStatusError) and error.status_code == 401):
+            return ""
+        if self.key_file is None:
+            return " (the API wants a key: set OPENAI_API_KEY_FILE)"
+        return f" (the key in {self.key_file.path} is not one the API accepts)"
 
 
 def _describe(error: BaseException) -> str:

@@ -4,7 +4,11 @@
 | ----------------------- | --------------------------- | ----------------------------------------------- |
 | OPENAI_BASE_URL         | http://localhost:8000/v1    | the Serve app's OpenAI-compatible API           |
 | MODEL_NAME              | (asked from /v1/models)     | the `model` sent with each request              |
-| OPENAI_API_KEY          | (none: the API is open)     | sent as a bearer token if the API wants one     |
+| OPENAI_API_KEY_FILE     | (none: the API is open)     | a file holding the key sent as a bearer token,  |
+|                         |                             | read at each request (a rotated key is used at  |
+|                         |                             | once: no restart)                               |
+| OPENAI_API_KEY_NAME     | (none: the file is the key) | the key's name when the file is a JSON object   |
+|                         |                             | {name: key} (the local stack's api-keys.json)   |
 | GRADIO_SERVER_NAME      | 0.0.0.0                     | bind address (0.0.0.0 in a container)           |
 | GRADIO_SERVER_PORT      | 7860                        | bind port                                       |
 | CHAT_MAX_TOKENS         | (the server's limit)        | max_tokens of each answer, if set               |
@@ -15,6 +19,11 @@
 | RETRY_MAX_DELAY_S       | 8                           | ... up to this                                  |
 | UI_TITLE                | <served model> on Ray Serve | page title                                      |
 | UI_DEVICE               | (none)                      | what serves the model, added to the title       |
+
+OPENAI_API_KEY is refused (and ignored beside OPENAI_API_KEY_FILE, as a shell may export it
+for other clients): a key in the environment stays the same until the process restarts, so a
+rotated key would break the chat. Put the key in a file (on Kubernetes, mount its Secret as a
+volume) and name the file in OPENAI_API_KEY_FILE.
 
 Unset, CHAT_MAX_TOKENS sends no `max_tokens`: the Serve app then answers up to its own
 limit (the serve config's `max_tokens`), so the UI can never ask for more than is served.
@@ -29,6 +38,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from urllib.parse import urlparse
 
+from .api_key import ApiKeyFile
+
+# The OpenAI SDK's variable for a key: refused here (see above).
+KEY_IN_ENVIRONMENT = "OPENAI_API_KEY"
+
 
 class SettingsError(ValueError):
     """A bad environment variable: the message names it, its value and what is allowed."""
@@ -38,7 +52,8 @@ class SettingsError(ValueError):
 class Settings:
     openai_base_url: str = "http://localhost:8000/v1"
     model_name: str | None = None
-    openai_api_key: str | None = None
+    api_key_file: str | None = None
+    api_key_name: str | None = None
     server_name: str = "0.0.0.0"
     server_port: int = 7860
     max_tokens: int | None = None
@@ -68,6 +83,14 @@ class Settings:
         for name, value, ok, allowed in checks:
             if not ok:
                 raise SettingsError(f"{name}={value!r}: must be {allowed}")
+        if self.api_key_name is not None and self.api_key_file is None:
+            raise SettingsError(
+                f"OPENAI_API_KEY_NAME={self.api_key_name!r}: names a key in OPENAI_API_KEY_FILE, which is not set"
+            )
+
+    def api_key(self) -> ApiKeyFile | None:
+        """Where the key is read from at each request; None: no key (an open API)."""
+        return None if self.api_key_file is None else ApiKeyFile(self.api_key_file, self.api_key_name)
 
     def retry_delay_s(self, attempt: int) -> float:
         """The wait after failed try number `attempt` (1-based): exponential, capped."""
@@ -75,10 +98,18 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        if environ.get(KEY_IN_ENVIRONMENT, "").strip() and not environ.get("OPENAI_API_KEY_FILE", "").strip():
+            # Never echo the key.
+            raise SettingsError(
+                f"{KEY_IN_ENVIRONMENT}=<not shown>: the UI reads its key from a file, at each request, "
+                "so that a rotated key is used without a restart: write the key to a file (on Kubernetes, "
+                f"mount its Secret as a volume), set OPENAI_API_KEY_FILE to its path and unset {KEY_IN_ENVIRONMENT}"
+            )
         names = {
             "openai_base_url": "OPENAI_BASE_URL",
             "model_name": "MODEL_NAME",
-            "openai_api_key": "OPENAI_API_KEY",
+            "api_key_file": "OPENAI_API_KEY_FILE",
+            "api_key_name": "OPENAI_API_KEY_NAME",
             "server_name": "GRADIO_SERVER_NAME",
             "server_port": "GRADIO_SERVER_PORT",
             "max_tokens": "CHAT_MAX_TOKENS",
@@ -100,13 +131,5 @@ class Settings:
             try:
                 values[field] = int(raw) if kind.startswith("int") else float(raw) if kind == "float" else raw
             except ValueError:
-                # Never echo a key, whatever variable it was put in by mistake.
-                shown = "<not shown>" if field == "openai_api_key" else repr(raw)
-                raise SettingsError(f"{env}={shown}: must be a {kind.split(' ')[0]}") from None
+                raise SettingsError(f"{env}={raw!r}: must be a {kind.split(' ')[0]}") from None
         return cls(**values)  # type: ignore[arg-type]
-
-    def __repr__(self) -> str:  # the API key stays out of logs
-        shown = {f.name: getattr(self, f.name) for f in fields(self)}
-        if shown["openai_api_key"]:
-            shown["openai_api_key"] = "***"
-        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
