@@ -7,9 +7,9 @@ Prometheus-compatible QueryMetrics API (AWS CloudWatch docs, "QueryMetrics",
 CloudWatch-PromQL-API-QueryMetrics) for the dashboard's time range and answers with an SVG
 line chart.
 
-The console invokes a custom widget's function with the viewer's own credentials, and runs
-it only once the viewer allows the dashboard's custom widgets (AWS CloudWatch docs,
-"Security and JavaScript for custom CloudWatch widgets")."""
+The console runs a dashboard's custom widgets only once the viewer allows them (AWS
+CloudWatch docs, "Security and JavaScript for custom CloudWatch widgets"), and invokes the
+function as the viewer (who needs `lambda:InvokeFunction` on it: docs/operating.md)."""
 
 from __future__ import annotations
 
