@@ -102,7 +102,6 @@ class ServingStack(cdk.Stack):
                     model=settings.serving.model,
                     capacity_mode=capacity.mode,
                     on_demand_replicas=capacity.floor,
-                    api_keys_secret=self.api_keys.secret.secret_arn,
                     api_rate_limit_per_minute=settings.serving.api_rate_limit_per_minute,
                     api_token_limit_per_minute=settings.serving.api_token_limit_per_minute,
                     max_queued_requests=settings.serving.max_queued_requests,
@@ -113,6 +112,8 @@ class ServingStack(cdk.Stack):
                 operators=[cluster.kuberay_operator, cluster.external_secrets.chart],
                 secrets_operator=cluster.external_secrets.chart,
                 readiness_timeout=cdk.Duration.minutes(settings.operations.readiness_timeout_minutes),
+                # The Serve pods' keys; the readiness gate proves the API answers its own.
+                api_keys=self.api_keys,
             ),
         )
         self.charts = self.rayservice.charts

@@ -211,18 +211,40 @@ def scenario_on_event(function, assembly, runtime, tmp_path, cluster_api, aws_en
 def scenario_is_complete(function, assembly, runtime, tmp_path, cluster_api, aws_endpoint):
     kube, _, _ = cluster_api
     ready = gate_event(assembly, "Custom::RayServiceReady", "Create", cluster_api)
-    path = f"/apis/ray.io/v1/namespaces/{ready['ResourceProperties']['Namespace']}/rayservices/ray-serve-llm"
+    properties = ready["ResourceProperties"]
+    namespace = properties["Namespace"]
+    path = f"/apis/ray.io/v1/namespaces/{namespace}/rayservices/ray-serve-llm"
+    service = f"/api/v1/namespaces/{namespace}/services/{properties['ServeServiceName']}"
+    # The API keys secret as CloudFormation makes it: the gate sends its own entry.
+    gate_key = "gate-" + "k" * 43
+    keys = moto_client(aws_endpoint, "secretsmanager").create_secret(
+        Name=f"api-keys-{time.time_ns()}", SecretString=json.dumps({properties["ApiKeyName"]: gate_key,
+                                                                    "serve-probe": "p" * 48}))
+    properties["ApiKeysSecretArn"] = keys["ARN"]
+    serve = FakeServe(api_key=gate_key)
+    server = start_fake_serve(serve)
+    # The serve load balancer's address as the controller writes it; the fake endpoint's
+    # port stands in for the serve port (8000 on loopback is the local stack's).
+    assert properties["ServePort"] == "8000"
+    properties["ServePort"] = str(server.server_address[1])
     kube.answers.clear()
     kube.requests.clear()
     kube.answers[path] = [(200, READY)]
+    kube.answers[service] = [(200, {"status": {"loadBalancer": {"ingress": [{"hostname": "127.0.0.1"}]}}})]
     ready["Data"] = {"StartedAt": str(int(time.time()))}
-    assert invoke(function, ready, runtime, tmp_path, {})["IsComplete"] is True
-    assert [r["path"] for r in kube.requests] == [path]
+    try:
+        done = invoke(function, ready, runtime, tmp_path, {}, {"AWS_ENDPOINT_URL_SECRETS_MANAGER": aws_endpoint})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done["IsComplete"] is True
+    assert done["Data"]["Models"] == serve.models[0]
+    assert [r["path"] for r in kube.requests] == [path, service]
     assert kube.requests[0]["headers"]["Authorization"].startswith("Bearer k8s-aws-v1.")
+    assert serve.received == [("GET", "/v1/models", None)]
     # Teardown: the deleted RayService left no RayCluster and no load balancer.
     gone = gate_event(assembly, "Custom::RayServiceGone", "Delete", cluster_api)
     gone["Data"] = {"StartedAt": str(int(time.time()))}
-    namespace = gone["ResourceProperties"]["Namespace"]
     kube.answers.clear()
     kube.requests.clear()
     kube.answers[f"/apis/ray.io/v1/namespaces/{namespace}/rayclusters"] = [(200, listing())]

@@ -1,5 +1,6 @@
-"""The message CloudFormation shows when the RayService does not become Ready in time:
-its conditions and its recent events, short enough for a stack event."""
+"""The messages CloudFormation shows when the gate fails: a RayService not Ready in time (its
+conditions and its recent events), an API that does not answer in time, or one that keeps
+refusing the gate's own key; each short enough for a stack event."""
 
 from __future__ import annotations
 
@@ -85,3 +86,31 @@ def timeout_report(
         parts.append(f"Last API error: {clip(last_error, 300)}.")
     parts.append(f"Recent events: {events if isinstance(events, str) else format_events(events)}")
     return clip(" ".join(parts), MAX_REASON_CHARS)
+
+
+def api_timeout_report(resource_id: str, serve_service: str, waited_s: float, last_answer: str) -> str:
+    """The RayService is Ready, but its API never answered the gate with a model list."""
+    namespace = resource_id.split("/", 1)[0]
+    return clip(
+        f"RayService {resource_id} is Ready, but its OpenAI API did not answer the readiness gate with a model "
+        f"list in {waited_s:.0f} s. Last answer: {clip(last_answer, 600)}. Look at the serve Service's load "
+        f"balancer (`kubectl -n {namespace} describe service {serve_service}`: its address and events) and at the "
+        "Serve proxies' logs; the gate reaches the serve port inside the VPC.",
+        MAX_REASON_CHARS,
+    )
+
+
+def key_refused_report(
+    resource_id: str, url: str, answer: str, waited_s: float, grace_s: float, secret_arn: str, key_name: str
+) -> str:
+    """The API answers, but refuses the gate's own key for longer than a key takes to arrive."""
+    namespace = resource_id.split("/", 1)[0]
+    return clip(
+        f"RayService {resource_id} is Ready, but its OpenAI API refuses the readiness gate's own API key "
+        f"(GET {url}: {clip(answer, 300)}) {waited_s:.0f} s into the wait; a key reaches the Serve replicas "
+        f"within {grace_s:.0f} s. The replicas do not have the {key_name!r} entry of the API keys secret "
+        f"{secret_arn}. Check that the secret holds that entry, and that External Secrets syncs it into the pods: "
+        f"`kubectl -n {namespace} get externalsecrets` (each should say SecretSynced; "
+        f"`kubectl -n {namespace} describe externalsecret <name>` says why not). Then deploy again.",
+        MAX_REASON_CHARS,
+    )

@@ -1,6 +1,8 @@
 """Readiness gate for `cdk deploy`: CloudFormation custom resources (CDK Provider framework,
 onEvent + isComplete) of two types. `Custom::RayServiceReady` completes when the KubeRay
-RayService serves its current spec with nothing pending (`rayservice_status.evaluate`).
+RayService serves its current spec with nothing pending (`rayservice_status.evaluate`) and,
+when it is given the API keys secret, when the OpenAI-compatible API answers the gate's own
+key with a model list through the serve Service's load balancer (`serve_api`).
 `Custom::RayServiceGone` does nothing on Create/Update; on Delete it completes once the
 deleted RayService's RayClusters and LoadBalancer Services are gone (`teardown.leftovers`),
 so what CloudFormation deletes next (the Redis password Secret, Redis, the cluster, the
@@ -9,12 +11,15 @@ VPC) is no longer needed by them.
 Runs on the AWS Lambda Python 3.14 runtime (ray_serve_ha/constructs/readiness.py) with the standard library
 and the runtime's botocore only: no bundling. Modules, one job each: `eks_token` (the EKS
 bearer token), `kube_api` (the Kubernetes API reads), `rayservice_status` (what the status
-says), `teardown` (what is left of a deleted one), `failure_report` (the time-out message),
-`gate_errors`; this one holds the handlers.
+says), `serve_api` (does the API answer the gate's key), `teardown` (what is left of a
+deleted one), `failure_report` (the failure messages), `gate_errors`; this one holds the
+handlers.
 
 Entry points: `index.on_event` and `index.is_complete`.
 ResourceProperties (strings, as CloudFormation passes them): ClusterName, Endpoint,
-CertificateAuthority, Namespace, RayServiceName, TimeoutSeconds; and RayServiceSpecHash
+CertificateAuthority, Namespace, RayServiceName, TimeoutSeconds; for the API check, all or
+none of ServeServiceName, ServePort, ApiKeysSecretArn, ApiKeyName and ApiKeyGraceSeconds
+(how long a refused key is waited out); and RayServiceSpecHash
 and DeployTimeValues, which the handlers do not read: they change whenever the RayService
 manifest does, so CloudFormation sends an Update and the gate waits again.
 """
@@ -28,24 +33,35 @@ from dataclasses import dataclass
 from typing import Any
 
 from eks_token import eks_token_from_environment
-from failure_report import clip, timeout_report
+from failure_report import api_timeout_report, clip, key_refused_report, timeout_report
 from gate_errors import GateError, KubeApiError
 from kube_api import (
     KubeApi,
     events_path,
     rayclusters_path,
     rayservice_path,
+    service_path,
     services_path,
 )
 from rayservice_status import evaluate, ready_data, rejection
+from serve_api import (
+    ApiAnswer,
+    KeyUnavailable,
+    api_key_from,
+    base_url,
+    list_models,
+    load_balancer_address,
+    secrets_client,
+)
 from teardown import leftovers
 
 # A named logger: the Lambda runtime's root handler prints it; tests keep their root level.
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)
 
-# A fresh access entry (or its policy association) can take a moment to be honoured;
-# within this window after the wait started, 401/403 mean "not yet" instead of "refused".
+# A fresh access entry (or its policy association), or a fresh IAM policy, can take a moment
+# to be honoured; within this window after the wait started, 401/403 from the Kubernetes API
+# and AccessDenied from Secrets Manager mean "not yet" instead of "refused".
 AUTH_GRACE_S = 120.0
 READY_TYPE = "Custom::RayServiceReady"
 GONE_TYPE = "Custom::RayServiceGone"
@@ -57,6 +73,54 @@ REQUIRED_PROPERTIES = (
     "RayServiceName",
     "TimeoutSeconds",
 )
+# The API check's properties: all of them, or none (no check).
+API_PROPERTIES = ("ServeServiceName", "ServePort", "ApiKeysSecretArn", "ApiKeyName", "ApiKeyGraceSeconds")
+
+
+def _number(props: Mapping[str, Any], key: str, kind: type[float] | type[int], least: float) -> Any:
+    try:
+        value = kind(props[key])
+    except ValueError:
+        what = "a number of seconds" if kind is float else "a whole number"
+        raise ValueError(f"{key} must be {what}, got {props[key]!r}") from None
+    if value < least:
+        raise ValueError(f"{key} must be at least {least:g}, got {props[key]!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ApiCheck:
+    """How the gate proves the API answers: the serve Service (KubeRay's) and its port, the
+    API keys secret and the gate's entry in it, and how long a refusal of that key is waited
+    out (as long as a key takes to reach the Serve replicas)."""
+
+    serve_service: str
+    port: int
+    keys_secret_arn: str
+    key_name: str
+    grace_s: float
+
+    @classmethod
+    def from_properties(cls, props: Mapping[str, Any]) -> ApiCheck | None:
+        given = [key for key in API_PROPERTIES if str(props.get(key, "")).strip()]
+        if not given:
+            return None
+        missing = [key for key in API_PROPERTIES if key not in given]
+        if missing:
+            raise ValueError(
+                f"ResourceProperties is missing {', '.join(missing)}: the API check needs all of "
+                f"{', '.join(API_PROPERTIES)}, or none"
+            )
+        port = _number(props, "ServePort", int, 1)
+        if port > 65535:
+            raise ValueError(f"ServePort must be a TCP port (1-65535), got {props['ServePort']!r}")
+        return cls(
+            serve_service=str(props["ServeServiceName"]),
+            port=port,
+            keys_secret_arn=str(props["ApiKeysSecretArn"]),
+            key_name=str(props["ApiKeyName"]),
+            grace_s=_number(props, "ApiKeyGraceSeconds", float, 0),
+        )
 
 
 @dataclass(frozen=True)
@@ -68,6 +132,7 @@ class GateProperties:
     rayservice_name: str
     timeout_s: float
     spec_hash: str
+    api: ApiCheck | None = None
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> GateProperties:
@@ -81,6 +146,7 @@ class GateProperties:
             raise ValueError(f"TimeoutSeconds must be a number of seconds, got {props['TimeoutSeconds']!r}") from None
         if timeout_s <= 0:
             raise ValueError(f"TimeoutSeconds must be positive, got {props['TimeoutSeconds']!r}")
+        api = ApiCheck.from_properties(props) if event.get("ResourceType") == READY_TYPE else None
         return cls(
             cluster_name=str(props["ClusterName"]),
             endpoint=str(props["Endpoint"]).rstrip("/"),
@@ -89,6 +155,7 @@ class GateProperties:
             rayservice_name=str(props["RayServiceName"]),
             timeout_s=timeout_s,
             spec_hash=str(props.get("RayServiceSpecHash", "")),
+            api=api,
         )
 
     @property
@@ -150,7 +217,16 @@ def is_complete(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         if readiness.ready:
             data = ready_data(rayservice)
             logger.info("RayService %s is Ready: %s", props.resource_id, data)
-            return {"IsComplete": True, "Data": data}
+            if props.api is None:
+                return {"IsComplete": True, "Data": data}
+            answer = _ask_api(api, props, props.api, waited_s)
+            if answer.answered:
+                logger.info("RayService %s: the API answered the gate's key: %s", props.resource_id, answer.detail)
+                return {"IsComplete": True, "Data": {**data, "Models": ",".join(answer.models)}}
+            logger.info("RayService %s: the API has not answered yet: %s", props.resource_id, answer.detail)
+            if waited_s > props.timeout_s:
+                raise GateError(api_timeout_report(props.resource_id, props.api.serve_service, waited_s, answer.detail))
+            return {"IsComplete": False}
         waiting_for = readiness.detail
         logger.info("RayService %s not ready: %s", props.resource_id, readiness.detail)
     elif api_error is None:
@@ -201,6 +277,44 @@ def _is_gone(event: Mapping[str, Any]) -> dict[str, Any]:
             )
         )
     return {"IsComplete": False}
+
+
+def _ask_api(api: KubeApi, props: GateProperties, check: ApiCheck, waited_s: float) -> ApiAnswer:
+    """GET /v1/models with the gate's own key through the serve Service's load balancer.
+    Raises GateError when waiting cannot help; otherwise the answer says what is missing."""
+    try:
+        service = api.get(service_path(props.namespace, check.serve_service))
+    except KubeApiError as error:
+        if not _worth_waiting(error, waited_s):
+            raise GateError(f"RayService {props.resource_id}: {error}{_auth_hint(error)}") from None
+        return ApiAnswer(f"reading the serve Service: {error}")
+    address = load_balancer_address(service)
+    if address is None:
+        state = "does not exist yet" if service is None else "has no load balancer address yet"
+        return ApiAnswer(f"the serve Service {props.namespace}/{check.serve_service} {state}")
+    try:
+        key = api_key_from(secrets_client(), check.keys_secret_arn, check.key_name)
+    except GateError as error:
+        raise GateError(f"RayService {props.resource_id} is Ready, but the gate cannot call its API: {error}") from None
+    except KeyUnavailable as error:
+        if error.denied and waited_s >= AUTH_GRACE_S:
+            raise GateError(
+                f"RayService {props.resource_id} is Ready, but the gate cannot call its API: {error} (the "
+                f"isComplete function's role must be allowed secretsmanager:GetSecretValue on {check.keys_secret_arn})"
+            ) from None
+        return ApiAnswer(str(error))
+    url = base_url(address, check.port)
+    answer = list_models(url, key)
+    if answer.refused and waited_s >= check.grace_s:
+        # Long enough for External Secrets' refresh, the kubelet's resync of the mounted file
+        # and the replicas' reload (the construct derives the grace from those): not a delay.
+        raise GateError(
+            key_refused_report(
+                props.resource_id, f"{url}/v1/models", answer.detail, waited_s, check.grace_s,
+                check.keys_secret_arn, check.key_name,
+            )
+        )
+    return ApiAnswer(f"GET {url}/v1/models: {answer.detail}", answer.status, answer.models)
 
 
 def _started_at(event: Mapping[str, Any]) -> float:

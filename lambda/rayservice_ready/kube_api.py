@@ -19,9 +19,9 @@ from gate_errors import GateError, KubeApiError
 HTTP_TIMEOUT_S = 10.0
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # The API server does not redirect these reads; following one would send the bearer
-    # token to wherever it points.
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    # Neither the API server nor the serve load balancer redirects these reads; following
+    # one would send the bearer token (or the API key) to wherever it points.
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None
 
@@ -67,7 +67,7 @@ class KubeApi:
         handlers: list[urllib.request.BaseHandler] = [
             # Reach the API server directly: no proxy from the environment sees the token.
             urllib.request.ProxyHandler({}),
-            _NoRedirect(),
+            NoRedirect(),
         ]
         if self.endpoint.startswith("https://"):
             handlers.append(urllib.request.HTTPSHandler(context=ssl_context_for(self.certificate_authority)))
@@ -130,6 +130,10 @@ def rayclusters_path(namespace: str) -> str:
 
 def services_path(namespace: str) -> str:
     return f"/api/v1/namespaces/{_quote(namespace)}/services"
+
+
+def service_path(namespace: str, name: str) -> str:
+    return f"{services_path(namespace)}/{_quote(name)}"
 
 
 def events_path(namespace: str, name: str) -> str:

@@ -2,8 +2,8 @@
 `{"<name>": "<key>"}` with a key of its own for each consumer, generated at deploy time.
 
 External Secrets syncs the whole object into the Serve pods (a mounted file they reread:
-`ray_serve_ha/charts/secrets.py`) and the chat UI's entry into the UI; the probe and the HA
-drill read their own entries from Secrets Manager. To add a key for a person or a team, or
+`ray_serve_ha/charts/secrets.py`) and the chat UI's entry into the UI; the probe, the HA
+drill and the readiness gate read their own entries from Secrets Manager. To add a key for a person or a team, or
 to revoke one, edit the secret's JSON (Secrets Manager console or `put-secret-value`): the
 replicas pick the change up within about a minute, with no restart.
 
@@ -23,12 +23,14 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 # The consumers that get a key at creation: the chat UI (ray_serve_ha/charts/secrets.py
-# CHAT_UI_KEY_NAME), the availability probe, the HA drill, and the operator's own.
+# CHAT_UI_KEY_NAME), the availability probe, the HA drill, the operator's own, and the
+# readiness gate (which proves with it that the API answers before a deploy completes).
 CHAT_UI = "chat-ui"
 SERVE_PROBE = "serve-probe"
 HA_DRILL = "ha-drill"
 OPERATOR = "operator"
-CONSUMERS: tuple[str, ...] = (CHAT_UI, SERVE_PROBE, HA_DRILL, OPERATOR)
+READINESS_GATE = "readiness-gate"
+CONSUMERS: tuple[str, ...] = (CHAT_UI, SERVE_PROBE, HA_DRILL, OPERATOR, READINESS_GATE)
 KEY_LENGTH = 48
 
 
@@ -38,11 +40,13 @@ class ApiKeysProps:
 
 
 class ApiKeys(Construct):
-    """`secret`: the keys, `{name: key}`; `grant_read_to(role)` lets a role read it (and nothing else)."""
+    """`secret`: the keys, `{name: key}`; `consumers`: the names generated at creation;
+    `grant_read_to(role)` lets a role read it (and nothing else)."""
 
     def __init__(self, scope: Construct, construct_id: str, props: ApiKeysProps | None = None) -> None:
         super().__init__(scope, construct_id)
         props = props or ApiKeysProps()
+        self.consumers = props.consumers
         values: dict[str, SecretValue] = {}
         self.seeds: list[secretsmanager.Secret] = []
         for name in props.consumers:

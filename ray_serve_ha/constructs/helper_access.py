@@ -25,7 +25,8 @@ class HelperReach:
     balancer controller creates it at run time, with its own security group that admits
     the VPC CIDR: the address range is all there is to name here.
     aws_apis: AWS service endpoints over HTTPS through the NAT gateways (CloudWatch metrics,
-    CodeBuild's source, logs and package downloads); the VPC has no interface endpoints.
+    Secrets Manager for an API key, CodeBuild's source, logs and package downloads); the VPC
+    has no interface endpoints for them.
     """
 
     api_endpoint: bool = False

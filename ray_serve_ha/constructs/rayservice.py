@@ -17,6 +17,7 @@ from ray_serve_ha.charts import constants
 from ray_serve_ha.charts.profiles import EksCharts, EksDeployment, eks_charts
 from ray_serve_ha.charts.serve_config import COMPILED_ARTIFACT_ENGINES
 from ray_serve_ha.charts.serve_service import serve_service_name
+from ray_serve_ha.constructs.api_keys import READINESS_GATE, ApiKeys
 from ray_serve_ha.constructs.artifact_cache import CompiledArtifactCache, CompiledArtifactCacheProps
 from ray_serve_ha.constructs.helper_access import HelperReach, HelperSecurityGroup, HelperSecurityGroupProps
 from ray_serve_ha.constructs.kuberay_validation import add_kuberay_rules
@@ -37,6 +38,9 @@ class FaultTolerantRayServiceProps:
     External Secrets releases): the operator's finalizer cleans the GCS keys from Redis.
     secrets_operator: what the synced secrets need first (External Secrets' webhook).
     readiness_timeout: how long a deploy waits for Ready (at most 55 minutes).
+    api_keys: the API keys (`ApiKeys`): the Serve pods get them (give them here, not as
+    `deployment.api_keys_secret`), and the readiness gate proves with its own entry
+    (`readiness_api_key_name`) that the API answers. None: an open API.
     """
 
     cluster: eks.ICluster
@@ -47,14 +51,17 @@ class FaultTolerantRayServiceProps:
     operators: Sequence[IConstruct] = ()
     secrets_operator: IConstruct | None = None
     readiness_timeout: cdk.Duration = field(default_factory=default_readiness_timeout)
+    api_keys: ApiKeys | None = None
+    readiness_api_key_name: str = READINESS_GATE
 
 
 class FaultTolerantRayService(Construct):
     """The charts as `KubernetesManifest`s in apply order (namespace → secrets → RayService →
     UI), the readiness gate between the RayService and the UI (in a security group that
-    reaches the API endpoint only), the serve Service's load balancer hostname, and, for an
-    engine that compiles the model for its accelerator (Neuron), the compiled-artifact cache
-    (a bucket and the workers' Pod Identity role) that the serve config points at.
+    reaches the API endpoint, and with API keys the serve port and Secrets Manager), the serve
+    Service's load balancer hostname, and, for an engine that compiles the model for its
+    accelerator (Neuron), the compiled-artifact cache (a bucket and the workers' Pod Identity
+    role) that the serve config points at.
 
     Teardown runs in reverse and waits: the RayService goes first, the gate's teardown
     resource waits for its RayClusters (Redis cleanup) and load balancers, then the
@@ -64,6 +71,13 @@ class FaultTolerantRayService(Construct):
         super().__init__(scope, construct_id)
         cluster = props.cluster
         deployment = props.deployment
+        if props.api_keys is not None:
+            if deployment.api_keys_secret is not None:
+                raise ValueError(
+                    "the API keys are given twice: as FaultTolerantRayServiceProps.api_keys and as "
+                    "EksDeployment.api_keys_secret; give only api_keys (the readiness gate then checks the API)"
+                )
+            deployment = replace(deployment, api_keys_secret=props.api_keys.secret.secret_arn)
         # Engines that compile the model for the accelerator (Neuron) get the cache: every
         # worker start after the first downloads the compiled model instead of compiling.
         self.artifact_cache: CompiledArtifactCache | None = None
@@ -104,11 +118,14 @@ class FaultTolerantRayService(Construct):
 
         self.namespace = self.charts.rayservice.inputs.namespace
         self.rayservice_name = self.charts.rayservice.inputs.name
+        with_keys = props.api_keys is not None
         self.readiness_access = HelperSecurityGroup(
             self, "ReadinessAccess", HelperSecurityGroupProps(
                 vpc=props.vpc, cluster_security_group=props.cluster_security_group,
-                # It signs its EKS token locally: the API endpoint is all it talks to.
-                reach=HelperReach(api_endpoint=True), description="RayService readiness gate",
+                # It signs its EKS token locally: the API endpoint, and with API keys the serve
+                # load balancer and Secrets Manager (its key), are all it talks to.
+                reach=HelperReach(api_endpoint=True, serve_load_balancer=with_keys, aws_apis=with_keys),
+                description="RayService readiness gate",
             ),
         )
         self.readiness = RayServiceReadiness(
@@ -123,6 +140,8 @@ class FaultTolerantRayService(Construct):
                 vpc=props.vpc,
                 subnets=props.subnets,
                 security_group=self.readiness_access.security_group,
+                api_keys=props.api_keys,
+                api_key_name=props.readiness_api_key_name,
             ),
         )
         self.readiness.resource.node.add_dependency(rayservice)

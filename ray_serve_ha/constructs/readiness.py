@@ -1,5 +1,6 @@
 """The readiness gate: `cdk deploy` returns only once the RayService serves its current spec
-with nothing pending, or fails with its conditions and recent events when it does not in
+with nothing pending and (given the API keys) its OpenAI API answers the gate's own key, or
+fails with its conditions and recent events, or the API's last answer, when it does not in
 time. It waits again on every deploy that changes the RayService manifest."""
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ from typing import Any
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from ray_serve_ha.charts import constants
 from ray_serve_ha.charts.rbac import RAYSERVICE_READERS_GROUP, rayservice_reader_rbac
+from ray_serve_ha.charts.secrets import API_KEY_PROPAGATION_S
+from ray_serve_ha.charts.serve_service import serve_service_name
+from ray_serve_ha.constructs.api_keys import READINESS_GATE, ApiKeys
 from ray_serve_ha.constructs.lambda_code import PYTHON_RUNTIME, handler_code
 
 # A CloudFormation custom resource waits at most 3,600 s (ServiceTimeout), and the gate
@@ -39,6 +45,10 @@ HANDLER_HEADROOM = cdk.Duration.seconds(2 * POLL_INTERVAL.to_seconds())
 # Left to CloudFormation, the onEvent call and the waiter's start within its own limit.
 CLOUDFORMATION_HEADROOM = cdk.Duration.minutes(5)
 MAX_TIMEOUT = cdk.Duration.minutes(READINESS_TIMEOUT_MAX_MINUTES)
+# How long the API may refuse the gate's own key before the gate fails: the longest a key
+# takes to reach every Serve replica (External Secrets' refresh, the kubelet's resync of the
+# mounted Secret, the replicas' reload), plus one poll, so at least one poll comes after it.
+API_KEY_GRACE = cdk.Duration.seconds(API_KEY_PROPAGATION_S + POLL_INTERVAL.to_seconds())
 if MAX_TIMEOUT.to_seconds() + CLOUDFORMATION_HEADROOM.to_seconds() > CUSTOM_RESOURCE_MAX_WAIT.to_seconds():
     raise ValueError(
         f"READINESS_TIMEOUT_MAX_MINUTES={READINESS_TIMEOUT_MAX_MINUTES} leaves less than "
@@ -90,8 +100,14 @@ class RayServiceReadinessProps:
     rayservice_manifest: the chart's objects as applied (their fingerprint makes the gate run
     again when they change).
     vpc, subnets, security_group: where the handlers run (a private API endpoint answers
-    from the VPC only): a group that reaches the API endpoint and nothing else.
-    timeout: how long a deploy waits for Ready (at most READINESS_TIMEOUT_MAX_MINUTES)."""
+    from the VPC only): a group that reaches the API endpoint, and nothing else but what
+    the API check needs (below).
+    timeout: how long a deploy waits for Ready (at most READINESS_TIMEOUT_MAX_MINUTES).
+    api_keys: the API keys (`ApiKeys`): once the RayService is Ready, the gate also waits until
+    its OpenAI API answers `GET /v1/models` with the `api_key_name` entry, through the serve
+    Service's load balancer on `serve_port`; `security_group` must then also reach that port
+    in the VPC and Secrets Manager (`HelperReach(serve_load_balancer=True, aws_apis=True)`).
+    None: an open API, not called."""
 
     cluster: eks.ICluster
     namespace: str
@@ -101,6 +117,9 @@ class RayServiceReadinessProps:
     subnets: Sequence[ec2.ISubnet]
     security_group: ec2.ISecurityGroup
     timeout: cdk.Duration = field(default_factory=default_readiness_timeout)
+    api_keys: ApiKeys | None = None
+    api_key_name: str = READINESS_GATE
+    serve_port: int = constants.SERVE_PORT
 
 
 class RayServiceReadiness(Construct):
@@ -118,6 +137,14 @@ class RayServiceReadiness(Construct):
                 f"readiness timeout {timeout.to_minutes():g} min exceeds {READINESS_TIMEOUT_MAX_MINUTES} min: "
                 "CloudFormation waits at most 60 minutes for a custom resource"
             )
+        api_keys = props.api_keys
+        if api_keys is not None and props.api_key_name not in api_keys.consumers:
+            raise ValueError(
+                f"the readiness gate's API key {props.api_key_name!r} is not one the API keys generate "
+                f"({', '.join(api_keys.consumers)}): add it to ApiKeysProps.consumers, or set api_key_name "
+                "to one of them"
+            )
+
         def handler(construct_id: str, entry_point: str, description: str) -> lambda_.Function:
             return lambda_.Function(
                 self, construct_id, handler=entry_point, description=description,
@@ -125,7 +152,7 @@ class RayServiceReadiness(Construct):
                 runtime=PYTHON_RUNTIME,
                 code=handler_code("rayservice_ready"),
                 # A private API endpoint is reachable from the VPC only: run in it, in a group
-                # of its own that reaches the API endpoint and nothing else (helper_access.py).
+                # of its own that reaches only what it calls (helper_access.py).
                 vpc=props.vpc,
                 vpc_subnets=ec2.SubnetSelection(subnets=list(props.subnets)),
                 security_groups=[props.security_group],
@@ -137,6 +164,10 @@ class RayServiceReadiness(Construct):
         self.is_complete = handler("IsComplete", "index.is_complete", "RayService readiness gate: Ready=True yet?")
         # A Function made without `role=` creates its own; only imported functions have none.
         assert self.is_complete.role is not None
+        # Its own key, from the one secret of API keys (and nothing else in Secrets Manager).
+        self.api_keys_read: iam.Policy | None = None
+        if api_keys is not None:
+            self.api_keys_read = api_keys.grant_read_to(self.is_complete.role, "ReadinessGateReader")
         # EKS's view policy covers built-in kinds only; the Kubernetes group gets a Role
         # that may read RayServices and their events in this namespace (ray_serve_ha/charts/rbac.py).
         self.access = eks.CfnAccessEntry(
@@ -186,8 +217,16 @@ class RayServiceReadiness(Construct):
             # Said outright rather than left to CloudFormation's default: the gate's whole
             # wait (the Provider's total timeout) fits inside it.
             service_timeout=CUSTOM_RESOURCE_MAX_WAIT,
-            properties={**where, "RayServiceSpecHash": spec_hash, "DeployTimeValues": deploy_time_values},
+            properties={
+                **where,
+                **(self._api_check(props, api_keys) if api_keys is not None else {}),
+                "RayServiceSpecHash": spec_hash,
+                "DeployTimeValues": deploy_time_values,
+            },
         )
+        if api_keys is not None and self.api_keys_read is not None:
+            # The key and the permission to read it exist before the first poll asks for them.
+            self.resource.node.add_dependency(api_keys.secret, self.api_keys_read)
         # Its mirror image for `cdk destroy`: nothing on create; on delete it waits until the
         # deleted RayService's RayClusters (Redis cleanup Job) and LoadBalancer Services (the
         # NLB and the controller's security groups) are gone. The stack places it between the
@@ -203,6 +242,17 @@ class RayServiceReadiness(Construct):
         # The handler must be allowed in before it asks, and until it has finished.
         for resource in (self.resource, self.teardown):
             resource.node.add_dependency(self.access, self.rbac)
+
+    @staticmethod
+    def _api_check(props: RayServiceReadinessProps, api_keys: ApiKeys) -> dict[str, str]:
+        """The API check's properties (lambda/rayservice_ready/index.py, ApiCheck)."""
+        return {
+            "ServeServiceName": serve_service_name(props.rayservice_name),
+            "ServePort": str(props.serve_port),
+            "ApiKeysSecretArn": api_keys.secret.secret_arn,
+            "ApiKeyName": props.api_key_name,
+            "ApiKeyGraceSeconds": str(int(API_KEY_GRACE.to_seconds())),
+        }
 
 
 def _log_group(scope: Construct, construct_id: str) -> logs.LogGroup:
