@@ -111,6 +111,9 @@ def acknowledge_findings(system: ServingSystem) -> None:
     for function in lambda_roles:
         for policy in ("service-role/AWSLambdaBasicExecutionRole", "service-role/AWSLambdaVPCAccessExecutionRole"):
             _acknowledge(function, _managed_policy(policy), LAMBDA_EXECUTION)
+    # The dashboard's graphs run outside the VPC (they call CloudWatch's public endpoint).
+    _acknowledge(serving.serve_graphs.function, _managed_policy("service-role/AWSLambdaBasicExecutionRole"),
+                 LAMBDA_EXECUTION)
     gate_provider = serving.readiness.node.find_child("Provider")
     _acknowledge(gate_provider, _managed_policy("service-role/AWSLambdaBasicExecutionRole"), LAMBDA_EXECUTION)
     for child in serving.readiness.node.find_all():
@@ -139,6 +142,14 @@ def acknowledge_findings(system: ServingSystem) -> None:
         "AwsSolutions-IAM5[Resource::*]",
         "cloudwatch:PutMetricData has no resource-level permissions; the statement is limited "
         "to the probe's own metric namespace by a cloudwatch:namespace condition.",
+    )
+
+    _acknowledge(
+        serving.serve_graphs.function,
+        "AwsSolutions-IAM5[Resource::*]",
+        "The dashboard's PromQL graphs call CloudWatch's QueryMetrics, which requires "
+        "cloudwatch:GetMetricData and cloudwatch:ListMetrics; neither action has resource-level "
+        "permissions, and the role holds nothing else.",
     )
 
     cache = serving.artifact_cache

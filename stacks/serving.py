@@ -29,6 +29,7 @@ from ray_serve_ha.constructs.helper_access import (
     HelperSecurityGroup,
     HelperSecurityGroupProps,
 )
+from ray_serve_ha.constructs.promql_graphs import PromQLGraphs
 from ray_serve_ha.constructs.rayservice import FaultTolerantRayService, FaultTolerantRayServiceProps
 from ray_serve_ha.constructs.serve_alarms import ServeMetricAlarms, ServeMetricAlarmsProps
 from stacks.drill_runner import HaDrillProject
@@ -164,6 +165,8 @@ class ServingStack(cdk.Stack):
         ))
         # Created once the RayService is Ready: the not-Ready alarm would fire during a first deploy.
         self.serve_alarms.node.add_dependency(self.readiness.resource)
+        # The dashboard's graphs of those series: custom widgets drawn from PromQL.
+        self.serve_graphs = PromQLGraphs(self, "ServeGraphs")
         self.dashboard = serving_dashboard(
             self,
             "Dashboard",
@@ -175,6 +178,7 @@ class ServingStack(cdk.Stack):
                 accelerator_instance_types=capacity.instance_types,
                 serve_alarms=self.serve_alarms,
                 serve_queries=serve_queries,
+                serve_graphs=self.serve_graphs,
             ),
         )
         self.ha_drill = HaDrillProject(

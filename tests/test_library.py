@@ -227,7 +227,7 @@ def test_the_installed_library_finds_its_lambda_sources_and_job_scripts_inside_i
     )
     handlers, folders, job_files = outside_the_checkout(installed, "-c", probe).splitlines()
     assert Path(handlers) == installed / "ray_serve_ha" / "_assets" / "lambda"
-    assert folders == "rayservice_ready serve_probe"
+    assert folders == "promql_widget rayservice_ready serve_probe"
     assert (Path(handlers) / "rayservice_ready" / "index.py").is_file()
     assert job_files.split() == [
         "job_runner.py", "pytorch_benchmark.py", "ray_serve_ha/charts/job_args.py", "xgboost_benchmark.py",

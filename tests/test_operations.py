@@ -333,7 +333,7 @@ def test_handler_docstrings_name_the_runtime_they_are_deployed_on(serving):
                 if f["Properties"].get("Handler", "").startswith("index.") and "python" in f["Properties"]["Runtime"]}
     assert deployed == {PYTHON_RUNTIME.name}
     version = PYTHON_RUNTIME.name.removeprefix("python")
-    for folder in ("rayservice_ready", "serve_probe"):
+    for folder in ("rayservice_ready", "serve_probe", "promql_widget"):
         doc = (HANDLERS / folder / "index.py").read_text().split('"""')[1]
         assert f"Python {version} runtime" in doc, folder
         assert not re.search(r"Python 3\.\d+ runtime", doc.replace(f"Python {version} runtime", "")), folder

@@ -1,7 +1,8 @@
 """Ray Serve's own metrics on EKS, in the templates: the CloudWatch Observability add-on
 (pinned, OTel Container Insights, Pod Identity) in both capacity modes, the PromQL alarms on
 5xx, p99 latency and a RayService not Ready with the series names the add-on keeps, their
-topic's policy, the dashboard, and the alarm thresholds as settings."""
+topic's policy, the dashboard's graphs of every series (custom widgets drawn from PromQL, their
+function and what its role may call), and the alarm thresholds as settings."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import pytest
 
 from ray_serve_ha.charts import serve_metrics
 from ray_serve_ha.charts.serve_metrics import ServeQueries
+from ray_serve_ha.constructs.lambda_code import PYTHON_RUNTIME
 from ray_serve_ha.constructs.observability import ADD_ON_NAME, ADD_ON_VERSION
+from ray_serve_ha.constructs.promql_graphs import QUERY_ACTIONS
 from stacks.settings import Settings, SettingsError
 from tests.conftest import context, synthesize
 from tests.deployed import ACCOUNT, OTHER_ACCOUNT, deployment_of, logical_id_of, only, stack
-from tests.iam_policy import Deployment, Request, decide, service
+from tests.iam_policy import Deployment, Request, decide, role, service
 from tests.test_resource_policies import assume
 
 SELECTOR = '"@resource.k8s.cluster.name"="ray-serve-ha", "@resource.k8s.namespace.name"="ray-serving"'
@@ -148,16 +151,81 @@ def test_cloudwatch_may_publish_each_serve_alarm_and_no_other(deployment):
     assert not decide(publish(other), resource_policy=document, resource_account=ACCOUNT)
 
 
-def test_the_dashboard_shows_the_serve_alarms_and_the_promql_of_every_graph(default_system, promql_alarms):
-    (dashboard,) = default_system.serving.find_resources("AWS::CloudWatch::Dashboard").values()
-    body = json.dumps(dashboard["Properties"]["DashboardBody"])
-    for name in ("ray_serve_num_http_requests_total", 'status_code=~\\\\\\"4..', 'status_code=~\\\\\\"5..',
-                 "histogram_quantile(0.5", "histogram_quantile(0.99", "ray_serve_num_ongoing_requests_at_replicas",
-                 "ray_serve_deployment_queued_queries", "ray_serve_deployment_replica_healthy",
-                 "ray_serve_llm_generated_tokens_total"):
-        assert name in body, name
-    for logical_id in promql_alarms:
-        assert logical_id in body
+def graph_function(deployment) -> tuple[str, dict[str, Any]]:
+    return only(deployment, "serving", "AWS::Lambda::Function", Handler="index.render")
+
+
+def dashboard_widgets(deployment) -> list[dict[str, Any]]:
+    _, dashboard = only(deployment, "serving", "AWS::CloudWatch::Dashboard")
+    return json.loads(deployment.resolve(stack(deployment, "serving"), dashboard["Properties"]["DashboardBody"]))[
+        "widgets"]
+
+
+def test_the_dashboard_graphs_every_serve_series_from_its_promql_beside_the_alarms(deployment, promql_alarms):
+    serving = stack(deployment, "serving")
+    function_id, _ = graph_function(deployment)
+    widgets = dashboard_widgets(deployment)
+    graphs = [w for w in widgets if w["type"] == "custom"]
+    # One custom widget per panel, titled as the panel, its query and unit in the params,
+    # drawn by the graph function and redrawn when the range, the size or the data change.
+    assert [(w["properties"]["title"], w["properties"]["params"]) for w in graphs] == [
+        (p.title, {"query": p.query, "unit": p.unit}) for p in ServeQueries(selector=SELECTOR).graphs()
+    ]
+    for widget in graphs:
+        assert widget["properties"]["endpoint"] == deployment.get_att(serving, function_id, "Arn")
+        assert widget["properties"]["updateOn"] == {"refresh": True, "resize": True, "timeRange": True}
+    assert "ray_serve_llm_generated_tokens_total" in graphs[-1]["properties"]["params"]["query"]
+    (alarm_status,) = [w for w in widgets if w["type"] == "alarm"]
+    assert sorted(alarm_status["properties"]["alarms"]) == sorted(
+        deployment.get_att(serving, alarm_id, "Arn") for alarm_id in promql_alarms)
+    # The PromQL is graphed, no longer printed.
+    assert not [w for w in widgets if w["type"] == "text"]
+
+
+def test_the_graph_function_runs_the_widget_handler_with_exactly_the_two_query_actions(default_system, deployment):
+    _, function = graph_function(deployment)
+    properties = function["Properties"]
+    assert properties["Runtime"] == PYTHON_RUNTIME.name and "VpcConfig" not in properties
+    # No endpoint set: the region's CloudWatch monitoring host.
+    assert "PROMQL_ENDPOINT" not in properties["Environment"]["Variables"]
+    role_id = logical_id_of(properties["Role"])
+    (policy,) = default_system.serving.find_resources(
+        "AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role_id}]}}).values()
+    assert policy["Properties"]["PolicyDocument"]["Statement"] == [
+        {"Action": list(QUERY_ACTIONS), "Effect": "Allow", "Resource": "*"}]
+    assert set(QUERY_ACTIONS) == {"cloudwatch:GetMetricData", "cloudwatch:ListMetrics"}
+    log_group = logical_id_of(properties["LoggingConfig"]["LogGroup"])
+    assert default_system.serving.to_json()["Resources"][log_group]["Properties"]["RetentionInDays"] == 30
+
+
+def test_the_graph_function_may_call_what_query_metrics_needs_and_nothing_more(deployment):
+    serving = stack(deployment, "serving")
+    _, function = graph_function(deployment)
+    role_id = logical_id_of(function["Properties"]["Role"])
+    assert assume(deployment, "serving", role_id, "lambda.amazonaws.com", "sts:AssumeRole")
+    assert not assume(deployment, "serving", role_id, "events.amazonaws.com", "sts:AssumeRole")
+    principal = role(deployment.get_att(serving, role_id, "Arn"))
+    identity = deployment.role_policies(serving, role_id)
+
+    def may(action: str) -> bool:
+        return bool(decide(Request(principal, action, "*"), identity_policies=identity, resource_account=ACCOUNT))
+
+    assert may("cloudwatch:GetMetricData") and may("cloudwatch:ListMetrics")
+    for action in ("cloudwatch:PutMetricData", "cloudwatch:DeleteAlarms", "cloudwatch:PutDashboard",
+                   "secretsmanager:GetSecretValue"):
+        assert not may(action), action
+
+
+def test_the_dashboards_serve_parts_come_together():
+    import aws_cdk as cdk
+
+    from ray_serve_ha.constructs.dashboard import ServingDashboardProps, serving_dashboard
+
+    # Refused before anything is made: the other props are not even looked at.
+    props = ServingDashboardProps(name="x", probe=None, alarm=None, replication_group_id="rg",
+                                  accelerator_instance_types=["inf2.8xlarge"], serve_queries=ServeQueries())
+    with pytest.raises(ValueError, match="serve_alarms, serve_queries and serve_graphs go together"):
+        serving_dashboard(cdk.Stack(), "Dashboard", props)
 
 
 def test_the_panels_cover_what_operators_watch():

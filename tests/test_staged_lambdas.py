@@ -12,10 +12,13 @@ import base64
 import json
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 import pytest
@@ -370,7 +373,60 @@ def scenario_api_key_entries(function, assembly, runtime, tmp_path, cluster_api,
     assert current() == before
 
 
+class QueryRange(BaseHTTPRequestHandler):
+    """A Prometheus-compatible query_range API on loopback: two series, a point every step."""
+
+    forms: ClassVar[list[dict[str, str]]] = []
+
+    def do_POST(self) -> None:
+        form = dict(urllib.parse.parse_qsl(self.rfile.read(int(self.headers["Content-Length"])).decode()))
+        QueryRange.forms.append({"path": self.path, **form})
+        start, end, step = float(form["start"]), float(form["end"]), int(form["step"])
+        offsets = range(0, int(end - start), step)
+        result = [{"metric": {"pod": pod}, "values": [[start + t, str(t * k)] for t in offsets]}
+                  for pod, k in (("worker-1", 1), ("worker-2", 2))]
+        body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}}).encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_) -> None:
+        pass
+
+
+def scenario_promql_widget(function, assembly, runtime, tmp_path, cluster_api, aws_endpoint):
+    # The dashboard's own call: one of its custom widgets, with its params as synthesized.
+    (widget,) = [w for w in staged_dashboard_widgets(assembly) if w["properties"]["title"] == "Requests per second"]
+    params = widget["properties"]["params"]
+    now_ms = int(time.time() * 1000)
+    event = {**params, "widgetContext": {"params": params, "width": 588, "height": 300, "theme": "light",
+                                         "timeRange": {"mode": "relative", "start": now_ms - 600_000, "end": now_ms}}}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), QueryRange)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page = invoke(function, event, runtime, tmp_path, {},
+                      {"PROMQL_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    (form,) = QueryRange.forms
+    assert form["path"] == "/api/v1/query_range" and form["query"] == params["query"]
+    assert form["step"] == "5" and form["limit"] == function.environment["MAX_SERIES"]
+    assert page.count("<polyline") == 2 and 'class="legend"' in page and "requests/s" in page
+
+
+def staged_dashboard_widgets(assembly: Path) -> list[dict[str, Any]]:
+    """The dashboard's widgets; what CloudFormation resolves (ARNs, the region, all inside
+    JSON strings) reads as <token>."""
+    (dashboard,) = [r for r in stage_template(assembly, "serving")["Resources"].values()
+                    if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
+    body = "".join(p if isinstance(p, str) else "<token>" for p in parts)
+    return json.loads(body)["widgets"]
+
+
 SCENARIOS = {
+    ("promql_widget", "index.render"): scenario_promql_widget,
     ("rayservice_ready", "index.on_event"): scenario_on_event,
     ("rayservice_ready", "index.is_complete"): scenario_is_complete,
     ("serve_probe", "index.handler"): scenario_probe,

@@ -52,6 +52,15 @@ def eks_selector(cluster_name: str, namespace: str) -> str:
 
 
 @dataclass(frozen=True)
+class Panel:
+    """One graph of a dashboard: its title, its PromQL and the unit of its values."""
+
+    title: str
+    query: str
+    unit: str
+
+
+@dataclass(frozen=True)
 class ServeQueries:
     """PromQL over Serve's series, narrowed by `selector` (label matchers without braces,
     e.g. `"@resource.k8s.cluster.name"="ray-serve-ha"`; empty: every series the backend holds)."""
@@ -106,19 +115,23 @@ class ServeQueries:
         status = self._series(APPLICATION_STATUS)
         return f"(min({status}) < {APPLICATION_RUNNING}) or absent({status})"
 
+    def graphs(self) -> list[Panel]:
+        """What a dashboard of the service graphs: each panel's title, query and unit."""
+        return [
+            Panel("Requests per second", self.request_rate(), "requests/s"),
+            Panel("4xx per second", self.status_rate("4"), "answers/s"),
+            Panel("5xx per second", self.status_rate("5"), "answers/s"),
+            Panel("Latency p50 (ms)", self.latency_ms(0.5), "ms"),
+            Panel("Latency p99 (ms)", self.latency_ms(0.99), "ms"),
+            Panel("Ongoing requests", self.ongoing_requests(), "requests"),
+            Panel("Queued requests", self.queued_requests(), "requests"),
+            Panel("Healthy replicas", self.healthy_replicas(), "replicas"),
+            Panel("Generated tokens per second", self.tokens_per_second(), "tokens/s"),
+        ]
+
     def panels(self) -> dict[str, str]:
-        """What a dashboard of the service graphs, by title."""
-        return {
-            "Requests per second": self.request_rate(),
-            "4xx per second": self.status_rate("4"),
-            "5xx per second": self.status_rate("5"),
-            "Latency p50 (ms)": self.latency_ms(0.5),
-            "Latency p99 (ms)": self.latency_ms(0.99),
-            "Ongoing requests": self.ongoing_requests(),
-            "Queued requests": self.queued_requests(),
-            "Healthy replicas": self.healthy_replicas(),
-            "Generated tokens per second": self.tokens_per_second(),
-        }
+        """Each graph's query, by title."""
+        return {panel.title: panel.query for panel in self.graphs()}
 
     def drill_series(self) -> dict[str, str]:
         """What a drill's timeline sets beside the client's view, by the key its report uses."""

@@ -1,6 +1,6 @@
 """A CloudWatch dashboard of a serving system: the availability probe's metrics and alarm,
 the GCS store's health, the accelerator nodes and, from the CloudWatch Observability add-on,
-Ray Serve's own series (their alarms, and the PromQL of each graph)."""
+Ray Serve's own series (their alarms, and a graph of each, drawn from PromQL)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from constructs import Construct
 
 from ray_serve_ha.charts.serve_metrics import ServeQueries
 from ray_serve_ha.constructs.availability import ServeAvailabilityProbe
+from ray_serve_ha.constructs.promql_graphs import PromQLGraphs
 from ray_serve_ha.constructs.serve_alarms import ServeMetricAlarms
 
 
@@ -21,8 +22,9 @@ class ServingDashboardProps:
     """name: the dashboard is `<name>-serving`. probe, alarm: the availability probe and its
     SLO alarm. replication_group_id: the GCS store's (`GcsStore.replication_group.ref`).
     accelerator_instance_types: the serving nodes' types, counted from EC2's metrics.
-    serve_alarms: the alarms on Serve's own metrics (and their queries), when the cluster runs
-    the CloudWatch Observability add-on."""
+    serve_alarms, serve_queries, serve_graphs: the alarms on Serve's own metrics, the queries
+    of its graphs and the custom widgets' function that draws them, when the cluster runs the
+    CloudWatch Observability add-on (all three, or none)."""
 
     name: str
     probe: ServeAvailabilityProbe
@@ -31,11 +33,18 @@ class ServingDashboardProps:
     accelerator_instance_types: Sequence[str]
     serve_alarms: ServeMetricAlarms | None = None
     serve_queries: ServeQueries | None = None
+    serve_graphs: PromQLGraphs | None = None
 
 
 def serving_dashboard(scope: Construct, construct_id: str, props: ServingDashboardProps) -> cloudwatch.Dashboard:
     """The probe's latency and requests, the SLO alarm, the GCS store's CPU, memory and
     replication lag, and how many accelerator nodes run."""
+    serve = (props.serve_alarms, props.serve_queries, props.serve_graphs)
+    if any(part is None for part in serve) and any(part is not None for part in serve):
+        raise ValueError(
+            "ServingDashboardProps: serve_alarms, serve_queries and serve_graphs go together "
+            "(Serve's own metrics need all three); give all of them or none"
+        )
     probe, replication_group_id = props.probe, props.replication_group_id
     accelerator_instance_types = props.accelerator_instance_types
     dashboard = cloudwatch.Dashboard(scope, construct_id, dashboard_name=f"{props.name}-serving")
@@ -90,28 +99,20 @@ def serving_dashboard(scope: Construct, construct_id: str, props: ServingDashboa
         ),
         cloudwatch.GraphWidget(title="Accelerator nodes", left=[accelerator_nodes], width=8),
     )
-    if props.serve_alarms is not None and props.serve_queries is not None:
-        _add_serve_metrics(dashboard, props.serve_alarms, props.serve_queries)
+    if props.serve_alarms is not None and props.serve_queries is not None and props.serve_graphs is not None:
+        _add_serve_metrics(dashboard, props.serve_alarms, props.serve_queries, props.serve_graphs)
     return dashboard
 
 
-def _add_serve_metrics(dashboard: cloudwatch.Dashboard, alarms: ServeMetricAlarms, queries: ServeQueries) -> None:
-    """The PromQL alarms' states, and each Serve graph as the PromQL that draws it: OTel
-    Container Insights series are read with PromQL (Query Studio, Grafana's CloudWatch data
-    source); the metric widget format documented for `AWS::CloudWatch::Dashboard` names
-    namespace metrics, metric math and Metrics Insights queries, not PromQL."""
-    panels = "\n".join(f"**{title}**\n```\n{query}\n```" for title, query in queries.panels().items())
+def _add_serve_metrics(
+    dashboard: cloudwatch.Dashboard, alarms: ServeMetricAlarms, queries: ServeQueries, graphs: PromQLGraphs
+) -> None:
+    """The PromQL alarms' states, then a graph of each Serve series: OTel Container Insights
+    series are read with PromQL only, and a metric widget cannot hold PromQL, so each graph is
+    a custom widget whose function queries CloudWatch's QueryMetrics API."""
     dashboard.add_widgets(
         cloudwatch.AlarmStatusWidget(
-            title="Ray Serve (its own metrics): 5xx, p99 latency, not Ready", alarms=alarms.alarms, width=8, height=6,
-        ),
-        cloudwatch.TextWidget(
-            markdown=(
-                "### Ray Serve's own series (CloudWatch Observability add-on)\n"
-                "Run each in the CloudWatch console's Query Studio (PromQL); add it to this dashboard from there.\n\n"
-                + panels
-            ),
-            width=16,
-            height=18,
+            title="Ray Serve (its own metrics): 5xx, p99 latency, not Ready", alarms=alarms.alarms, width=24, height=3,
         ),
     )
+    dashboard.add_widgets(*(graphs.widget(panel.title, panel.query, panel.unit) for panel in queries.graphs()))
