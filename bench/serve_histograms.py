@@ -20,6 +20,9 @@ from ray_serve_ha.charts.serve_metrics import LATENCY_BUCKETS
 # Ray's `metrics_report_interval_ms` (10 s), and a second for the scrape after it.
 REPORT_INTERVAL_S = 11.0
 PROCESSING_BUCKETS = "ray_serve_deployment_processing_latency_ms_bucket"
+# How late the proxies' event loops ran what was scheduled on them (labels component,
+# loop_type: `main` serves HTTP, `router` picks replicas): a busy proxy delays every request.
+LOOP_LAG_BUCKETS = "ray_serve_event_loop_scheduling_latency_ms_bucket"
 CHAT_ROUTE = "/v1/chat/completions"
 
 
@@ -29,11 +32,14 @@ def settle() -> None:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Cumulative bucket counts {le: count} of the proxies' 200 answers and of the replicas'
-    processing times; empty when no Prometheus answered."""
+    """Cumulative bucket counts {le: count} of the proxies' 200 answers, of the replicas'
+    processing times and of the proxies' two event loops' lag; empty when no Prometheus
+    answered."""
 
     proxy_ok: dict[float, float]
     processing: dict[float, float]
+    proxy_loop_lag: dict[float, float]
+    router_loop_lag: dict[float, float]
 
 
 def _buckets(url: str, selector: str) -> dict[float, float]:
@@ -49,9 +55,11 @@ def snapshot(url: str) -> Snapshot:
         return Snapshot(
             proxy_ok=_buckets(url, f'{LATENCY_BUCKETS}{{route="{CHAT_ROUTE}",status_code="200"}}'),
             processing=_buckets(url, PROCESSING_BUCKETS),
+            proxy_loop_lag=_buckets(url, f'{LOOP_LAG_BUCKETS}{{component="proxy",loop_type="main"}}'),
+            router_loop_lag=_buckets(url, f'{LOOP_LAG_BUCKETS}{{component="proxy",loop_type="router"}}'),
         )
     except (urllib.error.URLError, OSError, ValueError, KeyError):
-        return Snapshot({}, {})
+        return Snapshot({}, {}, {}, {})
 
 
 def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
