@@ -18,7 +18,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from ray_serve_ha.charts.secrets import (
+from ray_serve_ha.charts.key_propagation import (
     API_KEY_PROPAGATION_S,
     API_KEYS_REFRESH_S,
     KUBELET_POD_SYNC_MAX_S,

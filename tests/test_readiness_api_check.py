@@ -14,7 +14,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 
 from ray_serve_ha.charts.constants import SERVE_PORT
-from ray_serve_ha.charts.secrets import API_KEY_PROPAGATION_S
+from ray_serve_ha.charts.key_propagation import API_KEY_PROPAGATION_S
 from ray_serve_ha.constructs.api_keys import CONSUMERS, READINESS_GATE, ApiKeys, ApiKeysProps
 from ray_serve_ha.constructs.rayservice import FaultTolerantRayService, FaultTolerantRayServiceProps
 from ray_serve_ha.constructs.readiness import POLL_INTERVAL, RayServiceReadiness, RayServiceReadinessProps

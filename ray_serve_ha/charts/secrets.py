@@ -15,6 +15,7 @@ import cdk8s
 from constructs import Construct
 
 from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.key_propagation import API_KEYS_REFRESH_S
 from ray_serve_ha.charts.objects import add_api_object
 from ray_serve_ha.charts.ray_pods import SecretKeyRef
 
@@ -31,19 +32,7 @@ CHAT_UI_API_KEY = SecretKeyRef(name="chat-ui-api-key", key="api-key")
 CHAT_UI_KEY_NAME = "chat-ui"
 # A rotated value reaches the Secret within this interval (pods read it when they start).
 REFRESH_INTERVAL = "1h"
-# The API keys (all of them, and the UI's own) are read again by the running replicas and UI:
-# a key added, revoked or rotated in Secrets Manager reaches the Secrets within this interval,
-# and the mounted files at the kubelet's next sync of the pod (KUBELET_POD_SYNC_MAX_S).
-API_KEYS_REFRESH_S = 30
 API_KEYS_REFRESH_INTERVAL = f"{API_KEYS_REFRESH_S}s"
-# The kubelet resyncs each pod (and so its mounted Secrets) every `syncFrequency` (1 min by
-# default) plus up to 50 % jitter (kubelet pod_workers.go, workerResyncIntervalJitterFactor).
-KUBELET_POD_SYNC_MAX_S = 90
-# How often the Serve replicas look at the mounted key file again: the contract with the
-# image (images/ray-serve/ray_serve_llm/api_keys.py RELOAD_INTERVAL_S; a test keeps them equal).
-SERVE_KEY_RELOAD_S = 5
-# The longest a key added in Secrets Manager takes to be accepted by every running replica.
-API_KEY_PROPAGATION_S = API_KEYS_REFRESH_S + KUBELET_POD_SYNC_MAX_S + SERVE_KEY_RELOAD_S
 
 
 @dataclass(frozen=True)

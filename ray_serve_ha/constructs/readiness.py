@@ -22,8 +22,8 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from ray_serve_ha.charts import constants
+from ray_serve_ha.charts.key_propagation import API_KEY_PROPAGATION_S
 from ray_serve_ha.charts.rbac import RAYSERVICE_READERS_GROUP, rayservice_reader_rbac
-from ray_serve_ha.charts.secrets import API_KEY_PROPAGATION_S
 from ray_serve_ha.charts.serve_service import serve_service_name
 from ray_serve_ha.constructs.api_keys import READINESS_GATE, ApiKeys
 from ray_serve_ha.constructs.lambda_code import PYTHON_RUNTIME, handler_code, handler_log_group
