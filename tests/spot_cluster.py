@@ -73,6 +73,7 @@ def main() -> None:
     import httpx
     import ray
     from ray import serve
+    from ray._common.utils import get_default_ray_temp_dir
     from ray.cluster_utils import Cluster
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
@@ -86,6 +87,9 @@ def main() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     report: dict = {}
+    # Ray's Cluster writes the head's address under the default temp dir (/tmp/ray), whatever
+    # temp_dir the head has, and fails where that folder does not exist yet (a fresh machine).
+    os.makedirs(get_default_ray_temp_dir(), exist_ok=True)
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False,
         "object_store_memory": 80 * 2**20, "temp_dir": str(workdir / "r"),
