@@ -171,6 +171,9 @@ def asset_steps(assembly, staged_publisher, aws_endpoint, tmp_path_factory) -> A
         "FAKE_DOCKER_LOG": str(image / "docker-calls.jsonl"),
         **ROLE_CREDENTIALS,
         **NO_AWS_CONFIG,
+        # The CodeBuild image trusts the public CAs; where this machine reaches npm's registry
+        # through a proxy of its own, Node needs that proxy's CA, which the machine names here.
+        **{name: os.environ[name] for name in ("NODE_EXTRA_CA_CERTS",) if name in os.environ},
     }
     # What `cdk bootstrap` made in the account: the asset bucket and repository.
     stage = entries(stage_manifests(assembly))
