@@ -14,8 +14,9 @@ Each run, through the API port (both workers' proxies), with the stack's API key
      5xx and every client time-out;
   4. the RSS of each Serve replica process before and after;
   5. what Serve itself measured in phases 1 and 3 (bench/serve_histograms.py, from the demo's
-     Prometheus): the proxies' p99 of the 200 answers, the replicas' processing p99, and how
-     late the proxies' HTTP and router event loops ran (p99 under overload). Set
+     Prometheus): the proxies' p99 of the 200 answers, the replicas' processing p99, how long
+     requests waited in the proxies' routers for a replica slot, and how late the proxies'
+     HTTP and router event loops and the replicas' loops ran (p99 under overload). Set
      beside the client's figures they say where an admitted request waited: before the
      proxies (the load generator, the API port's forwarder, this machine's CPUs), in Serve's
      queue, or in the model.
@@ -195,6 +196,8 @@ async def run(args: argparse.Namespace, keys: list[str]) -> dict:
     processing_p99 = serve_histograms.quantile(before_overload.processing, after_overload.processing, 0.99)
     proxy_lag_p99 = serve_histograms.quantile(before_overload.proxy_loop_lag, after_overload.proxy_loop_lag, 0.99)
     router_lag_p99 = serve_histograms.quantile(before_overload.router_loop_lag, after_overload.router_loop_lag, 0.99)
+    replica_lag_p99 = serve_histograms.quantile(before_overload.replica_loop_lag, after_overload.replica_loop_lag, 0.99)
+    router_wait_p99 = serve_histograms.quantile(before_overload.router_wait, after_overload.router_wait, 0.99)
     return {
         "unloaded_p50_ms": round(1000 * statistics.median(quiet), 1),
         "unloaded_p99_ms": round(1000 * unloaded_p99, 1) if unloaded_p99 else None,
@@ -213,8 +216,10 @@ async def run(args: argparse.Namespace, keys: list[str]) -> dict:
             round(proxy_admitted_p99 / proxy_quiet_p99, 2) if proxy_admitted_p99 and proxy_quiet_p99 else None
         ),
         "replica_processing_p99_ms_overload": _ms(processing_p99),
+        "router_wait_p99_ms_overload": _ms(router_wait_p99),
         "proxy_loop_lag_p99_ms_overload": _ms(proxy_lag_p99),
         "router_loop_lag_p99_ms_overload": _ms(router_lag_p99),
+        "replica_loop_lag_p99_ms_overload": _ms(replica_lag_p99),
         "replica_rss_mib_start": sorted(rss_start.values()),
         "replica_rss_mib_end": sorted(rss_end.values()),
     }
@@ -277,7 +282,8 @@ def main() -> int:
         for name in ("unloaded_p99_ms", "capacity_rps", "offered_rps", "admitted_p99_ms",
                      "admitted_p99_over_unloaded_p99", "proxy_unloaded_p99_ms", "proxy_admitted_p99_ms",
                      "proxy_admitted_p99_over_unloaded_p99", "replica_processing_p99_ms_overload",
-                     "proxy_loop_lag_p99_ms_overload", "router_loop_lag_p99_ms_overload",
+                     "router_wait_p99_ms_overload", "proxy_loop_lag_p99_ms_overload",
+                     "router_loop_lag_p99_ms_overload", "replica_loop_lag_p99_ms_overload",
                      "errors_5xx", "timeouts")
         if any(r[name] is not None for r in reports)
     }

@@ -23,6 +23,8 @@ PROCESSING_BUCKETS = "ray_serve_deployment_processing_latency_ms_bucket"
 # How late the proxies' event loops ran what was scheduled on them (labels component,
 # loop_type: `main` serves HTTP, `router` picks replicas): a busy proxy delays every request.
 LOOP_LAG_BUCKETS = "ray_serve_event_loop_scheduling_latency_ms_bucket"
+# How long a request waited in a proxy's router for a replica slot (Serve's own queue).
+ROUTER_WAIT_BUCKETS = "ray_serve_request_router_fulfillment_time_ms_bucket"
 CHAT_ROUTE = "/v1/chat/completions"
 
 
@@ -33,13 +35,15 @@ def settle() -> None:
 @dataclass(frozen=True)
 class Snapshot:
     """Cumulative bucket counts {le: count} of the proxies' 200 answers, of the replicas'
-    processing times and of the proxies' two event loops' lag; empty when no Prometheus
-    answered."""
+    processing times, of the proxies' routers' waits for a replica slot and of the proxies'
+    two and the replicas' event loops' lag; empty when no Prometheus answered."""
 
     proxy_ok: dict[float, float]
     processing: dict[float, float]
+    router_wait: dict[float, float]
     proxy_loop_lag: dict[float, float]
     router_loop_lag: dict[float, float]
+    replica_loop_lag: dict[float, float]
 
 
 def _buckets(url: str, selector: str) -> dict[float, float]:
@@ -55,11 +59,13 @@ def snapshot(url: str) -> Snapshot:
         return Snapshot(
             proxy_ok=_buckets(url, f'{LATENCY_BUCKETS}{{route="{CHAT_ROUTE}",status_code="200"}}'),
             processing=_buckets(url, PROCESSING_BUCKETS),
+            router_wait=_buckets(url, f'{ROUTER_WAIT_BUCKETS}{{handle_source="PROXY"}}'),
             proxy_loop_lag=_buckets(url, f'{LOOP_LAG_BUCKETS}{{component="proxy",loop_type="main"}}'),
             router_loop_lag=_buckets(url, f'{LOOP_LAG_BUCKETS}{{component="proxy",loop_type="router"}}'),
+            replica_loop_lag=_buckets(url, f'{LOOP_LAG_BUCKETS}{{component="replica"}}'),
         )
     except (urllib.error.URLError, OSError, ValueError, KeyError):
-        return Snapshot({}, {}, {}, {})
+        return Snapshot({}, {}, {}, {}, {}, {})
 
 
 def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:

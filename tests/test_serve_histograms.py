@@ -39,4 +39,4 @@ def test_nothing_observed_is_none():
 
 def test_no_prometheus_gives_empty_snapshots():
     snapshot = serve_histograms.snapshot("http://127.0.0.1:9")  # discard port: nothing listens
-    assert snapshot == serve_histograms.Snapshot({}, {}, {}, {})
+    assert snapshot == serve_histograms.Snapshot({}, {}, {}, {}, {}, {})
