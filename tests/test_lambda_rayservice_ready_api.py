@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
@@ -28,6 +25,7 @@ from ray_serve_ha.constructs.api_keys import READINESS_GATE
 from ray_serve_ha.constructs.readiness import API_KEY_GRACE, POLL_INTERVAL
 from tests import serve_backend  # noqa: F401  (puts images/ray-serve on sys.path)
 from tests.fakes import readiness_kube
+from tests.fakes.openai_serve import MODEL, FakeServe, start_fake_serve
 from tests.fakes.readiness_kube import NAMESPACE, RAYSERVICE_PATH, READY, poll_event
 from tests.lambda_handlers import load_handler, load_module
 from tests.moto_server import free_port, moto_server
@@ -46,7 +44,6 @@ SERVE_SERVICE = "mistral-serve-svc"
 SERVICE_PATH = f"/api/v1/namespaces/{NAMESPACE}/services/{SERVE_SERVICE}"
 GATE_KEY = "gate-" + "g" * 43
 GRACE_S = int(API_KEY_GRACE.to_seconds())
-MODEL = "mistralai/Mistral-7B-Instruct-v0.2"
 
 
 # ---------------------------------------------------------------------------------------
@@ -54,49 +51,11 @@ MODEL = "mistralai/Mistral-7B-Instruct-v0.2"
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class FakeModels:
-    """GET /v1/models answers, one per request ("ok", "401", "500", "empty"); the last one
-    repeats. "ok" checks the key as the Serve app does (401 for any other)."""
-
-    script: list[str] = field(default_factory=lambda: ["ok"])
-    received: list[dict] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def next_answer(self) -> str:
-        with self.lock:
-            return self.script.pop(0) if len(self.script) > 1 else self.script[0]
-
-
 @pytest.fixture(scope="module")
 def models_server():
-    fake = FakeModels()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            fake.received.append({"path": self.path, "headers": dict(self.headers)})
-            answer = fake.next_answer()
-            if answer == "ok" and self.headers.get("Authorization") != f"Bearer {GATE_KEY}":
-                answer = "401"
-            status, body = {
-                "ok": (200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]}),
-                "empty": (200, {"object": "list", "data": []}),
-                "401": (401, {"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}}),
-                "500": (500, {"error": {"message": "Internal Server Error"}}),
-            }[answer]
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    http_server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    http_server.daemon_threads = True
-    threading.Thread(target=http_server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    """The OpenAI endpoint, which takes only the gate's key (401 for any other)."""
+    fake = FakeServe(api_key=GATE_KEY)
+    http_server = start_fake_serve(fake)
     yield fake, http_server.server_address[1]
     http_server.shutdown()
     http_server.server_close()
@@ -105,7 +64,7 @@ def models_server():
 @pytest.fixture
 def models(models_server):
     fake, _ = models_server
-    fake.script[:] = ["ok"]
+    fake.models_script[:] = ["ok"]
     fake.received.clear()
     return fake
 
@@ -164,9 +123,8 @@ def test_a_ready_rayservice_completes_once_the_api_lists_models_for_the_gates_ke
     assert result["IsComplete"] is True
     assert result["Data"]["Models"] == MODEL
     assert result["Data"]["ActiveRayClusterName"] == "mistral-raycluster-abcde"
-    (request,) = models.received
-    assert request["path"] == "/v1/models"
-    assert request["headers"]["Authorization"] == f"Bearer {GATE_KEY}"
+    # One request, answered 200: the endpoint refuses any key but the gate's.
+    assert models.received == [("GET", "/v1/models", None)]
     # The status first, then the serve Service's address.
     assert [r["path"] for r in kube.requests] == [RAYSERVICE_PATH, SERVICE_PATH]
 
@@ -185,7 +143,7 @@ def test_a_ready_rayservice_completes_once_the_api_lists_models_for_the_gates_ke
 def test_an_api_that_does_not_answer_yet_is_waited_for_then_reported(
     kube, endpoint, models_server, models, keys_secret, address, port, script, waiting_for
 ):
-    models.script[:] = script
+    models.models_script[:] = script
     closed = free_port() if port == "refused" else None
     event = ready_with_api(kube, endpoint, models_server, keys_secret, address=address, port=closed)
     assert gate.is_complete(event, None) == {"IsComplete": False}
@@ -226,7 +184,7 @@ def test_a_refused_key_is_waited_out_while_it_may_still_be_on_its_way(
 ):
     # External Secrets, the kubelet and the replicas bring the key within the grace: 401,
     # then the model list.
-    models.script[:] = ["401", "401", "ok"]
+    models.models_script[:] = ["401", "401", "ok"]
     event = ready_with_api(kube, endpoint, models_server, keys_secret, started_ago_s=GRACE_S - 40)
     assert gate.is_complete(event, None) == {"IsComplete": False}
     assert gate.is_complete(event, None) == {"IsComplete": False}
@@ -234,7 +192,7 @@ def test_a_refused_key_is_waited_out_while_it_may_still_be_on_its_way(
 
 
 def test_a_key_refused_past_the_grace_fails_with_what_to_check(kube, endpoint, models_server, models, keys_secret):
-    models.script[:] = ["401"]
+    models.models_script[:] = ["401"]
     event = ready_with_api(kube, endpoint, models_server, keys_secret, started_ago_s=GRACE_S + 1)
     with pytest.raises(errors.GateError) as raised:
         gate.is_complete(event, None)

@@ -1,6 +1,7 @@
-"""A fake OpenAI-compatible endpoint for the availability probe (lambda/serve_probe): scripted
-chat answers on 127.0.0.1, one per request ("ok", "slow", "500", "no-content"), and the
-models it lists.
+"""A fake OpenAI-compatible endpoint for the availability probe (lambda/serve_probe) and the
+readiness gate's API check (lambda/rayservice_ready): scripted chat answers on 127.0.0.1, one
+per request ("ok", "slow", "500", "no-content"), and scripted model lists ("ok", "401", "500",
+"empty").
 """
 
 from __future__ import annotations
@@ -27,10 +28,16 @@ class FakeServe:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Set: every request needs `Authorization: Bearer <api_key>` (else 401), as the Serve app.
     api_key: str | None = None
+    # GET /v1/models answers, one per request ("ok", "401", "500", "empty"); the last repeats.
+    models_script: list[str] = field(default_factory=lambda: ["ok"])
 
     def next_answer(self) -> str:
         with self.lock:
             return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+
+    def next_models_answer(self) -> str:
+        with self.lock:
+            return self.models_script.pop(0) if len(self.models_script) > 1 else self.models_script[0]
 
 
 def _completion(content: str | None) -> dict:
@@ -54,20 +61,30 @@ def start_fake_serve(serve: FakeServe) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(payload)
 
+        def _refuse(self) -> None:
+            self._reply(401, {"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}})
+
         def _refused(self) -> bool:
             if serve.api_key is None or self.headers.get("Authorization") == f"Bearer {serve.api_key}":
                 return False
-            self._reply(401, {"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}})
+            self._refuse()
             return True
 
         def do_GET(self):
             serve.received.append(("GET", self.path, None))
             if self._refused():
                 return
-            if self.path == "/v1/models":
-                self._reply(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in serve.models]})
-            else:
+            if self.path != "/v1/models":
                 self._reply(404, {"detail": "Not Found"})
+                return
+            answer = serve.next_models_answer()
+            if answer == "401":
+                self._refuse()
+            elif answer == "500":
+                self._reply(500, {"error": {"message": "Internal Server Error"}})
+            else:
+                models = [] if answer == "empty" else serve.models
+                self._reply(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in models]})
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
