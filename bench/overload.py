@@ -243,8 +243,8 @@ def main() -> int:
     parser.add_argument("--sequential", type=int, default=200, help="unloaded requests, one at a time")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="closed-loop clients that measure capacity (default: 2 x max_ongoing_requests)")
-    parser.add_argument("--max-ongoing", type=int, default=None, help="max_ongoing_requests per replica")
-    parser.add_argument("--max-queued", type=int, default=None, help="max_queued_requests per caller")
+    parser.add_argument("--max-ongoing", type=int, default=None, help="answers one replica generates at once")
+    parser.add_argument("--max-queued", type=int, default=None, help="requests one replica queues (0: none)")
     parser.add_argument("--max-tokens", type=int, default=8, help="tokens each answer generates")
     parser.add_argument("--url", default=API_URL,
                         help="where to send the load (default: the API port; a proxy's URL leaves the forwarder out)")
@@ -256,7 +256,7 @@ def main() -> int:
     serving = replace(
         stack.serving,
         max_ongoing_requests=args.max_ongoing or stack.serving.max_ongoing_requests,
-        max_queued_requests=args.max_queued or stack.serving.max_queued_requests,
+        max_queued_requests=stack.serving.max_queued_requests if args.max_queued is None else args.max_queued,
     )
     args.concurrency = args.concurrency or len(WORKERS) * serving.max_ongoing_requests
     print(json.dumps({"max_ongoing_requests": serving.max_ongoing_requests,

@@ -44,8 +44,11 @@ BAD_INPUTS = {
     "a negative token limit": (
         {"apiTokenLimitPerMinute": -5}, "apiTokenLimitPerMinute=-5: must be from 1 to 10000000",
     ),
+    "a negative queue bound": (
+        {"maxQueuedRequests": -1}, "maxQueuedRequests=-1: must be from 0 to 10000",
+    ),
     "a queue bound that is no number": (
-        {"maxQueuedRequests": "lots"}, "maxQueuedRequests='lots': must be a whole number from 1 to 10000",
+        {"maxQueuedRequests": "lots"}, "maxQueuedRequests='lots': must be a whole number from 0 to 10000",
     ),
     "a model the table lacks, without its size": (
         {"modelId": "acme/big-model"},

@@ -64,6 +64,11 @@ def test_application_is_built_by_the_app_image_with_typed_args(config):
         "engine": "neuron",
         "tensor_parallel_degree": 2,
         "max_tokens_limit": 1024,
+        # Each replica's own bounds (ray_serve_llm.admission).
+        "max_ongoing_requests": 16,
+        "max_queued_requests": 16,
+        # 60 s of graceful shutdown less 1024 tokens at 18 tokens/s.
+        "max_queue_wait_s": 3.1,
     }
 
 

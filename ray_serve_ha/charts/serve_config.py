@@ -8,6 +8,7 @@ Ray itself) are imported, so the local runner can use it without cdk8s.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -72,10 +73,16 @@ API_LIMITS_REDIS_PASSWORD_ENV = "API_LIMITS_REDIS_PASSWORD"
 # sequential, makes about 20 a second on the tiny model), low enough to stop one runaway
 # client from taking every replica.
 DEFAULT_API_RATE_LIMIT_PER_MINUTE = 6000
-# Requests a caller (each Serve proxy, the router) may hold queued for a deployment beyond
-# what its replicas take at once (max_ongoing_requests each); more are refused with 429 and
-# Retry-After (Serve's backpressure_config) instead of waiting without bound.
+# Requests one model replica holds, in order, waiting for one of its max_ongoing_requests
+# slots; more are refused at once with 429 and Retry-After instead of waiting without bound
+# (images/ray-serve/ray_serve_llm/admission.py, whose defaults are these).
+DEFAULT_MAX_ONGOING_REQUESTS = 16
 DEFAULT_MAX_QUEUED_REQUESTS = 16
+# Requests beyond a replica's slots and queue that Serve may hand it at once, to refuse in
+# milliseconds (admission.py SHED_HEADROOM, the same): Serve's max_ongoing_requests is the
+# three together, so that its router hands requests to the replica instead of queueing them
+# itself, where they wait without order between proxies (docs/measurements.md).
+SHED_HEADROOM = 4
 SHED_STATUS_CODE = 429
 # The Retry-After of a shed request: about one short answer's time (the app's own 429s,
 # images/ray-serve/ray_serve_llm/guard.py SHED_RETRY_AFTER_S, say the same).
@@ -101,8 +108,8 @@ class LlmServing:
     max_model_len: int | None = None
     min_replicas: int = MIN_REPLICAS
     max_replicas: int = MIN_REPLICAS
-    # Requests one replica takes at once: the engine batches them continuously.
-    max_ongoing_requests: int = 16
+    # Answers one replica generates at once: the engine batches them continuously.
+    max_ongoing_requests: int = DEFAULT_MAX_ONGOING_REQUESTS
     # CPUs one replica of the `transformers` engine computes on.
     cpus_per_replica: int = 1
     # Where compiled artifacts are cached (s3://bucket/prefix or an absolute path): the
@@ -117,7 +124,7 @@ class LlmServing:
     # Per key and minute, across replicas; None: no limit. Only with api_keys_file.
     api_rate_limit_per_minute: int | None = DEFAULT_API_RATE_LIMIT_PER_MINUTE
     api_token_limit_per_minute: int | None = None
-    # Requests queued per caller beyond the replicas' max_ongoing_requests (Serve's max_queued_requests).
+    # Requests one replica holds waiting for one of its max_ongoing_requests slots; 0: none.
     max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS
 
     def __post_init__(self) -> None:
@@ -152,11 +159,27 @@ class LlmServing:
                 "needs room in the context too"
             )
         for field in (
-            "tensor_parallel_degree", "max_tokens", "max_ongoing_requests", "cpus_per_replica", "max_queued_requests",
+            "tensor_parallel_degree", "max_tokens", "max_ongoing_requests", "cpus_per_replica",
             "api_rate_limit_per_minute", "api_token_limit_per_minute",
         ):
             if getattr(self, field) is not None and getattr(self, field) < 1:
                 raise ValueError(f"{field}={getattr(self, field)} must be at least 1")
+        if self.max_queued_requests < 0:
+            raise ValueError(f"max_queued_requests={self.max_queued_requests} must be 0 or more")
+
+    @property
+    def max_queue_wait_s(self) -> float:
+        """The longest a request waits in a replica's queue: what the graceful shutdown leaves
+        after the longest answer at the slowest rate, so that a replica drained with requests
+        queued still ends every answer it took (0 when nothing is left: no waiting)."""
+        longest_answer_s = self.max_tokens / SLOWEST_STREAM_TOKENS_PER_S
+        return max(0.0, math.floor(10 * (GRACEFUL_SHUTDOWN_TIMEOUT_S - longest_answer_s)) / 10)
+
+    @property
+    def serve_max_ongoing_requests(self) -> int:
+        """Serve's max_ongoing_requests of a model replica: its slots, its queue and the
+        requests it is refusing (SHED_HEADROOM)."""
+        return self.max_ongoing_requests + self.max_queued_requests + SHED_HEADROOM
 
 
 # The tiny model (random weights, ~135k parameters, images/ray-serve/ray_serve_llm/tiny_model.py)
@@ -205,9 +228,11 @@ def serve_config(serving: LlmServing) -> dict[str, Any]:
 
 
 def _shedding(serving: LlmServing) -> dict[str, Any]:
-    """A bounded queue, and a 429 with Retry-After (not Serve's default 503) when it is full."""
+    """Serve's own bounded queue in each caller, behind the replicas' (app args), and a 429 with
+    Retry-After (not Serve's default 503) when it is full: the backstop of a flood faster than
+    the replicas' refusals (Serve's smallest queue is 1)."""
     return {
-        "max_queued_requests": serving.max_queued_requests,
+        "max_queued_requests": max(1, serving.max_queued_requests),
         "backpressure_config": {"status_code": SHED_STATUS_CODE, "retry_after_s": SHED_RETRY_AFTER_S},
     }
 
@@ -218,7 +243,7 @@ def _model_deployment(
     return {
         "name": name,
         **replicas,
-        "max_ongoing_requests": serving.max_ongoing_requests,
+        "max_ongoing_requests": serving.serve_max_ongoing_requests,
         **_shedding(serving),
         # One replica per node: a node failure takes out one replica, never two.
         "max_replicas_per_node": 1,
@@ -255,7 +280,7 @@ def _deployments(serving: LlmServing) -> list[dict[str, Any]]:
             # A router holds each request for as long as its answer streams: one router alone
             # (the other's node lost) must take what every model replica can (Serve's default
             # is 5).
-            "max_ongoing_requests": serving.max_replicas * serving.max_ongoing_requests,
+            "max_ongoing_requests": serving.max_replicas * serving.serve_max_ongoing_requests,
             **_shedding(serving),
             # Two routers on two nodes: a node's loss leaves one.
             "max_replicas_per_node": 1,
@@ -282,6 +307,9 @@ def _app_args(serving: LlmServing) -> dict[str, Any]:
         "engine": serving.engine,
         "tensor_parallel_degree": serving.tensor_parallel_degree,
         "max_tokens_limit": serving.max_tokens,
+        "max_ongoing_requests": serving.max_ongoing_requests,
+        "max_queued_requests": serving.max_queued_requests,
+        "max_queue_wait_s": serving.max_queue_wait_s,
     }
     if serving.max_model_len is not None:
         args["max_model_len"] = serving.max_model_len

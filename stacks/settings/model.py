@@ -256,8 +256,8 @@ class SettingsModel(BaseModel):
     )
     max_queued_requests: QueuedRequests = Field(
         DEFAULT_MAX_QUEUED_REQUESTS, alias="maxQueuedRequests",
-        description="requests each Serve proxy (or router) queues for a deployment beyond what its replicas take "
-        "at once; more are shed with 429 and Retry-After",
+        description="requests each model replica holds, in order, waiting for one of the answers it generates at "
+        "once; more are shed at once with 429 and Retry-After (0: shed whatever cannot start now)",
     )
     readiness_timeout_minutes: ReadinessMinutes = Field(
         DEFAULT_READINESS_TIMEOUT_MINUTES, alias="readinessTimeoutMinutes",

@@ -291,7 +291,7 @@ OnDemandReplicas = Annotated[CliInt, Field(ge=0, le=MAX_ACCELERATOR_NODES)]
 MAX_PER_MINUTE = 10_000_000
 PerMinute = Annotated[CliInt, Field(ge=1, le=MAX_PER_MINUTE)]
 MAX_QUEUED_REQUESTS = 10_000
-QueuedRequests = Annotated[CliInt, Field(ge=1, le=MAX_QUEUED_REQUESTS)]
+QueuedRequests = Annotated[CliInt, Field(ge=0, le=MAX_QUEUED_REQUESTS)]
 Image = Annotated[str, _strict, AfterValidator(_matching(_IMAGE, "must be an image reference"))]
 DiskGib = Annotated[CliInt, Field(ge=MIN_NODE_DISK_GIB, le=MAX_NODE_DISK_GIB)]
 VpcEndpoints = Annotated[str, _strict, AfterValidator(_one_of(VPC_ENDPOINT_CHOICES))]

@@ -11,7 +11,9 @@ Routes (FastAPI ingress):
     GET  /healthz               cheap liveness of the replica and its engine
 
 `/v1/*` and `/infer` need `Authorization: Bearer <key>` and are rate limited per key when the
-args name a key file (`ray_serve_llm.guard`); /healthz stays open.
+args name a key file (`ray_serve_llm.guard`); /healthz stays open. Each replica generates at
+most `max_ongoing_requests` answers at once, queues `max_queued_requests` more in order and
+sheds the rest with 429 (`ray_serve_llm.admission`).
 
 With `spot_replicas: true` the same deployment runs twice, as the on-demand floor
 (`LLMServer`) and the spot replicas above it (`LLMServerSpot`), behind a router
@@ -38,7 +40,7 @@ from ray import serve
 from ray.serve.metrics import Counter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import guard
+from . import admission, guard
 from .args import AppArgs
 from .draining import DRAINING_NODES, CloseConnectionsThroughDrainingNodes
 from .engines import ChatTemplateError, Engine, Prompt, SamplingParams, load_engine
@@ -81,8 +83,6 @@ HEALTH_CHECK_TIMEOUT_S = 60
 # worker pods must be longer than this.
 GRACEFUL_SHUTDOWN_TIMEOUT_S = 60
 GRACEFUL_SHUTDOWN_WAIT_LOOP_S = 2
-# Requests one replica takes at once; vLLM batches them continuously.
-MAX_ONGOING_REQUESTS = 16
 
 api = FastAPI(
     title="Ray Serve LLM",
@@ -136,6 +136,7 @@ class ModelServer:
         self.model_name = self.args.model_name
         DRAINING_NODES.start()
         self.guard = guard.configure(self.args)
+        admission.configure(self.args.max_ongoing_requests, self.args.max_queued_requests, self.args.max_queue_wait_s)
         self.created = now()
         # Loading blocks for seconds (CPU) to minutes (Neuron compile): off the event loop.
         self.engine: Engine = await asyncio.to_thread(load_engine, self.args)
@@ -354,7 +355,10 @@ class ModelServer:
 
 
 _DEPLOYMENT_OPTIONS: dict[str, Any] = {
-    "max_ongoing_requests": MAX_ONGOING_REQUESTS,
+    # What the args' default bounds need (the serve config sets its own for its bounds).
+    "max_ongoing_requests": admission.serve_max_ongoing_requests(
+        admission.DEFAULT_MAX_ONGOING_REQUESTS, admission.DEFAULT_MAX_QUEUED_REQUESTS
+    ),
     "health_check_period_s": HEALTH_CHECK_PERIOD_S,
     "health_check_timeout_s": HEALTH_CHECK_TIMEOUT_S,
     "graceful_shutdown_timeout_s": GRACEFUL_SHUTDOWN_TIMEOUT_S,

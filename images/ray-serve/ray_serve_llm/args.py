@@ -14,6 +14,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .admission import DEFAULT_MAX_ONGOING_REQUESTS, DEFAULT_MAX_QUEUED_REQUESTS
+
 Engine = Literal["neuron", "vllm", "transformers"]
 ENGINES: tuple[str, ...] = get_args(Engine)
 
@@ -58,6 +60,18 @@ class AppArgs(BaseModel):
     )
     api_token_limit_per_minute: int | None = Field(
         default=None, ge=1, description="Prompt plus completion tokens per key and minute; None: no limit."
+    )
+    max_ongoing_requests: int = Field(
+        default=DEFAULT_MAX_ONGOING_REQUESTS, ge=1,
+        description="Answers one replica generates at once (the engine batches them).",
+    )
+    max_queued_requests: int = Field(
+        default=DEFAULT_MAX_QUEUED_REQUESTS, ge=0,
+        description="Requests one replica holds, in order, waiting for one of those; more get 429.",
+    )
+    max_queue_wait_s: float | None = Field(
+        default=None, ge=0,
+        description="The longest a request waits in that queue before it gets 429 after all; None: no bound.",
     )
     spot_replicas: bool = Field(
         default=False,

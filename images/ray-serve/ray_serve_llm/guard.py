@@ -24,6 +24,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from . import admission
 from .api_keys import KeyRing
 from .protocol import OpenAIError
 from .rate_limit import RateLimiter, RedisConnection, Refusal
@@ -36,8 +37,8 @@ REDIS_PASSWORD_ENV = "API_LIMITS_REDIS_PASSWORD"
 FORWARDED = "ray_serve_llm.forwarded"
 # Where a route finds the name of the key that admitted its request (`request.state`).
 KEY_NAME_STATE = "api_key_name"
-# How long a client should wait when the replicas' queues are full (Serve's
-# max_queued_requests): about one short answer's time.
+# How long a client should wait when a replica's queue is full (ray_serve_llm.admission, and
+# Serve's max_queued_requests behind it): about one short answer's time.
 SHED_RETRY_AFTER_S = 1
 
 
@@ -128,16 +129,25 @@ class ApiGuard:
     async def admit(self, path: str, authorization: list[str]) -> str | None:
         """The key's name (None for an open route or an open API); raises OpenAIError
         (401, 429) for a request to refuse, with `retry_after_s` set on a 429."""
+        name = self.identify(path, authorization)
+        await self.limit(name)
+        return name
+
+    def identify(self, path: str, authorization: list[str]) -> str | None:
+        """The key's name (None for an open route or an open API); raises OpenAIError(401)."""
         if self.keys is None or not guarded(path):
             return None
         name = self.keys.name_of(presented_key(authorization))
         if name is None:
             raise _unauthorized("Incorrect API key provided.", "invalid_api_key")
-        if self.limiter is not None:
+        return name
+
+    async def limit(self, name: str | None) -> None:
+        """Counts a request against its key's limits; raises OpenAIError(429) over them."""
+        if self.limiter is not None and name is not None:
             refusal = await self.limiter.admit(name)
             if refusal is not None:
                 raise refused(refusal, name)
-        return name
 
     async def charge_tokens(self, name: str | None, tokens: int) -> None:
         if self.limiter is not None and name is not None:
@@ -166,7 +176,12 @@ def authorization_headers(raw: list[tuple[bytes, bytes]]) -> list[str]:
 
 
 class GuardMiddleware:
-    """ASGI middleware: refuses what the guard refuses, and tells the routes the key's name."""
+    """ASGI middleware, the replica's front door: the key (401), then a place in the replica's
+    own bounded queue for the routes that generate (429 `queue_full`, ray_serve_llm.admission),
+    then the key's limits (429 `rate_limit_exceeded`); tells the routes the key's name.
+
+    In that order, a request with no valid key is refused as such whatever the load, and a
+    shed request costs no Redis round trip and is not counted against its key."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -176,12 +191,29 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         forwarded = scope.get("extensions", {}).get(FORWARDED)
-        if forwarded is not None:  # the router admitted it
-            name = forwarded.get(KEY_NAME_STATE)
-        else:
-            name, refusal = await GUARD.respond_or_admit(scope["path"], authorization_headers(scope["headers"]))
-            if refusal is not None:
-                await refusal(scope, receive, send)
-                return
+        try:
+            if forwarded is not None:  # the router checked the key and counted the request
+                name = forwarded.get(KEY_NAME_STATE)
+            else:
+                name = GUARD.identify(scope["path"], authorization_headers(scope["headers"]))
+        except OpenAIError as error:
+            await error_response(error)(scope, receive, send)
+            return
         scope.setdefault("state", {})[KEY_NAME_STATE] = name
+        if not admission.generates(scope["method"], scope["path"]):
+            await self._limited(scope, receive, send, name, forwarded is None)
+            return
+        try:
+            async with admission.ADMISSION.slot():
+                await self._limited(scope, receive, send, name, forwarded is None)
+        except admission.Full:
+            await error_response(overloaded())(scope, receive, send)
+
+    async def _limited(self, scope: dict[str, Any], receive: Any, send: Any, name: str | None, count: bool) -> None:
+        if count:
+            try:
+                await GUARD.limit(name)
+            except OpenAIError as error:
+                await error_response(error)(scope, receive, send)
+                return
         await self.app(scope, receive, send)

@@ -15,8 +15,9 @@ model): any worker holds one, and a draining node's router is replaced in second
 
 As the ingress it is the API's front door (`ray_serve_llm.guard`): keys and rate limits are
 checked here, and the model replica is told the key's name (for its token count) without
-checking again. When the chosen deployment's queue is full (Serve's `max_queued_requests`)
-the client gets 429 with Retry-After, OpenAI's error body, never a 5xx.
+checking again. When the chosen deployment is full (its replica's own queue,
+`ray_serve_llm.admission`, or Serve's `max_queued_requests` in front of it) the other one is
+tried; when both are, the client gets 429 with Retry-After, OpenAI's error body, never a 5xx.
 """
 
 import asyncio
@@ -32,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from . import guard
+from .admission import Full
 from .args import AppArgs
 from .guard import FORWARDED, KEY_NAME_STATE, authorization_headers, error_response, overloaded
 from .protocol import OpenAIError
@@ -46,6 +48,8 @@ REFRESH_S = 2.0
 # A request body the router holds before it forwards it; the model replica applies the
 # model's own, smaller limit (413) to what it receives.
 MAX_FORWARDED_BODY_BYTES = 8 * 2**20
+# What a model replica answers a forwarded request it sheds.
+SHED_STATUS = 429
 # Request headers that describe the hop, not the request.
 _HOP_HEADERS = {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade"}
 
@@ -134,8 +138,9 @@ class Router:
         chosen = pick(self.running, self.floor, random.random())
         try:
             return await self._respond(chosen, message)
-        except BackPressureError:
-            return await self._respond_or_shed(self.floor if chosen != self.floor else None, message)
+        except (BackPressureError, Full):
+            other = next(name for name in self.handles if name != chosen)
+            return await self._respond_or_shed(other, message)
         except Exception:
             if chosen == self.floor:
                 raise
@@ -143,18 +148,21 @@ class Router:
             logger.warning("deployment %s failed before answering; the floor answers", chosen, exc_info=True)
             return await self._respond(self.floor, message)
 
-    async def _respond_or_shed(self, deployment: str | None, message: dict[str, Any]) -> Response:
-        """The other deployment's answer when the chosen one's queue is full; 429 when both are."""
-        if deployment is not None:
-            try:
-                return await self._respond(deployment, message)
-            except BackPressureError:
-                pass
-        return error_response(overloaded())
+    async def _respond_or_shed(self, deployment: str, message: dict[str, Any]) -> Response:
+        """The other deployment's answer when the chosen one is full; 429 when both are."""
+        try:
+            return await self._respond(deployment, message)
+        except (BackPressureError, Full):
+            return error_response(overloaded())
 
     async def _respond(self, deployment: str, message: dict[str, Any]) -> StreamingResponse:
+        """The deployment's answer; raises Full when its replica shed the request (a forwarded
+        request gets a 429 for nothing else: its key's limits were counted here)."""
         messages = self.handles[deployment].options(stream=True).forward.remote(message)
         start = await messages.__anext__()
+        if start["status"] == SHED_STATUS:
+            messages.cancel()
+            raise Full()
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in start.get("headers", [])
                    if k.lower() != b"content-length"}
         headers[SERVED_BY_HEADER] = deployment
