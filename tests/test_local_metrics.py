@@ -37,6 +37,7 @@ from ray_serve_ha.charts.serve_metrics import (
     LATENCY_BUCKETS,
     ONGOING_REQUESTS,
     QUEUED_REQUESTS,
+    REPLICA_QUEUED_REQUESTS,
     REQUESTS,
 )
 from tests.conftest import ROOT
@@ -153,8 +154,8 @@ def test_the_demos_prometheus_scrapes_every_node_and_a_drill_carries_serves_own_
         names = {r["metric"]["__name__"] for r in prometheus_query('count by (__name__) ({__name__=~"ray_serve_.*"})')}
         # (Not ERROR_REQUESTS: Ray creates a counter's series at its first increment, and a drill
         # that loses no request has no errored answer.)
-        for name in (REQUESTS, LATENCY_BUCKETS, ONGOING_REQUESTS, QUEUED_REQUESTS, HEALTHY_REPLICAS,
-                     APPLICATION_STATUS, GENERATED_TOKENS):
+        for name in (REQUESTS, LATENCY_BUCKETS, ONGOING_REQUESTS, QUEUED_REQUESTS, REPLICA_QUEUED_REQUESTS,
+                     HEALTHY_REPLICAS, APPLICATION_STATUS, GENERATED_TOKENS):
             assert name in names, sorted(names)
         running = prometheus_query(f"min({APPLICATION_STATUS})")
         assert float(running[0]["value"][1]) == 6  # RUNNING again after the head came back

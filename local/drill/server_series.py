@@ -1,6 +1,6 @@
 """Serve's server-side series over a drill, read from Prometheus's HTTP API (the local
 demo runs one: local/prometheus.py): requests and 5xx answers per second at the proxies,
-their p99 latency, and the requests queued in front of busy replicas. The same PromQL as the
+their p99 latency, and the requests waiting for a slot (the replicas' queues and Serve's). The same PromQL as the
 CloudWatch alarms (ray_serve_ha/charts/serve_metrics.py), over a shorter window.
 
 Ray's processes report their metrics every 10 s (Ray's `metrics_report_interval_ms`), so the

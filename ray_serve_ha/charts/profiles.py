@@ -94,7 +94,7 @@ class EksDeployment:
     # ARN of the API keys secret ({name: key} JSON; ray_serve_ha/constructs/api_keys.py); None:
     # the API is open to anything that reaches the serve Service.
     api_keys_secret: str | None = None
-    # Per key and minute, across replicas (None: no limit); requests queued per caller.
+    # Per key and minute, across replicas (None: no limit); requests each replica queues.
     api_rate_limit_per_minute: int | None = DEFAULT_API_RATE_LIMIT_PER_MINUTE
     api_token_limit_per_minute: int | None = None
     max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS

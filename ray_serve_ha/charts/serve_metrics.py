@@ -28,15 +28,19 @@ ERROR_REQUESTS = "ray_serve_num_http_error_requests_total"
 LATENCY_BUCKETS = "ray_serve_http_request_latency_ms_bucket"
 # Requests in flight at the replicas, as each handle counts them.
 ONGOING_REQUESTS = "ray_serve_num_ongoing_requests_at_replicas"
-# Requests a handle holds back because every replica is busy (the queue in front of them).
+# Requests a handle holds back because every replica is busy (Serve's queue in front of them:
+# the backstop behind the replicas' own).
 QUEUED_REQUESTS = "ray_serve_deployment_queued_queries"
+# Requests waiting in the model replicas' own queues (images/ray-serve/ray_serve_llm/admission.py,
+# a gauge per replica). Serve counts them among its ongoing requests too.
+REPLICA_QUEUED_REQUESTS = "ray_serve_llm_queued_requests"
 # 1 per healthy replica (labels deployment, replica, application).
 HEALTHY_REPLICAS = "ray_serve_deployment_replica_healthy"
 # The Serve controller's view of each application: 6 is RUNNING (0 UNKNOWN, 1 DEPLOY_FAILED,
 # 2 UNHEALTHY, 3 NOT_STARTED, 4 DELETING, 5 DEPLOYING).
 APPLICATION_STATUS = "ray_serve_application_status"
 APPLICATION_RUNNING = 6
-# Tokens the model server generated (images/ray-serve/ray_serve_llm/token_metrics.py).
+# Tokens the model server generated (images/ray-serve/ray_serve_llm/app.py).
 GENERATED_TOKENS = "ray_serve_llm_generated_tokens_total"
 
 # How far back a rate looks: four of the add-on's 30 s scrapes.
@@ -100,7 +104,8 @@ class ServeQueries:
         return f"sum({self._series(ONGOING_REQUESTS)})"
 
     def queued_requests(self) -> str:
-        return f"sum({self._series(QUEUED_REQUESTS)})"
+        """Requests waiting for a slot: in the replicas' own queues and in Serve's in front."""
+        return f"sum({self._series(REPLICA_QUEUED_REQUESTS)}) + sum({self._series(QUEUED_REQUESTS)})"
 
     def healthy_replicas(self) -> str:
         return f"sum({self._series(HEALTHY_REPLICAS)})"

@@ -16,18 +16,19 @@ answers' time with one slot per replica and one queued request per proxy. Here t
 bounded by the replica itself: at most `max_ongoing_requests + max_queued_requests - 1`
 requests ahead of it, served in order, and for at most `max_queue_wait_s` (then it is shed
 after all): a replica that is drained (scale-down, upgrade, node drain) gets no new requests
-but still serves its queue, and every answer must end within its graceful shutdown. Serve's own bounds are set around this one (the serve
-config): its `max_ongoing_requests` is this replica's slots plus queue plus SHED_HEADROOM (the
-requests it is refusing at that moment), so that Serve's router hands the replica what it
-then admits or sheds, and Serve's `max_queued_requests` stays as the backstop of a flood that
-is faster than the replicas' refusals.
+but still serves its queue, and every answer must end within its graceful shutdown.
+
+Serve's own bounds are set around this one (the serve config): its `max_ongoing_requests` is
+this replica's slots plus queue plus SHED_HEADROOM (the requests it is refusing at that
+moment), so that Serve's router hands the replica what it then admits or sheds, and Serve's
+`max_queued_requests` stays as the backstop of a flood faster than the replicas' refusals.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -63,6 +64,8 @@ class Admission:
     max_queued: int = DEFAULT_MAX_QUEUED_REQUESTS
     # The longest a request waits for a slot before it is shed after all; None: no bound.
     max_wait_s: float | None = None
+    # Told how many requests wait whenever that changes (the replica's metric).
+    on_waiting: Callable[[int], None] = lambda waiting: None
     running: int = 0
     # Each waiter's future; it is resolved when a finished request hands it its slot.
     _waiting: deque[asyncio.Future[None]] = field(default_factory=deque)
@@ -89,10 +92,11 @@ class Admission:
             raise Full()
         ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(ticket)
+        self.on_waiting(len(self._waiting))
         try:
             # _leave hands over its slot: `running` stays as it is.
             await asyncio.wait_for(ticket, self.max_wait_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._give_up(ticket)
             raise Full() from None
         except asyncio.CancelledError:
@@ -105,12 +109,14 @@ class Admission:
             self._leave()  # a slot was handed to it just before: pass it on
         elif ticket in self._waiting:
             self._waiting.remove(ticket)
+            self.on_waiting(len(self._waiting))
 
     def _leave(self) -> None:
         while self._waiting:
             ticket = self._waiting.popleft()
             if not ticket.done():
                 ticket.set_result(None)
+                self.on_waiting(len(self._waiting))
                 return
         self.running -= 1
 
@@ -119,7 +125,11 @@ class Admission:
 ADMISSION = Admission()
 
 
-def configure(max_ongoing: int, max_queued: int, max_wait_s: float | None = None) -> Admission:
+def configure(
+    max_ongoing: int, max_queued: int, max_wait_s: float | None = None,
+    on_waiting: Callable[[int], None] = lambda waiting: None,
+) -> Admission:
     global ADMISSION
-    ADMISSION = Admission(max_ongoing, max_queued, max_wait_s)
+    ADMISSION = Admission(max_ongoing, max_queued, max_wait_s, on_waiting)
+    on_waiting(0)
     return ADMISSION

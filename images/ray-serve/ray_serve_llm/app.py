@@ -37,7 +37,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from ray import serve
-from ray.serve.metrics import Counter
+from ray.serve.metrics import Counter, Gauge
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import admission, guard
@@ -136,7 +136,12 @@ class ModelServer:
         self.model_name = self.args.model_name
         DRAINING_NODES.start()
         self.guard = guard.configure(self.args)
-        admission.configure(self.args.max_ongoing_requests, self.args.max_queued_requests, self.args.max_queue_wait_s)
+        # Exported as ray_serve_llm_queued_requests: the requests waiting in this replica's
+        # own queue (Serve's queued-requests series shows only the queue in front of it).
+        queued = Gauge("serve_llm_queued_requests", description="Requests waiting in the replica's queue.")
+        admission.configure(
+            self.args.max_ongoing_requests, self.args.max_queued_requests, self.args.max_queue_wait_s, queued.set
+        )
         self.created = now()
         # Loading blocks for seconds (CPU) to minutes (Neuron compile): off the event loop.
         self.engine: Engine = await asyncio.to_thread(load_engine, self.args)
