@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -64,8 +64,6 @@ class Admission:
     max_queued: int = DEFAULT_MAX_QUEUED_REQUESTS
     # The longest a request waits for a slot before it is shed after all; None: no bound.
     max_wait_s: float | None = None
-    # Told how many requests wait whenever that changes (the replica's metric).
-    on_waiting: Callable[[int], None] = lambda waiting: None
     running: int = 0
     # Each waiter's future; it is resolved when a finished request hands it its slot.
     _waiting: deque[asyncio.Future[None]] = field(default_factory=deque)
@@ -92,7 +90,6 @@ class Admission:
             raise Full()
         ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(ticket)
-        self.on_waiting(len(self._waiting))
         try:
             # _leave hands over its slot: `running` stays as it is.
             await asyncio.wait_for(ticket, self.max_wait_s)
@@ -109,14 +106,12 @@ class Admission:
             self._leave()  # a slot was handed to it just before: pass it on
         elif ticket in self._waiting:
             self._waiting.remove(ticket)
-            self.on_waiting(len(self._waiting))
 
     def _leave(self) -> None:
         while self._waiting:
             ticket = self._waiting.popleft()
             if not ticket.done():
                 ticket.set_result(None)
-                self.on_waiting(len(self._waiting))
                 return
         self.running -= 1
 
@@ -125,11 +120,7 @@ class Admission:
 ADMISSION = Admission()
 
 
-def configure(
-    max_ongoing: int, max_queued: int, max_wait_s: float | None = None,
-    on_waiting: Callable[[int], None] = lambda waiting: None,
-) -> Admission:
+def configure(max_ongoing: int, max_queued: int, max_wait_s: float | None = None) -> Admission:
     global ADMISSION
-    ADMISSION = Admission(max_ongoing, max_queued, max_wait_s, on_waiting)
-    on_waiting(0)
+    ADMISSION = Admission(max_ongoing, max_queued, max_wait_s)
     return ADMISSION
