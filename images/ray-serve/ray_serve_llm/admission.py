@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 # Requests beyond a replica's slots and queue that Serve may hand it at once, for it to
 # refuse (a refusal takes milliseconds) or to serve the routes that are not bounded.
@@ -114,6 +115,22 @@ class Admission:
                 ticket.set_result(None)
                 return
         self.running -= 1
+
+
+# How often a replica publishes its queue length. Ray drops a gauge's series that is not set
+# again within two of its export intervals (at least 1 s each), so a value set only when it
+# changes would vanish while the queue holds still.
+QUEUE_METRIC_PERIOD_S = 1.0
+
+
+async def publish_waiting(gate: Admission, gauge: Callable[..., Any]) -> None:
+    """Publishes the gate's queue length, for ever, with `gauge` (ray.serve.metrics.Gauge):
+    exported as ray_serve_llm_queued_requests (Serve's queued-requests series shows only the
+    queue in front of the replica)."""
+    queued = gauge("serve_llm_queued_requests", description="Requests waiting in the replica's queue.")
+    while True:
+        queued.set(gate.waiting)
+        await asyncio.sleep(QUEUE_METRIC_PERIOD_S)
 
 
 # The admission of this process (a replica is one process): set by the deployment's constructor.

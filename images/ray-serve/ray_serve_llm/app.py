@@ -128,21 +128,6 @@ async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse
     return await _openai_error(_, OpenAIError(str(error.detail), status_code=error.status_code, type=kind))
 
 
-# How often a replica publishes its queue length. Ray drops a gauge's series that is not set
-# again within two of its export intervals (at least 1 s each), so a value set only when it
-# changes would vanish while the queue holds still.
-QUEUE_METRIC_PERIOD_S = 1.0
-
-
-async def _publish_waiting(gate: admission.Admission) -> None:
-    # Exported as ray_serve_llm_queued_requests: the requests waiting in this replica's own
-    # queue (Serve's queued-requests series shows only the queue in front of it).
-    queued = Gauge("serve_llm_queued_requests", description="Requests waiting in the replica's queue.")
-    while True:
-        queued.set(gate.waiting)
-        await asyncio.sleep(QUEUE_METRIC_PERIOD_S)
-
-
 class ModelServer:
     """Serves one model with the engine the args choose: the routes below, on `api`."""
 
@@ -154,7 +139,7 @@ class ModelServer:
         gate = admission.configure(
             self.args.max_ongoing_requests, self.args.max_queued_requests, self.args.max_queue_wait_s
         )
-        self.queue_metric = asyncio.create_task(_publish_waiting(gate))
+        self.queue_metric = asyncio.create_task(admission.publish_waiting(gate, Gauge))
         self.created = now()
         # Loading blocks for seconds (CPU) to minutes (Neuron compile): off the event loop.
         self.engine: Engine = await asyncio.to_thread(load_engine, self.args)
