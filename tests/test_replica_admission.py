@@ -352,3 +352,38 @@ def test_the_charts_and_the_app_agree_on_the_bounds():
     assert serve_config.SHED_HEADROOM == admission.SHED_HEADROOM
     assert serve_config.DEFAULT_MAX_ONGOING_REQUESTS == admission.DEFAULT_MAX_ONGOING_REQUESTS
     assert serve_config.DEFAULT_MAX_QUEUED_REQUESTS == admission.DEFAULT_MAX_QUEUED_REQUESTS
+
+
+def test_the_queue_gauge_is_set_again_while_the_queue_holds_still(monkeypatch):
+    # Ray drops a gauge's series that is not set again within two export intervals: the
+    # replica must keep publishing an unchanged queue length, not only its changes.
+    class Gauge:
+        def __init__(self, name: str, description: str) -> None:
+            self.name, self.values = name, []
+
+        def set(self, value: int) -> None:
+            self.values.append(value)
+
+    gauges: list[Gauge] = []
+
+    def make_gauge(name: str, description: str) -> Gauge:
+        gauges.append(Gauge(name, description))
+        return gauges[-1]
+
+    monkeypatch.setattr(admission, "QUEUE_METRIC_PERIOD_S", 0.01)
+
+    async def run():
+        gate, log, release = Admission(max_ongoing=1, max_queued=2), [], asyncio.Event()
+        publisher = asyncio.create_task(admission.publish_waiting(gate, make_gauge))
+        held = [asyncio.create_task(_hold(gate, f"r{i}", release, log)) for i in range(3)]
+        await asyncio.sleep(0.1)  # one answering, two queued, for about ten periods
+        release.set()
+        await asyncio.gather(*held)
+        await asyncio.sleep(0.05)
+        publisher.cancel()
+
+    asyncio.run(run())
+    (gauge,) = gauges
+    assert gauge.name == "serve_llm_queued_requests"  # exported as REPLICA_QUEUED_REQUESTS
+    assert gauge.values[0] == 0 and gauge.values[-1] == 0
+    assert gauge.values.count(2) >= 5, gauge.values
