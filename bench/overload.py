@@ -139,19 +139,26 @@ async def unloaded(http: httpx.AsyncClient, keys: list[str], body: dict, count: 
     return latencies
 
 
-async def capacity(http: httpx.AsyncClient, keys: list[str], body: dict, concurrency: int, seconds: float) -> float:
-    done = 0
+async def capacity(
+    http: httpx.AsyncClient, keys: list[str], body: dict, concurrency: int, seconds: float
+) -> tuple[float, list[float], Counter]:
+    """(answers per second, each answer's latency, the other outcomes) with `concurrency`
+    closed-loop clients."""
+    latencies: list[float] = []
+    refused: Counter = Counter()
     deadline = time.monotonic() + seconds
 
     async def client(index: int) -> None:
-        nonlocal done
         while time.monotonic() < deadline:
-            outcome, _ = await one(http, keys[index % len(keys)], body)
-            done += outcome == "200"
+            outcome, elapsed = await one(http, keys[index % len(keys)], body)
+            if outcome == "200":
+                latencies.append(elapsed)
+            else:
+                refused[outcome] += 1
 
     started = time.monotonic()
     await asyncio.gather(*(client(i) for i in range(concurrency)))
-    return done / (time.monotonic() - started)
+    return len(latencies) / (time.monotonic() - started), latencies, refused
 
 
 async def overload(
@@ -178,7 +185,7 @@ async def run(args: argparse.Namespace, keys: list[str]) -> dict:
         quiet = await unloaded(http, keys, body, args.sequential)
         serve_histograms.settle()
         after_quiet = serve_histograms.snapshot(PROMETHEUS_URL)
-        served_per_s = await capacity(http, keys, body, args.concurrency, args.seconds)
+        served_per_s, at_capacity, capacity_refused = await capacity(http, keys, body, args.concurrency, args.seconds)
         rate = args.factor * served_per_s
         serve_histograms.settle()
         before_overload = serve_histograms.snapshot(PROMETHEUS_URL)
@@ -202,6 +209,9 @@ async def run(args: argparse.Namespace, keys: list[str]) -> dict:
         "unloaded_p50_ms": round(1000 * statistics.median(quiet), 1),
         "unloaded_p99_ms": round(1000 * unloaded_p99, 1) if unloaded_p99 else None,
         "capacity_rps": round(served_per_s, 1),
+        # Every slot busy and nothing shed: what sharing the CPUs between answers costs alone.
+        "capacity_p99_ms": _ms(1000 * percentile(at_capacity, 0.99)) if at_capacity else None,
+        "capacity_refused": dict(capacity_refused),
         "offered_rps": round(rate, 1),
         "sent": len(results),
         "outcomes": dict(outcomes),
@@ -279,7 +289,7 @@ def main() -> int:
             deploy(stack, stack.serving)
     medians = {
         name: statistics.median(r[name] for r in reports if r[name] is not None)
-        for name in ("unloaded_p99_ms", "capacity_rps", "offered_rps", "admitted_p99_ms",
+        for name in ("unloaded_p99_ms", "capacity_rps", "capacity_p99_ms", "offered_rps", "admitted_p99_ms",
                      "admitted_p99_over_unloaded_p99", "proxy_unloaded_p99_ms", "proxy_admitted_p99_ms",
                      "proxy_admitted_p99_over_unloaded_p99", "replica_processing_p99_ms_overload",
                      "router_wait_p99_ms_overload", "proxy_loop_lag_p99_ms_overload",
