@@ -93,12 +93,24 @@ def alarm_of(promql_alarms, word: str) -> dict[str, Any]:
     return alarm
 
 
+# The proxies' gates answer beyond their share themselves, out of sight of Serve's own counts.
+PROXY_SHEDS = f"(sum(rate(ray_serve_llm_proxy_shed_requests_total{{{SELECTOR}}}[2m])) or vector(0))"
+
+
 def test_the_5xx_alarm_divides_the_proxies_5xx_answers_by_all(promql_alarms):
+    """All answers: the proxies' own and their gates' 429s (a flood that is shed is no 5xx)."""
     alarm = alarm_of(promql_alarms, "5xx")
     assert alarm["Query"] == (
-        f'100 * sum(rate(ray_serve_num_http_requests_total{{{SELECTOR}, application!="", status_code=~"5.."}}[2m])) / '
-        f'sum(rate(ray_serve_num_http_requests_total{{{SELECTOR}, application!=""}}[2m])) > 1'
+        f'100 * (sum(rate(ray_serve_num_http_requests_total{{{SELECTOR}, application!="", status_code=~"5.."}}[2m]))) / '
+        f'(sum(rate(ray_serve_num_http_requests_total{{{SELECTOR}, application!=""}}[2m])) + {PROXY_SHEDS}) > 1'
     )
+
+
+def test_the_request_and_4xx_panels_count_the_proxies_sheds_and_the_5xx_panel_does_not():
+    panels = ServeQueries(serve_metrics.eks_selector("ray-serve-ha", "ray-serving")).panels()
+    assert panels["Requests per second"].endswith(f" + {PROXY_SHEDS}")
+    assert panels["4xx per second"].endswith(f" + {PROXY_SHEDS}")
+    assert "proxy_shed" not in panels["5xx per second"]
 
 
 def test_the_latency_alarm_reads_the_proxies_latency_histogram(promql_alarms):

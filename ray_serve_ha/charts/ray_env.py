@@ -45,6 +45,10 @@ GCS_HEALTH_CHECK_PERIOD_MS = 1_000
 GCS_HEALTH_CHECK_TIMEOUT_MS = 20_000
 GCS_HEALTH_CHECK_FAILURE_THRESHOLD = 3
 
+# The middlewares Ray Serve puts in front of each proxy (Ray 2.60 `http_util.py`,
+# RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH): the proxy's share of the replicas' bound.
+PROXY_GATE_IMPORT_PATH = "ray_serve_llm.proxy_gate.middlewares"
+
 
 def unresponsive_node_declared_dead_after_s() -> float:
     """How long the GCS takes to declare dead a node whose checks time out (busy, cut off)."""
@@ -99,6 +103,9 @@ def worker_env() -> dict[str, str]:
     return {
         "RAY_gcs_rpc_server_reconnect_timeout_s": str(WORKER_GCS_RECONNECT_TIMEOUT_S),
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": str(WORKER_DRAIN_TIMEOUT_S),
+        # The workers' Serve proxies take the API's traffic and shed beyond their share of
+        # what the replicas hold (images/ray-serve/ray_serve_llm/proxy_gate.py, in the image).
+        "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": PROXY_GATE_IMPORT_PATH,
     }
 
 

@@ -24,6 +24,10 @@ REQUESTS = "ray_serve_num_http_requests_total"
 APPLICATION_REQUESTS = 'application!=""'
 # Requests the proxies answered with an error (labels route, error_code, method, application).
 ERROR_REQUESTS = "ray_serve_num_http_error_requests_total"
+# Generating requests a worker's Serve proxy answered itself, 429 `queue_full` beyond its share
+# of the replicas' bound (images/ray-serve/ray_serve_llm/proxy_gate.py, a counter per proxy).
+# Serve's proxy counts do not see them: the gate runs in front of the proxy's own handling.
+PROXY_SHED_REQUESTS = "ray_serve_llm_proxy_shed_requests_total"
 # End-to-end latency at the proxy, a histogram in milliseconds.
 LATENCY_BUCKETS = "ray_serve_http_request_latency_ms_bucket"
 # Requests in flight at the replicas, as each handle counts them.
@@ -79,18 +83,26 @@ class ServeQueries:
     def _rate(self, name: str, extra: str = "") -> str:
         return f"rate({self._series(name, extra)}[{self.window}])"
 
+    def _proxy_shed_rate(self) -> str:
+        # Ray creates a counter's series at its first increment: none before the first shed.
+        return f"(sum({self._rate(PROXY_SHED_REQUESTS)}) or vector(0))"
+
     def request_rate(self) -> str:
-        """Requests per second, all answers."""
-        return f"sum({self._rate(REQUESTS, APPLICATION_REQUESTS)})"
+        """Requests per second, all answers (the proxies' own and their gates' 429s)."""
+        return f"sum({self._rate(REQUESTS, APPLICATION_REQUESTS)}) + {self._proxy_shed_rate()}"
 
     def status_rate(self, status_class: str) -> str:
         """Answers per second with a status code of the class, `4` or `5`."""
         matcher = f'{APPLICATION_REQUESTS}, status_code=~"{status_class}.."'
-        return f"sum({self._rate(REQUESTS, matcher)})"
+        answered = f"sum({self._rate(REQUESTS, matcher)})"
+        if status_class != "4":
+            return answered
+        # Either part may have no series yet (a counter's series comes at its first increment).
+        return f"({answered} or vector(0)) + {self._proxy_shed_rate()}"
 
     def error_percent(self, status_class: str) -> str:
         """The share of answers with a status code of the class, percent (no traffic: no value)."""
-        return f"100 * {self.status_rate(status_class)} / {self.request_rate()}"
+        return f"100 * ({self.status_rate(status_class)}) / ({self.request_rate()})"
 
     def error_rate(self) -> str:
         """Errored answers per second as the proxies count them."""

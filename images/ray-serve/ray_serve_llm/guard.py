@@ -40,6 +40,10 @@ KEY_NAME_STATE = "api_key_name"
 # How long a client should wait when a replica's queue is full (ray_serve_llm.admission, and
 # Serve's max_queued_requests behind it): about one short answer's time.
 SHED_RETRY_AFTER_S = 1
+# The header of a 429 that sheds (a full queue), not a key's limit: the proxies' gates
+# (ray_serve_llm.proxy_gate) read it to know that the replicas are full.
+SHED_HEADER = "X-Shed-Reason"
+SHED_REASON = "queue_full"
 
 
 def guarded(path: str) -> bool:
@@ -90,8 +94,8 @@ def overloaded() -> OpenAIError:
         f"The server is at capacity and its queue is full. Retry after {SHED_RETRY_AFTER_S} s.",
         status_code=429,
         type="server_overloaded",
-        code="queue_full",
-        headers={"Retry-After": str(SHED_RETRY_AFTER_S)},
+        code=SHED_REASON,
+        headers={"Retry-After": str(SHED_RETRY_AFTER_S), SHED_HEADER: SHED_REASON},
     )
 
 
