@@ -7,7 +7,8 @@ offered three times what it can serve.
 Each run, through the API port (both workers' proxies), with the stack's API keys:
   1. unloaded: sequential requests, one at a time: p50 and p99;
   2. capacity: closed-loop clients (`--concurrency`; default as many as the replicas take at once,
-     2 x max_ongoing_requests) for `--seconds`: completed requests per second;
+     2 x max_ongoing_requests) for `--seconds`: completed requests per second, their p99 (what
+     answers at once cost each other before anything is shed) and any refusal (none expected);
   3. overload: requests sent open-loop (arrivals at a fixed rate, not waiting for answers) at
      `--factor` x that capacity for `--seconds`: how many were admitted (200) and shed (429
      with Retry-After: Serve's full queue, or a key's rate limit), admitted p50/p99, every

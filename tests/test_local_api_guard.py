@@ -9,6 +9,8 @@ import asyncio
 import json
 import os
 import time
+import urllib.parse
+import urllib.request
 from collections import Counter
 
 import httpx
@@ -16,12 +18,18 @@ import pytest
 
 from local.api_keys import API_KEYS_FILE, read_keys
 from local.stack import LocalStack, running_state
-from local.topology import API_URL
+from local.topology import API_URL, PROMETHEUS_URL
 from ray_serve_ha.charts.serve_config import DEFAULT_MAX_ONGOING_REQUESTS, DEFAULT_MAX_QUEUED_REQUESTS
+from ray_serve_ha.charts.serve_metrics import PROXY_SHED_REQUESTS
+from tests import serve_backend  # noqa: F401  (puts images/ray-serve/ on sys.path)
+
+from ray_serve_llm.guard import SHED_HEADER, SHED_REASON  # isort: skip
 
 BODY = {"model": "tiny-mistral", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
 # Far beyond what the replicas take at once and queue (2 x (16 + 16)) plus both proxies' queues.
 BURST = 400
+# Sent once a replica has shed one: beyond their share, the proxies answer these themselves.
+AFTERSHOCK = 100
 # Longer than the slowest admitted answer can take: a request still open then is a time-out.
 TIMEOUT_S = 60.0
 
@@ -58,22 +66,48 @@ def until(status: int, key: str, timeout_s: float = 30.0) -> float:
     return time.monotonic() - started
 
 
+def proxy_sheds() -> float:
+    query = urllib.parse.urlencode({"query": f"sum({PROXY_SHED_REQUESTS})"})
+    with urllib.request.urlopen(f"{PROMETHEUS_URL}/api/v1/query?{query}", timeout=10) as response:
+        result = json.load(response)["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def until_true(condition, timeout_s: float = 30.0) -> bool:
+    """Ray exports metrics every few seconds and Prometheus scrapes every few more."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return True
+
+
 @pytest.mark.local_stack
 def test_a_burst_far_over_capacity_is_shed_with_429_never_5xx(stack):
     user = read_keys()["user"]
 
     async def burst() -> list[tuple[int | str, dict[str, str], str]]:
-        limits = httpx.Limits(max_connections=BURST + 10)
+        limits = httpx.Limits(max_connections=BURST + AFTERSHOCK + 10)
+        replicas_shed = asyncio.Event()
         async with httpx.AsyncClient(base_url=API_URL, timeout=TIMEOUT_S, limits=limits,
                                      headers={"Authorization": f"Bearer {user}"}) as http:
             async def one():
                 try:
                     response = await http.post("/v1/chat/completions", json=BODY)
-                    return response.status_code, dict(response.headers), response.text
                 except httpx.TimeoutException:
                     return "timeout", {}, ""
+                if response.headers.get(SHED_HEADER) == SHED_REASON:
+                    replicas_shed.set()
+                return response.status_code, dict(response.headers), response.text
 
-            return await asyncio.gather(*(one() for _ in range(BURST)))
+            async def aftershock():
+                # More requests while the first are still in flight and the replicas shed.
+                await asyncio.wait_for(replicas_shed.wait(), TIMEOUT_S)
+                return await asyncio.gather(*(one() for _ in range(AFTERSHOCK)))
+
+            first, second = await asyncio.gather(asyncio.gather(*(one() for _ in range(BURST))), aftershock())
+            return [*first, *second]
 
     answers = asyncio.run(burst())
     counts = Counter(status for status, _, _ in answers)
@@ -85,8 +119,12 @@ def test_a_burst_far_over_capacity_is_shed_with_429_never_5xx(stack):
         if status == 429:
             assert int(headers["retry-after"]) >= 1
             shed_by_replicas += text.startswith("{") and json.loads(text)["error"]["code"] == "queue_full"
-    # The replicas shed (OpenAI's body), not only Serve's proxies behind them (plain text).
+    # Shed with OpenAI's body (by the replicas or the proxies' gates), not only by Serve's
+    # backstop queue in the proxies (plain text).
     assert shed_by_replicas > 0, counts
+    # Once the replicas shed, the workers' proxies answered what was beyond their share
+    # themselves (ray_serve_llm/proxy_gate.py), as their counter in the demo's Prometheus says.
+    assert until_true(lambda: proxy_sheds() > 0), "no proxy shed a request itself"
     # The stack serves on at once.
     assert models(user) == 200
 
