@@ -86,6 +86,7 @@ def share_of(details: Mapping[str, Any]) -> Share | None:
             args = AppArgs.model_validate(config.get("args") or {})
         except ValueError:
             continue
+        # The router (the ingress with spot replicas) forwards; the others generate.
         replicas = sum(
             1
             for name, deployment in app.get("deployments", {}).items()
@@ -93,7 +94,6 @@ def share_of(details: Mapping[str, Any]) -> Share | None:
             for replica in deployment.get("replicas", [])
             if replica.get("state") == "RUNNING"
         )
-        # The router (the ingress with spot replicas) forwards; the others generate.
         if replicas == 0:
             return None
         head = (details.get("controller_info") or {}).get("node_id")
@@ -113,6 +113,8 @@ def _sheds(start: Mapping[str, Any]) -> bool:
 
 
 def _serve_details() -> dict[str, Any]:
+    # What the dashboard's /api/serve/applications/ returns. `serve.status()` has neither the
+    # application's args nor the proxies' nodes.
     from ray.serve.context import _get_global_client
 
     return _get_global_client().get_serve_details()
