@@ -101,7 +101,8 @@ def test_the_5xx_alarm_divides_the_proxies_5xx_answers_by_all(promql_alarms):
     """All answers: the proxies' own and their gates' 429s (a flood that is shed is no 5xx)."""
     alarm = alarm_of(promql_alarms, "5xx")
     assert alarm["Query"] == (
-        f'100 * (sum(rate(ray_serve_num_http_requests_total{{{SELECTOR}, application!="", status_code=~"5.."}}[2m]))) / '
+        f'100 * (sum(rate(ray_serve_num_http_requests_total{{{SELECTOR}, application!="", status_code=~"5.."}}'
+        f"[2m]))) / "
         f'(sum(rate(ray_serve_num_http_requests_total{{{SELECTOR}, application!=""}}[2m])) + {PROXY_SHEDS}) > 1'
     )
 
