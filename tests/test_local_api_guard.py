@@ -28,8 +28,10 @@ from ray_serve_llm.guard import SHED_HEADER, SHED_REASON  # isort: skip
 BODY = {"model": "tiny-mistral", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
 # Far beyond what the replicas take at once and queue (2 x (16 + 16)) plus both proxies' queues.
 BURST = 400
-# Sent once a replica has shed one: beyond their share, the proxies answer these themselves.
-AFTERSHOCK = 100
+# Sent once a replica has shed one, over 1.5 s: beyond their share, the proxies answer these
+# themselves.
+AFTERSHOCK = 300
+AFTERSHOCK_GAP_S = 0.005
 # Longer than the slowest admitted answer can take: a request still open then is a time-out.
 TIMEOUT_S = 60.0
 
@@ -102,9 +104,15 @@ def test_a_burst_far_over_capacity_is_shed_with_429_never_5xx(stack):
                 return response.status_code, dict(response.headers), response.text
 
             async def aftershock():
-                # More requests while the first are still in flight and the replicas shed.
+                # More requests, one every few milliseconds, while the first are still in
+                # flight: once a replica has shed one of a proxy's requests, that proxy answers
+                # those beyond its share itself for a second.
                 await asyncio.wait_for(replicas_shed.wait(), TIMEOUT_S)
-                return await asyncio.gather(*(one() for _ in range(AFTERSHOCK)))
+                sent = []
+                for _ in range(AFTERSHOCK):
+                    sent.append(asyncio.create_task(one()))
+                    await asyncio.sleep(AFTERSHOCK_GAP_S)
+                return await asyncio.gather(*sent)
 
             first, second = await asyncio.gather(asyncio.gather(*(one() for _ in range(BURST))), aftershock())
             return [*first, *second]

@@ -36,6 +36,7 @@ from ray_serve_ha.charts.serve_metrics import (
     HEALTHY_REPLICAS,
     LATENCY_BUCKETS,
     ONGOING_REQUESTS,
+    PROXY_SHED_REQUESTS,
     QUEUED_REQUESTS,
     REPLICA_QUEUED_REQUESTS,
     REQUESTS,
@@ -105,7 +106,9 @@ def test_the_server_side_series_go_in_the_drills_json_and_png(tmp_path):
     # Each query's series summed, NaN left out, seconds since the drill started.
     assert series.series["requests_per_s"] == [[5.0, 3.0], [10.0, 2.0]]
     sent = {q["query"] for q in FakePrometheus.queries}
-    assert f'sum(rate({REQUESTS}{{application!=""}}[30s]))' in sent
+    # Serve's proxies' answers and the answers their gates gave themselves (proxy_gate.py).
+    proxy_sheds = f"(sum(rate({PROXY_SHED_REQUESTS}[30s])) or vector(0))"
+    assert f'sum(rate({REQUESTS}{{application!=""}}[30s])) + {proxy_sheds}' in sent
     assert all((q["start"], q["end"]) == ("1000.000", "1040.000") for q in FakePrometheus.queries)
 
     samples = [Sample(1.0, 0.01, True, "client-1"), Sample(12.0, 0.5, False, "client-1", "ConnectError")]
