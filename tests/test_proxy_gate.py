@@ -103,11 +103,11 @@ class _Replicas:
     finds another in progress is shed as a model replica sheds it (or refused as over its
     key's limit, with `limited`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, full: bool = False) -> None:
         self.release = asyncio.Event()
         self.reached: list[str] = []
         self.running = 0
-        self.full = False
+        self.full = full
         self.limited = False
         self.api = FastAPI()
 
@@ -158,10 +158,16 @@ async def _one_in_flight(client, gate) -> asyncio.Task:
     return first
 
 
+async def _saturated(client, gate) -> asyncio.Task:
+    """One request in flight (the share) and one beyond it that the replicas shed."""
+    first = await _one_in_flight(client, gate)
+    await _chat(client)
+    return first
+
+
 def test_beyond_its_share_while_the_replicas_shed_the_proxy_answers_429_queue_full_itself(tmp_path):
     async def run():
-        replicas = _Replicas()
-        replicas.full = True
+        replicas = _Replicas(full=True)
         gate, counter, now = await _gate(tmp_path, replicas)
         async with _client(gate) as client:
             first = await _one_in_flight(client, gate)
@@ -229,12 +235,10 @@ def test_a_keys_rate_limit_is_no_sign_of_full_replicas(tmp_path):
 )
 def test_a_request_the_proxy_refuses_without_a_valid_key_is_401_not_429(tmp_path, key, status, code):
     async def run():
-        replicas = _Replicas()
-        replicas.full = True
+        replicas = _Replicas(full=True)
         gate, counter, _ = await _gate(tmp_path, replicas)
         async with _client(gate) as client:
-            first = await _one_in_flight(client, gate)
-            await _chat(client)  # the replicas shed it: the proxy holds to its share
+            first = await _saturated(client, gate)
             answer = await _chat(client, key)
             replicas.release.set()
             await first
@@ -248,12 +252,10 @@ def test_a_request_the_proxy_refuses_without_a_valid_key_is_401_not_429(tmp_path
 
 def test_other_routes_pass_whatever_the_load(tmp_path):
     async def run():
-        replicas = _Replicas()
-        replicas.full = True
+        replicas = _Replicas(full=True)
         gate, _, _ = await _gate(tmp_path, replicas)
         async with _client(gate) as client:
-            first = await _one_in_flight(client, gate)
-            await _chat(client)
+            first = await _saturated(client, gate)
             models = await client.get("/v1/models", headers={"Authorization": f"Bearer {ALICE}"})
             replicas.release.set()
             await first
@@ -264,8 +266,7 @@ def test_other_routes_pass_whatever_the_load(tmp_path):
 
 def test_while_the_share_is_not_known_the_gate_lets_everything_through(tmp_path):
     async def run():
-        replicas = _Replicas()
-        replicas.full = True
+        replicas = _Replicas(full=True)
         gate, counter, _ = await _gate(tmp_path, replicas, details=_details(replicas=0))
         async with _client(gate) as client:
             first = await _one_in_flight(client, gate)
