@@ -1,6 +1,7 @@
 """What the local stack's tests read and do to the running stack: drills, Ray's state API,
 the Serve controller and replicas, the GCS node table in Redis, traffic during an action,
-and the UI's and status command's answers. Used by tests/test_local_stack.py."""
+the demo's Prometheus, and the UI's and status command's answers. Used by the tests of the
+running local stack (tests/test_local_*.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from local import cgroups, netns, processes
@@ -20,7 +22,7 @@ from local.drill.load import LoadGenerator, LoadSpec
 from local.drill.plot import plot_timeline
 from local.redis_client import RedisClient
 from local.stack import STATE_DIR, LocalStack, running_state
-from local.topology import API_URL, BRIDGE_IP, NODES, REDIS_PORT
+from local.topology import API_URL, BRIDGE_IP, NODES, PROMETHEUS_URL, REDIS_PORT
 from tests.conftest import ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -124,3 +126,10 @@ def get(url: str, *, api_key: str | None = "user") -> tuple[int, bytes]:
 def status() -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "local", "status"], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)
+
+
+def prometheus_query(query: str) -> list[dict]:
+    """An instant query to the demo's Prometheus: its result vector."""
+    params = urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(f"{PROMETHEUS_URL}/api/v1/query?{params}", timeout=10) as response:
+        return json.load(response)["data"]["result"]

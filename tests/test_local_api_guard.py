@@ -9,8 +9,6 @@ import asyncio
 import json
 import os
 import time
-import urllib.parse
-import urllib.request
 from collections import Counter
 
 import httpx
@@ -18,10 +16,11 @@ import pytest
 
 from local.api_keys import API_KEYS_FILE, read_keys
 from local.stack import LocalStack, running_state
-from local.topology import API_URL, PROMETHEUS_URL
+from local.topology import API_URL
 from ray_serve_ha.charts.serve_config import DEFAULT_MAX_ONGOING_REQUESTS, DEFAULT_MAX_QUEUED_REQUESTS
 from ray_serve_ha.charts.serve_metrics import PROXY_SHED_REQUESTS
 from tests import serve_backend  # noqa: F401  (puts images/ray-serve/ on sys.path)
+from tests.local_stack_probes import prometheus_query
 
 from ray_serve_llm.guard import SHED_HEADER, SHED_REASON  # isort: skip
 
@@ -69,9 +68,7 @@ def until(status: int, key: str, timeout_s: float = 30.0) -> float:
 
 
 def proxy_sheds() -> float:
-    query = urllib.parse.urlencode({"query": f"sum({PROXY_SHED_REQUESTS})"})
-    with urllib.request.urlopen(f"{PROMETHEUS_URL}/api/v1/query?{query}", timeout=10) as response:
-        result = json.load(response)["data"]["result"]
+    result = prometheus_query(f"sum({PROXY_SHED_REQUESTS})")
     return float(result[0]["value"][1]) if result else 0.0
 
 

@@ -42,7 +42,7 @@ from ray_serve_ha.charts.serve_metrics import (
     REQUESTS,
 )
 from tests.conftest import ROOT
-from tests.local_stack_probes import listening, quiet
+from tests.local_stack_probes import listening, prometheus_query, quiet
 
 
 def test_every_node_exports_on_the_pods_metrics_port_and_prometheus_scrapes_each():
@@ -118,12 +118,6 @@ def test_the_server_side_series_go_in_the_drills_json_and_png(tmp_path):
     assert json.loads(json.dumps(report.to_json()))["server"]["series"]["p99_ms"] == [[5.0, 3.0], [10.0, 2.0]]
     png = plot_timeline(samples, report, tmp_path / "drill.png")
     assert png.stat().st_size > 10_000
-
-
-def prometheus_query(query: str) -> list[dict]:
-    params = urllib.parse.urlencode({"query": query})
-    with urllib.request.urlopen(f"{PROMETHEUS_URL}/api/v1/query?{params}", timeout=10) as response:
-        return json.load(response)["data"]["result"]
 
 
 @pytest.mark.local_stack

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from ray_serve_ha.charts import ray_env
+from ray_serve_ha.charts import ray_env, serve_metrics
 from tests import serve_backend  # noqa: F401  (puts images/ray-serve/ on sys.path)
 
 from ray_serve_llm import guard, proxy_gate  # isort: skip
@@ -305,6 +305,10 @@ def test_a_request_that_fails_frees_its_place(tmp_path):
         return gate.in_flight
 
     assert asyncio.run(run()) == 0
+
+
+def test_the_dashboards_read_the_gates_counter_by_the_name_ray_exports():
+    assert f"ray_{proxy_gate.SHED_METRIC}_total" == serve_metrics.PROXY_SHED_REQUESTS
 
 
 def test_every_workers_proxy_runs_the_gate_and_the_head_does_not():
